@@ -1,0 +1,391 @@
+//! `POST /v1/messages` in Anthropic's wire format, streamed as its documented event sequence:
+//! `message_start`, then per content block `content_block_start` / `content_block_delta`... /
+//! `content_block_stop`, then `message_delta` (stop reason, usage) and `message_stop`.
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, Format, read_json, sse_frame, sse_response};
+use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Message, Part, Role, Tool, ToolChoice, Usage};
+use crate::pipeline::{Answer, EntryPoint, events};
+
+#[derive(Debug, Deserialize)]
+pub struct MessagesRequest {
+    model: String,
+    max_tokens: u32,
+    messages: Vec<WireMessage>,
+    system: Option<Value>,
+    #[serde(default)]
+    stream: bool,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    #[serde(default)]
+    stop_sequences: Vec<String>,
+    #[serde(default)]
+    tools: Vec<WireTool>,
+    tool_choice: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireMessage {
+    role: String,
+    content: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct WireTool {
+    name: String,
+    description: Option<String>,
+    input_schema: Value,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, Format::Anthropic, message)
+}
+
+/// Text of a `system` value or a `tool_result` content: a string or an array of text blocks.
+fn blocks_text(v: &Value, at: &str) -> Result<String, ApiError> {
+    match v {
+        Value::Null => Ok(String::new()),
+        Value::String(s) => Ok(s.clone()),
+        Value::Array(blocks) => {
+            let mut out = Vec::new();
+            for b in blocks {
+                match b["type"].as_str() {
+                    Some("text") => out.push(b["text"].as_str().unwrap_or_default().to_string()),
+                    other => {
+                        return Err(bad(format!("{at}: blocks of type {other:?} are not supported here; send text")));
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        _ => Err(bad(format!("{at}: must be a string or an array of text blocks"))),
+    }
+}
+
+impl MessagesRequest {
+    pub fn into_internal(self) -> Result<ChatRequest, ApiError> {
+        let mut messages = Vec::with_capacity(self.messages.len() + 1);
+        if let Some(system) = &self.system {
+            let text = blocks_text(system, "system")?;
+            if !text.is_empty() {
+                messages.push(Message::text(Role::System, text));
+            }
+        }
+        for (i, m) in self.messages.into_iter().enumerate() {
+            let at = format!("messages.{i}");
+            let role = match m.role.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                other => {
+                    return Err(bad(format!("{at}.role: {other:?} is not user or assistant")));
+                }
+            };
+            let content = match m.content {
+                Value::String(text) => vec![Part::Text { text }],
+                Value::Array(blocks) => {
+                    let mut parts = Vec::with_capacity(blocks.len());
+                    for (j, b) in blocks.into_iter().enumerate() {
+                        let at = format!("{at}.content.{j}");
+                        parts.push(match b["type"].as_str() {
+                            Some("text") => Part::Text { text: b["text"].as_str().unwrap_or_default().to_string() },
+                            Some("tool_use") => Part::ToolCall {
+                                id: b["id"].as_str().unwrap_or_default().to_string(),
+                                name: b["name"]
+                                    .as_str()
+                                    .ok_or_else(|| bad(format!("{at}: tool_use needs a name")))?
+                                    .to_string(),
+                                arguments: b["input"].to_string(),
+                            },
+                            Some("tool_result") => Part::ToolResult {
+                                tool_call_id: b["tool_use_id"]
+                                    .as_str()
+                                    .ok_or_else(|| bad(format!("{at}: tool_result needs tool_use_id")))?
+                                    .to_string(),
+                                name: None,
+                                content: blocks_text(&b["content"], &at)?,
+                                is_error: b["is_error"].as_bool().unwrap_or(false),
+                            },
+                            other => {
+                                return Err(bad(format!("{at}: content blocks of type {other:?} are not supported")));
+                            }
+                        });
+                    }
+                    parts
+                }
+                _ => {
+                    return Err(bad(format!("{at}.content: must be a string or an array of blocks")));
+                }
+            };
+            messages.push(Message { role, content });
+        }
+        if !messages.iter().any(|m| m.role != Role::System) {
+            return Err(bad("messages: at least one message is required"));
+        }
+        let tool_choice = match &self.tool_choice {
+            None => None,
+            Some(v) => Some(match v["type"].as_str() {
+                Some("auto") => ToolChoice::Auto,
+                Some("any") => ToolChoice::Required,
+                Some("none") => ToolChoice::None,
+                Some("tool") => ToolChoice::Tool(
+                    v["name"].as_str().ok_or_else(|| bad("tool_choice: type tool needs a name"))?.to_string(),
+                ),
+                _ => return Err(bad("tool_choice.type must be auto, any, tool or none")),
+            }),
+        };
+        Ok(ChatRequest {
+            model: self.model,
+            messages,
+            max_tokens: Some(self.max_tokens),
+            temperature: self.temperature,
+            top_p: self.top_p,
+            stop: self.stop_sequences,
+            tools: self
+                .tools
+                .into_iter()
+                .map(|t| Tool { name: t.name, description: t.description, parameters: t.input_schema })
+                .collect(),
+            tool_choice,
+            response_format: None,
+            raw_prompt: None,
+            stream: self.stream,
+        })
+    }
+}
+
+pub async fn messages(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
+    let received = Instant::now();
+    let limit = state.gateway.config.limits.max_body_bytes;
+    let wire: MessagesRequest = match read_json(body, &headers, limit, Format::Anthropic).await {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let req = match wire.into_internal() {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = super::context(EntryPoint::Anthropic, &headers, received);
+    let stream = req.stream;
+    let served = match state.gateway.handle(req, &ctx).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from_gateway(&e, Format::Anthropic).into_response(),
+    };
+    let model = served.target.to_string();
+    let id = crate::model::new_id("msg_");
+    let mut response_headers = HeaderMap::new();
+    super::served_headers(&served, &ctx, &mut response_headers);
+    let mut response = if stream {
+        sse_response(render_stream(events(served.answer), id, model))
+    } else {
+        match served.answer {
+            Answer::Complete(r) => axum::Json(render(&r, &id, &model)).into_response(),
+            Answer::Stream(_) => unreachable!("the pipeline streams only when asked"),
+        }
+    };
+    response.headers_mut().extend(response_headers);
+    response
+}
+
+fn stop_str(r: FinishReason) -> &'static str {
+    match r {
+        FinishReason::Stop => "end_turn",
+        FinishReason::Length => "max_tokens",
+        FinishReason::ToolCalls => "tool_use",
+        FinishReason::ContentFilter => "refusal",
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "input_tokens": u.input_tokens.saturating_sub(u.cached_tokens),
+        "output_tokens": u.output_tokens,
+        "cache_read_input_tokens": u.cached_tokens,
+        "cache_creation_input_tokens": 0,
+    })
+}
+
+pub fn render(r: &ChatResponse, id: &str, model: &str) -> Value {
+    let content: Vec<Value> = r
+        .content
+        .iter()
+        .filter_map(|p| match p {
+            Part::Text { text } => Some(json!({"type": "text", "text": text})),
+            Part::ToolCall { id, name, arguments } => {
+                let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
+                Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+            }
+            Part::ToolResult { .. } => None,
+        })
+        .collect();
+    json!({
+        "id": id, "type": "message", "role": "assistant", "model": model, "content": content,
+        "stop_reason": stop_str(r.finish_reason), "stop_sequence": null, "usage": usage_json(&r.usage),
+    })
+}
+
+/// The answer as Anthropic's stream events. Content blocks open when their first delta arrives and
+/// close when another kind of block begins or the answer ends; `message_delta` waits for the end,
+/// since some providers report usage after their finish reason. A failure mid-stream becomes an
+/// `error` event.
+fn render_stream(
+    events: crate::model::EventStream,
+    id: String,
+    model: String,
+) -> impl futures_util::Stream<Item = Bytes> + Send {
+    #[derive(PartialEq)]
+    enum Open {
+        None,
+        Text,
+        Tool(u32),
+    }
+    struct S {
+        events: crate::model::EventStream,
+        id: String,
+        model: String,
+        usage: Usage,
+        stop: Option<FinishReason>,
+        open: Open,
+        block: i64,
+        started: bool,
+        done: bool,
+    }
+    let state = S {
+        events,
+        id,
+        model,
+        usage: Usage::default(),
+        stop: None,
+        open: Open::None,
+        block: -1,
+        started: false,
+        done: false,
+    };
+
+    fn close(s: &mut S, out: &mut Vec<Bytes>) {
+        if s.open != Open::None {
+            out.push(sse_frame(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": s.block})));
+            s.open = Open::None;
+        }
+    }
+
+    futures_util::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        let mut out = Vec::new();
+        let next = s.events.next().await;
+        if !s.started {
+            s.started = true;
+            // Usage that arrived with the first event (Anthropic, Gemini) is reported at once.
+            if let Some(Ok(Event::Usage { usage })) = &next {
+                s.usage.merge(*usage);
+            }
+            out.push(sse_frame(
+                Some("message_start"),
+                &json!({"type": "message_start", "message": {
+                    "id": s.id, "type": "message", "role": "assistant", "model": s.model, "content": [],
+                    "stop_reason": null, "stop_sequence": null, "usage": usage_json(&s.usage),
+                }}),
+            ));
+        }
+        match next {
+            Some(Ok(event)) => match event {
+                Event::TextDelta { text } => {
+                    if s.open != Open::Text {
+                        close(&mut s, &mut out);
+                        s.block += 1;
+                        s.open = Open::Text;
+                        out.push(sse_frame(
+                            Some("content_block_start"),
+                            &json!({"type": "content_block_start", "index": s.block, "content_block": {"type": "text", "text": ""}}),
+                        ));
+                    }
+                    out.push(sse_frame(
+                        Some("content_block_delta"),
+                        &json!({"type": "content_block_delta", "index": s.block, "delta": {"type": "text_delta", "text": text}}),
+                    ));
+                }
+                Event::ToolCallStart { index, id, name } => {
+                    close(&mut s, &mut out);
+                    s.block += 1;
+                    s.open = Open::Tool(index);
+                    out.push(sse_frame(
+                        Some("content_block_start"),
+                        &json!({"type": "content_block_start", "index": s.block, "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
+                    ));
+                }
+                Event::ToolCallDelta { index, arguments } => {
+                    if s.open == Open::Tool(index) {
+                        out.push(sse_frame(
+                            Some("content_block_delta"),
+                            &json!({"type": "content_block_delta", "index": s.block, "delta": {"type": "input_json_delta", "partial_json": arguments}}),
+                        ));
+                    }
+                }
+                Event::Usage { usage } => s.usage.merge(usage),
+                Event::Finish { reason } => s.stop = Some(reason),
+            },
+            Some(Err(e)) => {
+                s.done = true;
+                let err = ApiError::new(StatusCode::BAD_GATEWAY, Format::Anthropic, format!("the provider failed mid-stream: {e}"));
+                out.push(sse_frame(Some("error"), &err.body()));
+            }
+            None => {
+                s.done = true;
+                close(&mut s, &mut out);
+                let stop = s.stop.unwrap_or(FinishReason::Stop);
+                out.push(sse_frame(
+                    Some("message_delta"),
+                    &json!({"type": "message_delta", "delta": {"stop_reason": stop_str(stop), "stop_sequence": null}, "usage": usage_json(&s.usage)}),
+                ));
+                out.push(sse_frame(Some("message_stop"), &json!({"type": "message_stop"})));
+            }
+        }
+        let bytes: Bytes = out.concat().into();
+        Some((bytes, s))
+    })
+    .filter(|b| std::future::ready(!b.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_blocks_tool_use_and_results_translate() {
+        let wire: MessagesRequest = serde_json::from_value(json!({
+            "model": "code", "max_tokens": 100,
+            "system": [{"type": "text", "text": "be brief"}],
+            "messages": [
+                {"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get", "input": {"city": "Oslo"}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "sunny"}]}]}
+            ],
+            "tool_choice": {"type": "any"},
+            "tools": [{"name": "get", "input_schema": {"type": "object"}}]
+        }))
+        .unwrap();
+        let req = wire.into_internal().unwrap();
+        assert_eq!(req.system_text().as_deref(), Some("be brief"));
+        assert_eq!(req.tool_choice, Some(ToolChoice::Required));
+        assert_eq!(req.messages[2].tool_calls().next(), Some(("t1", "get", "{\"city\":\"Oslo\"}")));
+        assert!(matches!(&req.messages[3].content[0], Part::ToolResult { content, .. } if content == "sunny"));
+    }
+
+    #[test]
+    fn cached_tokens_are_reported_apart_from_input() {
+        let u = usage_json(&Usage { input_tokens: 10, output_tokens: 2, cached_tokens: 4 });
+        assert_eq!(u["input_tokens"], 6);
+        assert_eq!(u["cache_read_input_tokens"], 4);
+    }
+}

@@ -1,0 +1,272 @@
+//! The HTTP API, served on both listeners (the local socket and TCP on loopback) by one router.
+//! Only this module knows HTTP. Each entry point translates its wire format to the internal model,
+//! calls the pipeline, and renders the answer and any error in the caller's own format.
+
+pub mod anthropic;
+pub mod auth;
+pub mod native;
+pub mod openai;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::pipeline::{EntryPoint, Gateway, GatewayError, RequestContext, Served};
+
+/// Which listener a connection came in on; set by the accept loop on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The local socket: reachable by this user alone (file permissions), no token needed.
+    Local,
+    /// TCP on loopback: the bearer token, a loopback Host and no browser origin are required.
+    Tcp,
+}
+
+pub struct AppState {
+    pub gateway: Gateway,
+    pub token: String,
+    pub started: std::time::Instant,
+    pub config_file: Option<std::path::PathBuf>,
+}
+
+pub type State = Arc<AppState>;
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/healthz", get(native::healthz))
+        .route("/v1/status", get(native::status))
+        .route("/v1/models", get(native::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/admin/credentials/reload", post(native::reload_credentials))
+        .fallback(native::not_found)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::guard))
+        .with_state(state)
+}
+
+/// The error shapes callers understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Openai,
+    Anthropic,
+}
+
+impl Format {
+    /// The format a request expects its errors in: Anthropic's for `/v1/messages` and for any
+    /// request that carries `anthropic-version`; OpenAI's otherwise (the native API uses it too).
+    pub fn of(path: &str, headers: &HeaderMap) -> Self {
+        if path.starts_with("/v1/messages") || headers.contains_key("anthropic-version") {
+            Format::Anthropic
+        } else {
+            Format::Openai
+        }
+    }
+}
+
+/// An error, rendered in the caller's format.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub format: Format,
+    pub retry_after: Option<Duration>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, format: Format, message: impl Into<String>) -> Self {
+        Self { status, message: message.into(), format, retry_after: None }
+    }
+
+    pub fn from_gateway(err: &GatewayError, format: Format) -> Self {
+        let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        Self { status, message: err.to_string(), format, retry_after: err.retry_after() }
+    }
+
+    /// The error as a JSON body in the caller's format (also used as a stream's error event).
+    pub fn body(&self) -> serde_json::Value {
+        match self.format {
+            Format::Openai => serde_json::json!({"error": {
+                "message": self.message,
+                "type": openai_type(self.status),
+                "param": null,
+                "code": openai_code(self.status),
+            }}),
+            Format::Anthropic => serde_json::json!({"type": "error", "error": {
+                "type": anthropic_type(self.status),
+                "message": self.message,
+            }}),
+        }
+    }
+}
+
+fn openai_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 404 | 413 | 415 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        _ => "server_error",
+    }
+}
+
+fn openai_code(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        401 => Some("invalid_api_key"),
+        404 => Some("model_not_found"),
+        413 => Some("request_too_large"),
+        429 => Some("rate_limit_exceeded"),
+        _ => None,
+    }
+}
+
+fn anthropic_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 415 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, axum::Json(self.body())).into_response();
+        if let Some(after) = self.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            response.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// Reads a JSON request body within the size limit, with errors that say what is wrong.
+pub async fn read_json<T: DeserializeOwned>(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+    format: Format,
+) -> Result<T, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format,
+            format!("the request body exceeds the limit of {limit} bytes (limits.max_body_bytes)"),
+        )
+    };
+    if let Some(len) =
+        headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    let bytes: Bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(too_large());
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format,
+                format!("could not read the request body: {e}"),
+            ));
+        }
+    };
+    if let Err(e) = std::str::from_utf8(&bytes) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format,
+            format!("the request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        ));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(StatusCode::BAD_REQUEST, format, format!("the request body is not valid JSON: {e}"))
+    })?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." { String::new() } else { format!(" at {path}") };
+        ApiError::new(StatusCode::BAD_REQUEST, format, format!("invalid request{at}: {}", e.inner()))
+    })
+}
+
+/// The context of a request, from the headers tollgate's own clients set.
+pub fn context(entry: EntryPoint, headers: &HeaderMap, received: std::time::Instant) -> RequestContext {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let local_only = text("x-tollgate-local-only")
+        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    RequestContext { entry, local_only, path: text("x-tollgate-path"), project: text("x-tollgate-project"), received }
+}
+
+/// Headers every served answer carries: who served it and the gateway's own added time.
+pub fn served_headers(served: &Served, ctx: &RequestContext, headers: &mut HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&served.target.provider) {
+        headers.insert("x-tollgate-provider", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&served.target.model) {
+        headers.insert("x-tollgate-model", v);
+    }
+    let added = served.added(ctx);
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", added.as_secs_f64() * 1000.0)) {
+        headers.insert("x-tollgate-added-ms", v);
+    }
+}
+
+/// A Server-Sent Events response from a stream of already-framed chunks.
+pub fn sse_response(body: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
+    use futures_util::StreamExt;
+    let body = Body::from_stream(body.map(Ok::<Bytes, std::convert::Infallible>));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// One SSE frame: `event: NAME` (when given) and one `data:` line of JSON.
+pub fn sse_frame(event: Option<&str>, data: &serde_json::Value) -> Bytes {
+    let mut s = String::with_capacity(64);
+    if let Some(event) = event {
+        s.push_str("event: ");
+        s.push_str(event);
+        s.push('\n');
+    }
+    s.push_str("data: ");
+    s.push_str(&data.to_string());
+    s.push_str("\n\n");
+    Bytes::from(s)
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A string, or an array of strings (OpenAI's `stop`, Anthropic's `system` as text).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}

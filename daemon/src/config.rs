@@ -1,0 +1,447 @@
+//! Configuration: embedded defaults, a TOML file merged over them key by key, then command-line
+//! flags. The effective config remembers where each value came from, for `tollgate config show`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The embedded defaults; the daemon starts on these alone.
+pub const DEFAULTS: &str = include_str!("default_config.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: {message}")]
+    Syntax { origin: String, message: String },
+    #[error("{origin}: {path}: {message}")]
+    Invalid { origin: String, path: String, message: String },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub retry: RetryConfig,
+    pub circuit: CircuitConfig,
+    pub keychain: KeychainConfig,
+    pub privacy: PrivacyConfig,
+    pub providers: BTreeMap<String, ProviderConfig>,
+    pub routes: BTreeMap<String, RouteConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub host: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub connect_timeout_ms: u64,
+    pub first_byte_timeout_ms: u64,
+    pub stream_idle_timeout_ms: u64,
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub attempts_per_target: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub max_retry_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    pub failure_threshold: u32,
+    pub open_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeychainConfig {
+    pub backend: KeychainBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeychainBackend {
+    Auto,
+    SecretService,
+    Keyutils,
+    Env,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    pub local_only_paths: Vec<String>,
+    pub local_only_projects: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    Gemini,
+    Ollama,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// Whether the provider runs on this machine. Defaults to true for Ollama and for any base URL
+    /// on a loopback address.
+    #[serde(default)]
+    pub local: Option<bool>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Send the key in this header instead of the kind's usual one (Azure OpenAI: `api-key`).
+    #[serde(default)]
+    pub key_header: Option<String>,
+    /// Query parameters added to every call (Azure OpenAI: `api-version`).
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ProviderConfig {
+    pub fn is_local(&self) -> bool {
+        self.local.unwrap_or_else(|| self.kind == ProviderKind::Ollama || url_is_loopback(&self.base_url))
+    }
+}
+
+fn url_is_loopback(url: &str) -> bool {
+    let Ok(url) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    match url.host() {
+        Some(host) => {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        }
+        None => false,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Ordered `provider/model` targets; the first healthy one with credentials serves.
+    pub targets: Vec<String>,
+}
+
+/// Where one effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Flag(&'static str),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Flag(name) => write!(f, "flag {name}"),
+        }
+    }
+}
+
+/// The effective configuration and the origin of each leaf value (dotted key).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub sources: BTreeMap<String, Source>,
+    pub file: Option<PathBuf>,
+    merged: toml::Table,
+}
+
+/// Overrides given on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub port: Option<u16>,
+}
+
+impl Loaded {
+    /// Loads the defaults, then `file` (when given and present), then `overrides`.
+    /// `file_required` makes a missing file an error (it was named explicitly).
+    pub fn load(file: Option<&Path>, file_required: bool, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut merged: toml::Table = DEFAULTS.parse().expect("embedded defaults are valid TOML");
+        let mut sources = BTreeMap::new();
+        record_sources(&merged, "", &Source::Default, &mut sources);
+
+        let mut used_file = None;
+        if let Some(path) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let origin = path.display().to_string();
+                    let table: toml::Table = text
+                        .parse()
+                        .map_err(|e: toml::de::Error| ConfigError::Syntax { origin, message: e.to_string() })?;
+                    merge(&mut merged, table, "", &Source::File(path.to_path_buf()), &mut sources);
+                    used_file = Some(path.to_path_buf());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !file_required => {}
+                Err(source) => {
+                    return Err(ConfigError::Read { path: path.to_path_buf(), source });
+                }
+            }
+        }
+        if let Some(port) = overrides.port {
+            let mut t = toml::Table::new();
+            t.insert(
+                "server".into(),
+                toml::Value::Table(toml::Table::from_iter([("port".into(), toml::Value::Integer(port.into()))])),
+            );
+            merge(&mut merged, t, "", &Source::Flag("--port"), &mut sources);
+        }
+
+        let origin = used_file.as_ref().map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged.clone())).map_err(|e| {
+            ConfigError::Invalid { origin: origin.clone(), path: e.path().to_string(), message: e.inner().to_string() }
+        })?;
+        config.validate().map_err(|(path, message)| ConfigError::Invalid { origin, path, message })?;
+        Ok(Self { config, sources, file: used_file, merged })
+    }
+
+    /// The effective config as `key = value  # source` lines.
+    pub fn show(&self) -> String {
+        let mut out = String::new();
+        let mut leaves = Vec::new();
+        flatten(&self.merged, "", &mut leaves);
+        for (key, value) in leaves {
+            let source = self.sources.get(&key).map_or_else(|| "default".to_string(), ToString::to_string);
+            out.push_str(&format!("{key} = {value}  # {source}\n"));
+        }
+        out
+    }
+
+    /// The effective config as JSON: `{ "key": { "value": ..., "source": "..." } }`.
+    pub fn show_json(&self) -> serde_json::Value {
+        let mut leaves = Vec::new();
+        flatten(&self.merged, "", &mut leaves);
+        let mut map = serde_json::Map::new();
+        for (key, value) in leaves {
+            let source = self.sources.get(&key).map_or_else(|| "default".to_string(), ToString::to_string);
+            let value: serde_json::Value = serde_json::to_value(&value).unwrap_or(serde_json::Value::Null);
+            map.insert(key, serde_json::json!({ "value": value, "source": source }));
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+impl Config {
+    /// Checks what types alone cannot: routes name known providers, the host is loopback.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !self.server.host.is_loopback() {
+            return Err((
+                "server.host".into(),
+                format!(
+                    "{} is not a loopback address; tollgate only listens on this machine (use 127.0.0.1 or ::1)",
+                    self.server.host
+                ),
+            ));
+        }
+        for (name, provider) in &self.providers {
+            if name.contains('/') {
+                return Err((format!("providers.{name}"), "a provider name cannot contain '/'".into()));
+            }
+            if reqwest::Url::parse(&provider.base_url).is_err() {
+                return Err((format!("providers.{name}.base_url"), format!("{:?} is not a URL", provider.base_url)));
+            }
+        }
+        for (alias, route) in &self.routes {
+            if alias.contains('/') {
+                return Err((
+                    format!("routes.{alias}"),
+                    "an alias cannot contain '/'; it would read as provider/model".into(),
+                ));
+            }
+            if route.targets.is_empty() {
+                return Err((format!("routes.{alias}.targets"), "a route needs at least one target".into()));
+            }
+            for target in &route.targets {
+                let Some((provider, model)) = target.split_once('/') else {
+                    return Err((
+                        format!("routes.{alias}.targets"),
+                        format!("{target:?} is not of the form provider/model"),
+                    ));
+                };
+                if model.is_empty() || !self.providers.contains_key(provider) {
+                    return Err((
+                        format!("routes.{alias}.targets"),
+                        format!(
+                            "{target:?} names provider {provider:?}, which is not configured (known: {})",
+                            self.provider_names()
+                        ),
+                    ));
+                }
+            }
+        }
+        for glob in self.privacy.local_only_paths.iter().chain(&self.privacy.local_only_projects) {
+            if let Err(e) = globset::Glob::new(glob) {
+                return Err(("privacy".into(), format!("bad glob {glob:?}: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn provider_names(&self) -> String {
+        self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn record_sources(table: &toml::Table, prefix: &str, source: &Source, out: &mut BTreeMap<String, Source>) {
+    for (k, v) in table {
+        let key = join_key(prefix, k);
+        match v {
+            toml::Value::Table(t) => record_sources(t, &key, source, out),
+            _ => {
+                out.insert(key, source.clone());
+            }
+        }
+    }
+}
+
+/// Merges `over` into `base`: tables key by key, any other value (arrays included) replaced whole.
+fn merge(
+    base: &mut toml::Table,
+    over: toml::Table,
+    prefix: &str,
+    source: &Source,
+    sources: &mut BTreeMap<String, Source>,
+) {
+    for (k, v) in over {
+        let key = join_key(prefix, &k);
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o, &key, source, sources),
+            (_, v) => {
+                if let toml::Value::Table(t) = &v {
+                    record_sources(t, &key, source, sources);
+                } else {
+                    sources.insert(key, source.clone());
+                }
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn flatten(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value)>) {
+    for (k, v) in table {
+        let key = join_key(prefix, k);
+        match v {
+            toml::Value::Table(t) => flatten(t, &key, out),
+            v => out.push((key, v.clone())),
+        }
+    }
+}
+
+fn join_key(prefix: &str, k: &str) -> String {
+    let needs_quotes = !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let k = if needs_quotes { format!("{k:?}") } else { k.to_string() };
+    if prefix.is_empty() { k } else { format!("{prefix}.{k}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempdir::Dir, PathBuf) {
+        let dir = tempdir::Dir::new();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    /// A minimal temp dir, so the crate needs no extra dev-dependency.
+    mod tempdir {
+        pub struct Dir(std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Self {
+                let p = std::env::temp_dir().join(crate::model::new_id("tollgate-cfg-"));
+                std::fs::create_dir_all(&p).unwrap();
+                Self(p)
+            }
+            pub fn path(&self) -> &std::path::Path {
+                &self.0
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn embedded_defaults_load_and_validate() {
+        let loaded = Loaded::load(None, false, &Overrides::default()).unwrap();
+        assert_eq!(loaded.config.server.port, 8788);
+        assert!(loaded.config.providers["ollama"].is_local());
+        assert!(!loaded.config.providers["openai"].is_local());
+        assert!(loaded.config.providers["llamacpp"].is_local());
+    }
+
+    #[test]
+    fn file_and_flag_override_defaults_and_sources_say_so() {
+        let (_d, path) = write(
+            "[limits]\nmax_body_bytes = 10\n[providers.fake]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+        );
+        let loaded = Loaded::load(Some(&path), true, &Overrides { port: Some(9999) }).unwrap();
+        assert_eq!(loaded.config.limits.max_body_bytes, 10);
+        assert_eq!(loaded.config.server.port, 9999);
+        assert_eq!(loaded.sources["limits.max_body_bytes"], Source::File(path.clone()));
+        assert_eq!(loaded.sources["server.port"], Source::Flag("--port"));
+        assert_eq!(loaded.sources["limits.connect_timeout_ms"], Source::Default);
+        let shown = loaded.show();
+        assert!(shown.contains(&format!("limits.max_body_bytes = 10  # {}", path.display())), "{shown}");
+        assert!(shown.contains("providers.fake.kind = \"openai\""), "{shown}");
+    }
+
+    #[test]
+    fn errors_name_the_file_and_the_key() {
+        let (_d, path) = write("[providers.x]\nkind = \"opneai\"\nbase_url = \"http://h\"\n");
+        let err = Loaded::load(Some(&path), true, &Overrides::default()).unwrap_err().to_string();
+        assert!(
+            err.contains("providers.x.kind") && err.contains("opneai") && err.contains(&path.display().to_string()),
+            "{err}"
+        );
+
+        let (_d, path) = write("[routes.r]\ntargets = [\"nope/m\"]\n");
+        let err = Loaded::load(Some(&path), true, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("routes.r.targets") && err.contains("\"nope\""), "{err}");
+
+        let (_d, path) = write("[server]\nhost = \"0.0.0.0\"\n");
+        let err = Loaded::load(Some(&path), true, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("not a loopback"), "{err}");
+
+        let (_d, path) = write("[server\n");
+        let err = Loaded::load(Some(&path), true, &Overrides::default()).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn a_named_file_must_exist_but_the_default_one_need_not() {
+        let missing = std::env::temp_dir().join("tollgate-no-such-config.toml");
+        assert!(Loaded::load(Some(&missing), false, &Overrides::default()).is_ok());
+        assert!(matches!(Loaded::load(Some(&missing), true, &Overrides::default()), Err(ConfigError::Read { .. })));
+    }
+}

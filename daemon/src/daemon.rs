@@ -1,0 +1,157 @@
+//! `tollgate daemon`: one per user. Takes the single-instance lock, opens the keychain, binds the
+//! local socket and TCP on loopback, serves both with one router, and shuts down in one place.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use interprocess::local_socket::traits::tokio::Listener as _;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tower::ServiceExt;
+
+use crate::api::{self, AppState, Listener};
+use crate::config::Loaded;
+use crate::keychain::{Credentials, Keychain};
+use crate::paths::{self, Paths};
+use crate::pipeline::Gateway;
+
+/// How long in-flight requests get to finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Holds the single-instance lock for as long as it lives.
+pub struct InstanceLock(#[allow(dead_code)] File);
+
+/// Takes the per-user daemon lock, or says which daemon holds it.
+pub fn lock(paths: &Paths) -> anyhow::Result<InstanceLock> {
+    paths.ensure_dirs().with_context(|| format!("cannot create {}", paths.data_dir.display()))?;
+    let path = paths.lock_file();
+    let mut file = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)?;
+            file.rewind()?;
+            write!(file, "{}", std::process::id())?;
+            file.flush()?;
+            Ok(InstanceLock(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            anyhow::bail!(
+                "another tollgate daemon is already running for this user (pid {}, socket {}). \
+                 Stop it first, or set TOLLGATE_HOME to run an isolated one.",
+                pid.trim(),
+                paths.socket.display()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+    }
+}
+
+pub async fn run(loaded: Loaded, paths: Paths) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _lock = lock(&paths)?;
+    let token = paths::load_or_create_token(&paths).context("cannot create the API token file")?;
+    let config = Arc::new(loaded.config);
+
+    let backend = config.keychain.backend;
+    let keychain = tokio::task::spawn_blocking(move || Keychain::open(backend)).await?;
+    if let Err(e) = &keychain {
+        tracing::warn!(error = %e, "keychain unavailable; provider keys come from environment variables only");
+    }
+    let credentials = Arc::new(Credentials::new(keychain));
+    let gateway = Gateway::new(Arc::clone(&config), credentials);
+    let state = Arc::new(AppState { gateway, token, started, config_file: loaded.file });
+    let app = api::router(state);
+
+    let addr = std::net::SocketAddr::new(config.server.host, config.server.port);
+    let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!(
+            "cannot listen on {addr}: is another program using port {}? Choose another with --port or server.port",
+            config.server.port
+        )
+    })?;
+    let local_addr = tcp.local_addr()?;
+    let local = crate::ipc::bind(&paths.socket)
+        .with_context(|| format!("cannot create the socket {}", paths.socket.display()))?;
+    paths::write_private_file(&paths.port_file(), local_addr.port().to_string().as_bytes())?;
+    tracing::info!(tcp = %local_addr, socket = %paths.socket.display(), "tollgate daemon listening");
+    eprintln!("tollgate {} listening on http://{local_addr} and {}", env!("CARGO_PKG_VERSION"), paths.socket.display());
+
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown_signal());
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    serve(stream, app.clone(), Listener::Tcp, &graceful);
+                }
+                Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
+            },
+            accepted = local.accept() => match accepted {
+                Ok(stream) => serve(stream, app.clone(), Listener::Local, &graceful),
+                Err(e) => tracing::warn!(error = %e, "socket accept failed"),
+            },
+            () = &mut shutdown => break,
+        }
+    }
+
+    tracing::info!("shutting down");
+    drop(tcp);
+    drop(local);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
+    let _ = std::fs::remove_file(paths.port_file());
+    let _ = std::fs::remove_file(&paths.socket);
+    Ok(())
+}
+
+/// Serves one connection; every request on it is marked with the listener it came in on.
+fn serve<IO>(io: IO, app: axum::Router, listener: Listener, graceful: &GracefulShutdown)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(listener);
+        req
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

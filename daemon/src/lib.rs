@@ -1,0 +1,27 @@
+//! tollgate: a local AI gateway. One daemon per user stands between every AI caller on the
+//! machine (editors through LSP, git hooks, scripts, CI jobs) and every model, local or cloud.
+//!
+//! A tour of the crate, in the order a request meets it:
+//!
+//! - [`daemon`]: process start and shutdown, the single-instance lock, both listeners.
+//! - [`ipc`]: the local socket (listener, and the client the CLI uses).
+//! - [`api`]: the HTTP API (OpenAI- and Anthropic-compatible, native endpoints) and [`api::auth`].
+//!   Entry points only translate wire formats into [`model`] and back.
+//! - [`pipeline`]: the one function every request goes through ([`pipeline::Gateway::handle`]).
+//! - [`route`]: aliases, fallback order, circuit breakers, local-only.
+//! - [`providers`]: one file per provider wire format; shared HTTP, error classification, framing.
+//! - [`keychain`]: provider credentials in the OS keychain, env fallback for CI.
+//! - [`config`], [`paths`]: layered configuration with sources; where files live.
+//! - [`cli`]: the `tollgate` command, a thin front door.
+
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod ipc;
+pub mod keychain;
+pub mod model;
+pub mod paths;
+pub mod pipeline;
+pub mod providers;
+pub mod route;

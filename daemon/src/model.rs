@@ -1,0 +1,315 @@
+//! The internal request and stream-event model.
+//!
+//! Every entry point (OpenAI API, Anthropic API, native API, LSP, hooks) translates its wire format
+//! into [`ChatRequest`], and every provider translates [`ChatRequest`] into its own wire format and
+//! its answer back into [`Event`]s or a [`ChatResponse`]. Nothing here knows HTTP or any provider.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+/// One piece of a message's content.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Part {
+    Text {
+        text: String,
+    },
+    /// A call the assistant asked for. `arguments` is the JSON text of the arguments object.
+    ToolCall {
+        id: String,
+        name: String,
+        arguments: String,
+    },
+    /// The result of a tool call, sent back by the caller.
+    ToolResult {
+        tool_call_id: String,
+        /// Gemini wants the function's name beside its result; callers that know it fill it in.
+        name: Option<String>,
+        content: String,
+        is_error: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: Role,
+    pub content: Vec<Part>,
+}
+
+impl Message {
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self { role, content: vec![Part::Text { text: text.into() }] }
+    }
+
+    /// All text parts joined, for providers whose format has one string per message.
+    pub fn joined_text(&self) -> String {
+        let mut out = String::new();
+        for part in &self.content {
+            match part {
+                Part::Text { text } => out.push_str(text),
+                Part::ToolResult { content, .. } => out.push_str(content),
+                Part::ToolCall { .. } => {}
+            }
+        }
+        out
+    }
+
+    pub fn tool_calls(&self) -> impl Iterator<Item = (&str, &str, &str)> {
+        self.content.iter().filter_map(|p| match p {
+            Part::ToolCall { id, name, arguments } => Some((id.as_str(), name.as_str(), arguments.as_str())),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub description: Option<String>,
+    /// JSON Schema of the arguments object.
+    pub parameters: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolChoice {
+    Auto,
+    None,
+    Required,
+    Tool(String),
+}
+
+/// What shape the answer must have.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    Text,
+    JsonObject,
+    JsonSchema { name: String, schema: serde_json::Value, strict: bool },
+}
+
+/// A request in the gateway's own terms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatRequest {
+    /// As the caller addressed it: an alias (`fast`) or `provider/model`.
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub stop: Vec<String>,
+    pub tools: Vec<Tool>,
+    pub tool_choice: Option<ToolChoice>,
+    pub response_format: Option<ResponseFormat>,
+    /// A raw prompt for a plain completion (fill-in-the-middle), sent without a chat template.
+    /// When set, `messages` is empty.
+    pub raw_prompt: Option<String>,
+    pub stream: bool,
+}
+
+impl ChatRequest {
+    /// System messages joined, for providers that take the system prompt apart from the turns.
+    pub fn system_text(&self) -> Option<String> {
+        let parts: Vec<String> =
+            self.messages.iter().filter(|m| m.role == Role::System).map(Message::joined_text).collect();
+        if parts.is_empty() { None } else { Some(parts.join("\n\n")) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (a subset of `input_tokens`).
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    /// Merges a later usage report into this one: providers send partial figures at several
+    /// points of a stream (Anthropic: input at the start, output at the end).
+    pub fn merge(&mut self, other: Usage) {
+        self.input_tokens = self.input_tokens.max(other.input_tokens);
+        self.output_tokens = self.output_tokens.max(other.output_tokens);
+        self.cached_tokens = self.cached_tokens.max(other.cached_tokens);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+/// One step of an answer. A complete stream is: zero or more deltas, then `Finish`, with `Usage`
+/// anywhere (possibly several times, merged).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    TextDelta {
+        text: String,
+    },
+    /// A tool call begins. Its arguments follow as `ToolCallDelta`s with the same index.
+    ToolCallStart {
+        index: u32,
+        id: String,
+        name: String,
+    },
+    ToolCallDelta {
+        index: u32,
+        arguments: String,
+    },
+    Usage {
+        usage: Usage,
+    },
+    Finish {
+        reason: FinishReason,
+    },
+}
+
+/// A whole answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatResponse {
+    /// The provider's id for the answer, when it gives one.
+    pub id: Option<String>,
+    /// The model that answered, as the provider names it.
+    pub model: String,
+    pub content: Vec<Part>,
+    pub finish_reason: FinishReason,
+    pub usage: Usage,
+}
+
+impl ChatResponse {
+    pub fn text(&self) -> String {
+        self.content
+            .iter()
+            .filter_map(|p| if let Part::Text { text } = p { Some(text.as_str()) } else { None })
+            .collect()
+    }
+
+    /// The answer as the event sequence a stream of it would have carried.
+    pub fn into_events(self) -> Vec<Event> {
+        let mut events = Vec::with_capacity(self.content.len() + 2);
+        let mut tool_index = 0;
+        for part in self.content {
+            match part {
+                Part::Text { text } => events.push(Event::TextDelta { text }),
+                Part::ToolCall { id, name, arguments } => {
+                    events.push(Event::ToolCallStart { index: tool_index, id, name });
+                    events.push(Event::ToolCallDelta { index: tool_index, arguments });
+                    tool_index += 1;
+                }
+                Part::ToolResult { .. } => {}
+            }
+        }
+        events.push(Event::Usage { usage: self.usage });
+        events.push(Event::Finish { reason: self.finish_reason });
+        events
+    }
+}
+
+/// Folds a sequence of events into a whole answer.
+#[derive(Debug, Default)]
+pub struct Collector {
+    text: String,
+    tools: Vec<(String, String, String)>,
+    usage: Usage,
+    finish: Option<FinishReason>,
+}
+
+impl Collector {
+    pub fn push(&mut self, event: Event) {
+        match event {
+            Event::TextDelta { text } => self.text.push_str(&text),
+            Event::ToolCallStart { index, id, name } => {
+                let i = index as usize;
+                if self.tools.len() <= i {
+                    self.tools.resize_with(i + 1, Default::default);
+                }
+                self.tools[i].0 = id;
+                self.tools[i].1 = name;
+            }
+            Event::ToolCallDelta { index, arguments } => {
+                let i = index as usize;
+                if self.tools.len() <= i {
+                    self.tools.resize_with(i + 1, Default::default);
+                }
+                self.tools[i].2.push_str(&arguments);
+            }
+            Event::Usage { usage } => self.usage.merge(usage),
+            Event::Finish { reason } => self.finish = Some(reason),
+        }
+    }
+
+    pub fn finish(self, id: Option<String>, model: String) -> ChatResponse {
+        let mut content = Vec::new();
+        if !self.text.is_empty() {
+            content.push(Part::Text { text: self.text });
+        }
+        let has_tools = !self.tools.is_empty();
+        for (id, name, arguments) in self.tools {
+            content.push(Part::ToolCall { id, name, arguments });
+        }
+        let finish_reason = self.finish.unwrap_or(if has_tools { FinishReason::ToolCalls } else { FinishReason::Stop });
+        ChatResponse { id, model, content, finish_reason, usage: self.usage }
+    }
+}
+
+/// A stream of answer events; an `Err` item ends it (a provider cut or timed out mid-answer).
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, crate::providers::ProviderError>> + Send>>;
+
+/// A short random id for answers that the gateway names itself.
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    let mut s = String::with_capacity(prefix.len() + 24);
+    s.push_str(prefix);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collector_round_trips_a_response_with_text_and_tool_calls() {
+        let response = ChatResponse {
+            id: Some("x".into()),
+            model: "m".into(),
+            content: vec![
+                Part::Text { text: "hi".into() },
+                Part::ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into() },
+            ],
+            finish_reason: FinishReason::ToolCalls,
+            usage: Usage { input_tokens: 3, output_tokens: 4, cached_tokens: 1 },
+        };
+        let mut c = Collector::default();
+        for e in response.clone().into_events() {
+            c.push(e);
+        }
+        assert_eq!(c.finish(Some("x".into()), "m".into()), response);
+    }
+
+    #[test]
+    fn usage_merge_keeps_the_figures_reported_at_each_point() {
+        let mut u = Usage { input_tokens: 10, ..Default::default() };
+        u.merge(Usage { output_tokens: 7, ..Default::default() });
+        assert_eq!(u, Usage { input_tokens: 10, output_tokens: 7, cached_tokens: 0 });
+    }
+}

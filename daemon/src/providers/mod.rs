@@ -1,0 +1,428 @@
+//! Providers: translation between the internal model ([`crate::model`]) and each provider's wire
+//! format, one file per provider. This module holds what they share: the HTTP call with its
+//! timeouts, error classification (what may be retried or fall back), and stream framing (SSE and
+//! NDJSON). The provider files only build request bodies and parse answers.
+
+pub mod anthropic;
+pub mod frame;
+pub mod gemini;
+pub mod ollama;
+pub mod openai;
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::config::{Limits, ProviderConfig, ProviderKind};
+use crate::keychain::Secret;
+use crate::model::{ChatRequest, ChatResponse, Event, EventStream};
+use frame::{Frame, Framer};
+
+/// Why a provider call failed, classified for the router.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("answered {status}: {message}")]
+    Status { status: u16, retry_after: Option<Duration>, message: String },
+    #[error("sent an answer that could not be read: {0}")]
+    Protocol(String),
+    #[error("cut the stream: {0}")]
+    Cut(String),
+    #[error("has no credentials: run `tollgate login {0}` (or set {env})", env = crate::keychain::env_var(.0))]
+    NoCredentials(String),
+}
+
+impl ProviderError {
+    /// Whether another try (of this target or the next) may succeed: connection trouble, time-outs,
+    /// rate limits and server errors. A 4xx other than 429 says the request itself is wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Timeout(_) | Self::Cut(_) => true,
+            Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
+            Self::Protocol(_) => false,
+            // Another target may have credentials.
+            Self::NoCredentials(_) => true,
+        }
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
+/// One resolved route target: which provider, which model, with which key.
+pub struct Target<'a> {
+    pub provider: &'a str,
+    pub config: &'a ProviderConfig,
+    pub model: &'a str,
+    pub key: Option<&'a Secret>,
+}
+
+/// A request ready to send: what a provider file builds.
+pub struct WireRequest {
+    pub url: String,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Value,
+}
+
+/// The framing of a provider's streamed answer.
+#[derive(Clone, Copy)]
+pub enum Framing {
+    Sse,
+    Ndjson,
+}
+
+/// Turns one provider's stream frames into events.
+pub trait StreamDecoder: Send + 'static {
+    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError>;
+    /// Whether the provider said the answer is complete; a stream that ends before is a cut.
+    fn finished(&self) -> bool;
+}
+
+/// The HTTP client shared by all provider calls.
+pub fn http_client(limits: &Limits) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .user_agent(concat!("tollgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds with a TLS provider installed")
+}
+
+/// Sends a non-streamed request and returns the whole answer.
+pub async fn complete(
+    http: &reqwest::Client,
+    target: &Target<'_>,
+    req: &ChatRequest,
+    limits: &Limits,
+) -> Result<ChatResponse, ProviderError> {
+    let wire = build(target, req, false)?;
+    let kind = target.config.kind;
+    let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
+    let response = send(http, wire, kind, deadline).await?;
+    let body = tokio::time::timeout(deadline, response.bytes())
+        .await
+        .map_err(|_| ProviderError::Timeout("reading the answer"))?
+        .map_err(|e| ProviderError::Cut(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+    let parsed = match kind {
+        ProviderKind::Openai => openai::parse_response(&value),
+        ProviderKind::Anthropic => anthropic::parse_response(&value),
+        ProviderKind::Gemini => gemini::parse_response(&value, target.model),
+        ProviderKind::Ollama => ollama::parse_response(&value),
+    };
+    parsed.map_err(ProviderError::Protocol)
+}
+
+/// Sends a streamed request; the stream yields events until the provider's end marker, an error
+/// item when the provider cuts or goes silent for longer than the idle limit.
+pub async fn stream(
+    http: &reqwest::Client,
+    target: &Target<'_>,
+    req: &ChatRequest,
+    limits: &Limits,
+) -> Result<EventStream, ProviderError> {
+    let wire = build(target, req, true)?;
+    let kind = target.config.kind;
+    let response = send(http, wire, kind, Duration::from_millis(limits.first_byte_timeout_ms)).await?;
+    let (framing, decoder): (Framing, Box<dyn StreamDecoder>) = match kind {
+        ProviderKind::Openai => (Framing::Sse, Box::new(openai::Decoder::default())),
+        ProviderKind::Anthropic => (Framing::Sse, Box::new(anthropic::Decoder::default())),
+        ProviderKind::Gemini => (Framing::Sse, Box::new(gemini::Decoder::default())),
+        ProviderKind::Ollama => (Framing::Ndjson, Box::new(ollama::Decoder::default())),
+    };
+    Ok(decode_stream(response, framing, decoder, Duration::from_millis(limits.stream_idle_timeout_ms)))
+}
+
+fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, ProviderError> {
+    let mut wire = match target.config.kind {
+        ProviderKind::Openai => openai::build(target, req, stream),
+        ProviderKind::Anthropic => anthropic::build(target, req, stream),
+        ProviderKind::Gemini => gemini::build(target, req, stream),
+        ProviderKind::Ollama => ollama::build(target, req, stream),
+    };
+    if !target.config.query.is_empty() {
+        let mut url = reqwest::Url::parse(&wire.url).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+        url.query_pairs_mut().extend_pairs(&target.config.query);
+        wire.url = url.into();
+    }
+    Ok(wire)
+}
+
+/// Joins a base URL and a path without doubling or dropping the slash.
+pub(crate) fn join_url(base: &str, path: &str) -> String {
+    format!("{}/{}", base.trim_end_matches('/'), path.trim_start_matches('/'))
+}
+
+/// The key header for a target: the provider kind's usual one unless the config names another.
+pub(crate) fn auth_header(
+    target: &Target<'_>,
+    default_name: &'static str,
+    bearer: bool,
+) -> Option<(&'static str, String)> {
+    let key = target.key?;
+    match target.config.key_header.as_deref() {
+        Some(custom) => Some((leak_header_name(custom), key.expose().to_string())),
+        None if bearer => Some((default_name, format!("Bearer {}", key.expose()))),
+        None => Some((default_name, key.expose().to_string())),
+    }
+}
+
+/// Header names from config live as long as the process; intern them once each.
+fn leak_header_name(name: &str) -> &'static str {
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<Vec<&'static str>>> = OnceLock::new();
+    let mut names = NAMES.get_or_init(Mutex::default).lock().expect("header names lock");
+    if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(name)) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_ascii_lowercase().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
+async fn send(
+    http: &reqwest::Client,
+    wire: WireRequest,
+    kind: ProviderKind,
+    deadline: Duration,
+) -> Result<reqwest::Response, ProviderError> {
+    let mut builder = http.post(&wire.url).json(&wire.body);
+    for (name, value) in wire.headers {
+        builder = builder.header(name, value);
+    }
+    let response = tokio::time::timeout(deadline, builder.send())
+        .await
+        .map_err(|_| ProviderError::Timeout("waiting for the answer to start"))?
+        .map_err(|e| {
+            if e.is_timeout() {
+                ProviderError::Timeout("connecting")
+            } else {
+                // reqwest's error text names the URL, never a header.
+                ProviderError::Connect(error_chain(&e))
+            }
+        })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = parse_retry_after(response.headers());
+    let body = tokio::time::timeout(Duration::from_secs(5), response.bytes())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let message =
+        error_message(kind, &body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    Err(ProviderError::Status { status: status.as_u16(), retry_after, message })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+/// The message inside a provider's error body, whichever of the documented shapes it has.
+fn error_message(kind: ProviderKind, body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let msg = match kind {
+        // OpenAI and Gemini: {"error": {"message": ...}}; Anthropic: {"type":"error","error":{"message"}};
+        // Ollama: {"error": "..."}.
+        ProviderKind::Openai | ProviderKind::Gemini | ProviderKind::Anthropic => value["error"]["message"].as_str(),
+        ProviderKind::Ollama => value["error"].as_str(),
+    }?;
+    // Bounded, and single-line: it ends up in an error shown to the caller.
+    Some(msg.chars().take(500).collect::<String>().replace('\n', " "))
+}
+
+/// `Retry-After` in seconds or as an HTTP date; OpenAI also sends `retry-after-ms`.
+fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    if let Some(ms) =
+        headers.get("retry-after-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<f64>().ok())
+    {
+        return Some(Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+    }
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
+    }
+    let when = httpdate(value)?;
+    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+}
+
+/// Parses an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only form servers send today.
+fn httpdate(s: &str) -> Option<std::time::SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = parts[1].parse().ok()?;
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| *m == parts[2])? as u64
+        + 1;
+    let year: u64 = parts[3].parse().ok()?;
+    let hms: Vec<u64> = parts[4].split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if hms.len() != 3 {
+        return None;
+    }
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn decode_stream(
+    response: reqwest::Response,
+    framing: Framing,
+    decoder: Box<dyn StreamDecoder>,
+    idle: Duration,
+) -> EventStream {
+    struct State {
+        body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+        framer: Framer,
+        decoder: Box<dyn StreamDecoder>,
+        pending: VecDeque<Event>,
+        frames: Vec<Frame>,
+        idle: Duration,
+        ended: bool,
+    }
+    fn decode_frames(s: &mut State) -> Result<(), ProviderError> {
+        for frame in s.frames.drain(..) {
+            s.decoder.decode(frame, &mut s.pending)?;
+        }
+        Ok(())
+    }
+    let state = State {
+        body: response.bytes_stream().boxed(),
+        framer: Framer::new(framing),
+        decoder,
+        pending: VecDeque::new(),
+        frames: Vec::new(),
+        idle,
+        ended: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(event) = s.pending.pop_front() {
+                return Some((Ok(event), s));
+            }
+            if s.ended {
+                return None;
+            }
+            let chunk = match tokio::time::timeout(s.idle, s.body.next()).await {
+                Err(_) => {
+                    s.ended = true;
+                    return Some((Err(ProviderError::Timeout("waiting for the next part of the stream")), s));
+                }
+                Ok(Some(Err(e))) => {
+                    s.ended = true;
+                    return Some((Err(ProviderError::Cut(error_chain(&e))), s));
+                }
+                Ok(Some(Ok(chunk))) => chunk,
+                Ok(None) => {
+                    s.ended = true;
+                    s.framer.finish(&mut s.frames);
+                    if let Err(e) = decode_frames(&mut s) {
+                        return Some((Err(e), s));
+                    }
+                    if !s.decoder.finished() {
+                        s.pending.clear();
+                        return Some((
+                            Err(ProviderError::Cut("the connection closed before the answer was complete".into())),
+                            s,
+                        ));
+                    }
+                    continue;
+                }
+            };
+            if let Err(e) = s.framer.push(&chunk, &mut s.frames).and_then(|()| decode_frames(&mut s)) {
+                s.ended = true;
+                return Some((Err(e), s));
+            }
+        }
+    }))
+}
+
+/// Reads a JSON number as u64 (absent or null is 0).
+pub(crate) fn u64_at(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_milliseconds_and_dates() {
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "2".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", "150".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(150)));
+        let mut h = http::HeaderMap::new();
+        h.insert("retry-after", "Sun, 06 Nov 1994 08:49:37 GMT".parse().unwrap());
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        assert_eq!(
+            httpdate("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+    }
+
+    #[test]
+    fn only_transient_failures_may_be_retried() {
+        let status = |s| ProviderError::Status { status: s, retry_after: None, message: String::new() };
+        assert!(status(429).is_transient());
+        assert!(status(503).is_transient());
+        assert!(!status(400).is_transient());
+        assert!(!status(401).is_transient());
+        assert!(ProviderError::Timeout("x").is_transient());
+    }
+
+    #[test]
+    fn error_messages_come_from_each_documented_body_shape() {
+        assert_eq!(
+            error_message(ProviderKind::Openai, br#"{"error":{"message":"bad key","type":"invalid_request_error"}}"#)
+                .unwrap(),
+            "bad key"
+        );
+        assert_eq!(
+            error_message(
+                ProviderKind::Anthropic,
+                br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#
+            )
+            .unwrap(),
+            "busy"
+        );
+        assert_eq!(
+            error_message(
+                ProviderKind::Gemini,
+                br#"{"error":{"code":429,"message":"quota","status":"RESOURCE_EXHAUSTED"}}"#
+            )
+            .unwrap(),
+            "quota"
+        );
+        assert_eq!(error_message(ProviderKind::Ollama, br#"{"error":"model not found"}"#).unwrap(), "model not found");
+    }
+}

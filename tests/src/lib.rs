@@ -1,0 +1,159 @@
+//! Support for tollgate's end-to-end tests: fakes of the cloud providers ([`fake`]) and a harness
+//! that starts the real `tollgate` binary in an isolated `TOLLGATE_HOME` ([`Daemon`]).
+
+pub mod fake;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `tollgate` binary under test: `$TOLLGATE_BIN`, or the one built beside this test binary.
+pub fn tollgate_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TOLLGATE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test> -> target/<profile>/tollgate
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = profile_dir.join(format!("tollgate{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build -p tollgate`), or set TOLLGATE_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running daemon with its own home directory, killed and cleaned up on drop.
+pub struct Daemon {
+    pub home: tempfile::TempDir,
+    pub port: u16,
+    pub token: String,
+    child: Option<Child>,
+    envs: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Starts `tollgate daemon` with this config (merged over the defaults) on a free port.
+    pub fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &str, envs: &[(&str, &str)]) -> Self {
+        let home = tempfile::Builder::new().prefix("tg-").tempdir().expect("temp home");
+        std::fs::write(home.path().join("config.toml"), config).expect("write config");
+        let mut d = Daemon {
+            home,
+            port: 0,
+            token: String::new(),
+            child: None,
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        d.spawn();
+        d
+    }
+
+    /// A `tollgate` command in this daemon's home, with its environment.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(tollgate_bin());
+        c.env("TOLLGATE_HOME", self.home.path())
+            .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_LOG", "tollgate=debug,warn");
+        for (k, v) in &self.envs {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.home.path().join("daemon.port"));
+        let log = std::fs::File::create(self.home.path().join("daemon.log")).expect("log file");
+        let child = self
+            .command()
+            .args(["daemon", "--port", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tollgate daemon");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(p) = std::fs::read_to_string(self.home.path().join("daemon.port")) {
+                if let Ok(port) = p.trim().parse() {
+                    self.port = port;
+                    break;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon exited ({status}) at start:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the daemon did not start within 20s:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.token = std::fs::read_to_string(self.home.path().join("token")).expect("token file").trim().to_string();
+    }
+
+    /// Stops the daemon hard (SIGKILL) and starts it again in the same home.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// An HTTP client that presents the token.
+    pub fn client(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("authorization", format!("Bearer {}", self.token).parse().unwrap());
+        reqwest::Client::builder().default_headers(headers).build().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Installs the TLS provider that reqwest needs in test processes.
+pub fn init() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Parses an SSE body into (event name, data JSON or raw text) pairs.
+pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    let mut out = Vec::new();
+    for block in body.split("\n\n") {
+        let mut event = None;
+        let mut data = Vec::new();
+        for line in block.lines() {
+            if let Some(e) = line.strip_prefix("event: ") {
+                event = Some(e.to_string());
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                data.push(d);
+            }
+        }
+        if !data.is_empty() {
+            out.push((event, data.join("\n")));
+        }
+    }
+    out
+}
