@@ -114,6 +114,12 @@ pub struct ProviderConfig {
     /// Query parameters added to every call (Azure OpenAI: `api-version`).
     #[serde(default)]
     pub query: BTreeMap<String, String>,
+    /// For OpenAI-compatible servers that report no usage in streams (llama-cpp-python:
+    /// `/extras/tokenize/count`, relative to the base URL's origin): output tokens are counted one
+    /// per streamed chunk, input tokens by this endpoint (`{"input"}` -> `{"count"}`), which does
+    /// not see the chat template's own framing tokens.
+    #[serde(default)]
+    pub tokenize_path: Option<String>,
 }
 
 fn yes() -> bool {

@@ -216,6 +216,7 @@ fn reply(kind: Kind, body: &Value, b: &Behaviour) -> Reply {
     let input_tokens = count_words(&body["messages"])
         + count_words(&body["contents"])
         + count_words(&body["system"])
+        + count_words(&body["systemInstruction"])
         + count_words(&body["prompt"]);
     let output_tokens = if b.tool_call.is_some() { 7 } else { words.len() as u64 };
     Reply { words, tool: b.tool_call.clone(), input_tokens, output_tokens, cached: b.cached_tokens }

@@ -31,6 +31,7 @@ pub struct Daemon {
     pub token: String,
     child: Option<Child>,
     envs: Vec<(String, String)>,
+    wrapper: Vec<String>,
 }
 
 impl Daemon {
@@ -40,6 +41,12 @@ impl Daemon {
     }
 
     pub fn start_with_env(config: &str, envs: &[(&str, &str)]) -> Self {
+        Self::start_wrapped(config, envs, &[])
+    }
+
+    /// Starts the daemon as `WRAPPER... tollgate daemon --port 0`: the wrapper (say, `keyctl
+    /// session`) runs it with the tollgate binary as `$0` when it is `sh -c`.
+    pub fn start_wrapped(config: &str, envs: &[(&str, &str)], wrapper: &[&str]) -> Self {
         let home = tempfile::Builder::new().prefix("tg-").tempdir().expect("temp home");
         std::fs::write(home.path().join("config.toml"), config).expect("write config");
         let mut d = Daemon {
@@ -48,6 +55,7 @@ impl Daemon {
             token: String::new(),
             child: None,
             envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            wrapper: wrapper.iter().map(|s| s.to_string()).collect(),
         };
         d.spawn();
         d
@@ -68,8 +76,19 @@ impl Daemon {
     fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.home.path().join("daemon.port"));
         let log = std::fs::File::create(self.home.path().join("daemon.log")).expect("log file");
-        let child = self
-            .command()
+        let mut command = self.command();
+        if let Some((program, args)) = self.wrapper.split_first() {
+            let inner = command;
+            command = Command::new(program);
+            command.args(args).arg(inner.get_program()).args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => command.env(k, v),
+                    None => command.env_remove(k),
+                };
+            }
+        }
+        let child = command
             .args(["daemon", "--port", "0"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -107,7 +107,9 @@ fn openai_stream(body: &str) -> (String, Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_format_reaches_every_provider_kind_streamed_and_not() {
     let (a, _b, d) = setup("").await;
-    for (model, provider) in [("oa/gpt-4.1", "oa"), ("an/claude-x", "an"), ("ge/gemini-2.5-flash", "ge"), ("ol/qwen", "ol")] {
+    for (model, provider) in
+        [("oa/gpt-4.1", "oa"), ("an/claude-x", "an"), ("ge/gemini-2.5-flash", "ge"), ("ol/qwen", "ol")]
+    {
         let r = post(&d, "/v1/chat/completions", &chat(model, false)).await;
         assert_eq!(r.status(), 200, "{model}");
         assert_eq!(header(&r, "x-tollgate-provider"), provider);
@@ -150,7 +152,14 @@ async fn anthropic_format_reaches_every_provider_kind_with_its_event_sequence() 
     let (_a, _b, d) = setup("").await;
     for model in ["oa/gpt-4.1", "an/claude-x", "ge/gemini-2.5-flash", "ol/qwen"] {
         let body = json!({"model": model, "max_tokens": 64, "system": "be brief", "messages": [{"role": "user", "content": "ping one two"}]});
-        let r = d.client().post(d.url("/v1/messages")).header("anthropic-version", "2023-06-01").json(&body).send().await.unwrap();
+        let r = d
+            .client()
+            .post(d.url("/v1/messages"))
+            .header("anthropic-version", "2023-06-01")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         assert_eq!(v["type"], "message");
@@ -189,7 +198,10 @@ async fn tool_calls_and_response_format_pass_through_in_both_directions() {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
     for model in ["an/claude-x", "oa/gpt-4.1", "ge/gemini-2.5-flash", "ol/qwen"] {
         for stream in [false, true] {
-            a.script([Behaviour { tool_call: Some(("get_weather".into(), json!({"city": "Oslo"}))), ..Default::default() }]);
+            a.script([Behaviour {
+                tool_call: Some(("get_weather".into(), json!({"city": "Oslo"}))),
+                ..Default::default()
+            }]);
             let body = json!({"model": model, "stream": stream, "tools": tools, "tool_choice": "auto",
                 "messages": [{"role": "user", "content": "weather in Oslo?"}]});
             let r = post(&d, "/v1/chat/completions", &body).await;
@@ -222,7 +234,11 @@ async fn tool_calls_and_response_format_pass_through_in_both_directions() {
                 )
             };
             assert_eq!(name, "get_weather", "{model} stream={stream}");
-            assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"city": "Oslo"}), "{model} stream={stream}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&args).unwrap(),
+                json!({"city": "Oslo"}),
+                "{model} stream={stream}"
+            );
             assert_eq!(finish, "tool_calls", "{model} stream={stream}");
         }
     }
@@ -249,13 +265,19 @@ async fn tool_calls_and_response_format_pass_through_in_both_directions() {
     assert_eq!(oa["messages"][2], json!({"role": "tool", "tool_call_id": "call_1", "content": "{\"sky\":\"clear\"}"}));
     let ge = &reqs[reqs.len() - 1].body;
     assert_eq!(ge["generationConfig"]["responseMimeType"], "application/json");
-    assert_eq!(ge["contents"][2]["parts"][0]["functionResponse"], json!({"name": "get_weather", "response": {"sky": "clear"}}));
+    assert_eq!(
+        ge["contents"][2]["parts"][0]["functionResponse"],
+        json!({"name": "get_weather", "response": {"sky": "clear"}})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn server_errors_fall_back_to_the_next_target_after_bounded_retries() {
     let (a, b, d) = setup("").await;
-    a.script([Behaviour { status: Some(503), ..Default::default() }, Behaviour { status: Some(500), ..Default::default() }]);
+    a.script([
+        Behaviour { status: Some(503), ..Default::default() },
+        Behaviour { status: Some(500), ..Default::default() },
+    ]);
     let r = post(&d, "/v1/chat/completions", &chat("pair", false)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "x-tollgate-provider"), "ob");
@@ -333,7 +355,10 @@ async fn hangs_and_failures_before_the_first_byte_fall_back() {
     let (text, _) = openai_stream(&r.text().await.unwrap());
     assert!(text.ends_with("ping one two"));
 
-    a.script([Behaviour { cut_after: Some(0), ..Default::default() }, Behaviour { cut_after: Some(0), ..Default::default() }]);
+    a.script([
+        Behaviour { cut_after: Some(0), ..Default::default() },
+        Behaviour { cut_after: Some(0), ..Default::default() },
+    ]);
     let r = post(&d, "/v1/chat/completions", &chat("pair", true)).await;
     assert_eq!(header(&r, "x-tollgate-provider"), "ob");
     assert_eq!(b.request_count(), 2);
@@ -415,7 +440,10 @@ async fn local_only_requests_never_reach_a_cloud_target() {
 async fn the_localhost_api_refuses_strangers_and_bad_input_in_the_callers_format() {
     init();
     let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
-    let d = Daemon::start_with_env(&config(&a, &b, "").replace("[limits]\n", "[limits]\nmax_body_bytes = 2048\n"), ENV_KEYS);
+    let d = Daemon::start_with_env(
+        &config(&a, &b, "").replace("[limits]\n", "[limits]\nmax_body_bytes = 2048\n"),
+        ENV_KEYS,
+    );
     let plain = reqwest::Client::new();
     let r = plain.post(d.url("/v1/chat/completions")).json(&chat("oa/x", false)).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -432,10 +460,23 @@ async fn the_localhost_api_refuses_strangers_and_bad_input_in_the_callers_format
     let r = d.client().get(d.url("/v1/models")).header("host", "evil.example:8788").send().await.unwrap();
     assert_eq!(r.status(), 403);
     // Browsers: preflight and cross-origin calls.
-    let r = d.client().request(reqwest::Method::OPTIONS, d.url("/v1/chat/completions")).header("origin", "https://evil.example").send().await.unwrap();
+    let r = d
+        .client()
+        .request(reqwest::Method::OPTIONS, d.url("/v1/chat/completions"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.headers().get("access-control-allow-origin").is_none());
-    let r = d.client().post(d.url("/v1/chat/completions")).header("origin", "http://localhost:3000").json(&chat("oa/x", false)).send().await.unwrap();
+    let r = d
+        .client()
+        .post(d.url("/v1/chat/completions"))
+        .header("origin", "http://localhost:3000")
+        .json(&chat("oa/x", false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 
     // Oversized, malformed, invalid UTF-8, wrong shape: 4xx in each caller's format.
@@ -532,5 +573,8 @@ async fn a_broken_config_file_is_refused_with_the_file_and_key() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&cfg.display().to_string()) && err.contains("routes.r.targets") && err.contains("nowhere"), "{err}");
+    assert!(
+        err.contains(&cfg.display().to_string()) && err.contains("routes.r.targets") && err.contains("nowhere"),
+        "{err}"
+    );
 }

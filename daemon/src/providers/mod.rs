@@ -141,7 +141,16 @@ pub async fn stream(
         ProviderKind::Gemini => (Framing::Sse, Box::new(gemini::Decoder::default())),
         ProviderKind::Ollama => (Framing::Ndjson, Box::new(ollama::Decoder::default())),
     };
-    Ok(decode_stream(response, framing, decoder, Duration::from_millis(limits.stream_idle_timeout_ms)))
+    let events = decode_stream(response, framing, decoder, Duration::from_millis(limits.stream_idle_timeout_ms));
+    Ok(match (&target.config.tokenize_path, kind) {
+        (Some(path), ProviderKind::Openai) => {
+            let url = reqwest::Url::parse(&target.config.base_url)
+                .and_then(|base| base.join(path))
+                .map_err(|e| ProviderError::Protocol(format!("bad tokenize_path: {e}")))?;
+            openai::count_usage(events, http.clone(), url, req)
+        }
+        _ => events,
+    })
 }
 
 fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, ProviderError> {

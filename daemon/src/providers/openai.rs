@@ -205,3 +205,77 @@ impl StreamDecoder for Decoder {
         self.done || self.finished
     }
 }
+
+/// For servers that stream one token per chunk and report no usage (llama-cpp-python): passes the
+/// events through, and when the stream ended without a usage report, adds one with the output
+/// tokens counted per chunk and the input tokens from the server's tokenizer endpoint.
+pub fn count_usage(
+    events: crate::model::EventStream,
+    http: reqwest::Client,
+    url: reqwest::Url,
+    req: &ChatRequest,
+) -> crate::model::EventStream {
+    use futures_util::StreamExt;
+    let prompt = match &req.raw_prompt {
+        Some(p) => p.clone(),
+        None => req.messages.iter().map(crate::model::Message::joined_text).collect::<Vec<_>>().join("\n"),
+    };
+    struct S {
+        events: crate::model::EventStream,
+        chunks: u64,
+        reported: bool,
+        done: bool,
+        http: reqwest::Client,
+        url: reqwest::Url,
+        prompt: String,
+    }
+    let state = S { events, chunks: 0, reported: false, done: false, http, url, prompt };
+    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+        if s.done {
+            return None;
+        }
+        match s.events.next().await {
+            Some(Ok(event)) => {
+                match &event {
+                    Event::TextDelta { .. } | Event::ToolCallDelta { .. } => s.chunks += 1,
+                    Event::Usage { .. } => s.reported = true,
+                    _ => {}
+                }
+                Some((Ok(event), s))
+            }
+            Some(Err(e)) => {
+                s.done = true;
+                Some((Err(e), s))
+            }
+            None if s.reported => None,
+            None => {
+                s.done = true;
+                let input = tokenize_count(&s.http, s.url.clone(), &s.prompt).await.unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "could not count prompt tokens");
+                    0
+                });
+                Some((
+                    Ok(Event::Usage {
+                        usage: Usage { input_tokens: input, output_tokens: s.chunks, cached_tokens: 0 },
+                    }),
+                    s,
+                ))
+            }
+        }
+    }))
+}
+
+async fn tokenize_count(http: &reqwest::Client, url: reqwest::Url, text: &str) -> Result<u64, String> {
+    let response = http
+        .post(url)
+        .json(&json!({"input": text}))
+        .timeout(std::time::Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let v: Value = response.error_for_status().map_err(|e| e.to_string())?.json().await.map_err(|e| e.to_string())?;
+    v["count"]
+        .as_u64()
+        .or_else(|| v["tokens"].as_array().map(|t| t.len() as u64))
+        .ok_or_else(|| "no count in the answer".to_string())
+}
