@@ -13,15 +13,12 @@ pub fn tollgate_bin() -> PathBuf {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current exe");
-    // target/<profile>/deps/<test> -> target/<profile>/tollgate
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = profile_dir.join(format!("tollgate{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first (`cargo build -p tollgate`), or set TOLLGATE_BIN",
-        bin.display()
-    );
-    bin
+    // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
+    let name = format!("tollgate{}", std::env::consts::EXE_SUFFIX);
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).collect();
+    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+        panic!("{} is missing: build it first (`cargo build -p tollgate`), or set TOLLGATE_BIN", candidates[0].display())
+    })
 }
 
 /// A running daemon with its own home directory, killed and cleaned up on drop.

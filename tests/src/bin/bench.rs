@@ -1,1 +1,145 @@
-fn main() {}
+//! Gateway overhead benchmark. Starts the fake provider (answers at once) and a `tollgate daemon`,
+//! then sends non-streamed chat completions at fixed rates (open loop: requests leave on schedule
+//! whatever the latency) once straight to the fake and once through tollgate, and prints:
+//!
+//! - end-to-end latency percentiles for both, and their difference (what the gateway adds);
+//! - the gateway's own added time as it reports it (`x-tollgate-added-ms`);
+//! - the daemon's resident memory at idle, before and after the load.
+//!
+//! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::json;
+use tollgate_tests::fake::FakeProvider;
+use tollgate_tests::{Daemon, init};
+
+#[derive(Parser)]
+struct Args {
+    /// Request rates to measure, per second
+    #[arg(long, value_delimiter = ',', default_value = "200,1000")]
+    rates: Vec<u32>,
+    /// Seconds of load per rate and target
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+#[derive(Default)]
+struct Samples {
+    e2e: Vec<f64>,
+    added: Vec<f64>,
+    errors: usize,
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i]
+}
+
+async fn load(client: &reqwest::Client, url: &str, auth: Option<&str>, rate: u32, seconds: u64) -> Samples {
+    let body = Arc::new(json!({"model": "oa/gpt-4.1", "messages": [{"role": "user", "content": "ping"}]}).to_string());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = rate as u64 * seconds;
+    let start = Instant::now();
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let (client, url, body, tx) = (client.clone(), url.to_string(), Arc::clone(&body), tx.clone());
+        let auth = auth.map(str::to_string);
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let mut req = client.post(&url).header("content-type", "application/json").body((*body).clone());
+            if let Some(a) = auth {
+                req = req.header("authorization", format!("Bearer {a}"));
+            }
+            let result = match req.send().await {
+                Ok(r) if r.status().is_success() => {
+                    let added = r.headers().get("x-tollgate-added-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
+                    let _ = r.bytes().await;
+                    Ok((t.elapsed().as_secs_f64() * 1000.0, added))
+                }
+                _ => Err(()),
+            };
+            let _ = tx.send(result);
+        });
+    }
+    drop(tx);
+    let mut s = Samples::default();
+    while let Some(r) = rx.recv().await {
+        match r {
+            Ok((e2e, added)) => {
+                s.e2e.push(e2e);
+                if let Some(a) = added {
+                    s.added.push(a);
+                }
+            }
+            Err(()) => s.errors += 1,
+        }
+    }
+    s.e2e.sort_by(f64::total_cmp);
+    s.added.sort_by(f64::total_cmp);
+    s
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    init();
+    let fake = FakeProvider::start().await;
+    let config = format!(
+        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n",
+        fake.url()
+    );
+    let daemon = Daemon::start_with_env(&config, &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")]);
+    println!("tollgate: {}", tollgate_tests::tollgate_bin().display());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let idle_before = rss_kib(daemon.pid());
+
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
+    let direct = format!("{}/v1/chat/completions", fake.url());
+    let gated = daemon.url("/v1/chat/completions");
+    // Warm both paths (connections, allocator, first-call costs).
+    load(&client, &direct, Some("sk-bench-00000000000000000000"), 200, 1).await;
+    load(&client, &gated, Some(&daemon.token), 200, 1).await;
+
+    println!();
+    println!("{:>6}  {:>22}  {:>22}  {:>18}  {:>24}", "rate/s", "direct p50 / p99 ms", "tollgate p50 / p99 ms", "added p50 / p99", "reported added p50 / p99");
+    for &rate in &args.rates {
+        let d = load(&client, &direct, Some("sk-bench-00000000000000000000"), rate, args.seconds).await;
+        let g = load(&client, &gated, Some(&daemon.token), rate, args.seconds).await;
+        println!(
+            "{:>6}  {:>10.3} / {:>9.3}  {:>10.3} / {:>9.3}  {:>7.3} / {:>8.3}  {:>11.3} / {:>10.3}   (n={}, errors {}+{})",
+            rate,
+            pct(&d.e2e, 50.0),
+            pct(&d.e2e, 99.0),
+            pct(&g.e2e, 50.0),
+            pct(&g.e2e, 99.0),
+            pct(&g.e2e, 50.0) - pct(&d.e2e, 50.0),
+            pct(&g.e2e, 99.0) - pct(&d.e2e, 99.0),
+            pct(&g.added, 50.0),
+            pct(&g.added, 99.0),
+            g.e2e.len(),
+            d.errors,
+            g.errors
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle_after = rss_kib(daemon.pid());
+    println!();
+    println!(
+        "daemon idle RSS: {} KiB at start, {} KiB after the load",
+        idle_before.map_or("?".into(), |v| v.to_string()),
+        idle_after.map_or("?".into(), |v| v.to_string())
+    );
+}
