@@ -53,11 +53,55 @@ pub enum Command {
     Token,
     /// Print OPENAI_/ANTHROPIC_ base URL and key lines to eval in a shell.
     Env,
+    /// Tokens and money spent: today, this week, this month, and a breakdown.
+    Usage {
+        /// today, week, month, a date (2026-11-01), a timestamp, or an age (7d, 12h)
+        #[arg(long)]
+        since: Option<String>,
+        /// Group by model, project, task or provider
+        #[arg(long, value_enum, default_value = "model")]
+        by: GroupArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Each budget: spent, limit, what is left and when it resets.
+    Budget {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recent calls, or one call in full (with its prompt and answer if the audit log is on).
+    Log {
+        /// A request id (or its first characters)
+        id: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GroupArg {
+    Model,
+    Project,
+    Task,
+    Provider,
+}
+
+impl GroupArg {
+    fn name(self) -> &'static str {
+        match self {
+            GroupArg::Model => "model",
+            GroupArg::Project => "project",
+            GroupArg::Task => "task",
+            GroupArg::Provider => "provider",
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -152,6 +196,18 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("export ANTHROPIC_BASE_URL={base}");
             println!("export ANTHROPIC_API_KEY={token}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Usage { since, by, json } => {
+            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            crate::reports::usage(&paths, &loaded, since.as_deref(), by.name(), json)
+        }
+        Command::Budget { json } => {
+            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            crate::reports::budget(&paths, &loaded, json)
+        }
+        Command::Log { id, limit, json } => {
+            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            crate::reports::log(&paths, &loaded, id.as_deref(), limit, json)
         }
         Command::Config { command: ConfigCommand::Show { json } } => {
             let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;

@@ -31,6 +31,22 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
+    pub cache: crate::cache::CacheConfig,
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub budgets: Vec<crate::ledger::budgets::BudgetConfig>,
+    #[serde(default)]
+    pub rate_limits: Vec<crate::ratelimit::RateLimitConfig>,
+    /// Price overrides, by `provider/model` or `model`: USD per million tokens.
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::ledger::prices::PriceConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    pub retention_days: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +64,7 @@ pub struct Limits {
     pub first_byte_timeout_ms: u64,
     pub stream_idle_timeout_ms: u64,
     pub max_concurrent_requests: usize,
+    pub default_max_output_tokens: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -299,6 +316,27 @@ impl Config {
                         ),
                     ));
                 }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, b) in self.budgets.iter().enumerate() {
+            let at = format!("budgets[{i}] ({})", b.name);
+            b.validate().map_err(|e| (at.clone(), e))?;
+            if !names.insert(&b.name) {
+                return Err((at, "two budgets have this name".into()));
+            }
+            if let Some(route) = &b.downgrade_to {
+                if !self.routes.contains_key(route) {
+                    return Err((at, format!("downgrade_to names route {route:?}, which is not configured")));
+                }
+            }
+        }
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            if r.requests_per_minute.is_none() && r.tokens_per_minute.is_none() {
+                return Err((format!("rate_limits[{i}]"), "needs requests_per_minute or tokens_per_minute".into()));
+            }
+            if let Err(e) = globset::Glob::new(&r.matches) {
+                return Err((format!("rate_limits[{i}].match"), e.to_string()));
             }
         }
         for glob in self.privacy.local_only_paths.iter().chain(&self.privacy.local_only_projects) {

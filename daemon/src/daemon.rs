@@ -19,6 +19,8 @@ use crate::config::Loaded;
 use crate::keychain::{Credentials, Keychain};
 use crate::paths::{self, Paths};
 use crate::pipeline::Gateway;
+use crate::store::Store;
+use crate::{cache, ledger, utc};
 
 /// How long in-flight requests get to finish at shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -71,7 +73,15 @@ pub async fn run(loaded: Loaded, paths: Paths) -> anyhow::Result<()> {
         tracing::warn!(error = %e, "keychain unavailable; provider keys come from environment variables only");
     }
     let credentials = Arc::new(Credentials::new(keychain));
-    let gateway = Gateway::new(Arc::clone(&config), credentials);
+    let store = Store::open(&paths.database()).context("cannot open the database")?;
+    let interrupted = ledger::recover(&store).await;
+    if interrupted > 0 {
+        tracing::warn!(rows = interrupted, "the last daemon stopped before settling some calls; marked interrupted");
+    }
+    let gateway = Gateway::new(Arc::clone(&config), credentials, store.clone());
+    let spent = ledger::budget_spend(&store, &gateway.budgets, utc::now_ms()).await;
+    gateway.budgets.load(spent, utc::now_ms());
+    tokio::spawn(housekeeping(store, Arc::clone(&config)));
     let state = Arc::new(AppState { gateway, token, started, config_file: loaded.file });
     let app = api::router(state);
 
@@ -138,6 +148,20 @@ where
             tracing::debug!(error = %e, "connection ended with an error");
         }
     });
+}
+
+/// Hourly: expired cache entries and audit entries past their retention go.
+async fn housekeeping(store: Store, config: Arc<crate::config::Config>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let retention = i64::from(config.audit.retention_days) * utc::DAY_MS;
+        store.write(move |c| {
+            let now = utc::now_ms();
+            let _ = cache::prune(c, now);
+            let _ = ledger::prune_audit(c, now - retention);
+        });
+    }
 }
 
 async fn shutdown_signal() {

@@ -10,18 +10,29 @@
 //! - [`pipeline`]: the one function every request goes through ([`pipeline::Gateway::handle`]).
 //! - [`route`]: aliases, fallback order, circuit breakers, local-only.
 //! - [`providers`]: one file per provider wire format; shared HTTP, error classification, framing.
+//! - [`ratelimit`], [`cache`], [`ledger`] (usage rows, [`ledger::prices`], [`ledger::budgets`]):
+//!   the pipeline's steps around the provider call; [`store`] is the SQLite thread under them.
+//! - [`tokens`]: token counts for estimates; [`metrics`]: Prometheus counters.
 //! - [`keychain`]: provider credentials in the OS keychain, env fallback for CI.
 //! - [`config`], [`paths`]: layered configuration with sources; where files live.
 //! - [`cli`]: the `tollgate` command, a thin front door.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod ipc;
 pub mod keychain;
+pub mod ledger;
+pub mod metrics;
 pub mod model;
 pub mod paths;
 pub mod pipeline;
 pub mod providers;
+pub mod ratelimit;
+pub mod reports;
 pub mod route;
+pub mod store;
+pub mod tokens;
+pub mod utc;

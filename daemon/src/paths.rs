@@ -39,6 +39,11 @@ impl Paths {
         self.data_dir.join("token")
     }
 
+    /// The SQLite database: ledger, cache, audit log.
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.join("tollgate.db")
+    }
+
     pub fn lock_file(&self) -> PathBuf {
         self.data_dir.join("daemon.lock")
     }

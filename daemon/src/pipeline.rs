@@ -1,14 +1,15 @@
 //! The one request pipeline. Every entry point calls [`Gateway::handle`] with a request in the
-//! internal model; this function owns the order of the steps:
+//! internal model; this module owns the order of the steps:
 //!
 //! ```text
 //! caller authenticated (api::auth) -> identity and project resolved (RequestContext)
-//! -> route chosen (task, local-only, health) -> provider call (retry, fallback)
-//! -> answer streamed back (the entry point renders it)
+//! -> rate limits (caller, project) -> route chosen (aliases, local-only, health)
+//! -> cache lookup -> per target: rate limit (model), budget reservation, pending ledger row
+//! -> provider call (retry, fallback) -> answer streamed back (the entry point renders it)
+//! -> ledger settled, budgets settled, cache stored, audit kept
 //! ```
 //!
-//! Policy, redaction, the cache, budgets and the ledger slot in at their places in this function
-//! and nowhere else.
+//! Policy and redaction slot in at their places in this module and nowhere else.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,12 +17,20 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::keychain::Credentials;
-use crate::model::{ChatRequest, ChatResponse, Event, EventStream};
+use crate::ledger::budgets::{Action, Budgets, Exceeded, Facts, Reservation};
+use crate::ledger::prices::{Price, Prices};
+use crate::ledger::{self, Row};
+use crate::metrics::Metrics;
+use crate::model::{ChatRequest, ChatResponse, Collector, Event, EventStream, Usage};
 use crate::providers::{self, ProviderError, Target};
+use crate::ratelimit::{self, Limited, RateLimits};
 use crate::route::{RouteError, Router, TargetRef};
+use crate::store::Store;
+use crate::{cache, tokens, utc};
 
 /// Which door a request came in by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -30,6 +39,16 @@ pub enum EntryPoint {
     Openai,
     Anthropic,
     Native,
+}
+
+impl EntryPoint {
+    pub fn name(self) -> &'static str {
+        match self {
+            EntryPoint::Openai => "openai",
+            EntryPoint::Anthropic => "anthropic",
+            EntryPoint::Native => "native",
+        }
+    }
 }
 
 /// What the entry point knows about the caller, beyond the request itself.
@@ -42,13 +61,32 @@ pub struct RequestContext {
     pub path: Option<String>,
     /// The project, as `group/project` (`x-tollgate-project`).
     pub project: Option<String>,
-    /// When the request arrived, for the gateway's own added time.
+    /// completion, explain, review, chat, or api (`x-tollgate-task`).
+    pub task: String,
+    /// `Cache-Control: no-cache`: do not answer from the cache.
+    pub no_cache: bool,
+    /// `Cache-Control: no-store`: do not keep this answer.
+    pub no_store: bool,
+    pub request_id: String,
+    /// When the request arrived, for the gateway's own added time, and as wall-clock time.
     pub received: Instant,
+    pub ts_ms: i64,
 }
 
 impl RequestContext {
     pub fn new(entry: EntryPoint) -> Self {
-        Self { entry, local_only: false, path: None, project: None, received: Instant::now() }
+        Self {
+            entry,
+            local_only: false,
+            path: None,
+            project: None,
+            task: "api".into(),
+            no_cache: false,
+            no_store: false,
+            request_id: crate::model::new_id("req_"),
+            received: Instant::now(),
+            ts_ms: utc::now_ms(),
+        }
     }
 }
 
@@ -64,6 +102,10 @@ pub enum GatewayError {
     Rejected { target: String, status: u16, message: String },
     #[error("every target of {model:?} failed: {reasons}")]
     AllFailed { model: String, reasons: String, last: Box<ProviderError> },
+    #[error("{0}")]
+    Budget(Exceeded),
+    #[error("{0}")]
+    RateLimited(Limited),
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -82,6 +124,8 @@ impl GatewayError {
                 ProviderError::NoCredentials(_) => 401,
                 _ => 502,
             },
+            GatewayError::Budget(_) => 402,
+            GatewayError::RateLimited(_) => 429,
             GatewayError::ShuttingDown => 503,
         }
     }
@@ -89,7 +133,22 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::AllFailed { last, .. } => last.retry_after(),
+            GatewayError::RateLimited(l) => Some(l.retry_after),
+            GatewayError::Budget(e) => Some(Duration::from_millis((e.resets_at - utc::now_ms()).max(0) as u64)),
             _ => None,
+        }
+    }
+
+    /// The ledger's word for it.
+    fn outcome(&self) -> &'static str {
+        match self {
+            GatewayError::Route(_) => "unknown_model",
+            GatewayError::NoTarget { .. } => "no_target",
+            GatewayError::Rejected { .. } => "rejected",
+            GatewayError::AllFailed { .. } => "failed",
+            GatewayError::Budget(_) => "blocked",
+            GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::ShuttingDown => "shutting_down",
         }
     }
 }
@@ -129,6 +188,9 @@ pub struct Served {
     pub answer: Answer,
     /// Time spent waiting on providers (calls, and backoff between them) until the answer began.
     pub provider_time: Duration,
+    pub cache_hit: bool,
+    /// Extra response headers: budget warnings, a downgrade.
+    pub notes: Vec<(&'static str, String)>,
 }
 
 impl Served {
@@ -143,102 +205,335 @@ pub struct Gateway {
     pub config: Arc<Config>,
     pub router: Arc<Router>,
     pub credentials: Arc<Credentials>,
+    pub store: Store,
+    pub budgets: Arc<Budgets>,
+    pub metrics: Arc<Metrics>,
+    limits: RateLimits,
+    prices: Prices,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
+    identity: String,
+    /// Whether anything needs token estimates (budgets, token rate limits).
+    estimates: bool,
+}
+
+/// What must happen once an answer is complete: the ledger row settled, the budget reservation
+/// settled, the answer cached and audited. Carried with the answer to its end.
+struct Settle {
+    config: Arc<Config>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    row: Row,
+    reservation: Reservation,
+    pending: Option<JoinHandle<()>>,
+    price: Option<Price>,
+    local: bool,
+    cache_key: Option<([u8; 32], String)>,
+    audit_request: Option<serde_json::Value>,
+    received: Instant,
+    provider_time: Duration,
+}
+
+impl Settle {
+    /// Whether the events must be kept for the cache or the audit log.
+    fn keeps_events(&self) -> bool {
+        self.cache_key.is_some() || self.audit_request.is_some()
+    }
+
+    async fn finish(mut self, usage: Usage, events: Option<Vec<Event>>, outcome: &str) {
+        // The pending row must be committed before the caller's answer is complete.
+        if let Some(p) = self.pending.take() {
+            let _ = p.await;
+        }
+        let cost = if self.local { Some(0) } else { self.price.map(|p| p.cost(&usage)) };
+        let elapsed = self.received.elapsed();
+        let row = Row {
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_micros: cost,
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            added_ms: elapsed.saturating_sub(self.provider_time).as_secs_f64() * 1000.0,
+            outcome: outcome.into(),
+            ..self.row
+        };
+        self.metrics.record(&row);
+        self.reservation.settle(cost, usage.input_tokens + usage.output_tokens);
+        if outcome == "ok" {
+            if let (Some((key, scope)), Some(events)) = (self.cache_key, &events) {
+                let (provider, model) =
+                    (row.provider.clone().unwrap_or_default(), row.model.clone().unwrap_or_default());
+                cache::store(&self.store, key, scope, provider, model, events, row.ts_ms, &self.config.cache);
+            }
+        }
+        if let (Some(request), Some(events)) = (self.audit_request, events) {
+            let mut c = Collector::default();
+            events.into_iter().for_each(|e| c.push(e));
+            let response =
+                serde_json::to_value(c.finish(None, row.model.clone().unwrap_or_default())).unwrap_or_default();
+            ledger::audit(&self.store, row.request_id.clone(), request, response);
+        }
+        ledger::write(&self.store, row);
+    }
+}
+
+fn os_user() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into())
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, credentials: Arc<Credentials>) -> Self {
+    pub fn new(config: Arc<Config>, credentials: Arc<Credentials>, store: Store) -> Self {
+        let limits = RateLimits::new(&config.rate_limits);
+        let budgets = Arc::new(Budgets::new(&config.budgets));
+        let estimates = !budgets.is_empty() || config.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
         Self {
             router: Arc::new(Router::new(&config)),
             http: providers::http_client(&config.limits),
             slots: Arc::new(Semaphore::new(config.limits.max_concurrent_requests.max(1))),
+            prices: Prices::new(&config.prices),
+            metrics: Arc::default(),
+            identity: os_user(),
             credentials,
+            store,
+            budgets,
+            limits,
+            estimates,
             config,
         }
     }
 
-    /// Serves one request: the whole pipeline.
+    /// The ledger row of a request, before anything is known of its answer.
+    fn row(&self, ctx: &RequestContext) -> Row {
+        Row {
+            request_id: ctx.request_id.clone(),
+            ts_ms: ctx.ts_ms,
+            identity: self.identity.clone(),
+            project: ctx.project.clone(),
+            task: ctx.task.clone(),
+            entry: ctx.entry.name().into(),
+            outcome: "pending".into(),
+            ..Default::default()
+        }
+    }
+
+    fn cacheable(&self, req: &ChatRequest, ctx: &RequestContext) -> bool {
+        let c = &self.config.cache;
+        c.enabled && (req.temperature == Some(0.0) || c.tasks.iter().any(|t| *t == ctx.task))
+    }
+
+    /// Serves one request: the whole pipeline. Every request leaves a ledger row.
     pub async fn handle(&self, req: ChatRequest, ctx: &RequestContext) -> Result<Served, GatewayError> {
+        let mut pending = None;
+        let result = self.serve(req, ctx, &mut pending).await;
+        if let Err(e) = &result {
+            if let Some(p) = pending {
+                let _ = p.await;
+            }
+            let row = Row {
+                outcome: e.outcome().into(),
+                note: Some(e.to_string().chars().take(500).collect()),
+                latency_ms: ctx.received.elapsed().as_secs_f64() * 1000.0,
+                ..self.row(ctx)
+            };
+            self.metrics.record(&row);
+            ledger::write_durable(&self.store, row).await;
+        }
+        result
+    }
+
+    async fn serve(
+        &self,
+        req: ChatRequest,
+        ctx: &RequestContext,
+        pending: &mut Option<JoinHandle<()>>,
+    ) -> Result<Served, GatewayError> {
         let wait_start = Instant::now();
         let permit = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| GatewayError::ShuttingDown)?;
         // Waiting for a slot is queueing behind other requests, not the gateway's own work.
         let mut provider_time = wait_start.elapsed();
 
-        let local_only = ctx.local_only || self.router.local_only_by_rule(ctx.path.as_deref(), ctx.project.as_deref());
-        let targets = self.router.resolve(&req.model)?;
+        let (est_in, est_out) =
+            if self.estimates { tokens::estimate(&req, self.config.limits.default_max_output_tokens) } else { (0, 0) };
+        let est_tokens = est_in + est_out;
+        let now = Instant::now();
+        self.limits
+            .admit(ratelimit::Scope::Caller, ctx.entry.name(), est_tokens, now)
+            .map_err(GatewayError::RateLimited)?;
+        if let Some(project) = &ctx.project {
+            self.limits
+                .admit(ratelimit::Scope::Project, project, est_tokens, now)
+                .map_err(GatewayError::RateLimited)?;
+        }
 
+        let local_only = ctx.local_only || self.router.local_only_by_rule(ctx.path.as_deref(), ctx.project.as_deref());
+        let mut targets = self.router.resolve(&req.model)?;
+
+        let cache_key = self.cacheable(&req, ctx).then(|| {
+            let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
+            let scope = format!("{}\u{1f}{}", self.identity, ctx.project.as_deref().unwrap_or(""));
+            (cache::key(&req, &names, &scope), scope)
+        });
+        if let (Some((key, _)), false) = (&cache_key, ctx.no_cache) {
+            if let Some(hit) = cache::lookup(&self.store, *key, ctx.ts_ms, self.row(ctx)).await {
+                self.metrics.record(&hit.row);
+                let answer = if req.stream {
+                    Answer::Stream(Box::pin(futures_util::stream::iter(hit.events.into_iter().map(Ok))))
+                } else {
+                    let mut c = Collector::default();
+                    hit.events.into_iter().for_each(|e| c.push(e));
+                    Answer::Complete(c.finish(None, hit.model.clone()))
+                };
+                return Ok(Served {
+                    target: TargetRef { provider: hit.provider, model: hit.model },
+                    answer,
+                    provider_time,
+                    cache_hit: true,
+                    notes: Vec::new(),
+                });
+            }
+            self.metrics.cache_miss();
+        }
+        let cache_key = cache_key.filter(|_| !ctx.no_store);
+
+        let mut notes = Vec::new();
         let mut reasons = Reasons::default();
         let mut last_error: Option<ProviderError> = None;
-        for target in targets {
-            if let Err(skip) = self.router.check(&target, local_only) {
-                reasons.push(format!("{target}: {skip}"));
-                continue;
-            }
-            let provider_cfg = &self.config.providers[&target.provider];
-            let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
-            if key.is_none() && !provider_cfg.is_local() {
-                let err = ProviderError::NoCredentials(target.provider.clone());
-                reasons.push(format!("{target}: {err}"));
-                last_error = Some(err);
-                continue;
-            }
-            let wire_target =
-                Target { provider: &target.provider, config: provider_cfg, model: &target.model, key: key.as_ref() };
+        let mut limited: Option<Limited> = None;
+        let mut downgraded = false;
+        'route: loop {
+            for target in targets.clone() {
+                if let Err(skip) = self.router.check(&target, local_only) {
+                    reasons.push(format!("{target}: {skip}"));
+                    continue;
+                }
+                let name = target.to_string();
+                if let Err(l) = self.limits.admit(ratelimit::Scope::Model, &name, est_tokens, Instant::now()) {
+                    reasons.push(format!("{target}: {l}"));
+                    limited = Some(l);
+                    continue;
+                }
+                let provider_cfg = &self.config.providers[&target.provider];
+                let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
+                if key.is_none() && !provider_cfg.is_local() {
+                    let err = ProviderError::NoCredentials(target.provider.clone());
+                    reasons.push(format!("{target}: {err}"));
+                    last_error = Some(err);
+                    continue;
+                }
+                let local = provider_cfg.is_local();
+                let price = self.prices.lookup(&target.provider, &target.model);
+                let est_micros = if local {
+                    Some(0)
+                } else {
+                    price.map(|p| p.cost(&Usage { input_tokens: est_in, output_tokens: est_out, cached_tokens: 0 }))
+                };
+                let facts =
+                    Facts { project: ctx.project.as_deref(), target: &name, tokens: est_tokens, micros: est_micros };
+                let reservation = match self.budgets.reserve(&facts, utc::now_ms()) {
+                    Ok(r) => r,
+                    Err(ex) if ex.action == Action::Downgrade && !downgraded => {
+                        let to = ex.downgrade_to.clone().unwrap_or_default();
+                        notes.push(("x-tollgate-downgraded", format!("{} -> {to}", ex.budget)));
+                        downgraded = true;
+                        targets = self.router.resolve(&to)?;
+                        continue 'route;
+                    }
+                    Err(ex) => return Err(GatewayError::Budget(ex)),
+                };
+                notes.extend(reservation.warnings.iter().map(|w| ("x-tollgate-budget-warning", w.clone())));
+                // The row goes in while the provider works: durable before the answer completes,
+                // at no cost to the request.
+                let row =
+                    Row { provider: Some(target.provider.clone()), model: Some(target.model.clone()), ..self.row(ctx) };
+                if pending.is_none() {
+                    let pending_row =
+                        Row { input_tokens: est_in, output_tokens: est_out, cost_micros: est_micros, ..row.clone() };
+                    let store = self.store.clone();
+                    *pending = Some(tokio::spawn(async move { ledger::write_durable(&store, pending_row).await }));
+                }
+                let wire_target = Target {
+                    provider: &target.provider,
+                    config: provider_cfg,
+                    model: &target.model,
+                    key: key.as_ref(),
+                };
 
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let call_start = Instant::now();
-                let result = self.call(&wire_target, &req).await;
-                provider_time += call_start.elapsed();
-                match result {
-                    Ok(answer) => {
-                        self.router.record_success(&target);
-                        let answer = match answer {
-                            Answer::Stream(s) => Answer::Stream(self.watch(s, target.clone(), permit)),
-                            complete => {
-                                drop(permit);
-                                complete
+                let mut attempt = 0;
+                loop {
+                    attempt += 1;
+                    let call_start = Instant::now();
+                    let result = self.call(&wire_target, &req).await;
+                    provider_time += call_start.elapsed();
+                    match result {
+                        Ok(answer) => {
+                            self.router.record_success(&target);
+                            let settle = Settle {
+                                config: Arc::clone(&self.config),
+                                store: self.store.clone(),
+                                metrics: Arc::clone(&self.metrics),
+                                row,
+                                reservation,
+                                pending: pending.take(),
+                                price,
+                                local,
+                                cache_key,
+                                audit_request: self
+                                    .config
+                                    .audit
+                                    .enabled
+                                    .then(|| serde_json::to_value(&req).unwrap_or_default()),
+                                received: ctx.received,
+                                provider_time,
+                            };
+                            let answer = match answer {
+                                Answer::Stream(s) => Answer::Stream(self.watch(s, target.clone(), permit, settle)),
+                                Answer::Complete(r) => {
+                                    drop(permit);
+                                    let events = settle.keeps_events().then(|| r.clone().into_events());
+                                    settle.finish(r.usage, events, "ok").await;
+                                    Answer::Complete(r)
+                                }
+                            };
+                            return Ok(Served { target, answer, provider_time, cache_hit: false, notes });
+                        }
+                        Err(err) if !err.is_transient() => {
+                            self.router.record_success(&target); // it answered; the request was the problem
+                            return Err(match err {
+                                ProviderError::Status { status, message, .. } => {
+                                    GatewayError::Rejected { target: name, status, message }
+                                }
+                                other => GatewayError::AllFailed {
+                                    model: req.model.clone(),
+                                    reasons: format!("{target}: {other}"),
+                                    last: Box::new(other),
+                                },
+                            });
+                        }
+                        Err(err) => {
+                            tracing::warn!(target = %target, attempt, error = %err, "provider call failed");
+                            self.router.record_failure(&target, &err.to_string(), err.retry_after());
+                            let wait = self.router.wait_before_retry(attempt, err.retry_after());
+                            reasons.push(format!("{target}: {err}"));
+                            last_error = Some(err);
+                            match wait {
+                                Some(wait) if self.router.check(&target, local_only).is_ok() => {
+                                    let t = Instant::now();
+                                    tokio::time::sleep(wait).await;
+                                    provider_time += t.elapsed();
+                                }
+                                _ => break,
                             }
-                        };
-                        return Ok(Served { target, answer, provider_time });
-                    }
-                    Err(err) if !err.is_transient() => {
-                        self.router.record_success(&target); // it answered; the request was the problem
-                        return Err(match err {
-                            ProviderError::Status { status, message, .. } => {
-                                GatewayError::Rejected { target: target.to_string(), status, message }
-                            }
-                            other => GatewayError::AllFailed {
-                                model: req.model.clone(),
-                                reasons: format!("{target}: {other}"),
-                                last: Box::new(other),
-                            },
-                        });
-                    }
-                    Err(err) => {
-                        tracing::warn!(target = %target, attempt, error = %err, "provider call failed");
-                        self.router.record_failure(&target, &err.to_string(), err.retry_after());
-                        let wait = self.router.wait_before_retry(attempt, err.retry_after());
-                        reasons.push(format!("{target}: {err}"));
-                        last_error = Some(err);
-                        match wait {
-                            Some(wait) if self.router.check(&target, local_only).is_ok() => {
-                                let t = Instant::now();
-                                tokio::time::sleep(wait).await;
-                                provider_time += t.elapsed();
-                            }
-                            _ => break,
                         }
                     }
                 }
             }
+            break;
         }
         let reasons = reasons.text();
-        match last_error {
-            Some(last) => Err(GatewayError::AllFailed { model: req.model.clone(), reasons, last: Box::new(last) }),
-            None => Err(GatewayError::NoTarget { model: req.model.clone(), reasons }),
+        match (last_error, limited) {
+            (Some(last), _) => Err(GatewayError::AllFailed { model: req.model.clone(), reasons, last: Box::new(last) }),
+            (None, Some(l)) => Err(GatewayError::RateLimited(l)),
+            (None, None) => Err(GatewayError::NoTarget { model: req.model.clone(), reasons }),
         }
     }
 
@@ -256,34 +551,77 @@ impl Gateway {
         }
     }
 
-    /// Wraps a committed stream: holds the concurrency slot until it ends, and counts a cut
-    /// against the target's health. After the first byte there is no fallback: the entry point
-    /// ends the caller's stream with an error event in its own format.
-    fn watch(&self, stream: EventStream, target: TargetRef, permit: OwnedSemaphorePermit) -> EventStream {
-        let router = Arc::clone(&self.router);
-        Box::pin(stream.map(move |item| {
-            let _slot = &permit;
-            if let Err(e) = &item {
-                tracing::warn!(target = %target, error = %e, "stream failed after it began");
-                router.record_failure(&target, &e.to_string(), None);
-            }
-            item
-        }))
-    }
-}
-
-/// Folds an answer into a whole response (for a caller that did not ask for a stream but whose
-/// answer came as one, and for tests).
-pub async fn collect(answer: Answer, model: String) -> Result<ChatResponse, ProviderError> {
-    match answer {
-        Answer::Complete(r) => Ok(r),
-        Answer::Stream(mut s) => {
-            let mut c = crate::model::Collector::default();
-            while let Some(e) = s.next().await {
-                c.push(e?);
-            }
-            Ok(c.finish(None, model))
+    /// Wraps a committed stream: holds the concurrency slot until it ends, counts a cut against
+    /// the target's health, and settles the call before the stream's end reaches the caller.
+    /// After the first byte there is no fallback: the entry point ends the caller's stream with an
+    /// error event in its own format.
+    fn watch(
+        &self,
+        stream: EventStream,
+        target: TargetRef,
+        permit: OwnedSemaphorePermit,
+        settle: Settle,
+    ) -> EventStream {
+        struct S {
+            inner: EventStream,
+            settle: Option<Settle>,
+            usage: Usage,
+            events: Option<Vec<Event>>,
+            router: Arc<Router>,
+            target: TargetRef,
+            _permit: OwnedSemaphorePermit,
         }
+        impl Drop for S {
+            fn drop(&mut self) {
+                // The caller went away mid-stream: settle what was used so far.
+                if let Some(settle) = self.settle.take() {
+                    let usage = self.usage;
+                    tokio::spawn(settle.finish(usage, None, "cancelled"));
+                }
+            }
+        }
+        let events = settle.keeps_events().then(Vec::new);
+        let state = S {
+            inner: stream,
+            settle: Some(settle),
+            usage: Usage::default(),
+            events,
+            router: Arc::clone(&self.router),
+            target,
+            _permit: permit,
+        };
+        Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+            let waited = Instant::now();
+            let next = s.inner.next().await;
+            if let Some(settle) = s.settle.as_mut() {
+                settle.provider_time += waited.elapsed();
+            }
+            match next {
+                Some(Ok(event)) => {
+                    if let Event::Usage { usage } = &event {
+                        s.usage.merge(*usage);
+                    }
+                    if let Some(events) = s.events.as_mut() {
+                        events.push(event.clone());
+                    }
+                    Some((Ok(event), s))
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(target = %s.target, error = %e, "stream failed after it began");
+                    s.router.record_failure(&s.target, &e.to_string(), None);
+                    if let Some(settle) = s.settle.take() {
+                        settle.finish(s.usage, None, "cut").await;
+                    }
+                    Some((Err(e), s))
+                }
+                None => {
+                    if let Some(settle) = s.settle.take() {
+                        settle.finish(s.usage, s.events.take(), "ok").await;
+                    }
+                    None
+                }
+            }
+        }))
     }
 }
 

@@ -3,9 +3,69 @@
 
 pub mod fake;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// Fake keys for the providers of [`standard_config`]; shaped like real ones, never real.
+pub const ENV_KEYS: &[(&str, &str)] = &[
+    ("TOLLGATE_OA_API_KEY", "sk-test-oa-0000000000000000"),
+    ("TOLLGATE_OB_API_KEY", "sk-test-ob-0000000000000000"),
+    ("TOLLGATE_AN_API_KEY", "sk-ant-test-an-000000000000"),
+    ("TOLLGATE_GE_API_KEY", "AIzaTestGe000000000000000000"),
+];
+
+/// Providers of every kind on fake `a`, a second OpenAI-compatible provider on fake `b`, and the
+/// routes `pair` (a then b), `mixed` (cloud then local) and `cloud`; `extra` is appended.
+pub fn standard_config(a: &fake::FakeProvider, b: &fake::FakeProvider, extra: &str) -> String {
+    format!(
+        r#"
+[keychain]
+backend = "env"
+[limits]
+first_byte_timeout_ms = 1500
+stream_idle_timeout_ms = 1500
+[retry]
+attempts_per_target = 2
+backoff_base_ms = 10
+backoff_max_ms = 20
+max_retry_after_ms = 3000
+[circuit]
+failure_threshold = 3
+open_ms = 60000
+[privacy]
+local_only_paths = ["**/secrets/**"]
+[providers.oa]
+kind = "openai"
+base_url = "{a}/v1"
+local = false
+[providers.ob]
+kind = "openai"
+base_url = "{b}/v1"
+local = false
+[providers.an]
+kind = "anthropic"
+base_url = "{a}"
+local = false
+[providers.ge]
+kind = "gemini"
+base_url = "{a}"
+local = false
+[providers.ol]
+kind = "ollama"
+base_url = "{a}"
+[routes.pair]
+targets = ["oa/gpt-a", "ob/gpt-b"]
+[routes.mixed]
+targets = ["oa/gpt-a", "ol/qwen-local"]
+[routes.cloud]
+targets = ["oa/gpt-a", "an/claude-x"]
+{extra}
+"#,
+        a = a.url(),
+        b = b.url()
+    )
+}
 
 /// The `tollgate` binary under test: `$TOLLGATE_BIN`, or the one built beside this test binary.
 pub fn tollgate_bin() -> PathBuf {
@@ -17,7 +77,10 @@ pub fn tollgate_bin() -> PathBuf {
     let name = format!("tollgate{}", std::env::consts::EXE_SUFFIX);
     let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).collect();
     candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
-        panic!("{} is missing: build it first (`cargo build -p tollgate`), or set TOLLGATE_BIN", candidates[0].display())
+        panic!(
+            "{} is missing: build it first (`cargo build -p tollgate`), or set TOLLGATE_BIN",
+            candidates[0].display()
+        )
     })
 }
 

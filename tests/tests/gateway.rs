@@ -4,65 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tollgate_tests::fake::{Behaviour, FakeProvider};
-use tollgate_tests::{Daemon, init, sse_events};
-
-const ENV_KEYS: &[(&str, &str)] = &[
-    ("TOLLGATE_OA_API_KEY", "sk-test-oa-0000000000000000"),
-    ("TOLLGATE_OB_API_KEY", "sk-test-ob-0000000000000000"),
-    ("TOLLGATE_AN_API_KEY", "sk-ant-test-an-000000000000"),
-    ("TOLLGATE_GE_API_KEY", "AIzaTestGe000000000000000000"),
-];
-
-/// Providers of every kind on fake `a`, a second OpenAI-compatible provider on fake `b`.
-fn config(a: &FakeProvider, b: &FakeProvider, extra: &str) -> String {
-    format!(
-        r#"
-[keychain]
-backend = "env"
-[limits]
-first_byte_timeout_ms = 1500
-stream_idle_timeout_ms = 1500
-[retry]
-attempts_per_target = 2
-backoff_base_ms = 10
-backoff_max_ms = 20
-max_retry_after_ms = 3000
-[circuit]
-failure_threshold = 3
-open_ms = 60000
-[privacy]
-local_only_paths = ["**/secrets/**"]
-[providers.oa]
-kind = "openai"
-base_url = "{a}/v1"
-local = false
-[providers.ob]
-kind = "openai"
-base_url = "{b}/v1"
-local = false
-[providers.an]
-kind = "anthropic"
-base_url = "{a}"
-local = false
-[providers.ge]
-kind = "gemini"
-base_url = "{a}"
-local = false
-[providers.ol]
-kind = "ollama"
-base_url = "{a}"
-[routes.pair]
-targets = ["oa/gpt-a", "ob/gpt-b"]
-[routes.mixed]
-targets = ["oa/gpt-a", "ol/qwen-local"]
-[routes.cloud]
-targets = ["oa/gpt-a", "an/claude-x"]
-{extra}
-"#,
-        a = a.url(),
-        b = b.url()
-    )
-}
+use tollgate_tests::{Daemon, ENV_KEYS, init, sse_events, standard_config as config};
 
 async fn setup(extra: &str) -> (FakeProvider, FakeProvider, Daemon) {
     init();

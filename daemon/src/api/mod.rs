@@ -46,6 +46,11 @@ pub fn router(state: State) -> Router {
         .route("/v1/models", get(native::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/usage", get(native::usage))
+        .route("/v1/budget", get(native::budget))
+        .route("/v1/log", get(native::log))
+        .route("/v1/log/{id}", get(native::log_entry))
+        .route("/metrics", get(native::metrics))
         .route("/v1/admin/credentials/reload", post(native::reload_credentials))
         .fallback(native::not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::guard))
@@ -111,6 +116,7 @@ fn openai_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 404 | 413 | 415 => "invalid_request_error",
         401 => "authentication_error",
+        402 => "insufficient_quota",
         403 => "permission_error",
         429 => "rate_limit_error",
         _ => "server_error",
@@ -120,6 +126,7 @@ fn openai_type(status: StatusCode) -> &'static str {
 fn openai_code(status: StatusCode) -> Option<&'static str> {
     match status.as_u16() {
         401 => Some("invalid_api_key"),
+        402 => Some("budget_exceeded"),
         404 => Some("model_not_found"),
         413 => Some("request_too_large"),
         429 => Some("rate_limit_exceeded"),
@@ -131,6 +138,7 @@ fn anthropic_type(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 | 415 | 422 => "invalid_request_error",
         401 => "authentication_error",
+        402 => "billing_error",
         403 => "permission_error",
         404 => "not_found_error",
         413 => "request_too_large",
@@ -204,24 +212,43 @@ pub async fn read_json<T: DeserializeOwned>(
 
 /// The context of a request, from the headers tollgate's own clients set.
 pub fn context(entry: EntryPoint, headers: &HeaderMap, received: std::time::Instant) -> RequestContext {
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let local_only = text("x-tollgate-local-only")
-        .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
-    RequestContext { entry, local_only, path: text("x-tollgate-path"), project: text("x-tollgate-project"), received }
+    let text = |name: &str| {
+        headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    };
+    let local_only =
+        text("x-tollgate-local-only").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
+    let cache_control = text("cache-control").unwrap_or_default().to_ascii_lowercase();
+    let directives: Vec<&str> = cache_control.split(',').map(str::trim).collect();
+    let mut ctx = RequestContext::new(entry);
+    ctx.received = received;
+    ctx.local_only = local_only;
+    ctx.path = text("x-tollgate-path");
+    ctx.project = text("x-tollgate-project");
+    if let Some(task) = text("x-tollgate-task") {
+        ctx.task = task.to_ascii_lowercase();
+    }
+    ctx.no_cache = directives.contains(&"no-cache");
+    ctx.no_store = directives.contains(&"no-store");
+    ctx
 }
 
-/// Headers every served answer carries: who served it and the gateway's own added time.
+/// Headers every served answer carries: who served it, the gateway's own added time, whether the
+/// cache answered, and any budget notes.
 pub fn served_headers(served: &Served, ctx: &RequestContext, headers: &mut HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&served.target.provider) {
-        headers.insert("x-tollgate-provider", v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&served.target.model) {
-        headers.insert("x-tollgate-model", v);
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.append(name, v);
+        }
+    };
+    set("x-tollgate-provider", &served.target.provider);
+    set("x-tollgate-model", &served.target.model);
+    set("x-tollgate-request-id", &ctx.request_id);
+    set("x-tollgate-cache", if served.cache_hit { "hit" } else { "miss" });
+    for (name, value) in &served.notes {
+        set(name, value);
     }
     let added = served.added(ctx);
-    if let Ok(v) = HeaderValue::from_str(&format!("{:.3}", added.as_secs_f64() * 1000.0)) {
-        headers.insert("x-tollgate-added-ms", v);
-    }
+    set("x-tollgate-added-ms", &format!("{:.3}", added.as_secs_f64() * 1000.0));
 }
 
 /// A Server-Sent Events response from a stream of already-framed chunks.

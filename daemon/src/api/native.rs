@@ -1,6 +1,6 @@
 //! tollgate's own endpoints: health, status, the model list, and administration over the socket.
 
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Value, json};
@@ -62,6 +62,82 @@ pub async fn models(State(state): State<super::State>, headers: HeaderMap) -> Re
 pub async fn reload_credentials(State(state): State<super::State>) -> Response {
     state.gateway.credentials.forget();
     axum::Json(json!({"reloaded": true})).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct UsageQuery {
+    /// `today` (default), `week`, `month`, a date, a timestamp, or an age (`7d`).
+    since: Option<String>,
+    by: Option<crate::ledger::GroupBy>,
+}
+
+/// Resolves `--since` words and values to a time.
+pub fn since(value: Option<&str>, now: i64) -> Result<i64, String> {
+    use crate::utc::Period;
+    match value.unwrap_or("today") {
+        "today" => Ok(Period::Day.start(now)),
+        "week" => Ok(Period::Week.start(now)),
+        "month" => Ok(Period::Month.start(now)),
+        other => crate::utc::parse_since(other, now)
+            .ok_or_else(|| format!("since: {other:?} is not today, week, month, a date (2026-11-01) or an age (7d)")),
+    }
+}
+
+/// Usage since a time, grouped by model, project, task or provider.
+pub async fn usage(State(state): State<super::State>, Query(q): Query<UsageQuery>) -> Response {
+    let since = match since(q.since.as_deref(), crate::utc::now_ms()) {
+        Ok(s) => s,
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, e).into_response(),
+    };
+    let by = q.by.unwrap_or(crate::ledger::GroupBy::Model);
+    match state.gateway.store.read(move |c| crate::ledger::usage(c, since, by)).await {
+        Ok(Ok(report)) => axum::Json(report).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("database: {e}")).into_response()
+}
+
+/// Each budget: spent, limit, remaining and reset time.
+pub async fn budget(State(state): State<super::State>) -> Response {
+    axum::Json(json!({"budgets": state.gateway.budgets.report(crate::utc::now_ms())})).into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct LogQuery {
+    limit: Option<u32>,
+}
+
+/// The most recent calls.
+pub async fn log(State(state): State<super::State>, Query(q): Query<LogQuery>) -> Response {
+    let limit = q.limit.unwrap_or(20).min(1000);
+    match state.gateway.store.read(move |c| crate::ledger::recent(c, limit)).await {
+        Ok(Ok(rows)) => axum::Json(json!({"calls": rows})).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// One call in full, with its audit entry when the audit log was on.
+pub async fn log_entry(State(state): State<super::State>, Path(id): Path<String>) -> Response {
+    let lookup = id.clone();
+    match state.gateway.store.read(move |c| crate::ledger::call(c, &lookup)).await {
+        Ok(Ok(Some(call))) => axum::Json(call).into_response(),
+        Ok(Ok(None)) => ApiError::new(StatusCode::NOT_FOUND, Format::Openai, format!("no call {id:?} in the ledger"))
+            .into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<super::State>) -> Response {
+    let gw = &state.gateway;
+    let body = gw.metrics.render(&gw.budgets.report(crate::utc::now_ms()));
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 
 pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {

@@ -291,13 +291,7 @@ fn httpdate(s: &str) -> Option<std::time::SystemTime> {
     if hms.len() != 3 {
         return None;
     }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
-    let era = y / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::utc::days_from_civil(year as i64, month as u32, day as u32) as u64;
     let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }

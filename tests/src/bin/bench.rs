@@ -60,7 +60,11 @@ async fn load(client: &reqwest::Client, url: &str, auth: Option<&str>, rate: u32
             }
             let result = match req.send().await {
                 Ok(r) if r.status().is_success() => {
-                    let added = r.headers().get("x-tollgate-added-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<f64>().ok());
+                    let added = r
+                        .headers()
+                        .get("x-tollgate-added-ms")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<f64>().ok());
                     let _ = r.bytes().await;
                     Ok((t.elapsed().as_secs_f64() * 1000.0, added))
                 }
@@ -101,7 +105,10 @@ async fn main() {
         "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n",
         fake.url()
     );
-    let daemon = Daemon::start_with_env(&config, &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")]);
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")],
+    );
     println!("tollgate: {}", tollgate_tests::tollgate_bin().display());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_before = rss_kib(daemon.pid());
@@ -114,7 +121,10 @@ async fn main() {
     load(&client, &gated, Some(&daemon.token), 200, 1).await;
 
     println!();
-    println!("{:>6}  {:>22}  {:>22}  {:>18}  {:>24}", "rate/s", "direct p50 / p99 ms", "tollgate p50 / p99 ms", "added p50 / p99", "reported added p50 / p99");
+    println!(
+        "{:>6}  {:>22}  {:>22}  {:>18}  {:>24}",
+        "rate/s", "direct p50 / p99 ms", "tollgate p50 / p99 ms", "added p50 / p99", "reported added p50 / p99"
+    );
     for &rate in &args.rates {
         let d = load(&client, &direct, Some("sk-bench-00000000000000000000"), rate, args.seconds).await;
         let g = load(&client, &gated, Some(&daemon.token), rate, args.seconds).await;

@@ -1,0 +1,162 @@
+//! The response cache: exact match on a hash of the canonical request (after redaction), the
+//! route's targets and the caller's scope (user and project), so that no answer crosses scopes.
+//! An answer is stored as its event sequence and replayed as a stream or folded into a whole
+//! answer, whichever the caller asked for. Rows hold only what the pipeline gave the provider
+//! and what came back. TTL and a size cap (least recently used first out) come from config.
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::ledger::{self, Row};
+use crate::model::{ChatRequest, Event, Usage};
+
+use crate::store::Store;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Seconds an answer stays fresh.
+    pub ttl_s: u64,
+    /// Largest total size of stored answers; least recently used go first.
+    pub max_bytes: u64,
+    /// Tasks whose answers are cached whatever their temperature (others: temperature 0 only).
+    pub tasks: Vec<String>,
+}
+
+pub struct Hit {
+    pub provider: String,
+    pub model: String,
+    pub events: Vec<Event>,
+    /// The ledger row recorded for the hit.
+    pub row: Row,
+}
+
+/// The cache key: everything that determines the answer, and the scope it may be served in.
+pub fn key(req: &ChatRequest, targets: &[String], scope: &str) -> [u8; 32] {
+    let mut canonical = req.clone();
+    canonical.stream = false;
+    let mut h = Sha256::new();
+    h.update(scope.as_bytes());
+    h.update([0x1f]);
+    h.update(targets.join(",").as_bytes());
+    h.update([0x1f]);
+    // serde_json writes struct fields in order and object keys sorted: a canonical form.
+    h.update(serde_json::to_vec(&canonical).expect("a request serializes"));
+    h.finalize().into()
+}
+
+fn usage_of(events: &[Event]) -> Usage {
+    let mut u = Usage::default();
+    for e in events {
+        if let Event::Usage { usage } = e {
+            u.merge(*usage);
+        }
+    }
+    u
+}
+
+/// Looks the key up; on a hit, records the call in the ledger in the same transaction, and
+/// returns once that is committed. `row` is the call's row, completed here.
+pub async fn lookup(store: &Store, key: [u8; 32], now: i64, row: Row) -> Option<Hit> {
+    store
+        .call_durable(move |c| {
+            let found: Option<(String, String, String)> = c
+                .prepare_cached("SELECT provider, model, events FROM cache WHERE key = ?1 AND expires_ms > ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![&key[..], now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
+                })
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "cache lookup failed");
+                    None
+                });
+            let (provider, model, events) = found?;
+            let events: Vec<Event> = serde_json::from_str(&events).ok()?;
+            let _ = c.execute("UPDATE cache SET last_used_ms = ?2 WHERE key = ?1", params![&key[..], now]);
+            let usage = usage_of(&events);
+            let row = Row {
+                provider: Some(provider.clone()),
+                model: Some(model.clone()),
+                input_tokens: usage.input_tokens,
+                output_tokens: usage.output_tokens,
+                cached_tokens: usage.cached_tokens,
+                cost_micros: Some(0),
+                cache_hit: true,
+                outcome: "ok".into(),
+                ..row
+            };
+            if let Err(e) = ledger::insert(c, &row) {
+                tracing::error!(error = %e, "ledger write failed");
+            }
+            Some(Hit { provider, model, events, row })
+        })
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Stores a complete answer, then evicts the least recently used answers over the size cap.
+#[allow(clippy::too_many_arguments)]
+pub fn store(
+    store: &Store,
+    key: [u8; 32],
+    scope: String,
+    provider: String,
+    model: String,
+    events: &[Event],
+    now: i64,
+    config: &CacheConfig,
+) {
+    let Ok(json) = serde_json::to_string(events) else { return };
+    let (ttl_ms, max_bytes) = (config.ttl_s as i64 * 1000, config.max_bytes as i64);
+    store.write(move |c| {
+        let size = json.len() as i64;
+        let r = c.execute(
+            "INSERT OR REPLACE INTO cache (key, scope, provider, model, events, size, created_ms, last_used_ms, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+            params![&key[..], scope, provider, model, json, size, now, now + ttl_ms],
+        );
+        if let Err(e) = r {
+            tracing::error!(error = %e, "cache write failed");
+            return;
+        }
+        let total: i64 = c.query_row("SELECT COALESCE(SUM(size), 0) FROM cache", [], |r| r.get(0)).unwrap_or(0);
+        if total > max_bytes {
+            // Oldest use first, until the rest fits.
+            let _ = c.execute(
+                "DELETE FROM cache WHERE key IN (SELECT key FROM (SELECT key, SUM(size) OVER (ORDER BY last_used_ms DESC) AS kept \
+                 FROM cache) WHERE kept > ?1)",
+                [max_bytes],
+            );
+        }
+    });
+}
+
+/// Deletes expired answers.
+pub fn prune(c: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize> {
+    c.execute("DELETE FROM cache WHERE expires_ms <= ?1", [now])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Role};
+
+    #[test]
+    fn the_key_ignores_streaming_and_separates_scopes_and_routes() {
+        let req = ChatRequest {
+            model: "fast".into(),
+            messages: vec![Message::text(Role::User, "hi")],
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let streamed = ChatRequest { stream: true, ..req.clone() };
+        let t = vec!["openai/gpt-4.1".to_string()];
+        assert_eq!(key(&req, &t, "me\u{1f}acme/web"), key(&streamed, &t, "me\u{1f}acme/web"));
+        assert_ne!(key(&req, &t, "me\u{1f}acme/web"), key(&req, &t, "me\u{1f}acme/api"));
+        assert_ne!(key(&req, &t, "s"), key(&req, &["anthropic/claude".to_string()], "s"));
+        let other = ChatRequest { temperature: Some(0.5), ..req.clone() };
+        assert_ne!(key(&req, &t, "s"), key(&other, &t, "s"));
+    }
+}

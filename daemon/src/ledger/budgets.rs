@@ -1,0 +1,414 @@
+//! Budgets: limits per day, week or month, in money and in tokens, for the user, per project and
+//! per model. Enforced with reservations: before a call, its estimated cost (prompt tokens counted
+//! with a tokenizer, plus the most it may write) is reserved against every budget it falls under;
+//! after the call the reservation settles to the real cost. Concurrent requests therefore cannot
+//! all slip under a nearly spent limit: the overspend is bounded by how far one request's real cost
+//! exceeds its estimate.
+//!
+//! The counters live in memory, loaded from the ledger at start (the daemon is the only writer).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use super::prices::{Decimal, Micros, format_usd};
+use crate::utc::{self, Period};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Everything this user does.
+    User,
+    /// Each project (the caller's `group/project`) on its own.
+    Project,
+    /// Each `provider/model` on its own.
+    Model,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Refuse the request with an error naming the budget.
+    Block,
+    /// Reroute the request to `downgrade_to`.
+    Downgrade,
+    /// Let it through; the response says the budget is spent.
+    Warn,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub name: String,
+    pub scope: Scope,
+    /// For project and model scopes: which projects or models (a glob) the budget covers.
+    #[serde(default = "star", rename = "match")]
+    pub matches: String,
+    pub period: Period,
+    #[serde(default)]
+    pub limit_usd: Option<Decimal>,
+    #[serde(default)]
+    pub limit_tokens: Option<u64>,
+    /// A warning once this share of a limit is spent (or reserved).
+    #[serde(default = "eighty")]
+    pub soft_percent: u8,
+    pub action: Action,
+    /// The route alias a `downgrade` budget sends requests to.
+    #[serde(default)]
+    pub downgrade_to: Option<String>,
+}
+
+fn star() -> String {
+    "*".into()
+}
+fn eighty() -> u8 {
+    80
+}
+
+impl BudgetConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.limit_usd.is_none() && self.limit_tokens.is_none() {
+            return Err("needs limit_usd or limit_tokens".into());
+        }
+        if self.action == Action::Downgrade && self.downgrade_to.is_none() {
+            return Err("action = \"downgrade\" needs downgrade_to (a route alias)".into());
+        }
+        if self.soft_percent > 100 {
+            return Err("soft_percent is a percentage (0 to 100)".into());
+        }
+        globset::Glob::new(&self.matches).map_err(|e| format!("bad match glob: {e}"))?;
+        Ok(())
+    }
+}
+
+/// What a request is, for the budgets it falls under.
+pub struct Facts<'a> {
+    pub project: Option<&'a str>,
+    /// `provider/model`
+    pub target: &'a str,
+    pub tokens: u64,
+    /// `None`: the model's price is unknown; money limits cannot count it.
+    pub micros: Option<Micros>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Bucket {
+    period_start: i64,
+    spent_micros: Micros,
+    spent_tokens: u64,
+    reserved_micros: Micros,
+    reserved_tokens: u64,
+}
+
+type Key = (usize, String);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exceeded {
+    pub budget: String,
+    pub spent: String,
+    pub limit: String,
+    pub resets_at: i64,
+    pub action: Action,
+    pub downgrade_to: Option<String>,
+}
+
+impl std::fmt::Display for Exceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "budget {:?} is spent ({} of {}); it resets at {}",
+            self.budget,
+            self.spent,
+            self.limit,
+            utc::iso(self.resets_at)
+        )
+    }
+}
+
+/// A reservation against some budgets; released on drop unless settled.
+pub struct Reservation {
+    budgets: Arc<Budgets>,
+    held: Vec<(Key, Micros, u64)>,
+    /// Budgets past their soft limit (or exceeded with `warn`), for a response header.
+    pub warnings: Vec<String>,
+}
+
+impl Reservation {
+    /// Replaces the estimate with what the call really cost.
+    pub fn settle(mut self, micros: Option<Micros>, tokens: u64) {
+        let held = std::mem::take(&mut self.held);
+        self.budgets.apply(&held, |b, est_m, est_t| {
+            b.reserved_micros -= est_m;
+            b.reserved_tokens -= est_t;
+            b.spent_micros += micros.unwrap_or(0);
+            b.spent_tokens += tokens;
+        });
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let held = std::mem::take(&mut self.held);
+        self.budgets.apply(&held, |b, est_m, est_t| {
+            b.reserved_micros -= est_m;
+            b.reserved_tokens -= est_t;
+        });
+    }
+}
+
+pub struct Budgets {
+    defs: Vec<(BudgetConfig, globset::GlobMatcher)>,
+    state: Mutex<HashMap<Key, Bucket>>,
+}
+
+/// Spend already in the ledger for the current period: `(budget index, scope value) -> (micros, tokens)`.
+pub type Loaded = HashMap<Key, (Micros, u64)>;
+
+#[derive(Debug, Serialize)]
+pub struct BudgetReport {
+    pub name: String,
+    pub scope: Scope,
+    pub key: String,
+    pub period: Period,
+    pub spent_usd: String,
+    pub limit_usd: Option<String>,
+    pub spent_tokens: u64,
+    pub limit_tokens: Option<u64>,
+    pub reserved_usd: String,
+    pub remaining_micros: Option<Micros>,
+    pub remaining_tokens: Option<u64>,
+    pub resets_at: String,
+    pub action: Action,
+}
+
+impl Budgets {
+    pub fn new(defs: &[BudgetConfig]) -> Self {
+        let defs = defs
+            .iter()
+            .map(|d| {
+                (
+                    d.clone(),
+                    globset::Glob::new(&d.matches)
+                        .map(|g| g.compile_matcher())
+                        .unwrap_or_else(|_| globset::Glob::new("*").unwrap().compile_matcher()),
+                )
+            })
+            .collect();
+        Self { defs, state: Mutex::default() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.defs.is_empty()
+    }
+
+    pub fn configs(&self) -> impl Iterator<Item = (usize, &BudgetConfig)> {
+        self.defs.iter().map(|(c, _)| c).enumerate()
+    }
+
+    /// Seeds the counters with what the ledger says was spent in each current period.
+    pub fn load(&self, spent: Loaded, now: i64) {
+        let mut state = self.state.lock().expect("budget lock");
+        for ((i, key), (micros, tokens)) in spent {
+            let Some((def, _)) = self.defs.get(i) else { continue };
+            let b = state.entry((i, key)).or_default();
+            b.period_start = def.period.start(now);
+            b.spent_micros = micros;
+            b.spent_tokens = tokens;
+        }
+    }
+
+    /// The scope value a request has for budget `def`, or `None` when the budget does not cover it.
+    fn key_for(def: &BudgetConfig, matcher: &globset::GlobMatcher, facts: &Facts<'_>) -> Option<String> {
+        match def.scope {
+            Scope::User => Some(String::new()),
+            Scope::Project => facts.project.filter(|p| matcher.is_match(p)).map(str::to_string),
+            Scope::Model => matcher.is_match(facts.target).then(|| facts.target.to_string()),
+        }
+    }
+
+    /// Reserves the estimate against every budget the request falls under, or says which budget
+    /// stops it. A `warn` budget never stops a request.
+    pub fn reserve(self: &Arc<Self>, facts: &Facts<'_>, now: i64) -> Result<Reservation, Exceeded> {
+        let mut state = self.state.lock().expect("budget lock");
+        let mut held = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, (def, matcher)) in self.defs.iter().enumerate() {
+            let Some(key) = Self::key_for(def, matcher, facts) else { continue };
+            let start = def.period.start(now);
+            let b = state.entry((i, key.clone())).or_default();
+            if b.period_start != start {
+                // A new period: spend starts again (reservations in flight carry over).
+                *b = Bucket {
+                    period_start: start,
+                    reserved_micros: b.reserved_micros,
+                    reserved_tokens: b.reserved_tokens,
+                    ..Default::default()
+                };
+            }
+            let est_m = facts.micros.unwrap_or(0);
+            let after_m = b.spent_micros + b.reserved_micros + est_m;
+            let after_t = b.spent_tokens + b.reserved_tokens + facts.tokens;
+            let over_money = def.limit_usd.is_some_and(|l| after_m > l.0);
+            let over_tokens = def.limit_tokens.is_some_and(|l| after_t > l);
+            if over_money || over_tokens {
+                let (spent, limit) = if over_money {
+                    (
+                        format!("${}", format_usd(b.spent_micros + b.reserved_micros)),
+                        format!("${}", format_usd(def.limit_usd.unwrap().0)),
+                    )
+                } else {
+                    (
+                        format!("{} tokens", b.spent_tokens + b.reserved_tokens),
+                        format!("{} tokens", def.limit_tokens.unwrap()),
+                    )
+                };
+                let exceeded = Exceeded {
+                    budget: def.name.clone(),
+                    spent,
+                    limit,
+                    resets_at: def.period.next(now),
+                    action: def.action,
+                    downgrade_to: def.downgrade_to.clone(),
+                };
+                if def.action != Action::Warn {
+                    drop(state);
+                    // Undo what this call reserved so far.
+                    drop(Reservation { budgets: Arc::clone(self), held, warnings: Vec::new() });
+                    return Err(exceeded);
+                }
+                warnings.push(format!("{} exceeded", def.name));
+            } else {
+                let soft = |limit: i128, after: i128| after * 100 >= limit * def.soft_percent as i128;
+                if def.limit_usd.is_some_and(|l| soft(l.0 as i128, after_m as i128))
+                    || def.limit_tokens.is_some_and(|l| soft(l as i128, after_t as i128))
+                {
+                    warnings.push(format!("{} at {}%", def.name, def.soft_percent));
+                }
+            }
+            b.reserved_micros += est_m;
+            b.reserved_tokens += facts.tokens;
+            held.push(((i, key), est_m, facts.tokens));
+        }
+        Ok(Reservation { budgets: Arc::clone(self), held, warnings })
+    }
+
+    fn apply(&self, held: &[(Key, Micros, u64)], f: impl Fn(&mut Bucket, Micros, u64)) {
+        if held.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock().expect("budget lock");
+        for (key, m, t) in held {
+            if let Some(b) = state.get_mut(key) {
+                f(b, *m, *t);
+            }
+        }
+    }
+
+    /// Every budget with a counter (the user budgets always), for `tollgate budget` and metrics.
+    pub fn report(&self, now: i64) -> Vec<BudgetReport> {
+        let state = self.state.lock().expect("budget lock");
+        let mut out = Vec::new();
+        for (i, (def, _)) in self.defs.iter().enumerate() {
+            let mut keys: Vec<&String> = state.keys().filter(|(j, _)| *j == i).map(|(_, k)| k).collect();
+            let empty = String::new();
+            if def.scope == Scope::User && keys.is_empty() {
+                keys.push(&empty);
+            }
+            keys.sort();
+            for key in keys {
+                let b = state.get(&(i, key.clone())).copied().unwrap_or_default();
+                let current = b.period_start == def.period.start(now);
+                let (m, t) = if current { (b.spent_micros, b.spent_tokens) } else { (0, 0) };
+                out.push(BudgetReport {
+                    name: def.name.clone(),
+                    scope: def.scope,
+                    key: key.clone(),
+                    period: def.period,
+                    spent_usd: format_usd(m),
+                    limit_usd: def.limit_usd.map(|l| format_usd(l.0)),
+                    spent_tokens: t,
+                    limit_tokens: def.limit_tokens,
+                    reserved_usd: format_usd(b.reserved_micros),
+                    remaining_micros: def.limit_usd.map(|l| (l.0 - m - b.reserved_micros).max(0)),
+                    remaining_tokens: def.limit_tokens.map(|l| l.saturating_sub(t + b.reserved_tokens)),
+                    resets_at: utc::iso(def.period.next(now)),
+                    action: def.action,
+                });
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn budget(action: Action, limit_usd: Option<Micros>, limit_tokens: Option<u64>) -> BudgetConfig {
+        BudgetConfig {
+            name: "b".into(),
+            scope: Scope::User,
+            matches: "*".into(),
+            period: Period::Day,
+            limit_usd: limit_usd.map(Decimal),
+            limit_tokens,
+            soft_percent: 80,
+            action,
+            downgrade_to: Some("local".into()),
+        }
+    }
+
+    fn facts(micros: Micros, tokens: u64) -> Facts<'static> {
+        Facts { project: Some("acme/web"), target: "openai/gpt-4.1", tokens, micros: Some(micros) }
+    }
+
+    #[test]
+    fn reservations_count_until_settled_or_dropped() {
+        let b = Arc::new(Budgets::new(&[budget(Action::Block, Some(100), None)]));
+        let r1 = b.reserve(&facts(60, 1), 0).unwrap();
+        assert!(b.reserve(&facts(60, 1), 0).is_err(), "60 reserved + 60 > 100");
+        drop(r1);
+        let r2 = b.reserve(&facts(60, 1), 0).unwrap();
+        r2.settle(Some(30), 10);
+        let r3 = b.reserve(&facts(60, 1), 0).unwrap();
+        assert!(r3.warnings.iter().any(|w| w.contains("80%")), "30 + 60 >= 80: {:?}", r3.warnings);
+        let report = &b.report(0)[0];
+        assert_eq!(report.spent_usd, "0.000030");
+        assert_eq!(report.remaining_micros, Some(10));
+    }
+
+    #[test]
+    fn the_error_names_the_budget_spend_limit_and_reset() {
+        let b = Arc::new(Budgets::new(&[budget(Action::Block, None, Some(1000))]));
+        b.load(HashMap::from([((0, String::new()), (0, 990))]), 0);
+        let e = b.reserve(&facts(0, 20), 5).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            "budget \"b\" is spent (990 tokens of 1000 tokens); it resets at 1970-01-02T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn warn_budgets_never_stop_a_request_and_a_new_period_starts_from_zero() {
+        let b = Arc::new(Budgets::new(&[budget(Action::Warn, Some(10), None)]));
+        let r = b.reserve(&facts(50, 1), 0).unwrap();
+        assert!(r.warnings.iter().any(|w| w.contains("exceeded")));
+        r.settle(Some(50), 1);
+        assert!(b.reserve(&facts(5, 1), utc::DAY_MS + 1).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn project_and_model_budgets_count_each_key_apart() {
+        let mut p = budget(Action::Block, Some(100), None);
+        p.scope = Scope::Project;
+        p.matches = "acme/*".into();
+        let b = Arc::new(Budgets::new(&[p]));
+        b.reserve(&facts(90, 1), 0).unwrap().settle(Some(90), 1);
+        assert!(b.reserve(&facts(20, 1), 0).is_err());
+        let other = Facts { project: Some("acme/api"), target: "openai/gpt-4.1", tokens: 1, micros: Some(20) };
+        assert!(b.reserve(&other, 0).is_ok());
+        let outside = Facts { project: Some("oss/tool"), target: "openai/gpt-4.1", tokens: 1, micros: Some(500) };
+        assert!(b.reserve(&outside, 0).is_ok());
+    }
+}

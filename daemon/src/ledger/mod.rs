@@ -1,0 +1,330 @@
+//! The usage ledger: one row per request, what it cost and how it went; usage reports; the audit
+//! log. Prices and budgets live beside it.
+//!
+//! A row is written when the request is sent to a provider (`pending`, with the estimate), durably
+//! and while the provider works, so it costs the request nothing; the caller's answer is not
+//! finished until that write is committed. After the answer the row is settled with the real
+//! figures, off the request's path. A daemon killed in between leaves `pending` rows, which the
+//! next start marks `interrupted`: no request that got an answer is missing from the ledger.
+
+pub mod budgets;
+pub mod prices;
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::store::Store;
+use crate::utc;
+use prices::Micros;
+
+/// What the ledger knows of a request.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Row {
+    pub request_id: String,
+    pub ts_ms: i64,
+    pub identity: String,
+    pub project: Option<String>,
+    pub task: String,
+    pub entry: String,
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    /// `None`: unknown price.
+    pub cost_micros: Option<Micros>,
+    pub latency_ms: f64,
+    pub added_ms: f64,
+    pub cache_hit: bool,
+    pub redactions: u32,
+    pub outcome: String,
+    pub note: Option<String>,
+}
+
+const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provider, model, input_tokens, output_tokens, \
+                       cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note";
+
+pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
+    c.prepare_cached(&format!(
+        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+         ON CONFLICT (request_id) DO UPDATE SET provider = excluded.provider, model = excluded.model, \
+         input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens, \
+         cost_micros = excluded.cost_micros, latency_ms = excluded.latency_ms, added_ms = excluded.added_ms, \
+         cache_hit = excluded.cache_hit, redactions = excluded.redactions, outcome = excluded.outcome, note = excluded.note"
+    ))?
+    .execute(params![
+        r.request_id,
+        r.ts_ms,
+        r.identity,
+        r.project,
+        r.task,
+        r.entry,
+        r.provider,
+        r.model,
+        r.input_tokens as i64,
+        r.output_tokens as i64,
+        r.cached_tokens as i64,
+        r.cost_micros,
+        r.latency_ms,
+        r.added_ms,
+        r.cache_hit,
+        r.redactions,
+        r.outcome,
+        r.note,
+    ])?;
+    Ok(())
+}
+
+/// Writes a row (insert or settle); logs, never fails the request.
+pub fn write(store: &Store, row: Row) {
+    store.write(move |c| {
+        if let Err(e) = insert(c, &row) {
+            tracing::error!(error = %e, "ledger write failed");
+        }
+    });
+}
+
+/// Writes a row and waits for its commit.
+pub async fn write_durable(store: &Store, row: Row) {
+    let _ = store
+        .write_durable(move |c| {
+            if let Err(e) = insert(c, &row) {
+                tracing::error!(error = %e, "ledger write failed");
+            }
+        })
+        .await;
+}
+
+/// At start: rows a killed daemon left pending.
+pub async fn recover(store: &Store) -> usize {
+    store
+        .read(|c| c.execute("UPDATE ledger SET outcome = 'interrupted', note = 'the daemon stopped before the answer was settled; figures are the estimate' WHERE outcome = 'pending'", []).unwrap_or(0))
+        .await
+        .unwrap_or(0)
+}
+
+/// Spend in each budget's current period, to seed the in-memory counters.
+pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -> budgets::Loaded {
+    let queries: Vec<(usize, budgets::Scope, i64)> =
+        budgets.configs().map(|(i, b)| (i, b.scope, b.period.start(now))).collect();
+    store
+        .read(move |c| {
+            let mut out = HashMap::new();
+            for (i, scope, since) in queries {
+                let key = match scope {
+                    budgets::Scope::User => "''",
+                    budgets::Scope::Project => "COALESCE(project, '')",
+                    budgets::Scope::Model => "COALESCE(provider, '') || '/' || COALESCE(model, '')",
+                };
+                let sql = format!(
+                    "SELECT {key}, COALESCE(SUM(cost_micros), 0), COALESCE(SUM(input_tokens + output_tokens), 0) \
+                     FROM ledger WHERE ts_ms >= ?1 AND cache_hit = 0 GROUP BY 1"
+                );
+                let Ok(mut stmt) = c.prepare(&sql) else { continue };
+                let rows =
+                    stmt.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+                for (k, m, t) in rows.into_iter().flatten().flatten() {
+                    out.insert((i, k), (m, t as u64));
+                }
+            }
+            out
+        })
+        .await
+        .unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Model,
+    Project,
+    Task,
+    Provider,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageLine {
+    pub key: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_tokens: u64,
+    /// The known cost; requests of unknown price are counted apart.
+    pub cost_usd: String,
+    pub unknown_cost_requests: u64,
+    pub cache_hits: u64,
+    pub errors: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct UsageReport {
+    pub since: String,
+    pub group_by: GroupBy,
+    pub lines: Vec<UsageLine>,
+    pub total: UsageLine,
+}
+
+/// Usage since `since`, grouped.
+pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageReport> {
+    let key = match by {
+        GroupBy::Model => "COALESCE(provider || '/' || model, '-')",
+        GroupBy::Project => "COALESCE(project, '-')",
+        GroupBy::Task => "task",
+        GroupBy::Provider => "COALESCE(provider, '-')",
+    };
+    let sql = format!(
+        "SELECT {key}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), COALESCE(SUM(cost_micros), 0), \
+         SUM(cost_micros IS NULL AND cache_hit = 0 AND outcome = 'ok'), SUM(cache_hit), SUM(outcome NOT IN ('ok', 'pending')) \
+         FROM ledger WHERE ts_ms >= ?1 GROUP BY 1 ORDER BY 6 DESC, 2 DESC"
+    );
+    let mut stmt = c.prepare(&sql)?;
+    let line = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(UsageLine, Micros)> {
+        let cost: i64 = r.get(5)?;
+        Ok((
+            UsageLine {
+                key: r.get(0)?,
+                requests: r.get::<_, i64>(1)? as u64,
+                input_tokens: r.get::<_, i64>(2)? as u64,
+                output_tokens: r.get::<_, i64>(3)? as u64,
+                cached_tokens: r.get::<_, i64>(4)? as u64,
+                cost_usd: prices::format_usd(cost),
+                unknown_cost_requests: r.get::<_, i64>(6)? as u64,
+                cache_hits: r.get::<_, i64>(7)? as u64,
+                errors: r.get::<_, i64>(8)? as u64,
+            },
+            cost,
+        ))
+    };
+    let rows: Vec<(UsageLine, Micros)> = stmt.query_map([since], line)?.collect::<Result<_, _>>()?;
+    let mut total = UsageLine {
+        key: "total".into(),
+        requests: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cached_tokens: 0,
+        cost_usd: String::new(),
+        unknown_cost_requests: 0,
+        cache_hits: 0,
+        errors: 0,
+    };
+    let mut cost = 0;
+    for (l, c) in &rows {
+        total.requests += l.requests;
+        total.input_tokens += l.input_tokens;
+        total.output_tokens += l.output_tokens;
+        total.cached_tokens += l.cached_tokens;
+        total.unknown_cost_requests += l.unknown_cost_requests;
+        total.cache_hits += l.cache_hits;
+        total.errors += l.errors;
+        cost += c;
+    }
+    total.cost_usd = prices::format_usd(cost);
+    Ok(UsageReport { since: utc::iso(since), group_by: by, lines: rows.into_iter().map(|(l, _)| l).collect(), total })
+}
+
+fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        request_id: r.get(0)?,
+        ts_ms: r.get(1)?,
+        identity: r.get(2)?,
+        project: r.get(3)?,
+        task: r.get(4)?,
+        entry: r.get(5)?,
+        provider: r.get(6)?,
+        model: r.get(7)?,
+        input_tokens: r.get::<_, i64>(8)? as u64,
+        output_tokens: r.get::<_, i64>(9)? as u64,
+        cached_tokens: r.get::<_, i64>(10)? as u64,
+        cost_micros: r.get(11)?,
+        latency_ms: r.get(12)?,
+        added_ms: r.get(13)?,
+        cache_hit: r.get(14)?,
+        redactions: r.get(15)?,
+        outcome: r.get(16)?,
+        note: r.get(17)?,
+    })
+}
+
+/// The most recent calls, newest first.
+pub fn recent(c: &Connection, limit: u32) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM ledger ORDER BY ts_ms DESC, id DESC LIMIT ?1"))?;
+    stmt.query_map([limit], row_from)?.collect()
+}
+
+#[derive(Debug, Serialize)]
+pub struct Call {
+    #[serde(flatten)]
+    pub row: Row,
+    /// The redacted request and answer, when the audit log was on.
+    pub request: Option<serde_json::Value>,
+    pub response: Option<serde_json::Value>,
+}
+
+/// One call in full: its row, and its audit entry if there is one. `id` may be a prefix.
+pub fn call(c: &Connection, id: &str) -> rusqlite::Result<Option<Call>> {
+    let escaped = id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+    let pattern = format!("{escaped}%");
+    let row = c
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM ledger WHERE request_id LIKE ?1 ESCAPE '\\' ORDER BY ts_ms DESC LIMIT 1"),
+            [&pattern],
+            row_from,
+        )
+        .optional()?;
+    let Some(row) = row else { return Ok(None) };
+    let audit: Option<(String, String)> = c
+        .query_row("SELECT request, response FROM audit WHERE request_id = ?1", [&row.request_id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let (request, response) = match audit {
+        Some((q, a)) => (serde_json::from_str(&q).ok(), serde_json::from_str(&a).ok()),
+        None => (None, None),
+    };
+    Ok(Some(Call { row, request, response }))
+}
+
+/// Keeps the audit log's redacted request and answer for a call.
+pub fn audit(store: &Store, request_id: String, request: serde_json::Value, response: serde_json::Value) {
+    store.write(move |c| {
+        let r = c.execute(
+            "INSERT OR REPLACE INTO audit (request_id, ts_ms, request, response) VALUES (?1, ?2, ?3, ?4)",
+            params![request_id, utc::now_ms(), request.to_string(), response.to_string()],
+        );
+        if let Err(e) = r {
+            tracing::error!(error = %e, "audit write failed");
+        }
+    });
+}
+
+/// Deletes audit entries older than the retention period.
+pub fn prune_audit(c: &Connection, older_than_ms: i64) -> rusqlite::Result<usize> {
+    c.execute("DELETE FROM audit WHERE ts_ms < ?1", [older_than_ms])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_found_by_its_id_or_a_prefix_and_wildcards_are_literal() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::store::SCHEMA).unwrap();
+        let row = Row {
+            request_id: "req_24fb7e".into(),
+            ts_ms: 1,
+            identity: "me".into(),
+            task: "api".into(),
+            entry: "openai".into(),
+            outcome: "ok".into(),
+            ..Default::default()
+        };
+        insert(&c, &row).unwrap();
+        assert_eq!(call(&c, "req_24fb7e").unwrap().unwrap().row.request_id, "req_24fb7e");
+        assert_eq!(call(&c, "req_24").unwrap().unwrap().row.request_id, "req_24fb7e");
+        assert!(call(&c, "req%").unwrap().is_none(), "% is not a wildcard");
+        assert!(call(&c, "req_x").unwrap().is_none());
+    }
+}

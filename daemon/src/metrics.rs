@@ -1,0 +1,190 @@
+//! Counters and histograms for `GET /metrics`, in Prometheus' text exposition format.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+use crate::ledger::Row;
+use crate::ledger::budgets::BudgetReport;
+
+const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const ADDED_BUCKETS: &[f64] = &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], v: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; bounds.len()];
+        }
+        for (i, b) in bounds.iter().enumerate() {
+            if v <= *b {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: BTreeMap<String, u64>,
+    tokens: BTreeMap<String, u64>,
+    cost_micros: BTreeMap<String, i64>,
+    cache_hits: u64,
+    cache_misses: u64,
+    duration: BTreeMap<String, Histogram>,
+    added: Histogram,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    inner: Mutex<Inner>,
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// Counts a settled call.
+    pub fn record(&self, row: &Row) {
+        let provider = label(row.provider.as_deref().unwrap_or("-"));
+        let model = label(row.model.as_deref().unwrap_or("-"));
+        let mut m = self.inner.lock().expect("metrics lock");
+        *m.requests
+            .entry(format!(
+                "entry=\"{}\",provider=\"{provider}\",model=\"{model}\",outcome=\"{}\"",
+                label(&row.entry),
+                label(&row.outcome)
+            ))
+            .or_default() += 1;
+        for (kind, n) in [("input", row.input_tokens), ("output", row.output_tokens), ("cached", row.cached_tokens)] {
+            *m.tokens.entry(format!("provider=\"{provider}\",model=\"{model}\",kind=\"{kind}\"")).or_default() += n;
+        }
+        if let Some(c) = row.cost_micros {
+            *m.cost_micros.entry(format!("provider=\"{provider}\",model=\"{model}\"")).or_default() += c;
+        }
+        if row.cache_hit {
+            m.cache_hits += 1;
+        }
+        m.duration
+            .entry(format!("entry=\"{}\"", label(&row.entry)))
+            .or_default()
+            .observe(DURATION_BUCKETS, row.latency_ms / 1000.0);
+        m.added.observe(ADDED_BUCKETS, row.added_ms / 1000.0);
+    }
+
+    pub fn cache_miss(&self) {
+        self.inner.lock().expect("metrics lock").cache_misses += 1;
+    }
+
+    pub fn render(&self, budgets: &[BudgetReport]) -> String {
+        let m = self.inner.lock().expect("metrics lock");
+        let mut out = String::new();
+        let o = &mut out;
+        head(o, "tollgate_requests_total", "counter", "Requests, by entry point, provider, model and outcome.");
+        for (l, v) in &m.requests {
+            let _ = writeln!(o, "tollgate_requests_total{{{l}}} {v}");
+        }
+        head(o, "tollgate_tokens_total", "counter", "Tokens, by provider, model and kind (input includes cached).");
+        for (l, v) in &m.tokens {
+            let _ = writeln!(o, "tollgate_tokens_total{{{l}}} {v}");
+        }
+        head(o, "tollgate_cost_usd_total", "counter", "Known cost in US dollars, by provider and model.");
+        for (l, v) in &m.cost_micros {
+            let _ = writeln!(o, "tollgate_cost_usd_total{{{l}}} {}", *v as f64 / 1e6);
+        }
+        head(o, "tollgate_cache_hits_total", "counter", "Answers served from the cache.");
+        let _ = writeln!(o, "tollgate_cache_hits_total {}", m.cache_hits);
+        head(o, "tollgate_cache_misses_total", "counter", "Cacheable requests not found in the cache.");
+        let _ = writeln!(o, "tollgate_cache_misses_total {}", m.cache_misses);
+        head(o, "tollgate_request_duration_seconds", "histogram", "Time from request to complete answer.");
+        for (l, h) in &m.duration {
+            histogram(o, "tollgate_request_duration_seconds", l, DURATION_BUCKETS, h);
+        }
+        head(o, "tollgate_added_seconds", "histogram", "The gateway's own time per request, provider time excluded.");
+        histogram(o, "tollgate_added_seconds", "", ADDED_BUCKETS, &m.added);
+        head(o, "tollgate_budget_remaining_usd", "gauge", "Money left in each budget's current period.");
+        for b in budgets {
+            if let Some(r) = b.remaining_micros {
+                let _ = writeln!(
+                    o,
+                    "tollgate_budget_remaining_usd{{budget=\"{}\",key=\"{}\"}} {}",
+                    label(&b.name),
+                    label(&b.key),
+                    r as f64 / 1e6
+                );
+            }
+        }
+        head(o, "tollgate_budget_remaining_tokens", "gauge", "Tokens left in each budget's current period.");
+        for b in budgets {
+            if let Some(r) = b.remaining_tokens {
+                let _ = writeln!(
+                    o,
+                    "tollgate_budget_remaining_tokens{{budget=\"{}\",key=\"{}\"}} {r}",
+                    label(&b.name),
+                    label(&b.key)
+                );
+            }
+        }
+        out
+    }
+}
+
+fn head(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (i, b) in bounds.iter().enumerate() {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", h.counts.get(i).copied().unwrap_or(0));
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let braces = if labels.is_empty() { String::new() } else { format!("{{{labels}}}") };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_types_labels_and_cumulative_buckets() {
+        let m = Metrics::default();
+        let row = Row {
+            entry: "openai".into(),
+            provider: Some("oa".into()),
+            model: Some("gpt-4.1".into()),
+            outcome: "ok".into(),
+            input_tokens: 10,
+            output_tokens: 5,
+            cost_micros: Some(1_500_000),
+            latency_ms: 30.0,
+            added_ms: 0.2,
+            ..Default::default()
+        };
+        m.record(&row);
+        let text = m.render(&[]);
+        assert!(text.contains("# TYPE tollgate_requests_total counter"));
+        assert!(
+            text.contains(
+                "tollgate_requests_total{entry=\"openai\",provider=\"oa\",model=\"gpt-4.1\",outcome=\"ok\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_cost_usd_total{provider=\"oa\",model=\"gpt-4.1\"} 1.5"));
+        assert!(text.contains("tollgate_request_duration_seconds_bucket{entry=\"openai\",le=\"0.025\"} 0"));
+        assert!(text.contains("tollgate_request_duration_seconds_bucket{entry=\"openai\",le=\"0.05\"} 1"));
+        assert!(text.contains("tollgate_added_seconds_bucket{le=\"0.00025\"} 1"));
+        assert!(text.contains("tollgate_added_seconds_count 1"));
+    }
+}

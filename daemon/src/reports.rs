@@ -1,0 +1,206 @@
+//! `tollgate usage`, `budget` and `log`: asked of the daemon over its socket, or read from the
+//! database directly when no daemon runs (the same queries either way).
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::Value;
+
+use crate::config::Loaded;
+use crate::paths::Paths;
+use crate::store::Store;
+use crate::{ledger, utc};
+
+/// GETs `path` from the daemon; `None` when no daemon runs.
+fn from_daemon(paths: &Paths, path: &str) -> anyhow::Result<Option<Value>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match rt.block_on(crate::ipc::request(&paths.socket, http::Method::GET, path, None)) {
+        Ok(reply) if reply.status.is_success() => Ok(Some(reply.json())),
+        Ok(reply) => {
+            anyhow::bail!("{}", reply.json()["error"]["message"].as_str().unwrap_or("the daemon refused the request"))
+        }
+        Err(crate::ipc::ClientError::NotRunning(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs a query against the database directly, when no daemon answered.
+fn query<T: Send + 'static>(
+    paths: &Paths,
+    f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    anyhow::ensure!(paths.database().exists(), "no usage recorded yet ({} does not exist)", paths.database().display());
+    let store = Store::open(&paths.database()).context("cannot open the database")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(rt.block_on(store.read(f))??)
+}
+
+fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<Value> {
+    if let Some(v) = from_daemon(paths, &format!("/v1/usage?since={since}&by={by}"))? {
+        return Ok(v);
+    }
+    let from = crate::api::native::since(Some(since), utc::now_ms()).map_err(anyhow::Error::msg)?;
+    let by: ledger::GroupBy = serde_json::from_value(Value::String(by.into()))?;
+    Ok(serde_json::to_value(query(paths, move |c| ledger::usage(c, from, by))?)?)
+}
+
+pub fn usage(paths: &Paths, _loaded: &Loaded, since: Option<&str>, by: &str, json: bool) -> anyhow::Result<ExitCode> {
+    if let Some(since) = since {
+        let report = usage_report(paths, since, by)?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print_usage(&report);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut all = serde_json::Map::new();
+    for period in ["today", "week", "month"] {
+        all.insert(period.into(), usage_report(paths, period, by)?);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&Value::Object(all))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (label, period) in [("today", "today"), ("this week", "week"), ("this month", "month")] {
+        let t = &all[period]["total"];
+        println!(
+            "{label:<11} {:>6} requests  {:>10} tokens  ${}{}",
+            t["requests"],
+            t["input_tokens"].as_u64().unwrap_or(0) + t["output_tokens"].as_u64().unwrap_or(0),
+            t["cost_usd"].as_str().unwrap_or("0"),
+            unknown_note(t)
+        );
+    }
+    println!();
+    print_usage(&all["month"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn unknown_note(line: &Value) -> String {
+    match line["unknown_cost_requests"].as_u64().unwrap_or(0) {
+        0 => String::new(),
+        n => format!("  + {n} of unknown cost"),
+    }
+}
+
+fn print_usage(report: &Value) {
+    println!("since {}, by {}", report["since"].as_str().unwrap_or("?"), report["group_by"].as_str().unwrap_or("?"));
+    println!("{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}", "", "requests", "input", "output", "cached", "cost (USD)");
+    let lines = report["lines"].as_array().cloned().unwrap_or_default();
+    for l in lines.iter().chain(std::iter::once(&report["total"])) {
+        println!(
+            "{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}{}",
+            l["key"].as_str().unwrap_or(""),
+            l["requests"],
+            l["input_tokens"],
+            l["output_tokens"],
+            l["cached_tokens"],
+            l["cost_usd"].as_str().unwrap_or(""),
+            unknown_note(l)
+        );
+    }
+}
+
+pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<ExitCode> {
+    let report = match from_daemon(paths, "/v1/budget")? {
+        Some(v) => v,
+        None => {
+            let budgets = ledger::budgets::Budgets::new(&loaded.config.budgets);
+            let now = utc::now_ms();
+            if paths.database().exists() {
+                let store = Store::open(&paths.database()).context("cannot open the database")?;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                budgets.load(rt.block_on(ledger::budget_spend(&store, &budgets, now)), now);
+            }
+            serde_json::json!({"budgets": budgets.report(now)})
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let budgets = report["budgets"].as_array().cloned().unwrap_or_default();
+    if budgets.is_empty() {
+        println!("No budgets are configured ([[budgets]] in the config, or the team policy).");
+    }
+    for b in budgets {
+        let key = b["key"].as_str().filter(|k| !k.is_empty()).map(|k| format!(" [{k}]")).unwrap_or_default();
+        let mut limits = Vec::new();
+        if let Some(l) = b["limit_usd"].as_str() {
+            limits.push(format!("${} of ${l}", b["spent_usd"].as_str().unwrap_or("0")));
+        }
+        if let Some(l) = b["limit_tokens"].as_u64() {
+            limits.push(format!("{} of {l} tokens", b["spent_tokens"]));
+        }
+        println!(
+            "{}{key} ({}, {}): {}; resets {}",
+            b["name"].as_str().unwrap_or(""),
+            b["period"].as_str().unwrap_or(""),
+            b["action"].as_str().unwrap_or(""),
+            limits.join(", "),
+            b["resets_at"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn log(paths: &Paths, _loaded: &Loaded, id: Option<&str>, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let value = match id {
+        Some(id) => match from_daemon(paths, &format!("/v1/log/{id}"))? {
+            Some(v) => v,
+            None => {
+                let id = id.to_string();
+                let call = query(paths, move |c| ledger::call(c, &id))?;
+                serde_json::to_value(call.context("no such call in the ledger")?)?
+            }
+        },
+        None => match from_daemon(paths, &format!("/v1/log?limit={limit}"))? {
+            Some(v) => v,
+            None => {
+                let rows = query(paths, move |c| ledger::recent(c, limit))?;
+                serde_json::json!({"calls": rows})
+            }
+        },
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if id.is_some() {
+        for (k, v) in value.as_object().into_iter().flatten() {
+            if k != "request" && k != "response" {
+                println!("{k:<14} {v}");
+            }
+        }
+        match (&value["request"], &value["response"]) {
+            (Value::Null, _) => println!("\n(no prompt or answer kept: the audit log is off)"),
+            (q, a) => println!(
+                "\nrequest:\n{}\n\nresponse:\n{}",
+                serde_json::to_string_pretty(q)?,
+                serde_json::to_string_pretty(a)?
+            ),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for c in value["calls"].as_array().into_iter().flatten() {
+        let cost = match c["cost_micros"].as_i64() {
+            Some(m) => format!("${}", ledger::prices::format_usd(m)),
+            None => "unknown".into(),
+        };
+        println!(
+            "{}  {}  {:<9} {:<28} {:>6}+{:<6} {:>12} {:>8.1}ms {}{}",
+            c["request_id"].as_str().unwrap_or(""),
+            utc::iso(c["ts_ms"].as_i64().unwrap_or(0)),
+            c["task"].as_str().unwrap_or(""),
+            format!("{}/{}", c["provider"].as_str().unwrap_or("-"), c["model"].as_str().unwrap_or("-")),
+            c["input_tokens"],
+            c["output_tokens"],
+            cost,
+            c["latency_ms"].as_f64().unwrap_or(0.0),
+            c["outcome"].as_str().unwrap_or(""),
+            if c["cache_hit"] == true { " (cache)" } else { "" }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,225 @@
+//! The one SQLite database (rusqlite, bundled, WAL) and the dedicated thread that owns it.
+//!
+//! Every read and write is a job sent to that thread, so no SQLite call ever runs on an async
+//! worker. The thread takes every job waiting in its queue, runs them in one transaction and
+//! commits once (group commit): under load, many ledger rows share a commit. A durable write's
+//! future resolves only after its commit; with WAL and `synchronous = NORMAL` a committed row
+//! survives the process being killed (it is in the WAL file; only power loss could undo it).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+/// Jobs taken into one transaction at most.
+const MAX_BATCH: usize = 512;
+
+type Work = Box<dyn FnOnce(&Connection) + Send>;
+
+enum Job {
+    Run(Work),
+    /// Acknowledged after the transaction that ran it committed.
+    Durable(Work, oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("the database thread has stopped")]
+    Stopped,
+}
+
+pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS ledger (
+    id            INTEGER PRIMARY KEY,
+    request_id    TEXT NOT NULL UNIQUE,
+    ts_ms         INTEGER NOT NULL,
+    identity      TEXT NOT NULL,
+    project       TEXT,
+    task          TEXT NOT NULL,
+    entry         TEXT NOT NULL,
+    provider      TEXT,
+    model         TEXT,
+    input_tokens  INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cached_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_micros   INTEGER,            -- NULL: the model's price is unknown
+    latency_ms    REAL NOT NULL,
+    added_ms      REAL NOT NULL,
+    cache_hit     INTEGER NOT NULL DEFAULT 0,
+    redactions    INTEGER NOT NULL DEFAULT 0,
+    outcome       TEXT NOT NULL,
+    note          TEXT
+);
+CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
+
+CREATE TABLE IF NOT EXISTS cache (
+    key          BLOB PRIMARY KEY,
+    scope        TEXT NOT NULL,
+    provider     TEXT NOT NULL,
+    model        TEXT NOT NULL,
+    events       TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    last_used_ms INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_lru ON cache (last_used_ms);
+
+CREATE TABLE IF NOT EXISTS audit (
+    request_id TEXT PRIMARY KEY,
+    ts_ms      INTEGER NOT NULL,
+    request    TEXT NOT NULL,
+    response   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
+"#;
+
+impl Store {
+    /// Opens (creating, readable by the user alone) the database and starts its thread.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        #[cfg(unix)]
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+        }
+        let conn = Connection::open(path).map_err(err)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("tollgate-db".into())
+            .spawn(move || run(conn, rx))
+            .expect("spawn the database thread");
+        Ok(Self { tx, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the database thread and returns its result.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Run(Box::new(move |c| {
+                let _ = tx.send(f(c));
+            })))
+            .map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// Queues a write; returns at once.
+    pub fn write(&self, f: impl FnOnce(&Connection) + Send + 'static) {
+        let _ = self.tx.send(Job::Run(Box::new(f)));
+    }
+
+    /// Runs `f` in a transaction and returns its result once that transaction is committed.
+    pub async fn call_durable<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let out = std::sync::Arc::clone(&slot);
+        self.write_durable(move |c| *out.lock().expect("result slot") = Some(f(c))).await?;
+        let value = slot.lock().expect("result slot").take();
+        value.ok_or(StoreError::Stopped)
+    }
+
+    /// Queues a write and resolves once it is committed.
+    pub async fn write_durable(&self, f: impl FnOnce(&Connection) + Send + 'static) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Job::Durable(Box::new(f), tx)).map_err(|_| StoreError::Stopped)?;
+        rx.await.map_err(|_| StoreError::Stopped)
+    }
+}
+
+fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
+    let mut acks = Vec::new();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "database: cannot begin a transaction");
+        }
+        for job in batch {
+            // A job that panics must not take the database thread down with it.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+                Job::Run(work) => work(&conn),
+                Job::Durable(work, ack) => {
+                    work(&conn);
+                    acks.push(ack);
+                }
+            }));
+            if result.is_err() {
+                tracing::error!("database: a job panicked");
+            }
+        }
+        if let Err(e) = conn.execute_batch("COMMIT") {
+            tracing::error!(error = %e, "database: commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn durable_writes_are_visible_to_a_new_connection_once_acknowledged() {
+        let dir = std::env::temp_dir().join(crate::model::new_id("tollgate-store-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        let store = Store::open(&path).unwrap();
+        store
+            .write_durable(|c| {
+                c.execute(
+                    "INSERT INTO ledger (request_id, ts_ms, identity, task, entry, latency_ms, added_ms, outcome) \
+                     VALUES ('r1', 1, 'me', 'api', 'openai', 1.0, 0.1, 'ok')",
+                    [],
+                )
+                .unwrap();
+            })
+            .await
+            .unwrap();
+        let other = Connection::open(&path).unwrap();
+        let n: i64 = other.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 1);
+        let count = store
+            .read(|c| c.query_row("SELECT count(*) FROM ledger", [], |r| r.get::<_, i64>(0)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

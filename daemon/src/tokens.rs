@@ -1,0 +1,67 @@
+//! Token counts for estimates (budget reservations, token rate limits), with OpenAI's o200k_base
+//! tokenizer, loaded the first time a count is needed: a daemon without budgets never pays for it.
+//! Other providers' tokenizers differ, so input estimates carry a margin.
+
+use std::sync::OnceLock;
+
+use crate::model::{ChatRequest, Part};
+
+/// Added to the counted input: other tokenizers (Claude's, Gemini's) count more than o200k.
+const INPUT_MARGIN_PERCENT: u64 = 25;
+/// Per message: role and framing tokens of a chat template.
+const PER_MESSAGE: u64 = 4;
+
+fn bpe() -> &'static tiktoken_rs::CoreBPE {
+    static BPE: OnceLock<tiktoken_rs::CoreBPE> = OnceLock::new();
+    BPE.get_or_init(|| tiktoken_rs::o200k_base().expect("the embedded o200k_base tokenizer loads"))
+}
+
+pub fn count(text: &str) -> u64 {
+    if text.is_empty() {
+        return 0;
+    }
+    bpe().encode_ordinary(text).len() as u64
+}
+
+/// The most tokens a request may cost, as (input, output): its prompt, counted with a margin, and
+/// the most it may write.
+pub fn estimate(req: &ChatRequest, default_max_output: u32) -> (u64, u64) {
+    let mut input = 0;
+    if let Some(p) = &req.raw_prompt {
+        input += count(p);
+    }
+    for m in &req.messages {
+        input += PER_MESSAGE;
+        for part in &m.content {
+            input += match part {
+                Part::Text { text } => count(text),
+                Part::ToolCall { name, arguments, .. } => count(name) + count(arguments),
+                Part::ToolResult { content, .. } => count(content),
+            };
+        }
+    }
+    for tool in &req.tools {
+        input += count(&tool.name) + tool.description.as_deref().map_or(0, count) + count(&tool.parameters.to_string());
+    }
+    (input + input * INPUT_MARGIN_PERCENT / 100, u64::from(req.max_tokens.unwrap_or(default_max_output)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Message, Role};
+
+    #[test]
+    fn counts_with_a_real_tokenizer_and_estimates_an_upper_bound() {
+        assert_eq!(count("hello world"), 2);
+        let req = ChatRequest {
+            messages: vec![Message::text(Role::User, "hello world")],
+            max_tokens: Some(10),
+            ..Default::default()
+        };
+        // (4 framing + 2) * 1.25 = 7, and 10 output.
+        assert_eq!(estimate(&req, 1000), (7, 10));
+        let req = ChatRequest { max_tokens: None, ..req };
+        assert_eq!(estimate(&req, 1000), (7, 1000));
+    }
+}
