@@ -5,6 +5,10 @@
 //! commits once (group commit): under load, many ledger rows share a commit. A durable write's
 //! future resolves only after its commit; with WAL and `synchronous = NORMAL` a committed row
 //! survives the process being killed (it is in the WAL file; only power loss could undo it).
+//!
+//! SQLite's automatic checkpoint would run on the writer and stall every commit behind it for
+//! tens of milliseconds; it is off, and a second thread checkpoints from its own connection, which
+//! in WAL mode runs beside the writer.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -14,6 +18,8 @@ use tokio::sync::oneshot;
 
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 512;
+/// How often the checkpointer copies the WAL into the database.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 type Work = Box<dyn FnOnce(&Connection) + Send>;
 
@@ -95,15 +101,22 @@ impl Store {
         let conn = Connection::open(path).map_err(err)?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000; \
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON; PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        let checkpointer = Connection::open(path).map_err(err)?;
+        checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("tollgate-db".into())
             .spawn(move || run(conn, rx))
             .expect("spawn the database thread");
+        let writer = tx.clone();
+        std::thread::Builder::new()
+            .name("tollgate-db-checkpoint".into())
+            .spawn(move || checkpoints(checkpointer, writer))
+            .expect("spawn the checkpoint thread");
         Ok(Self { tx, path: path.to_path_buf() })
     }
 
@@ -148,6 +161,27 @@ impl Store {
         self.tx.send(Job::Durable(Box::new(f), tx)).map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)
     }
+}
+
+/// Copies the WAL into the database now and then, beside the writer; ends with the writer.
+fn checkpoints(conn: Connection, writer: mpsc::Sender<Job>) {
+    loop {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        // An empty job tells whether the writer still runs.
+        if writer.send(Job::Run(Box::new(|_| {}))).is_err() {
+            return;
+        }
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "database checkpoint failed");
+        }
+    }
+}
+
+/// Checkpoints and truncates the WAL from a connection of its own (for tools and tests).
+pub fn checkpoint_truncate(path: &Path) -> rusqlite::Result<()> {
+    let c = Connection::open(path)?;
+    c.execute_batch("PRAGMA busy_timeout = 5000;")?;
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Job>) {

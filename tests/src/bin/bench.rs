@@ -6,6 +6,9 @@
 //! - the gateway's own added time as it reports it (`x-tollgate-added-ms`);
 //! - the daemon's resident memory at idle, before and after the load.
 //!
+//! `--scenario cache` measures answers served from the response cache instead; `--scenario
+//! db-size` writes 100,000 ledger rows through the ledger code and reports the database's size.
+//!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
 use std::sync::Arc;
@@ -24,6 +27,12 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// overhead, cache, or db-size
+    #[arg(long, default_value = "overhead")]
+    scenario: String,
+    /// Latency of the fake provider, in milliseconds (0: it answers at once)
+    #[arg(long, default_value_t = 0)]
+    provider_delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -42,7 +51,26 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn load(client: &reqwest::Client, url: &str, auth: Option<&str>, rate: u32, seconds: u64) -> Samples {
-    let body = Arc::new(json!({"model": "oa/gpt-4.1", "messages": [{"role": "user", "content": "ping"}]}).to_string());
+    load_body(
+        client,
+        url,
+        auth,
+        rate,
+        seconds,
+        json!({"model": "oa/gpt-4.1", "messages": [{"role": "user", "content": "ping"}]}),
+    )
+    .await
+}
+
+async fn load_body(
+    client: &reqwest::Client,
+    url: &str,
+    auth: Option<&str>,
+    rate: u32,
+    seconds: u64,
+    body: serde_json::Value,
+) -> Samples {
+    let body = Arc::new(body.to_string());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let total = rate as u64 * seconds;
@@ -96,11 +124,62 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Writes 100,000 ledger rows as the daemon would (pending, then settled) and reports the size.
+async fn db_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tollgate.db");
+    let store = tollgate::store::Store::open(&path).unwrap();
+    let n = 100_000;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let row = tollgate::ledger::Row {
+            request_id: format!("req_{i:024x}"),
+            ts_ms: tollgate::utc::now_ms() + i,
+            identity: "developer".into(),
+            project: Some(format!("acme/service-{}", i % 20)),
+            task: ["completion", "chat", "review", "explain", "api"][i as usize % 5].into(),
+            entry: "openai".into(),
+            provider: Some("anthropic".into()),
+            model: Some("claude-sonnet-4-5".into()),
+            input_tokens: 1200 + (i as u64 % 3000),
+            output_tokens: 40 + (i as u64 % 500),
+            cached_tokens: i as u64 % 800,
+            cost_micros: Some(5_000 + i % 20_000),
+            latency_ms: 350.0 + (i % 900) as f64,
+            added_ms: 0.08,
+            outcome: "pending".into(),
+            ..Default::default()
+        };
+        let settled = tollgate::ledger::Row { outcome: "ok".into(), ..row.clone() };
+        tollgate::ledger::write(&store, row);
+        tollgate::ledger::write(&store, settled);
+    }
+    store.write_durable(|_| {}).await.unwrap();
+    tollgate::store::checkpoint_truncate(&path).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "ledger: {n} requests (pending + settled writes) in {:.1}s; database {:.1} MiB ({} bytes per request)",
+        started.elapsed().as_secs_f64(),
+        size as f64 / 1048576.0,
+        size / n as u64
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     init();
+    if args.scenario == "db-size" {
+        return db_size().await;
+    }
     let fake = FakeProvider::start().await;
+    if args.provider_delay_ms > 0 {
+        let total: u64 = args.rates.iter().map(|r| u64::from(*r) * (args.seconds + 1) * 2).sum::<u64>() + 1000;
+        fake.script(
+            (0..total)
+                .map(|_| tollgate_tests::fake::Behaviour { delay_ms: args.provider_delay_ms, ..Default::default() }),
+        );
+    }
     let config = format!(
         "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n",
         fake.url()
@@ -120,6 +199,29 @@ async fn main() {
     load(&client, &direct, Some("sk-bench-00000000000000000000"), 200, 1).await;
     load(&client, &gated, Some(&daemon.token), 200, 1).await;
 
+    if args.scenario == "cache" {
+        let body =
+            json!({"model": "oa/gpt-4.1", "temperature": 0, "messages": [{"role": "user", "content": "cached ping"}]});
+        load_body(&client, &gated, Some(&daemon.token), 10, 1, body.clone()).await;
+        let calls = fake.request_count();
+        println!();
+        println!("{:>6}  {:>26}  {:>24}", "rate/s", "cache hit p50 / p99 ms", "reported added p50 / p99");
+        for &rate in &args.rates {
+            let g = load_body(&client, &gated, Some(&daemon.token), rate, args.seconds, body.clone()).await;
+            println!(
+                "{:>6}  {:>12.3} / {:>9.3}  {:>11.3} / {:>10.3}   (n={}, errors {})",
+                rate,
+                pct(&g.e2e, 50.0),
+                pct(&g.e2e, 99.0),
+                pct(&g.added, 50.0),
+                pct(&g.added, 99.0),
+                g.e2e.len(),
+                g.errors
+            );
+        }
+        assert_eq!(fake.request_count(), calls, "every measured answer came from the cache");
+        return;
+    }
     println!();
     println!(
         "{:>6}  {:>22}  {:>22}  {:>18}  {:>24}",
