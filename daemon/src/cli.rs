@@ -78,10 +78,49 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find secrets and personal data in files, stdin (-), or the lines a commit adds (--staged).
+    /// Offline: no daemon, no network. Exit status 1 when anything is found.
+    Scan {
+        /// Files or directories; `-` reads standard input
+        paths: Vec<PathBuf>,
+        /// Scan only the lines added in the git index
+        #[arg(long)]
+        staged: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: ScanFormat,
+    },
+    /// Install or remove git hooks that call tollgate.
+    Hooks {
+        #[command(subcommand)]
+        command: HooksCommand,
+    },
     /// Inspect the configuration.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScanFormat {
+    Text,
+    Json,
+    Sarif,
+    Gitlab,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Install hooks in the repository of the current directory.
+    Install {
+        /// A pre-commit hook that runs `tollgate scan --staged`
+        #[arg(long)]
+        pre_commit: bool,
+    },
+    /// Remove tollgate's hooks (a hook they chained is put back).
+    Uninstall {
+        #[arg(long)]
+        pre_commit: bool,
     },
 }
 
@@ -209,6 +248,22 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
             crate::reports::log(&paths, &loaded, id.as_deref(), limit, json)
         }
+        Command::Scan { paths, staged, format } => {
+            let loaded = load(cli.config.as_ref(), &paths_of(&paths), &Overrides::default())?;
+            scan(&loaded, &paths, staged, format)
+        }
+        Command::Hooks { command } => {
+            let cwd = std::env::current_dir()?;
+            let (install, pre_commit) = match command {
+                HooksCommand::Install { pre_commit } => (true, pre_commit),
+                HooksCommand::Uninstall { pre_commit } => (false, pre_commit),
+            };
+            anyhow::ensure!(pre_commit, "say which hook: --pre-commit");
+            let hook = crate::hooks::Hook::PreCommit;
+            let msg = if install { crate::hooks::install(&cwd, hook)? } else { crate::hooks::uninstall(&cwd, hook)? };
+            println!("{msg}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Config { command: ConfigCommand::Show { json } } => {
             let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
             if json {
@@ -219,6 +274,61 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The paths scan uses for config: the usual ones (the scanned paths do not matter).
+fn paths_of(_: &[PathBuf]) -> Paths {
+    Paths::resolve().unwrap_or_else(|_| Paths::under(std::path::Path::new(".")))
+}
+
+fn scan(loaded: &Loaded, paths: &[PathBuf], staged: bool, format: ScanFormat) -> anyhow::Result<ExitCode> {
+    use crate::redact::report;
+    let started = crate::utc::now_ms();
+    let scanner = crate::redact::load_scanner(&loaded.config.redaction)?;
+    let mut findings = Vec::new();
+    let mut skipped = Vec::new();
+    if staged {
+        let repo = std::env::current_dir()?;
+        for (path, content, lines) in report::staged(&repo)? {
+            findings.extend(report::scan_text(&scanner, &path, &content, &|l| lines.contains(&l)));
+        }
+    } else {
+        let (stdin, files): (Vec<&PathBuf>, Vec<&PathBuf>) = paths.iter().partition(|p| p.as_os_str() == "-");
+        if !stdin.is_empty() {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
+            findings.extend(report::scan_text(&scanner, "-", &buf, &|_| true));
+        }
+        let files: Vec<PathBuf> = files.into_iter().cloned().collect();
+        let roots = if files.is_empty() && stdin.is_empty() { vec![PathBuf::from(".")] } else { files };
+        let mut all = Vec::new();
+        report::collect_files(&roots, &mut all)?;
+        let (found, skip) = report::scan_files(&scanner, &all);
+        findings.extend(found);
+        skipped = skip;
+    }
+    for s in &skipped {
+        eprintln!("skipped {s}");
+    }
+    match format {
+        ScanFormat::Text => {
+            print!("{}", report::text(&findings));
+            if !findings.is_empty() {
+                eprintln!(
+                    "{} finding(s). Remove them, move them to the keychain or an environment variable, or mark a line that is not \
+                     a secret with `tollgate:allow`.",
+                    findings.len()
+                );
+            }
+        }
+        ScanFormat::Json => println!("{}", serde_json::to_string_pretty(&findings)?),
+        ScanFormat::Sarif => println!("{}", serde_json::to_string_pretty(&report::sarif(&findings, &scanner))?),
+        ScanFormat::Gitlab => {
+            let (s, e) = (report::report_time(started), report::report_time(crate::utc::now_ms()));
+            println!("{}", serde_json::to_string_pretty(&report::gitlab(&findings, &s, &e))?)
+        }
+    }
+    Ok(if findings.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn known_provider(loaded: &Loaded, provider: &str) -> anyhow::Result<()> {

@@ -31,6 +31,7 @@ pub struct Config {
     pub privacy: PrivacyConfig,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub routes: BTreeMap<String, RouteConfig>,
+    pub redaction: crate::redact::RedactionConfig,
     pub cache: crate::cache::CacheConfig,
     pub audit: AuditConfig,
     #[serde(default)]
@@ -167,6 +168,9 @@ fn url_is_loopback(url: &str) -> bool {
 pub struct RouteConfig {
     /// Ordered `provider/model` targets; the first healthy one with credentials serves.
     pub targets: Vec<String>,
+    /// Overrides `redaction.mode` for this route; `off` only where every target is local.
+    #[serde(default)]
+    pub redaction: Option<crate::redact::Mode>,
 }
 
 /// Where one effective value came from.
@@ -314,6 +318,23 @@ impl Config {
                             "{target:?} names provider {provider:?}, which is not configured (known: {})",
                             self.provider_names()
                         ),
+                    ));
+                }
+            }
+        }
+        for (alias, route) in &self.routes {
+            if route.redaction == Some(crate::redact::Mode::Off) {
+                let cloud: Vec<&String> = route
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        t.split_once('/').and_then(|(p, _)| self.providers.get(p)).is_some_and(|p| !p.is_local())
+                    })
+                    .collect();
+                if !cloud.is_empty() {
+                    return Err((
+                        format!("routes.{alias}.redaction"),
+                        format!("redaction can be off only on a route whose targets are all local; {cloud:?} are not"),
                     ));
                 }
             }

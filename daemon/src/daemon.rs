@@ -78,7 +78,8 @@ pub async fn run(loaded: Loaded, paths: Paths) -> anyhow::Result<()> {
     if interrupted > 0 {
         tracing::warn!(rows = interrupted, "the last daemon stopped before settling some calls; marked interrupted");
     }
-    let gateway = Gateway::new(Arc::clone(&config), credentials, store.clone());
+    let redactor = crate::redact::Redactor::new(Arc::new(crate::redact::load_scanner(&config.redaction)?));
+    let gateway = Gateway::new(Arc::clone(&config), credentials, store.clone(), redactor);
     let spent = ledger::budget_spend(&store, &gateway.budgets, utc::now_ms()).await;
     gateway.budgets.load(spent, utc::now_ms());
     tokio::spawn(housekeeping(store, Arc::clone(&config)));

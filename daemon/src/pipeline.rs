@@ -106,6 +106,8 @@ pub enum GatewayError {
     Budget(Exceeded),
     #[error("{0}")]
     RateLimited(Limited),
+    #[error("{0}")]
+    Redaction(crate::redact::Blocked),
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -126,6 +128,7 @@ impl GatewayError {
             },
             GatewayError::Budget(_) => 402,
             GatewayError::RateLimited(_) => 429,
+            GatewayError::Redaction(_) => 400,
             GatewayError::ShuttingDown => 503,
         }
     }
@@ -148,6 +151,7 @@ impl GatewayError {
             GatewayError::AllFailed { .. } => "failed",
             GatewayError::Budget(_) => "blocked",
             GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::Redaction(_) => "refused_secret",
             GatewayError::ShuttingDown => "shutting_down",
         }
     }
@@ -208,6 +212,7 @@ pub struct Gateway {
     pub store: Store,
     pub budgets: Arc<Budgets>,
     pub metrics: Arc<Metrics>,
+    pub redactor: crate::redact::Redactor,
     limits: RateLimits,
     prices: Prices,
     http: reqwest::Client,
@@ -282,7 +287,12 @@ fn os_user() -> String {
 }
 
 impl Gateway {
-    pub fn new(config: Arc<Config>, credentials: Arc<Credentials>, store: Store) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        credentials: Arc<Credentials>,
+        store: Store,
+        redactor: crate::redact::Redactor,
+    ) -> Self {
         let limits = RateLimits::new(&config.rate_limits);
         let budgets = Arc::new(Budgets::new(&config.budgets));
         let estimates = !budgets.is_empty() || config.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
@@ -293,6 +303,7 @@ impl Gateway {
             prices: Prices::new(&config.prices),
             metrics: Arc::default(),
             identity: os_user(),
+            redactor,
             credentials,
             store,
             budgets,
@@ -343,7 +354,7 @@ impl Gateway {
 
     async fn serve(
         &self,
-        req: ChatRequest,
+        mut req: ChatRequest,
         ctx: &RequestContext,
         pending: &mut Option<JoinHandle<()>>,
     ) -> Result<Served, GatewayError> {
@@ -368,6 +379,18 @@ impl Gateway {
         let local_only = ctx.local_only || self.router.local_only_by_rule(ctx.path.as_deref(), ctx.project.as_deref());
         let mut targets = self.router.resolve(&req.model)?;
 
+        // Redaction: before the cache, the ledger, a log or a provider sees the text.
+        let mode = self.config.routes.get(&req.model).and_then(|r| r.redaction).unwrap_or(self.config.redaction.mode);
+        let vault = match mode {
+            crate::redact::Mode::Mask => Arc::new(self.redactor.mask(&mut req)),
+            crate::redact::Mode::Block => {
+                self.redactor.check(&mut req).map_err(GatewayError::Redaction)?;
+                Arc::default()
+            }
+            crate::redact::Mode::Off => Arc::default(),
+        };
+        let redaction_note = (!vault.is_empty()).then(|| ("x-tollgate-redactions", vault.summary()));
+
         let cache_key = self.cacheable(&req, ctx).then(|| {
             let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
             let scope = format!("{}\u{1f}{}", self.identity, ctx.project.as_deref().unwrap_or(""));
@@ -385,17 +408,17 @@ impl Gateway {
                 };
                 return Ok(Served {
                     target: TargetRef { provider: hit.provider, model: hit.model },
-                    answer,
+                    answer: restore(answer, vault),
                     provider_time,
                     cache_hit: true,
-                    notes: Vec::new(),
+                    notes: redaction_note.into_iter().collect(),
                 });
             }
             self.metrics.cache_miss();
         }
         let cache_key = cache_key.filter(|_| !ctx.no_store);
 
-        let mut notes = Vec::new();
+        let mut notes: Vec<(&'static str, String)> = redaction_note.into_iter().collect();
         let mut reasons = Reasons::default();
         let mut last_error: Option<ProviderError> = None;
         let mut limited: Option<Limited> = None;
@@ -494,7 +517,13 @@ impl Gateway {
                                     Answer::Complete(r)
                                 }
                             };
-                            return Ok(Served { target, answer, provider_time, cache_hit: false, notes });
+                            return Ok(Served {
+                                target,
+                                answer: restore(answer, vault),
+                                provider_time,
+                                cache_hit: false,
+                                notes,
+                            });
                         }
                         Err(err) if !err.is_transient() => {
                             self.router.record_success(&target); // it answered; the request was the problem
@@ -622,6 +651,17 @@ impl Gateway {
                 }
             }
         }))
+    }
+}
+
+/// Puts the values back in place of the placeholders, before the caller sees the answer.
+fn restore(answer: Answer, vault: Arc<crate::redact::Vault>) -> Answer {
+    match answer {
+        Answer::Complete(mut r) => {
+            crate::redact::restore_response(&mut r, &vault);
+            Answer::Complete(r)
+        }
+        Answer::Stream(s) => Answer::Stream(crate::redact::restore_stream(s, vault)),
     }
 }
 

@@ -1,0 +1,445 @@
+//! Redaction: secrets and personal data never leave the machine.
+//!
+//! Before the cache, the ledger, a log or a provider sees a request, every finding in it is
+//! replaced by a typed placeholder shaped like an identifier (`TOLLGATE_GITLAB_PAT_1`). Numbering
+//! follows first appearance, so the same value gets the same placeholder in every turn of a
+//! conversation (the history is resent each turn) without any state kept between requests.
+//! Placeholders in the model's answer are restored before the caller sees it, streamed ones across
+//! chunk boundaries ([`stream::Restorer`]), but never inside a URL: a model must not be able to
+//! smuggle a secret out through a link.
+
+pub mod report;
+pub mod rules;
+pub mod scan;
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChatRequest, Part};
+pub use scan::{Finding, Scanner};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Replace findings with placeholders, restore them in the answer.
+    Mask,
+    /// Refuse a request that contains a finding.
+    Block,
+    /// Send text as it is (allowed for routes whose targets are all local).
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionConfig {
+    pub mode: Mode,
+    /// Extra rule files: tollgate's format (`[[rule]]`) or gitleaks' (`[[rules]]`).
+    #[serde(default)]
+    pub rule_files: Vec<std::path::PathBuf>,
+}
+
+/// The placeholders of one request and the values they stand for.
+#[derive(Debug, Default, Clone)]
+pub struct Vault {
+    entries: Vec<(String, String)>,
+    counts: BTreeMap<String, u32>,
+}
+
+impl Vault {
+    fn placeholder(&mut self, kind: &str, value: &str) -> String {
+        if let Some((p, _)) = self.entries.iter().find(|(_, v)| v == value) {
+            return p.clone();
+        }
+        let n = self.counts.entry(kind.to_string()).or_default();
+        *n += 1;
+        let p = format!("TOLLGATE_{}_{}", kind.to_ascii_uppercase(), n);
+        self.entries.push((p.clone(), value.to_string()));
+        p
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn value(&self, placeholder: &str) -> Option<&str> {
+        self.entries.iter().find(|(p, _)| p == placeholder).map(|(_, v)| v.as_str())
+    }
+
+    /// Distinct values per kind, e.g. `email=1,gitlab_pat=2`.
+    pub fn summary(&self) -> String {
+        self.counts.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(",")
+    }
+
+    pub fn total(&self) -> u32 {
+        self.counts.values().sum()
+    }
+}
+
+/// A request refused in block mode: which rule, where; never the value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub rule: String,
+    pub kind: String,
+    pub at: String,
+    pub line: usize,
+}
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the request contains a {} (rule {}) in {} at line {}; redaction is set to block, so nothing was sent",
+            self.kind, self.rule, self.at, self.line
+        )
+    }
+}
+
+pub struct Redactor {
+    scanner: Arc<Scanner>,
+}
+
+impl Redactor {
+    pub fn new(scanner: Arc<Scanner>) -> Self {
+        Self { scanner }
+    }
+
+    pub fn scanner(&self) -> &Scanner {
+        &self.scanner
+    }
+
+    /// Masks `text` in place, recording placeholders in `vault`.
+    fn mask_text(&self, text: &mut String, vault: &mut Vault) {
+        let found = self.scanner.scan(text.as_bytes());
+        if found.is_empty() {
+            return;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for f in found {
+            let (start, end) = snap(text, f.start, f.end);
+            if start < last {
+                continue;
+            }
+            out.push_str(&text[last..start]);
+            out.push_str(&vault.placeholder(&self.scanner.rule(f.rule).kind, &text[start..end]));
+            last = end;
+        }
+        out.push_str(&text[last..]);
+        *text = out;
+    }
+
+    /// Every text the request carries, with where it is, for masking or checking.
+    fn texts(req: &mut ChatRequest) -> Vec<(String, &mut String)> {
+        let mut out: Vec<(String, &mut String)> = Vec::new();
+        if let Some(p) = req.raw_prompt.as_mut() {
+            out.push(("the prompt".into(), p));
+        }
+        for (i, m) in req.messages.iter_mut().enumerate() {
+            for part in m.content.iter_mut() {
+                match part {
+                    Part::Text { text } => out.push((format!("messages[{i}]"), text)),
+                    Part::ToolCall { arguments, .. } => out.push((format!("messages[{i}] tool call"), arguments)),
+                    Part::ToolResult { content, .. } => out.push((format!("messages[{i}] tool result"), content)),
+                }
+            }
+        }
+        out
+    }
+
+    /// Masks every text of the request; returns the vault for restoring the answer.
+    pub fn mask(&self, req: &mut ChatRequest) -> Vault {
+        let mut vault = Vault::default();
+        for (_, text) in Self::texts(req) {
+            self.mask_text(text, &mut vault);
+        }
+        vault
+    }
+
+    /// The first finding, for block mode.
+    pub fn check(&self, req: &mut ChatRequest) -> Result<(), Blocked> {
+        for (at, text) in Self::texts(req) {
+            if let Some(f) = self.scanner.scan(text.as_bytes()).first() {
+                let rule = self.scanner.rule(f.rule);
+                let line = text.as_bytes()[..f.start].iter().filter(|&&b| b == b'\n').count() + 1;
+                return Err(Blocked { rule: rule.id.clone(), kind: rule.kind.clone(), at, line });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Widens a byte range to character boundaries (rules match bytes, texts are UTF-8).
+fn snap(text: &str, mut start: usize, mut end: usize) -> (usize, usize) {
+    while !text.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !text.is_char_boundary(end) {
+        end += 1;
+    }
+    (start, end)
+}
+
+/// The built-in rules and the configured rule files, compiled.
+pub fn load_scanner(config: &RedactionConfig) -> Result<Scanner, rules::RuleError> {
+    let mut all = rules::built_in();
+    for path in &config.rule_files {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| rules::RuleError {
+            origin: origin.clone(),
+            id: String::new(),
+            message: e.to_string(),
+        })?;
+        all.extend(rules::load_file(&text, &origin)?);
+    }
+    Ok(Scanner::new(all))
+}
+
+/// Restores the placeholders in a whole text (not inside URLs). `json`: the text is JSON (tool
+/// call arguments), so values are escaped for a JSON string.
+pub fn restore(vault: &Vault, text: &str, json: bool) -> String {
+    let mut r = stream::Restorer::new(vault, json);
+    let mut out = r.push(text);
+    out.push_str(&r.finish());
+    out
+}
+
+/// Restores a whole answer: its text and its tool calls' arguments.
+pub fn restore_response(r: &mut crate::model::ChatResponse, vault: &Vault) {
+    if vault.is_empty() {
+        return;
+    }
+    for part in r.content.iter_mut() {
+        match part {
+            Part::Text { text } => *text = restore(vault, text, false),
+            Part::ToolCall { arguments, .. } => *arguments = restore(vault, arguments, true),
+            Part::ToolResult { .. } => {}
+        }
+    }
+}
+
+/// Restores a streamed answer: text deltas through one restorer, each tool call's arguments
+/// through their own (JSON-escaped). Held-back text is released before the next tool call, the
+/// finish event and the end of the stream.
+pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> crate::model::EventStream {
+    use crate::model::Event;
+    use futures_util::StreamExt;
+    if vault.is_empty() {
+        return events;
+    }
+    struct S {
+        events: crate::model::EventStream,
+        text: stream::Restorer<Arc<Vault>>,
+        tools: BTreeMap<u32, stream::Restorer<Arc<Vault>>>,
+        vault: Arc<Vault>,
+        queue: std::collections::VecDeque<Result<Event, crate::providers::ProviderError>>,
+        done: bool,
+    }
+    impl S {
+        fn flush(&mut self) {
+            let text = self.text.finish();
+            if !text.is_empty() {
+                self.queue.push_back(Ok(Event::TextDelta { text }));
+            }
+            for (index, r) in self.tools.iter_mut() {
+                let arguments = r.finish();
+                if !arguments.is_empty() {
+                    self.queue.push_back(Ok(Event::ToolCallDelta { index: *index, arguments }));
+                }
+            }
+        }
+    }
+    let state = S {
+        events,
+        text: stream::Restorer::new(Arc::clone(&vault), false),
+        tools: BTreeMap::new(),
+        vault,
+        queue: Default::default(),
+        done: false,
+    };
+    Box::pin(futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            if let Some(item) = s.queue.pop_front() {
+                return Some((item, s));
+            }
+            if s.done {
+                return None;
+            }
+            match s.events.next().await {
+                Some(Ok(Event::TextDelta { text })) => {
+                    let out = s.text.push(&text);
+                    if !out.is_empty() {
+                        s.queue.push_back(Ok(Event::TextDelta { text: out }));
+                    }
+                }
+                Some(Ok(Event::ToolCallDelta { index, arguments })) => {
+                    let vault = Arc::clone(&s.vault);
+                    let out =
+                        s.tools.entry(index).or_insert_with(|| stream::Restorer::new(vault, true)).push(&arguments);
+                    if !out.is_empty() {
+                        s.queue.push_back(Ok(Event::ToolCallDelta { index, arguments: out }));
+                    }
+                }
+                Some(Ok(e @ (Event::ToolCallStart { .. } | Event::Finish { .. }))) => {
+                    s.flush();
+                    s.queue.push_back(Ok(e));
+                }
+                Some(Ok(e)) => s.queue.push_back(Ok(e)),
+                Some(Err(e)) => {
+                    s.flush();
+                    s.queue.push_back(Err(e));
+                    s.done = true;
+                }
+                None => {
+                    s.flush();
+                    s.done = true;
+                }
+            }
+        }
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::model::{Message, Role};
+
+    pub fn corpus_dir() -> std::path::PathBuf {
+        if let Some(p) = std::env::var_os("TOLLGATE_CORPUS") {
+            return p.into();
+        }
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+    }
+
+    fn redactor() -> Redactor {
+        Redactor::new(Arc::new(Scanner::new(rules::built_in())))
+    }
+
+    #[test]
+    fn the_same_value_gets_the_same_placeholder_in_every_turn() {
+        let r = redactor();
+        let pat = "glpat-riGp_58WAm-dX3a5IDnO";
+        let mail = "raj.patel54@acme.io";
+        let turn1 = vec![Message::text(Role::User, format!("token {pat}, mail {mail}"))];
+        let mut req = ChatRequest { messages: turn1.clone(), ..Default::default() };
+        let v1 = r.mask(&mut req);
+        assert_eq!(req.messages[0].joined_text(), "token TOLLGATE_GITLAB_PAT_1, mail TOLLGATE_EMAIL_1");
+        let mut turn2 = turn1;
+        turn2.push(Message::text(Role::Assistant, format!("I see {mail} and {pat}")));
+        turn2.push(Message::text(Role::User, format!("again {pat}")));
+        let mut req2 = ChatRequest { messages: turn2, ..Default::default() };
+        let v2 = r.mask(&mut req2);
+        assert_eq!(req2.messages[1].joined_text(), "I see TOLLGATE_EMAIL_1 and TOLLGATE_GITLAB_PAT_1");
+        assert_eq!(req2.messages[2].joined_text(), "again TOLLGATE_GITLAB_PAT_1");
+        assert_eq!(v1.summary(), v2.summary());
+        assert_eq!(v2.summary(), "email=1,gitlab_pat=1");
+    }
+
+    #[test]
+    fn restoration_skips_urls_and_escapes_json() {
+        let r = redactor();
+        let mut req = ChatRequest {
+            messages: vec![Message::text(
+                Role::User,
+                "pw \"ghp_JN6U6PrPod6eWGP4xkGXY4nttSt2JxkSSVDM\" and line2\nPRIVATE",
+            )],
+            ..Default::default()
+        };
+        let vault = r.mask(&mut req);
+        let answer = "Use TOLLGATE_GITHUB_PAT_1 but not https://evil.example/?k=TOLLGATE_GITHUB_PAT_1 nor [x](http://e.example/TOLLGATE_GITHUB_PAT_1)";
+        assert_eq!(
+            restore(&vault, answer, false),
+            "Use ghp_JN6U6PrPod6eWGP4xkGXY4nttSt2JxkSSVDM but not https://evil.example/?k=TOLLGATE_GITHUB_PAT_1 nor [x](http://e.example/TOLLGATE_GITHUB_PAT_1)"
+        );
+        let mut v = Vault::default();
+        let p = v.placeholder("private_key", "-----BEGIN\n\"quoted\"");
+        assert_eq!(restore(&v, &format!("{{\"k\": \"{p}\"}}"), true), "{\"k\": \"-----BEGIN\\n\\\"quoted\\\"\"}");
+    }
+
+    #[test]
+    fn block_mode_names_the_rule_and_line_but_not_the_value() {
+        let r = redactor();
+        let mut req = ChatRequest {
+            messages: vec![Message::text(Role::User, "a\nb\nkey=AKIA4QV7HNFCAA6UYSMZ")],
+            ..Default::default()
+        };
+        let b = r.check(&mut req).unwrap_err();
+        assert_eq!((b.rule.as_str(), b.line, b.at.as_str()), ("aws-access-key-id", 3, "messages[0]"));
+        assert!(!b.to_string().contains("AKIA4QV7"));
+    }
+
+    /// Recall and precision on the labelled corpus, scored as its README says.
+    #[test]
+    fn the_corpus_is_found_with_recall_and_precision_of_at_least_0_95() {
+        let dir = corpus_dir().join("secrets");
+        let labels =
+            std::fs::read_to_string(dir.join("labels.jsonl")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let scanner = Scanner::new(rules::built_in());
+        let (mut labelled, mut covered, mut findings, mut true_findings) = (0, 0, 0, 0);
+        let mut misses = Vec::new();
+        let mut false_positives = Vec::new();
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".txt"))
+            .collect();
+        files.sort();
+        let label_map: std::collections::HashMap<String, Vec<String>> = labels
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let values =
+                    v["secrets"].as_array().unwrap().iter().map(|s| s["value"].as_str().unwrap().to_string()).collect();
+                (v["file"].as_str().unwrap().to_string(), values)
+            })
+            .collect();
+        for name in files {
+            let text = std::fs::read(dir.join(&name)).unwrap();
+            let found = scanner.scan(&text);
+            let values = label_map.get(&name).cloned().unwrap_or_default();
+            // Where each labelled value stands in the file.
+            let mut spans = Vec::new();
+            for v in &values {
+                let vb = v.as_bytes();
+                let mut from = 0;
+                while let Some(p) = text[from..].windows(vb.len()).position(|w| w == vb) {
+                    spans.push((from + p, from + p + vb.len()));
+                    from += p + 1;
+                }
+            }
+            for v in &values {
+                labelled += 1;
+                let vb = v.as_bytes();
+                let pos = text.windows(vb.len()).position(|w| w == vb).expect("a labelled value is in its file");
+                if found.iter().any(|f| f.start <= pos && f.end >= pos + vb.len()) {
+                    covered += 1;
+                } else {
+                    misses.push(format!("{name}: {v}"));
+                }
+            }
+            for f in &found {
+                findings += 1;
+                if spans.iter().any(|&(s, e)| f.start < e && f.end > s) {
+                    true_findings += 1;
+                } else {
+                    false_positives.push(format!(
+                        "{name}: {} {:?}",
+                        scanner.rule(f.rule).id,
+                        String::from_utf8_lossy(&text[f.start..f.end])
+                    ));
+                }
+            }
+        }
+        let recall = covered as f64 / labelled as f64;
+        let precision = true_findings as f64 / findings.max(1) as f64;
+        println!(
+            "corpus: recall {recall:.3} ({covered}/{labelled}), precision {precision:.3} ({true_findings}/{findings})"
+        );
+        assert!(recall >= 0.95, "recall {recall:.3}; missed: {misses:#?}");
+        assert!(precision >= 0.95, "precision {precision:.3}; false positives: {false_positives:#?}");
+    }
+}

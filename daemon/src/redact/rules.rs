@@ -1,0 +1,330 @@
+//! Redaction rules: the built-in set (`rules.toml`, in tollgate's own format), rule files in that
+//! format, and rule files in gitleaks' TOML format (id, regex, keywords, entropy, secretGroup,
+//! allowlists, stopwords), compiled to one shape.
+
+use regex::bytes::{Regex, RegexBuilder};
+use serde::Deserialize;
+
+/// The built-in rule set.
+pub const BUILT_IN: &str = include_str!("rules.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    Secret,
+    Personal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Window {
+    Line,
+    Block,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Validate {
+    Luhn,
+    Iban,
+    Ipv4Public,
+    Email,
+    Phone,
+}
+
+/// One rule in tollgate's format.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub kind: String,
+    #[serde(default = "secret")]
+    pub category: Category,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    pub regex: String,
+    #[serde(default)]
+    pub secret_group: usize,
+    #[serde(default)]
+    pub entropy: Option<f64>,
+    #[serde(default = "line")]
+    pub window: Window,
+    #[serde(default)]
+    pub validate: Option<Validate>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub allow_line: Vec<String>,
+    #[serde(default)]
+    pub stopwords: Vec<String>,
+    #[serde(default = "ten")]
+    pub priority: i32,
+}
+
+fn secret() -> Category {
+    Category::Secret
+}
+fn line() -> Window {
+    Window::Line
+}
+fn ten() -> i32 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub kind: String,
+    pub category: Category,
+    pub keywords: Vec<String>,
+    pub regex: Regex,
+    pub secret_group: usize,
+    pub entropy: Option<f64>,
+    pub window: Window,
+    pub validate: Option<Validate>,
+    pub allow: Vec<Regex>,
+    pub allow_line: Vec<Regex>,
+    pub stopwords: Vec<String>,
+    pub priority: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: rule {id:?}: {message}")]
+pub struct RuleError {
+    pub origin: String,
+    pub id: String,
+    pub message: String,
+}
+
+/// Compiles a pattern for bytes, without Unicode where it allows (faster, and secrets are ASCII).
+pub fn compile(pattern: &str) -> Result<Regex, regex::Error> {
+    let build = |unicode: bool| {
+        RegexBuilder::new(pattern).unicode(unicode).size_limit(32 << 20).dfa_size_limit(32 << 20).build()
+    };
+    build(false).or_else(|_| build(true))
+}
+
+impl RuleSpec {
+    pub fn compile(self, origin: &str) -> Result<Rule, RuleError> {
+        let err = |message: String| RuleError { origin: origin.to_string(), id: self.id.clone(), message };
+        let regex = compile(&self.regex).map_err(|e| err(format!("bad regex: {e}")))?;
+        if self.secret_group >= regex.captures_len() {
+            return Err(err(format!(
+                "secret_group {} but the regex has {} groups",
+                self.secret_group,
+                regex.captures_len() - 1
+            )));
+        }
+        let allow = self
+            .allow
+            .iter()
+            .map(|a| compile(a).map_err(|e| err(format!("bad allow regex: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let allow_line = self
+            .allow_line
+            .iter()
+            .map(|a| compile(a).map_err(|e| err(format!("bad allow_line regex: {e}"))))
+            .collect::<Result<_, _>>()?;
+        if self.kind.is_empty() || !self.kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(err("kind must be letters, digits and _".into()));
+        }
+        Ok(Rule {
+            keywords: self.keywords.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            stopwords: self.stopwords.iter().map(|k| k.to_ascii_lowercase()).collect(),
+            id: self.id,
+            kind: self.kind,
+            category: self.category,
+            regex,
+            secret_group: self.secret_group,
+            entropy: self.entropy,
+            window: self.window,
+            validate: self.validate,
+            allow,
+            allow_line,
+            priority: self.priority,
+        })
+    }
+}
+
+/// Rules in tollgate's format.
+pub fn parse_tollgate(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
+    let file: RuleFile = toml::from_str(text).map_err(|e| RuleError {
+        origin: origin.into(),
+        id: String::new(),
+        message: e.to_string(),
+    })?;
+    file.rule.into_iter().map(|r| r.compile(origin)).collect()
+}
+
+pub fn built_in() -> Vec<Rule> {
+    parse_tollgate(BUILT_IN, "built-in rules").expect("the built-in rules compile")
+}
+
+// ------------------------------------------------------------------------------------- gitleaks
+
+#[derive(Debug, Deserialize)]
+struct GitleaksFile {
+    #[serde(default)]
+    rules: Vec<GitleaksRule>,
+    #[serde(default)]
+    allowlist: Option<GitleaksAllowlist>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GitleaksRule {
+    id: String,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    secret_group: Option<usize>,
+    #[serde(default)]
+    entropy: Option<f64>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    allowlist: Option<GitleaksAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<GitleaksAllowlist>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GitleaksAllowlist {
+    #[serde(default)]
+    regexes: Vec<String>,
+    #[serde(default)]
+    stopwords: Vec<String>,
+    /// "match" or "secret" (the default): what the regexes are applied to.
+    #[serde(default)]
+    regex_target: Option<String>,
+}
+
+/// What loading a gitleaks file gave: the rules, and the ones skipped with why.
+pub struct GitleaksLoad {
+    pub rules: Vec<Rule>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Rules in gitleaks' TOML format. Rules without a regex (path-only rules) and regexes that Rust's
+/// engine does not accept are skipped and reported, not fatal.
+pub fn parse_gitleaks(text: &str, origin: &str) -> Result<GitleaksLoad, RuleError> {
+    let file: GitleaksFile = toml::from_str(text).map_err(|e| RuleError {
+        origin: origin.into(),
+        id: String::new(),
+        message: e.to_string(),
+    })?;
+    let global = file.allowlist.unwrap_or_default();
+    let mut rules = Vec::new();
+    let mut skipped = Vec::new();
+    for r in file.rules {
+        let Some(pattern) = r.regex else {
+            skipped.push((r.id, "no regex (a path rule)".into()));
+            continue;
+        };
+        let mut allow = Vec::new();
+        let mut stopwords = Vec::new();
+        for list in r.allowlist.iter().chain(&r.allowlists).chain(std::iter::once(&global)) {
+            // Allowlists on the whole match are applied to the secret: narrower, never looser.
+            let _ = &list.regex_target;
+            allow.extend(list.regexes.iter().cloned());
+            stopwords.extend(list.stopwords.iter().cloned());
+        }
+        let kind: String =
+            r.id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
+        let spec = RuleSpec {
+            id: r.id.clone(),
+            kind,
+            category: Category::Secret,
+            keywords: r.keywords,
+            regex: pattern,
+            secret_group: r.secret_group.unwrap_or(0),
+            entropy: r.entropy,
+            window: Window::Line,
+            validate: None,
+            allow: Vec::new(),
+            allow_line: Vec::new(),
+            stopwords,
+            priority: 10,
+        };
+        let mut compiled = match spec.compile(origin) {
+            Ok(c) => c,
+            Err(e) => {
+                skipped.push((r.id, e.message));
+                continue;
+            }
+        };
+        // gitleaks takes the first group when secretGroup is unset and groups exist.
+        if r.secret_group.is_none() && compiled.regex.captures_len() > 1 {
+            compiled.secret_group = 1;
+        }
+        compiled.allow = allow.iter().filter_map(|a| compile(a).ok()).collect();
+        rules.push(compiled);
+    }
+    Ok(GitleaksLoad { rules, skipped })
+}
+
+/// Loads a rule file of either format, by its shape: gitleaks' has `[[rules]]`, ours `[[rule]]`.
+pub fn load_file(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
+    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| RuleError {
+        origin: origin.into(),
+        id: String::new(),
+        message: e.to_string(),
+    })?;
+    if value.contains_key("rules") {
+        let load = parse_gitleaks(text, origin)?;
+        for (id, why) in &load.skipped {
+            tracing::debug!(origin, id, why, "gitleaks rule skipped");
+        }
+        Ok(load.rules)
+    } else {
+        parse_tollgate(text, origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_set_covers_at_least_eighty_kinds() {
+        let rules = built_in();
+        let mut kinds: Vec<&str> = rules.iter().map(|r| r.kind.as_str()).collect();
+        kinds.sort_unstable();
+        kinds.dedup();
+        assert!(kinds.len() >= 80, "{} kinds", kinds.len());
+        let mut ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        ids.sort_unstable();
+        let n = ids.len();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "rule ids are unique");
+    }
+
+    #[test]
+    fn the_gitleaks_default_rules_load() {
+        let path = crate::redact::tests::corpus_dir().join("gitleaks.toml");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let load = parse_gitleaks(&text, "gitleaks.toml").unwrap();
+        assert!(load.rules.len() >= 150, "loaded {} rules, skipped {:?}", load.rules.len(), load.skipped);
+        assert!(load.skipped.len() <= 10, "skipped {:?}", load.skipped);
+        let aws = load.rules.iter().find(|r| r.id == "aws-access-token").expect("aws-access-token");
+        assert!(aws.keywords.iter().any(|k| k == "akia"));
+    }
+
+    #[test]
+    fn bad_rules_say_which_and_why() {
+        let err = parse_tollgate("[[rule]]\nid = \"x\"\nkind = \"x\"\nregex = \"(\"\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("f.toml: rule \"x\": bad regex"), "{err}");
+        let err = parse_tollgate("[[rule]]\nid = \"x\"\nkind = \"x\"\nregex = \"a\"\nsecret_group = 2\n", "f.toml")
+            .unwrap_err();
+        assert!(err.to_string().contains("secret_group 2"), "{err}");
+    }
+}

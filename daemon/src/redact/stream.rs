@@ -1,0 +1,199 @@
+//! Restoring placeholders in a streamed answer. A chunk may end in the middle of a placeholder,
+//! so the restorer holds back a tail that could still become one (at most [`MAX_HOLD`] bytes) and
+//! releases it with the next chunk or at the end. Whatever the split, the output is exactly what
+//! restoring the whole text at once gives (a property test checks it).
+//!
+//! A placeholder inside a URL (a run of non-space text containing `://` before it) is left as it
+//! is: the model must not be able to smuggle a secret out through a link.
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+
+use super::Vault;
+
+/// The longest tail held back; a placeholder is far shorter.
+pub const MAX_HOLD: usize = 128;
+
+fn placeholder_re() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"TOLLGATE_[A-Z0-9_]+_[0-9]+(?-u:\b)").expect("placeholder regex"))
+}
+
+/// Whether the text since the last whitespace contains `://`, tracked across chunks.
+#[derive(Debug, Default, Clone, Copy)]
+struct UrlState {
+    in_url: bool,
+    last: [u8; 2],
+}
+
+impl UrlState {
+    fn feed(&mut self, s: &str) {
+        for &b in s.as_bytes() {
+            if b.is_ascii_whitespace() {
+                *self = UrlState::default();
+                continue;
+            }
+            if b == b'/' && self.last == [b':', b'/'] {
+                self.in_url = true;
+            }
+            self.last = [self.last[1], b];
+        }
+    }
+}
+
+pub struct Restorer<V: std::ops::Deref<Target = Vault>> {
+    vault: V,
+    json: bool,
+    pending: String,
+    url: UrlState,
+}
+
+impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
+    pub fn new(vault: V, json: bool) -> Self {
+        Self { vault, json, pending: String::new(), url: UrlState::default() }
+    }
+
+    /// Takes a chunk; returns what can be released now.
+    pub fn push(&mut self, chunk: &str) -> String {
+        if self.vault.is_empty() {
+            return chunk.to_string();
+        }
+        self.pending.push_str(chunk);
+        let cut = hold_from(&self.pending);
+        let ready: String = self.pending[..cut].to_string();
+        self.pending.drain(..cut);
+        self.restore_segment(&ready)
+    }
+
+    /// The end of the stream: releases the held tail.
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.pending);
+        self.restore_segment(&rest)
+    }
+
+    fn restore_segment(&mut self, text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        let mut last = 0;
+        for m in placeholder_re().find_iter(text) {
+            let before = &text[last..m.start()];
+            self.url.feed(before);
+            out.push_str(before);
+            match self.vault.value(m.as_str()) {
+                Some(value) if !self.url.in_url => {
+                    if self.json {
+                        let quoted = serde_json::to_string(value).expect("a string serializes");
+                        out.push_str(&quoted[1..quoted.len() - 1]);
+                    } else {
+                        out.push_str(value);
+                    }
+                }
+                _ => out.push_str(m.as_str()),
+            }
+            self.url.feed(m.as_str());
+            last = m.end();
+        }
+        self.url.feed(&text[last..]);
+        out.push_str(&text[last..]);
+        out
+    }
+}
+
+/// Where the tail that could still change how the text reads begins: the trailing run of
+/// identifier characters. A placeholder can only be told complete by the character after it
+/// (`TOLLGATE_X_1` followed by `2` or `T` is no placeholder), so a word is never released until
+/// the next character is known. A run longer than [`MAX_HOLD`] is released (no placeholder is so
+/// long).
+fn hold_from(buf: &str) -> usize {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let run = buf.bytes().rev().take_while(|&b| word(b)).count();
+    if run > MAX_HOLD { buf.len() } else { buf.len() - run }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn vault() -> Vault {
+        let mut v = Vault::default();
+        v.placeholder("gitlab_pat", "glpat-riGp_58WAm-dX3a5IDnO");
+        v.placeholder("email", "raj@acme.io");
+        v.placeholder("gitlab_pat", "glpat-second-value-0000");
+        v
+    }
+
+    fn whole(v: &Vault, text: &str) -> String {
+        super::super::restore(v, text, false)
+    }
+
+    #[test]
+    fn a_placeholder_split_anywhere_is_restored() {
+        let v = vault();
+        let text = "a TOLLGATE_GITLAB_PAT_1 b TOLLGATE_EMAIL_1.";
+        let expected = "a glpat-riGp_58WAm-dX3a5IDnO b raj@acme.io.";
+        for i in 0..=text.len() {
+            let mut r = Restorer::new(&v, false);
+            let mut out = r.push(&text[..i]);
+            out.push_str(&r.push(&text[i..]));
+            out.push_str(&r.finish());
+            assert_eq!(out, expected, "split at {i}");
+        }
+        // Held back no longer than needed: a word is released once the next character is known.
+        let mut r = Restorer::new(&v, false);
+        assert_eq!(r.push("hello TOLL"), "hello ");
+        assert_eq!(r.push("BOOTH "), "TOLLBOOTH ");
+        assert_eq!(r.push("TOLLGATE_EMAIL_1"), "");
+        assert_eq!(r.push("T"), "");
+        assert_eq!(r.finish(), "TOLLGATE_EMAIL_1T");
+    }
+
+    #[test]
+    fn unknown_or_longer_names_stay_as_they_are() {
+        let v = vault();
+        assert_eq!(
+            whole(&v, "TOLLGATE_GITLAB_PAT_12 TOLLGATE_GITLAB_PAT_1x TOLLGATE_OTHER_1"),
+            "TOLLGATE_GITLAB_PAT_12 TOLLGATE_GITLAB_PAT_1x TOLLGATE_OTHER_1"
+        );
+    }
+
+    fn piece() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("TOLLGATE_GITLAB_PAT_1".to_string()),
+            Just("TOLLGATE_EMAIL_1".to_string()),
+            Just("TOLLGATE_GITLAB_PAT_2".to_string()),
+            Just("TOLLGATE_".to_string()),
+            Just("TOLL".to_string()),
+            Just("https://x.example/?k=".to_string()),
+            Just(":/".to_string()),
+            Just("/".to_string()),
+            Just(" ".to_string()),
+            Just("\n".to_string()),
+            Just("é".to_string()),
+            "[a-zA-Z0-9_ .,:/-]{0,12}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        /// Any split of a stream into chunks restores exactly what the unsplit stream restores.
+        #[test]
+        fn any_split_restores_exactly_what_the_whole_restores(pieces in proptest::collection::vec(piece(), 0..24), cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..10)) {
+            let v = vault();
+            let text: String = pieces.concat();
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(text.len() + 1)).filter(|&p| text.is_char_boundary(p)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut r = Restorer::new(&v, false);
+            let mut out = String::new();
+            let mut last = 0;
+            for p in points {
+                out.push_str(&r.push(&text[last..p]));
+                last = p;
+            }
+            out.push_str(&r.push(&text[last..]));
+            out.push_str(&r.finish());
+            prop_assert_eq!(out, whole(&v, &text));
+        }
+    }
+}
