@@ -390,6 +390,12 @@ impl Gateway {
             crate::redact::Mode::Off => Arc::default(),
         };
         let redaction_note = (!vault.is_empty()).then(|| ("x-tollgate-redactions", vault.summary()));
+        // The row every outcome of this request starts from; counts per kind, never a value.
+        let base_row = Row {
+            redactions: vault.total(),
+            note: (!vault.is_empty()).then(|| format!("redacted: {}", vault.summary())),
+            ..self.row(ctx)
+        };
 
         let cache_key = self.cacheable(&req, ctx).then(|| {
             let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
@@ -397,7 +403,7 @@ impl Gateway {
             (cache::key(&req, &names, &scope), scope)
         });
         if let (Some((key, _)), false) = (&cache_key, ctx.no_cache) {
-            if let Some(hit) = cache::lookup(&self.store, *key, ctx.ts_ms, self.row(ctx)).await {
+            if let Some(hit) = cache::lookup(&self.store, *key, ctx.ts_ms, base_row.clone()).await {
                 self.metrics.record(&hit.row);
                 let answer = if req.stream {
                     Answer::Stream(Box::pin(futures_util::stream::iter(hit.events.into_iter().map(Ok))))
@@ -466,8 +472,11 @@ impl Gateway {
                 notes.extend(reservation.warnings.iter().map(|w| ("x-tollgate-budget-warning", w.clone())));
                 // The row goes in while the provider works: durable before the answer completes,
                 // at no cost to the request.
-                let row =
-                    Row { provider: Some(target.provider.clone()), model: Some(target.model.clone()), ..self.row(ctx) };
+                let row = Row {
+                    provider: Some(target.provider.clone()),
+                    model: Some(target.model.clone()),
+                    ..base_row.clone()
+                };
                 if pending.is_none() {
                     let pending_row =
                         Row { input_tokens: est_in, output_tokens: est_out, cost_micros: est_micros, ..row.clone() };

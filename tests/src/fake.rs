@@ -53,6 +53,8 @@ pub struct Behaviour {
     pub tool_call: Option<(String, Value)>,
     /// Prompt tokens reported as read from the provider's cache.
     pub cached_tokens: u64,
+    /// Streams: split the text into chunks of this many characters instead of words.
+    pub chunk_chars: Option<usize>,
 }
 
 /// One request as it reached the fake.
@@ -210,8 +212,16 @@ fn reply(kind: Kind, body: &Value, b: &Behaviour) -> Reply {
     };
     let text = b.text.clone().unwrap_or_else(|| format!("Hello from fake {name}! You said: {}", last_user_text(body)));
     let mut words: Vec<String> = Vec::new();
-    for (i, w) in text.split(' ').enumerate() {
-        words.push(if i == 0 { w.to_string() } else { format!(" {w}") });
+    match b.chunk_chars {
+        Some(n) => {
+            let chars: Vec<char> = text.chars().collect();
+            words.extend(chars.chunks(n.max(1)).map(|c| c.iter().collect::<String>()));
+        }
+        None => {
+            for (i, w) in text.split(' ').enumerate() {
+                words.push(if i == 0 { w.to_string() } else { format!(" {w}") });
+            }
+        }
     }
     let input_tokens = count_words(&body["messages"])
         + count_words(&body["contents"])
