@@ -354,7 +354,7 @@ impl Gateway {
 
     async fn serve(
         &self,
-        mut req: ChatRequest,
+        req: ChatRequest,
         ctx: &RequestContext,
         pending: &mut Option<JoinHandle<()>>,
     ) -> Result<Served, GatewayError> {
@@ -381,14 +381,7 @@ impl Gateway {
 
         // Redaction: before the cache, the ledger, a log or a provider sees the text.
         let mode = self.config.routes.get(&req.model).and_then(|r| r.redaction).unwrap_or(self.config.redaction.mode);
-        let vault = match mode {
-            crate::redact::Mode::Mask => Arc::new(self.redactor.mask(&mut req)),
-            crate::redact::Mode::Block => {
-                self.redactor.check(&mut req).map_err(GatewayError::Redaction)?;
-                Arc::default()
-            }
-            crate::redact::Mode::Off => Arc::default(),
-        };
+        let (req, vault) = self.redact(req, mode).await?;
         let redaction_note = (!vault.is_empty()).then(|| ("x-tollgate-redactions", vault.summary()));
         // The row every outcome of this request starts from; counts per kind, never a value.
         let base_row = Row {
@@ -573,6 +566,29 @@ impl Gateway {
             (None, Some(l)) => Err(GatewayError::RateLimited(l)),
             (None, None) => Err(GatewayError::NoTarget { model: req.model.clone(), reasons }),
         }
+    }
+
+    /// Masks (or checks) the request; a large one on a blocking thread, so that no async worker
+    /// spends milliseconds scanning.
+    async fn redact(
+        &self,
+        mut req: ChatRequest,
+        mode: crate::redact::Mode,
+    ) -> Result<(ChatRequest, Arc<crate::redact::Vault>), GatewayError> {
+        use crate::redact::{Mode, Redactor};
+        if mode == Mode::Off {
+            return Ok((req, Arc::default()));
+        }
+        let inline = Redactor::text_len(&req) <= crate::redact::INLINE_LIMIT;
+        let redactor = self.redactor.clone();
+        let work = move || {
+            let result = match mode {
+                Mode::Block => redactor.check(&mut req).map(|()| Arc::default()),
+                _ => Ok(Arc::new(redactor.mask(&mut req))),
+            };
+            result.map(|vault| (req, vault)).map_err(GatewayError::Redaction)
+        };
+        if inline { work() } else { tokio::task::spawn_blocking(work).await.map_err(|_| GatewayError::ShuttingDown)? }
     }
 
     /// One provider call. A stream is read up to its first event, so that a failure before any

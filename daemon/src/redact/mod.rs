@@ -97,9 +97,14 @@ impl std::fmt::Display for Blocked {
     }
 }
 
+#[derive(Clone)]
 pub struct Redactor {
     scanner: Arc<Scanner>,
 }
+
+/// Prompts larger than this are scanned on a blocking thread, not an async worker (a 256 KiB
+/// prompt takes about 2 ms).
+pub const INLINE_LIMIT: usize = 32 * 1024;
 
 impl Redactor {
     pub fn new(scanner: Arc<Scanner>) -> Self {
@@ -147,6 +152,21 @@ impl Redactor {
             }
         }
         out
+    }
+
+    /// The request's text size, to decide where to scan it.
+    pub fn text_len(req: &ChatRequest) -> usize {
+        req.raw_prompt.as_ref().map_or(0, String::len)
+            + req
+                .messages
+                .iter()
+                .flat_map(|m| &m.content)
+                .map(|p| match p {
+                    Part::Text { text } => text.len(),
+                    Part::ToolCall { arguments, .. } => arguments.len(),
+                    Part::ToolResult { content, .. } => content.len(),
+                })
+                .sum::<usize>()
     }
 
     /// Masks every text of the request; returns the vault for restoring the answer.

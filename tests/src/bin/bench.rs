@@ -27,9 +27,12 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, or db-size
+    /// overhead, cache, db-size, scan, or redact
     #[arg(long, default_value = "overhead")]
     scenario: String,
+    /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
+    #[arg(long)]
+    path: Option<std::path::PathBuf>,
     /// Latency of the fake provider, in milliseconds (0: it answers at once)
     #[arg(long, default_value_t = 0)]
     provider_delay_ms: u64,
@@ -165,12 +168,78 @@ async fn db_size() {
     );
 }
 
+/// Scan throughput of the full rule set on one core, over real source code.
+fn scan(path: Option<std::path::PathBuf>) {
+    let root = path.unwrap_or_else(|| {
+        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/registry/src")
+    });
+    let mut files = Vec::new();
+    tollgate::redact::report::collect_files(&[root.clone()], &mut files).unwrap();
+    let texts: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).filter(|b| !b.contains(&0)).collect();
+    let bytes: usize = texts.iter().map(Vec::len).sum();
+    let scanner = tollgate::redact::Scanner::new(tollgate::redact::rules::built_in());
+    let mut best = f64::MAX;
+    let mut found = 0;
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        found = texts.iter().map(|t| scanner.scan(t).len()).sum::<usize>();
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "scan: {} files, {:.1} MB from {} in {best:.2}s (best of 3, one core): {:.0} MB/s, {found} findings, {} rules",
+        texts.len(),
+        bytes as f64 / 1e6,
+        root.display(),
+        bytes as f64 / 1e6 / best,
+        scanner.rules().len()
+    );
+}
+
+/// Time to mask a prompt (scan and replace) and restore its answer, p50 and p99.
+fn redact() {
+    let redactor =
+        tollgate::redact::Redactor::new(Arc::new(tollgate::redact::Scanner::new(tollgate::redact::rules::built_in())));
+    let src = include_str!("../../../daemon/src/pipeline.rs");
+    for size in [16 * 1024, 256 * 1024] {
+        // Real source code, with a few secrets and personal data in it.
+        let mut text = String::new();
+        while text.len() < size {
+            text.push_str(&src[..src.len().min(size - text.len())]);
+            text.push_str("\nlet token = \"glpat-riGp_58WAm-dX3a5IDnO\"; // mail raj.patel54@acme.io\n");
+        }
+        let req = tollgate::model::ChatRequest {
+            model: "m".into(),
+            messages: vec![tollgate::model::Message::text(tollgate::model::Role::User, text)],
+            ..Default::default()
+        };
+        let mut samples = Vec::new();
+        for _ in 0..300 {
+            let mut r = req.clone();
+            let t = std::time::Instant::now();
+            let vault = redactor.mask(&mut r);
+            let restored = tollgate::redact::restore(&vault, &r.messages[0].joined_text(), false);
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+            assert_eq!(restored.len(), req.messages[0].joined_text().len());
+        }
+        samples.sort_by(f64::total_cmp);
+        println!(
+            "redact {:>3} KB prompt: p50 {:.3} ms, p99 {:.3} ms (mask and restore, n=300)",
+            size / 1024,
+            pct(&samples, 50.0),
+            pct(&samples, 99.0)
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
     init();
-    if args.scenario == "db-size" {
-        return db_size().await;
+    match args.scenario.as_str() {
+        "db-size" => return db_size().await,
+        "scan" => return scan(args.path),
+        "redact" => return redact(),
+        _ => {}
     }
     let fake = FakeProvider::start().await;
     if args.provider_delay_ms > 0 {
