@@ -186,3 +186,50 @@ impl StreamDecoder for Decoder {
         self.done
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderConfig, ProviderKind};
+
+    fn target(config: &ProviderConfig) -> Target<'_> {
+        Target { provider: "ollama", config, model: "qwen2.5-coder:1.5b", key: None }
+    }
+
+    #[test]
+    fn a_raw_prompt_goes_to_generate_and_its_ndjson_stream_decodes() {
+        let config = ProviderConfig {
+            kind: ProviderKind::Ollama,
+            base_url: "http://127.0.0.1:11434/".into(),
+            local: None,
+            enabled: true,
+            key_header: None,
+            query: Default::default(),
+            tokenize_path: None,
+        };
+        let req = ChatRequest {
+            raw_prompt: Some("<|fim_prefix|>fn a(<|fim_suffix|>)<|fim_middle|>".into()),
+            max_tokens: Some(16),
+            ..Default::default()
+        };
+        let wire = build(&target(&config), &req, true);
+        assert_eq!(wire.url, "http://127.0.0.1:11434/api/generate");
+        assert_eq!(wire.body["raw"], true);
+        assert_eq!(wire.body["options"]["num_predict"], 16);
+        assert!(wire.headers.is_empty(), "a local provider without a key sends none");
+
+        let mut d = Decoder::default();
+        let mut out = VecDeque::new();
+        for line in [
+            r#"{"model":"m","response":"x: i32","done":false}"#,
+            r#"{"model":"m","response":"","done":true,"done_reason":"stop","prompt_eval_count":9,"eval_count":3}"#,
+        ] {
+            d.decode(Frame::Line(line.into()), &mut out).unwrap();
+        }
+        assert!(d.finished());
+        let events: Vec<Event> = out.into_iter().collect();
+        assert_eq!(events[0], Event::TextDelta { text: "x: i32".into() });
+        assert_eq!(events[1], Event::Usage { usage: Usage { input_tokens: 9, output_tokens: 3, cached_tokens: 0 } });
+        assert_eq!(events[2], Event::Finish { reason: FinishReason::Stop });
+    }
+}

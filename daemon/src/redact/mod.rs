@@ -170,10 +170,30 @@ impl Redactor {
     }
 
     /// Masks every text of the request; returns the vault for restoring the answer.
+    ///
+    /// A value found once (where its context gave it away) is masked wherever else it appears in
+    /// the request too, context or not.
     pub fn mask(&self, req: &mut ChatRequest) -> Vault {
         let mut vault = Vault::default();
-        for (_, text) in Self::texts(req) {
+        let mut texts = Self::texts(req);
+        for (_, text) in texts.iter_mut() {
             self.mask_text(text, &mut vault);
+        }
+        if vault.is_empty() {
+            return vault;
+        }
+        let values: Vec<&str> = vault.entries.iter().map(|(_, v)| v.as_str()).collect();
+        let Ok(known) =
+            aho_corasick::AhoCorasickBuilder::new().match_kind(aho_corasick::MatchKind::LeftmostLongest).build(&values)
+        else {
+            return vault;
+        };
+        for (_, text) in texts.iter_mut() {
+            if known.is_match(text.as_str()) {
+                let replaced = known
+                    .replace_all(text.as_str(), &vault.entries.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>());
+                **text = replaced;
+            }
         }
         vault
     }
@@ -355,6 +375,21 @@ pub(crate) mod tests {
         assert_eq!(req2.messages[2].joined_text(), "again TOLLGATE_GITLAB_PAT_1");
         assert_eq!(v1.summary(), v2.summary());
         assert_eq!(v2.summary(), "email=1,gitlab_pat=1");
+    }
+
+    #[test]
+    fn a_value_found_once_is_masked_everywhere_in_the_request() {
+        let r = redactor();
+        // Found by its context in the first message; bare in the second.
+        let mut req = ChatRequest {
+            messages: vec![
+                Message::text(Role::User, "DB_PASSWORD=\"e5rWIhe*exCK*pN\""),
+                Message::text(Role::User, "the log says e5rWIhe*exCK*pN failed"),
+            ],
+            ..Default::default()
+        };
+        r.mask(&mut req);
+        assert_eq!(req.messages[1].joined_text(), "the log says TOLLGATE_GENERIC_PASSWORD_1 failed");
     }
 
     #[test]
