@@ -13,9 +13,9 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Format, read_json, sse_frame, sse_response};
+use super::{ApiError, Format, read_json, sse_frame};
 use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Message, Part, Role, Tool, ToolChoice, Usage};
-use crate::pipeline::{Answer, EntryPoint, events};
+use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
@@ -166,34 +166,25 @@ impl MessagesRequest {
 pub async fn messages(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
     let received = Instant::now();
     let limit = state.gateway.config.limits.max_body_bytes;
-    let wire: MessagesRequest = match read_json(body, &headers, limit, Format::Anthropic).await {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
+    let result = async {
+        let wire: MessagesRequest = read_json(body, &headers, limit, Format::Anthropic).await?;
+        let req = wire.into_internal()?;
+        Ok::<_, ApiError>(
+            super::serve_chat(
+                &state,
+                &headers,
+                received,
+                EntryPoint::Anthropic,
+                Format::Anthropic,
+                req,
+                "msg_",
+                render,
+                render_stream,
+            )
+            .await,
+        )
     };
-    let req = match wire.into_internal() {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let ctx = super::context(EntryPoint::Anthropic, &headers, received);
-    let stream = req.stream;
-    let served = match state.gateway.handle(req, &ctx).await {
-        Ok(s) => s,
-        Err(e) => return ApiError::from_gateway(&e, Format::Anthropic).into_response(),
-    };
-    let model = served.target.to_string();
-    let id = crate::model::new_id("msg_");
-    let mut response_headers = HeaderMap::new();
-    super::served_headers(&served, &ctx, &mut response_headers);
-    let mut response = if stream {
-        sse_response(render_stream(events(served.answer), id, model))
-    } else {
-        match served.answer {
-            Answer::Complete(r) => axum::Json(render(&r, &id, &model)).into_response(),
-            Answer::Stream(_) => unreachable!("the pipeline streams only when asked"),
-        }
-    };
-    response.headers_mut().extend(response_headers);
-    response
+    result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn stop_str(r: FinishReason) -> &'static str {

@@ -251,6 +251,43 @@ pub fn served_headers(served: &Served, ctx: &RequestContext, headers: &mut Heade
     set("x-tollgate-added-ms", &format!("{:.3}", added.as_secs_f64() * 1000.0));
 }
 
+/// What every chat entry point shares once it has translated the caller's request: the pipeline,
+/// errors in the caller's format, the answer rendered whole (`whole`) or streamed (`stream`), and
+/// the served headers.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve_chat<S>(
+    state: &State,
+    headers: &HeaderMap,
+    received: std::time::Instant,
+    entry: EntryPoint,
+    format: Format,
+    req: crate::model::ChatRequest,
+    id_prefix: &str,
+    whole: impl FnOnce(&crate::model::ChatResponse, &str, &str) -> serde_json::Value,
+    stream: impl FnOnce(crate::model::EventStream, String, String) -> S,
+) -> Response
+where
+    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+{
+    let ctx = context(entry, headers, received);
+    let streamed = req.stream;
+    let served = match state.gateway.handle(req, &ctx).await {
+        Ok(s) => s,
+        Err(e) => return ApiError::from_gateway(&e, format).into_response(),
+    };
+    let model = served.target.to_string();
+    let id = crate::model::new_id(id_prefix);
+    let mut served_h = HeaderMap::new();
+    served_headers(&served, &ctx, &mut served_h);
+    let mut response = match (streamed, served.answer) {
+        (true, answer) => sse_response(stream(crate::pipeline::events(answer), id, model)),
+        (false, crate::pipeline::Answer::Complete(r)) => axum::Json(whole(&r, &id, &model)).into_response(),
+        (false, crate::pipeline::Answer::Stream(_)) => unreachable!("the pipeline streams only when asked"),
+    };
+    response.headers_mut().extend(served_h);
+    response
+}
+
 /// A Server-Sent Events response from a stream of already-framed chunks.
 pub fn sse_response(body: impl futures_util::Stream<Item = Bytes> + Send + 'static) -> Response {
     use futures_util::StreamExt;

@@ -11,11 +11,11 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Format, OneOrMany, read_json, sse_frame, sse_response, unix_now};
+use super::{ApiError, Format, OneOrMany, read_json, sse_frame, unix_now};
 use crate::model::{
     ChatRequest, ChatResponse, Event, FinishReason, Message, Part, ResponseFormat, Role, Tool, ToolChoice, Usage,
 };
-use crate::pipeline::{Answer, EntryPoint, events};
+use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -213,34 +213,25 @@ impl ChatCompletionRequest {
 pub async fn chat_completions(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
     let received = Instant::now();
     let limit = state.gateway.config.limits.max_body_bytes;
-    let wire: ChatCompletionRequest = match read_json(body, &headers, limit, Format::Openai).await {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
+    let result = async {
+        let wire: ChatCompletionRequest = read_json(body, &headers, limit, Format::Openai).await?;
+        let (req, include_usage) = wire.into_internal()?;
+        Ok::<_, ApiError>(
+            super::serve_chat(
+                &state,
+                &headers,
+                received,
+                EntryPoint::Openai,
+                Format::Openai,
+                req,
+                "chatcmpl-",
+                render,
+                move |events, id, model| render_stream(events, id, model, include_usage),
+            )
+            .await,
+        )
     };
-    let (req, include_usage) = match wire.into_internal() {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let ctx = super::context(EntryPoint::Openai, &headers, received);
-    let stream = req.stream;
-    let served = match state.gateway.handle(req, &ctx).await {
-        Ok(s) => s,
-        Err(e) => return ApiError::from_gateway(&e, Format::Openai).into_response(),
-    };
-    let model = served.target.to_string();
-    let id = crate::model::new_id("chatcmpl-");
-    let mut response_headers = HeaderMap::new();
-    super::served_headers(&served, &ctx, &mut response_headers);
-    let mut response = if stream {
-        sse_response(render_stream(events(served.answer), id, model, include_usage))
-    } else {
-        match served.answer {
-            Answer::Complete(r) => axum::Json(render(&r, &id, &model)).into_response(),
-            Answer::Stream(_) => unreachable!("the pipeline streams only when asked"),
-        }
-    };
-    response.headers_mut().extend(response_headers);
-    response
+    result.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 fn finish_str(r: FinishReason) -> &'static str {
