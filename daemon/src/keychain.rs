@@ -257,11 +257,12 @@ impl Credentials {
                 let p = provider.to_string();
                 match tokio::task::spawn_blocking(move || k.get(&p)).await {
                     Ok(Ok(found)) => found,
+                    // Not cached: the next request asks the keychain again (it may be locked now).
                     Ok(Err(e)) => {
                         tracing::warn!(provider, error = %e, "keychain read failed");
-                        None
+                        return None;
                     }
-                    Err(_) => None,
+                    Err(_) => return None,
                 }
             }
             Err(_) => std::env::var(env_var(provider))
