@@ -346,11 +346,18 @@ pub(crate) mod tests {
     use super::*;
     use crate::model::{Message, Role};
 
+    /// The labelled corpus: `shared/corpus` beside the repository, or `$TOLLGATE_CORPUS`.
     pub fn corpus_dir() -> std::path::PathBuf {
-        if let Some(p) = std::env::var_os("TOLLGATE_CORPUS") {
-            return p.into();
-        }
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus")
+        let dir: std::path::PathBuf = match std::env::var_os("TOLLGATE_CORPUS") {
+            Some(p) => p.into(),
+            None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"),
+        };
+        assert!(
+            dir.join("secrets/labels.jsonl").exists(),
+            "no corpus at {}: put shared/ beside the repository or set TOLLGATE_CORPUS",
+            dir.display()
+        );
+        dir
     }
 
     fn redactor() -> Redactor {
