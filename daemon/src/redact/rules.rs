@@ -106,9 +106,9 @@ pub struct RuleError {
 
 /// Compiles a pattern for bytes, without Unicode where it allows (faster, and secrets are ASCII).
 pub fn compile(pattern: &str) -> Result<Regex, regex::Error> {
-    let build = |unicode: bool| {
-        RegexBuilder::new(pattern).unicode(unicode).size_limit(32 << 20).dfa_size_limit(32 << 20).build()
-    };
+    // The engine's default size and cache limits: a larger lazy-DFA cache per regex would grow the
+    // daemon's memory with use, for no speed on this workload.
+    let build = |unicode: bool| RegexBuilder::new(pattern).unicode(unicode).build();
     build(false).or_else(|_| build(true))
 }
 
