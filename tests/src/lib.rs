@@ -3,7 +3,7 @@
 
 pub mod fake;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,12 +76,33 @@ pub fn tollgate_bin() -> PathBuf {
     // Test binaries live in target/<profile>/deps, other binaries in target/<profile>.
     let name = format!("tollgate{}", std::env::consts::EXE_SUFFIX);
     let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).collect();
-    candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
+    let bin = candidates.iter().find(|p| p.exists()).cloned().unwrap_or_else(|| {
         panic!(
             "{} is missing: build it first (`cargo build -p tollgate`), or set TOLLGATE_BIN",
             candidates[0].display()
         )
-    })
+    });
+    assert_fresh(&bin);
+    bin
+}
+
+/// `cargo test -p tollgate-tests` does not rebuild the `tollgate` binary: refuse one older than
+/// the daemon's sources rather than test stale code.
+fn assert_fresh(bin: &Path) {
+    fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+        std::fs::read_dir(dir)
+            .ok()?
+            .flatten()
+            .filter_map(|e| {
+                let p = e.path();
+                if p.is_dir() { newest(&p) } else { e.metadata().ok()?.modified().ok() }
+            })
+            .max()
+    }
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/src");
+    if let (Some(source), Ok(built)) = (newest(&src), std::fs::metadata(bin).and_then(|m| m.modified())) {
+        assert!(built >= source, "{} is older than daemon/src: run `cargo build -p tollgate` first", bin.display());
+    }
 }
 
 /// A running daemon with its own home directory, killed and cleaned up on drop.
