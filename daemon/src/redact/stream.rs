@@ -60,22 +60,24 @@ impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
             return chunk.to_string();
         }
         self.pending.push_str(chunk);
-        let cut = hold_from(&self.pending);
+        let (cut, mid_word) = hold_from(&self.pending);
         let ready: String = self.pending[..cut].to_string();
         self.pending.drain(..cut);
-        self.restore_segment(&ready)
+        self.restore_segment(&ready, mid_word)
     }
 
     /// The end of the stream: releases the held tail.
     pub fn finish(&mut self) -> String {
         let rest = std::mem::take(&mut self.pending);
-        self.restore_segment(&rest)
+        self.restore_segment(&rest, false)
     }
 
-    fn restore_segment(&mut self, text: &str) -> String {
+    /// Restores the placeholders of a segment. `mid_word`: the segment was cut inside a word, so
+    /// its end is no word boundary and a placeholder cannot end there.
+    fn restore_segment(&mut self, text: &str, mid_word: bool) -> String {
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
-        for m in placeholder_re().find_iter(text) {
+        for m in placeholder_re().find_iter(text).filter(|m| !(mid_word && m.end() == text.len())) {
             let before = &text[last..m.start()];
             self.url.feed(before);
             out.push_str(before);
@@ -99,15 +101,16 @@ impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
     }
 }
 
-/// Where the tail that could still change how the text reads begins: the trailing run of
-/// identifier characters. A placeholder can only be told complete by the character after it
-/// (`TOLLGATE_X_1` followed by `2` or `T` is no placeholder), so a word is never released until
-/// the next character is known. A run longer than [`MAX_HOLD`] is released (no placeholder is so
-/// long).
-fn hold_from(buf: &str) -> usize {
+/// Where the tail that could still change how the text reads begins, and whether that cut falls
+/// inside a word. The tail is the trailing run of identifier characters: a placeholder can only be
+/// told complete by the character after it (`TOLLGATE_X_1` followed by `2` or `T` is no
+/// placeholder), so a word is not released until the next character is known. Of a run longer
+/// than [`MAX_HOLD`] the last `MAX_HOLD` bytes stay held: any placeholder that ends where the run
+/// ends lies within them.
+fn hold_from(buf: &str) -> (usize, bool) {
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let run = buf.bytes().rev().take_while(|&b| word(b)).count();
-    if run > MAX_HOLD { buf.len() } else { buf.len() - run }
+    if run > MAX_HOLD { (buf.len() - MAX_HOLD, true) } else { (buf.len() - run, false) }
 }
 
 #[cfg(test)]
@@ -146,6 +149,20 @@ mod tests {
         assert_eq!(r.push("TOLLGATE_EMAIL_1"), "");
         assert_eq!(r.push("T"), "");
         assert_eq!(r.finish(), "TOLLGATE_EMAIL_1T");
+    }
+
+    #[test]
+    fn a_word_longer_than_the_hold_back_is_cut_without_inventing_a_boundary() {
+        let v = vault();
+        let text = format!(":/{}TOLLGATE_GITLAB_PAT_1{} done", "TOLLGATE_EMAIL_1".repeat(12), "TOLLGATE_GITLAB_PAT_1");
+        let expected = whole(&v, &text);
+        for i in 0..=text.len() {
+            let mut r = Restorer::new(&v, false);
+            let mut out = r.push(&text[..i]);
+            out.push_str(&r.push(&text[i..]));
+            out.push_str(&r.finish());
+            assert_eq!(out, expected, "split at {i}");
+        }
     }
 
     #[test]
