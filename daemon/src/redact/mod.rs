@@ -68,6 +68,11 @@ impl Vault {
         self.entries.iter().find(|(p, _)| p == placeholder).map(|(_, v)| v.as_str())
     }
 
+    /// Every placeholder and its value.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.entries.iter().map(|(p, v)| (p.as_str(), v.as_str()))
+    }
+
     /// Distinct values per kind, e.g. `email=1,gitlab_pat=2`.
     pub fn summary(&self) -> String {
         self.counts.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(",")

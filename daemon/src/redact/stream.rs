@@ -6,19 +6,12 @@
 //! A placeholder inside a URL (a run of non-space text containing `://` before it) is left as it
 //! is: the model must not be able to smuggle a secret out through a link.
 
-use std::sync::OnceLock;
-
-use regex::Regex;
-
 use super::Vault;
 
 /// The longest tail held back; a placeholder is far shorter.
 pub const MAX_HOLD: usize = 128;
 
-fn placeholder_re() -> &'static Regex {
-    static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"TOLLGATE_[A-Z0-9_]+_[0-9]+(?-u:\b)").expect("placeholder regex"))
-}
+const PREFIX: &str = "TOLLGATE_";
 
 /// Whether the text since the last whitespace contains `://`, tracked across chunks.
 #[derive(Debug, Default, Clone, Copy)]
@@ -47,11 +40,13 @@ pub struct Restorer<V: std::ops::Deref<Target = Vault>> {
     json: bool,
     pending: String,
     url: UrlState,
+    /// Whether the last character released was an identifier character.
+    word_before: bool,
 }
 
 impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
     pub fn new(vault: V, json: bool) -> Self {
-        Self { vault, json, pending: String::new(), url: UrlState::default() }
+        Self { vault, json, pending: String::new(), url: UrlState::default(), word_before: false }
     }
 
     /// Takes a chunk; returns what can be released now.
@@ -72,33 +67,52 @@ impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
         self.restore_segment(&rest, false)
     }
 
-    /// Restores the placeholders of a segment. `mid_word`: the segment was cut inside a word, so
-    /// its end is no word boundary and a placeholder cannot end there.
+    /// Restores the placeholders of a segment. A placeholder counts only as a whole word: no
+    /// identifier character right before or after it. `mid_word`: the segment was cut inside a
+    /// word, so its end is no word boundary.
     fn restore_segment(&mut self, text: &str, mid_word: bool) -> String {
+        let bytes = text.as_bytes();
         let mut out = String::with_capacity(text.len());
         let mut last = 0;
-        for m in placeholder_re().find_iter(text).filter(|m| !(mid_word && m.end() == text.len())) {
-            let before = &text[last..m.start()];
+        let mut from = 0;
+        while let Some(off) = text[from..].find(PREFIX) {
+            let at = from + off;
+            from = at + 1;
+            let word_before = if at > 0 { is_word(bytes[at - 1]) } else { self.word_before };
+            if word_before {
+                continue;
+            }
+            let found = self.vault.entries().find(|(p, _)| {
+                let end = at + p.len();
+                text[at..].starts_with(*p) && if end == bytes.len() { !mid_word } else { !is_word(bytes[end]) }
+            });
+            let Some((placeholder, value)) = found else { continue };
+            let before = &text[last..at];
             self.url.feed(before);
             out.push_str(before);
-            match self.vault.value(m.as_str()) {
-                Some(value) if !self.url.in_url => {
-                    if self.json {
-                        let quoted = serde_json::to_string(value).expect("a string serializes");
-                        out.push_str(&quoted[1..quoted.len() - 1]);
-                    } else {
-                        out.push_str(value);
-                    }
-                }
-                _ => out.push_str(m.as_str()),
+            if self.url.in_url {
+                out.push_str(placeholder);
+            } else if self.json {
+                let quoted = serde_json::to_string(value).expect("a string serializes");
+                out.push_str(&quoted[1..quoted.len() - 1]);
+            } else {
+                out.push_str(value);
             }
-            self.url.feed(m.as_str());
-            last = m.end();
+            self.url.feed(placeholder);
+            last = at + placeholder.len();
+            from = last;
         }
         self.url.feed(&text[last..]);
         out.push_str(&text[last..]);
+        if let Some(&b) = bytes.last() {
+            self.word_before = is_word(b);
+        }
         out
     }
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
 }
 
 /// Where the tail that could still change how the text reads begins, and whether that cut falls
@@ -108,8 +122,7 @@ impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
 /// than [`MAX_HOLD`] the last `MAX_HOLD` bytes stay held: any placeholder that ends where the run
 /// ends lies within them.
 fn hold_from(buf: &str) -> (usize, bool) {
-    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
-    let run = buf.bytes().rev().take_while(|&b| word(b)).count();
+    let run = buf.bytes().rev().take_while(|&b| is_word(b)).count();
     if run > MAX_HOLD { (buf.len() - MAX_HOLD, true) } else { (buf.len() - run, false) }
 }
 
