@@ -84,10 +84,6 @@ impl RateLimits {
         Self { rules, buckets: Mutex::default() }
     }
 
-    pub fn applies_to(&self, scope: Scope) -> bool {
-        self.rules.iter().any(|(r, _)| r.scope == scope)
-    }
-
     /// Takes one request and `tokens` from every bucket of `scope` that covers `value`; all or
     /// nothing.
     pub fn admit(&self, scope: Scope, value: &str, tokens: u64, now: Instant) -> Result<(), Limited> {

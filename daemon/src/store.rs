@@ -32,7 +32,6 @@ enum Job {
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
-    path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,11 +116,7 @@ impl Store {
             .name("tollgate-db-checkpoint".into())
             .spawn(move || checkpoints(checkpointer, writer))
             .expect("spawn the checkpoint thread");
-        Ok(Self { tx, path: path.to_path_buf() })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
+        Ok(Self { tx })
     }
 
     /// Runs `f` on the database thread and returns its result.

@@ -64,10 +64,6 @@ impl Vault {
         self.entries.is_empty()
     }
 
-    pub fn value(&self, placeholder: &str) -> Option<&str> {
-        self.entries.iter().find(|(p, _)| p == placeholder).map(|(_, v)| v.as_str())
-    }
-
     /// Every placeholder and its value.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
         self.entries.iter().map(|(p, v)| (p.as_str(), v.as_str()))
