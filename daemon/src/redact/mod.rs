@@ -241,10 +241,7 @@ pub fn load_scanner(config: &RedactionConfig) -> Result<Scanner, rules::RuleErro
 /// Restores the placeholders in a whole text (not inside URLs). `json`: the text is JSON (tool
 /// call arguments), so values are escaped for a JSON string.
 pub fn restore(vault: &Vault, text: &str, json: bool) -> String {
-    let mut r = stream::Restorer::new(vault, json);
-    let mut out = r.push(text);
-    out.push_str(&r.finish());
-    out
+    stream::restore_chunked(vault, text, &[], json)
 }
 
 /// Restores a whole answer: its text and its tool calls' arguments.
