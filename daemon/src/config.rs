@@ -41,6 +41,68 @@ pub struct Config {
     /// Price overrides, by `provider/model` or `model`: USD per million tokens.
     #[serde(default)]
     pub prices: BTreeMap<String, crate::ledger::prices::PriceConfig>,
+    /// Routing rules (after the policy's): local-only and route choice by task, path, project.
+    #[serde(default)]
+    pub routing: Vec<crate::route::RoutingRule>,
+    pub models: Allowlist,
+    pub tasks: Allowlist,
+    pub review: ReviewConfig,
+    pub policy: PolicySourceConfig,
+}
+
+/// An allow-list of names or globs: the local config's (`allowed`) and the policy's. A name must
+/// match every non-empty list.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Allowlist {
+    pub allowed: Vec<String>,
+    /// Set by the policy, never by a config file.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<String>,
+}
+
+impl Allowlist {
+    /// Whether `name` (compared exactly) is on every non-empty list.
+    pub fn admits(&self, name: &str) -> bool {
+        [&self.allowed, &self.policy].iter().all(|l| l.is_empty() || l.iter().any(|a| a == name))
+    }
+}
+
+/// How severe a finding is, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+/// What a review does when the gateway cannot answer in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Let the push through with a warning.
+    Open,
+    /// Block the push.
+    Closed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewConfig {
+    pub block_severity: Severity,
+    pub timeout_s: u64,
+    pub on_error: OnError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySourceConfig {
+    pub source: String,
+    pub sync_interval_s: u64,
+    pub gitlab_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +168,27 @@ pub struct PrivacyConfig {
     pub local_only_projects: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+impl PrivacyConfig {
+    /// The same, as routing rules.
+    pub fn as_rules(&self) -> Vec<crate::route::RoutingRule> {
+        let rule = |paths: &Vec<String>, projects: &Vec<String>| crate::route::RoutingRule {
+            paths: paths.clone(),
+            projects: projects.clone(),
+            local_only: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        if !self.local_only_paths.is_empty() {
+            out.push(rule(&self.local_only_paths, &Vec::new()));
+        }
+        if !self.local_only_projects.is_empty() {
+            out.push(rule(&Vec::new(), &self.local_only_projects));
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     Openai,
@@ -115,7 +197,7 @@ pub enum ProviderKind {
     Ollama,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
@@ -163,7 +245,7 @@ fn url_is_loopback(url: &str) -> bool {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Ordered `provider/model` targets; the first healthy one with credentials serves.
@@ -179,6 +261,8 @@ pub enum Source {
     Default,
     File(PathBuf),
     Flag(&'static str),
+    /// The team policy (its source and commit).
+    Policy(String),
 }
 
 impl std::fmt::Display for Source {
@@ -187,6 +271,7 @@ impl std::fmt::Display for Source {
             Source::Default => f.write_str("default"),
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Flag(name) => write!(f, "flag {name}"),
+            Source::Policy(label) => write!(f, "policy {label}"),
         }
     }
 }
@@ -246,6 +331,35 @@ impl Loaded {
         })?;
         config.validate().map_err(|(path, message)| ConfigError::Invalid { origin, path, message })?;
         Ok(Self { config, sources, file: used_file, merged })
+    }
+
+    /// Replaces the config with one derived from it (the policy applied), validates it, and marks
+    /// every value that changed as coming from `label`.
+    pub fn replace_config(&mut self, config: Config, label: &str) -> Result<(), ConfigError> {
+        let origin = format!("policy {label}");
+        config.validate().map_err(|(path, message)| ConfigError::Invalid { origin: origin.clone(), path, message })?;
+        let merged = toml::Table::try_from(&config).map_err(|e| ConfigError::Invalid {
+            origin,
+            path: String::new(),
+            message: e.to_string(),
+        })?;
+        let mut before = Vec::new();
+        flatten(&self.merged, "", &mut before);
+        let before: BTreeMap<String, toml::Value> = before.into_iter().collect();
+        let mut after = Vec::new();
+        flatten(&merged, "", &mut after);
+        let mut sources = BTreeMap::new();
+        for (key, value) in after {
+            let source = match (before.get(&key), self.sources.get(&key)) {
+                (Some(old), Some(source)) if *old == value => source.clone(),
+                _ => Source::Policy(label.to_string()),
+            };
+            sources.insert(key, source);
+        }
+        self.sources = sources;
+        self.merged = merged;
+        self.config = config;
+        Ok(())
     }
 
     /// The effective config as `key = value  # source` lines.
@@ -419,7 +533,8 @@ fn flatten(table: &toml::Table, prefix: &str, out: &mut Vec<(String, toml::Value
     }
 }
 
-fn join_key(prefix: &str, k: &str) -> String {
+/// `prefix.k`, with `k` quoted when it is not a bare TOML key.
+pub fn join_key(prefix: &str, k: &str) -> String {
     let needs_quotes = !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     let k = if needs_quotes { format!("{k:?}") } else { k.to_string() };
     if prefix.is_empty() { k } else { format!("{prefix}.{k}") }

@@ -19,6 +19,7 @@ use crate::config::Loaded;
 use crate::keychain::{Credentials, Keychain};
 use crate::paths::{self, Paths};
 use crate::pipeline::Gateway;
+use crate::policy::sync::{Control, Initial};
 use crate::store::Store;
 use crate::{cache, ledger, utc};
 
@@ -61,11 +62,21 @@ pub fn lock(paths: &Paths) -> anyhow::Result<InstanceLock> {
     }
 }
 
-pub async fn run(loaded: Loaded, paths: Paths) -> anyhow::Result<()> {
+/// Where the daemon's config came from, so that it can be read again on a change.
+pub struct ConfigOrigin {
+    /// The config file (watched even when it does not exist yet).
+    pub file: std::path::PathBuf,
+    /// It was named explicitly: it must exist.
+    pub required: bool,
+    pub overrides: crate::config::Overrides,
+}
+
+pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::Result<()> {
     let started = Instant::now();
     let _lock = lock(&paths)?;
     let token = paths::load_or_create_token(&paths).context("cannot create the API token file")?;
-    let config = Arc::new(loaded.config);
+    let Initial { runtime, seed } = Initial::load(loaded, &paths)?;
+    let config = Arc::clone(&runtime.config);
 
     let backend = config.keychain.backend;
     let keychain = tokio::task::spawn_blocking(move || Keychain::open(backend)).await?;
@@ -78,12 +89,12 @@ pub async fn run(loaded: Loaded, paths: Paths) -> anyhow::Result<()> {
     if interrupted > 0 {
         tracing::warn!(rows = interrupted, "the last daemon stopped before settling some calls; marked interrupted");
     }
-    let redactor = crate::redact::Redactor::new(Arc::new(crate::redact::load_scanner(&config.redaction)?));
-    let gateway = Gateway::new(Arc::clone(&config), credentials, store.clone(), redactor);
-    let spent = ledger::budget_spend(&store, &gateway.budgets, utc::now_ms()).await;
-    gateway.budgets.load(spent, utc::now_ms());
-    tokio::spawn(housekeeping(store, Arc::clone(&config)));
-    let state = Arc::new(AppState { gateway, token, started, config_file: loaded.file });
+    let gateway = Arc::new(Gateway::new(runtime, credentials, store.clone()).await);
+    let control =
+        Control::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
+    control.start();
+    tokio::spawn(housekeeping(store, Arc::clone(&gateway)));
+    let state = Arc::new(AppState { gateway, control, token, started });
     let app = api::router(state);
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);
@@ -152,11 +163,11 @@ where
 }
 
 /// Hourly: expired cache entries and audit entries past their retention go.
-async fn housekeeping(store: Store, config: Arc<crate::config::Config>) {
+async fn housekeeping(store: Store, gateway: Arc<Gateway>) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
-        let retention = i64::from(config.audit.retention_days) * utc::DAY_MS;
+        let retention = i64::from(gateway.runtime().config.audit.retention_days) * utc::DAY_MS;
         store.write(move |c| {
             let now = utc::now_ms();
             let _ = cache::prune(c, now);

@@ -15,6 +15,8 @@
 //! - [`tokens`]: token counts for estimates; [`metrics`]: Prometheus counters.
 //! - [`keychain`]: provider credentials in the OS keychain, env fallback for CI.
 //! - [`config`], [`paths`]: layered configuration with sources; where files live.
+//! - [`policy`]: the team policy from GitLab, a git remote or a directory; [`runtime`]: what the
+//!   config and policy decide, swapped whole on reload; [`identity`], [`prompts`].
 //! - [`cli`]: the `tollgate` command, a thin front door.
 
 pub mod api;
@@ -23,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod hooks;
+pub mod identity;
 pub mod ipc;
 pub mod keychain;
 pub mod ledger;
@@ -30,11 +33,14 @@ pub mod metrics;
 pub mod model;
 pub mod paths;
 pub mod pipeline;
+pub mod policy;
+pub mod prompts;
 pub mod providers;
 pub mod ratelimit;
 pub mod redact;
 pub mod reports;
 pub mod route;
+pub mod runtime;
 pub mod store;
 pub mod tokens;
 pub mod utc;

@@ -53,6 +53,11 @@ impl Paths {
         self.data_dir.join("daemon.port")
     }
 
+    /// The last good policy snapshot, the identity read from GitLab, the git fetch cache.
+    pub fn policy_dir(&self) -> PathBuf {
+        self.data_dir.join("policy")
+    }
+
     /// Creates the data dir (and the socket's dir) readable by the user alone.
     pub fn ensure_dirs(&self) -> std::io::Result<()> {
         create_private_dir(&self.data_dir)?;

@@ -19,16 +19,19 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use arc_swap::ArcSwap;
+
 use crate::config::Config;
 use crate::keychain::Credentials;
-use crate::ledger::budgets::{Action, Budgets, Exceeded, Facts, Reservation};
-use crate::ledger::prices::{Price, Prices};
+use crate::ledger::budgets::{Action, Exceeded, Facts, Reservation};
+use crate::ledger::prices::Price;
 use crate::ledger::{self, Row};
 use crate::metrics::Metrics;
 use crate::model::{ChatRequest, ChatResponse, Collector, Event, EventStream, Usage};
 use crate::providers::{self, ProviderError, Target};
-use crate::ratelimit::{self, Limited, RateLimits};
-use crate::route::{RouteError, Router, TargetRef};
+use crate::ratelimit::{self, Limited};
+use crate::route::{RequestFacts, RouteError, Router, TargetRef};
+use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::{cache, tokens, utc};
 
@@ -63,6 +66,8 @@ pub struct RequestContext {
     pub project: Option<String>,
     /// completion, explain, review, chat, or api (`x-tollgate-task`).
     pub task: String,
+    /// A sensitivity label for routing rules (`x-tollgate-sensitivity`).
+    pub sensitivity: Option<String>,
     /// `Cache-Control: no-cache`: do not answer from the cache.
     pub no_cache: bool,
     /// `Cache-Control: no-store`: do not keep this answer.
@@ -81,6 +86,7 @@ impl RequestContext {
             path: None,
             project: None,
             task: "api".into(),
+            sensitivity: None,
             no_cache: false,
             no_store: false,
             request_id: crate::model::new_id("req_"),
@@ -108,6 +114,9 @@ pub enum GatewayError {
     RateLimited(Limited),
     #[error("{0}")]
     Redaction(crate::redact::Blocked),
+    /// The policy or the config refuses this request (a task not allowed).
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -117,7 +126,8 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         match self {
             GatewayError::Route(RouteError::Unknown { .. }) => 404,
-            GatewayError::Route(RouteError::Disabled(_)) => 403,
+            GatewayError::Route(RouteError::Disabled(_) | RouteError::NotAllowed { .. }) => 403,
+            GatewayError::NotAllowed(_) => 403,
             GatewayError::NoTarget { .. } => 503,
             GatewayError::Rejected { status, .. } => *status,
             GatewayError::AllFailed { last, .. } => match last.as_ref() {
@@ -145,6 +155,7 @@ impl GatewayError {
     /// The ledger's word for it.
     fn outcome(&self) -> &'static str {
         match self {
+            GatewayError::Route(RouteError::NotAllowed { .. }) | GatewayError::NotAllowed(_) => "refused_policy",
             GatewayError::Route(_) => "unknown_model",
             GatewayError::NoTarget { .. } => "no_target",
             GatewayError::Rejected { .. } => "rejected",
@@ -206,20 +217,13 @@ impl Served {
 }
 
 pub struct Gateway {
-    pub config: Arc<Config>,
-    pub router: Arc<Router>,
+    /// What the configuration and the policy decide; replaced whole on a reload.
+    runtime: ArcSwap<Runtime>,
     pub credentials: Arc<Credentials>,
     pub store: Store,
-    pub budgets: Arc<Budgets>,
     pub metrics: Arc<Metrics>,
-    pub redactor: crate::redact::Redactor,
-    limits: RateLimits,
-    prices: Prices,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
-    identity: String,
-    /// Whether anything needs token estimates (budgets, token rate limits).
-    estimates: bool,
 }
 
 /// What must happen once an answer is complete: the ledger row settled, the budget reservation
@@ -282,43 +286,41 @@ impl Settle {
     }
 }
 
-fn os_user() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into())
-}
-
 impl Gateway {
-    pub fn new(
-        config: Arc<Config>,
-        credentials: Arc<Credentials>,
-        store: Store,
-        redactor: crate::redact::Redactor,
-    ) -> Self {
-        let limits = RateLimits::new(&config.rate_limits);
-        let budgets = Arc::new(Budgets::new(&config.budgets));
-        let estimates = !budgets.is_empty() || config.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
+    /// A gateway on `runtime`, its budgets seeded from the ledger.
+    pub async fn new(runtime: Runtime, credentials: Arc<Credentials>, store: Store) -> Self {
+        let now = utc::now_ms();
+        runtime.budgets.load(ledger::budget_spend(&store, &runtime.budgets, now).await, now);
         Self {
-            router: Arc::new(Router::new(&config)),
-            http: providers::http_client(&config.limits),
-            slots: Arc::new(Semaphore::new(config.limits.max_concurrent_requests.max(1))),
-            prices: Prices::new(&config.prices),
+            http: providers::http_client(&runtime.config.limits),
+            slots: Arc::new(Semaphore::new(runtime.config.limits.max_concurrent_requests.max(1))),
             metrics: Arc::default(),
-            identity: os_user(),
-            redactor,
+            runtime: ArcSwap::from_pointee(runtime),
             credentials,
             store,
-            budgets,
-            limits,
-            estimates,
-            config,
         }
     }
 
+    /// The runtime in force now; a request keeps the one it started with.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// Puts a new runtime in force: its budgets seeded from the ledger, the targets' health carried
+    /// over. Requests already running finish on the old one.
+    pub async fn swap(&self, runtime: Runtime) {
+        let now = utc::now_ms();
+        runtime.budgets.load(ledger::budget_spend(&self.store, &runtime.budgets, now).await, now);
+        runtime.router.adopt_health(&self.runtime.load().router);
+        self.runtime.store(Arc::new(runtime));
+    }
+
     /// The ledger row of a request, before anything is known of its answer.
-    fn row(&self, ctx: &RequestContext) -> Row {
+    fn row(&self, rt: &Runtime, ctx: &RequestContext) -> Row {
         Row {
             request_id: ctx.request_id.clone(),
             ts_ms: ctx.ts_ms,
-            identity: self.identity.clone(),
+            identity: rt.identity.username.clone(),
             project: ctx.project.clone(),
             task: ctx.task.clone(),
             entry: ctx.entry.name().into(),
@@ -327,15 +329,16 @@ impl Gateway {
         }
     }
 
-    fn cacheable(&self, req: &ChatRequest, ctx: &RequestContext) -> bool {
-        let c = &self.config.cache;
+    fn cacheable(rt: &Runtime, req: &ChatRequest, ctx: &RequestContext) -> bool {
+        let c = &rt.config.cache;
         c.enabled && (req.temperature == Some(0.0) || c.tasks.iter().any(|t| *t == ctx.task))
     }
 
     /// Serves one request: the whole pipeline. Every request leaves a ledger row.
     pub async fn handle(&self, req: ChatRequest, ctx: &RequestContext) -> Result<Served, GatewayError> {
         let mut pending = None;
-        let result = self.serve(req, ctx, &mut pending).await;
+        let rt = self.runtime();
+        let result = self.serve(&rt, req, ctx, &mut pending).await;
         if let Err(e) = &result {
             if let Some(p) = pending {
                 let _ = p.await;
@@ -344,7 +347,7 @@ impl Gateway {
                 outcome: e.outcome().into(),
                 note: Some(e.to_string().chars().take(500).collect()),
                 latency_ms: ctx.received.elapsed().as_secs_f64() * 1000.0,
-                ..self.row(ctx)
+                ..self.row(&rt, ctx)
             };
             self.metrics.record(&row);
             ledger::write_durable(&self.store, row).await;
@@ -354,45 +357,68 @@ impl Gateway {
 
     async fn serve(
         &self,
-        req: ChatRequest,
+        rt: &Runtime,
+        mut req: ChatRequest,
         ctx: &RequestContext,
         pending: &mut Option<JoinHandle<()>>,
     ) -> Result<Served, GatewayError> {
+        if !rt.config.tasks.admits(&ctx.task) {
+            return Err(GatewayError::NotAllowed(format!(
+                "the task {:?} is not allowed here (allowed: {})",
+                ctx.task,
+                [&rt.config.tasks.policy, &rt.config.tasks.allowed]
+                    .into_iter()
+                    .find(|l| !l.is_empty() && !l.contains(&ctx.task))
+                    .map(|l| l.join(", "))
+                    .unwrap_or_default()
+            )));
+        }
         let wait_start = Instant::now();
         let permit = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| GatewayError::ShuttingDown)?;
         // Waiting for a slot is queueing behind other requests, not the gateway's own work.
         let mut provider_time = wait_start.elapsed();
 
         let (est_in, est_out) =
-            if self.estimates { tokens::estimate(&req, self.config.limits.default_max_output_tokens) } else { (0, 0) };
+            if rt.estimates { tokens::estimate(&req, rt.config.limits.default_max_output_tokens) } else { (0, 0) };
         let est_tokens = est_in + est_out;
         let now = Instant::now();
-        self.limits
+        rt.limits
             .admit(ratelimit::Scope::Caller, ctx.entry.name(), est_tokens, now)
             .map_err(GatewayError::RateLimited)?;
         if let Some(project) = &ctx.project {
-            self.limits
-                .admit(ratelimit::Scope::Project, project, est_tokens, now)
-                .map_err(GatewayError::RateLimited)?;
+            rt.limits.admit(ratelimit::Scope::Project, project, est_tokens, now).map_err(GatewayError::RateLimited)?;
         }
 
-        let local_only = ctx.local_only || self.router.local_only_by_rule(ctx.path.as_deref(), ctx.project.as_deref());
-        let mut targets = self.router.resolve(&req.model)?;
+        let decision = rt.router.decide(&RequestFacts {
+            task: &ctx.task,
+            path: ctx.path.as_deref(),
+            project: ctx.project.as_deref(),
+            sensitivity: ctx.sensitivity.as_deref(),
+        });
+        let local_only = ctx.local_only || decision.local_only;
+        let mut notes: Vec<(&'static str, String)> = Vec::new();
+        if let Some(route) = decision.route.filter(|r| *r != req.model) {
+            notes.push(("x-tollgate-routed", format!("{} -> {route} (routing rule)", req.model)));
+            req.model = route;
+        }
+        let mut targets = rt.router.resolve(&req.model)?;
 
         // Redaction: before the cache, the ledger, a log or a provider sees the text.
-        let mode = self.config.routes.get(&req.model).and_then(|r| r.redaction).unwrap_or(self.config.redaction.mode);
-        let (req, vault) = self.redact(req, mode).await?;
-        let redaction_note = (!vault.is_empty()).then(|| ("x-tollgate-redactions", vault.summary()));
+        let mode = rt.config.routes.get(&req.model).and_then(|r| r.redaction).unwrap_or(rt.config.redaction.mode);
+        let (req, vault) = Self::redact(rt, req, mode).await?;
+        if !vault.is_empty() {
+            notes.push(("x-tollgate-redactions", vault.summary()));
+        }
         // The row every outcome of this request starts from; counts per kind, never a value.
         let base_row = Row {
             redactions: vault.total(),
             note: (!vault.is_empty()).then(|| format!("redacted: {}", vault.summary())),
-            ..self.row(ctx)
+            ..self.row(rt, ctx)
         };
 
-        let cache_key = self.cacheable(&req, ctx).then(|| {
+        let cache_key = Self::cacheable(rt, &req, ctx).then(|| {
             let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
-            let scope = format!("{}\u{1f}{}", self.identity, ctx.project.as_deref().unwrap_or(""));
+            let scope = format!("{}\u{1f}{}", rt.identity.username, ctx.project.as_deref().unwrap_or(""));
             (cache::key(&req, &names, &scope), scope)
         });
         if let (Some((key, _)), false) = (&cache_key, ctx.no_cache) {
@@ -410,31 +436,30 @@ impl Gateway {
                     answer: restore(answer, vault),
                     provider_time,
                     cache_hit: true,
-                    notes: redaction_note.into_iter().collect(),
+                    notes,
                 });
             }
             self.metrics.cache_miss();
         }
         let cache_key = cache_key.filter(|_| !ctx.no_store);
 
-        let mut notes: Vec<(&'static str, String)> = redaction_note.into_iter().collect();
         let mut reasons = Reasons::default();
         let mut last_error: Option<ProviderError> = None;
         let mut limited: Option<Limited> = None;
         let mut downgraded = false;
         'route: loop {
             for target in targets.clone() {
-                if let Err(skip) = self.router.check(&target, local_only) {
+                if let Err(skip) = rt.router.check(&target, local_only) {
                     reasons.push(format!("{target}: {skip}"));
                     continue;
                 }
                 let name = target.to_string();
-                if let Err(l) = self.limits.admit(ratelimit::Scope::Model, &name, est_tokens, Instant::now()) {
+                if let Err(l) = rt.limits.admit(ratelimit::Scope::Model, &name, est_tokens, Instant::now()) {
                     reasons.push(format!("{target}: {l}"));
                     limited = Some(l);
                     continue;
                 }
-                let provider_cfg = &self.config.providers[&target.provider];
+                let provider_cfg = &rt.config.providers[&target.provider];
                 let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
                 if key.is_none() && !provider_cfg.is_local() {
                     let err = ProviderError::NoCredentials(target.provider.clone());
@@ -443,7 +468,7 @@ impl Gateway {
                     continue;
                 }
                 let local = provider_cfg.is_local();
-                let price = self.prices.lookup(&target.provider, &target.model);
+                let price = rt.prices.lookup(&target.provider, &target.model);
                 let est_micros = if local {
                     Some(0)
                 } else {
@@ -451,13 +476,13 @@ impl Gateway {
                 };
                 let facts =
                     Facts { project: ctx.project.as_deref(), target: &name, tokens: est_tokens, micros: est_micros };
-                let reservation = match self.budgets.reserve(&facts, utc::now_ms()) {
+                let reservation = match rt.budgets.reserve(&facts, utc::now_ms()) {
                     Ok(r) => r,
                     Err(ex) if ex.action == Action::Downgrade && !downgraded => {
                         let to = ex.downgrade_to.clone().unwrap_or_default();
                         notes.push(("x-tollgate-downgraded", format!("{} -> {to}", ex.budget)));
                         downgraded = true;
-                        targets = self.router.resolve(&to)?;
+                        targets = rt.router.resolve(&to)?;
                         continue 'route;
                     }
                     Err(ex) => return Err(GatewayError::Budget(ex)),
@@ -487,13 +512,13 @@ impl Gateway {
                 loop {
                     attempt += 1;
                     let call_start = Instant::now();
-                    let result = self.call(&wire_target, &req).await;
+                    let result = self.call(&wire_target, &req, &rt.config.limits).await;
                     provider_time += call_start.elapsed();
                     match result {
                         Ok(answer) => {
-                            self.router.record_success(&target);
+                            rt.router.record_success(&target);
                             let settle = Settle {
-                                config: Arc::clone(&self.config),
+                                config: Arc::clone(&rt.config),
                                 store: self.store.clone(),
                                 metrics: Arc::clone(&self.metrics),
                                 row,
@@ -502,7 +527,7 @@ impl Gateway {
                                 price,
                                 local,
                                 cache_key,
-                                audit_request: self
+                                audit_request: rt
                                     .config
                                     .audit
                                     .enabled
@@ -511,7 +536,13 @@ impl Gateway {
                                 provider_time,
                             };
                             let answer = match answer {
-                                Answer::Stream(s) => Answer::Stream(self.watch(s, target.clone(), permit, settle)),
+                                Answer::Stream(s) => Answer::Stream(Self::watch(
+                                    s,
+                                    target.clone(),
+                                    Arc::clone(&rt.router),
+                                    permit,
+                                    settle,
+                                )),
                                 Answer::Complete(r) => {
                                     drop(permit);
                                     let events = settle.keeps_events().then(|| r.clone().into_events());
@@ -528,7 +559,7 @@ impl Gateway {
                             });
                         }
                         Err(err) if !err.is_transient() => {
-                            self.router.record_success(&target); // it answered; the request was the problem
+                            rt.router.record_success(&target); // it answered; the request was the problem
                             return Err(match err {
                                 ProviderError::Status { status, message, .. } => {
                                     GatewayError::Rejected { target: name, status, message }
@@ -542,12 +573,12 @@ impl Gateway {
                         }
                         Err(err) => {
                             tracing::warn!(target = %target, attempt, error = %err, "provider call failed");
-                            self.router.record_failure(&target, &err.to_string(), err.retry_after());
-                            let wait = self.router.wait_before_retry(attempt, err.retry_after());
+                            rt.router.record_failure(&target, &err.to_string(), err.retry_after());
+                            let wait = rt.router.wait_before_retry(attempt, err.retry_after());
                             reasons.push(format!("{target}: {err}"));
                             last_error = Some(err);
                             match wait {
-                                Some(wait) if self.router.check(&target, local_only).is_ok() => {
+                                Some(wait) if rt.router.check(&target, local_only).is_ok() => {
                                     let t = Instant::now();
                                     tokio::time::sleep(wait).await;
                                     provider_time += t.elapsed();
@@ -571,7 +602,7 @@ impl Gateway {
     /// Masks (or checks) the request; a large one on a blocking thread, so that no async worker
     /// spends milliseconds scanning.
     async fn redact(
-        &self,
+        rt: &Runtime,
         mut req: ChatRequest,
         mode: crate::redact::Mode,
     ) -> Result<(ChatRequest, Arc<crate::redact::Vault>), GatewayError> {
@@ -580,7 +611,7 @@ impl Gateway {
             return Ok((req, Arc::default()));
         }
         let inline = Redactor::text_len(&req) <= crate::redact::INLINE_LIMIT;
-        let redactor = self.redactor.clone();
+        let redactor = rt.redactor.clone();
         let work = move || {
             let result = match mode {
                 Mode::Block => redactor.check(&mut req).map(|()| Arc::default()),
@@ -593,11 +624,16 @@ impl Gateway {
 
     /// One provider call. A stream is read up to its first event, so that a failure before any
     /// byte reaches the caller can still be retried or fall back.
-    async fn call(&self, target: &Target<'_>, req: &ChatRequest) -> Result<Answer, ProviderError> {
+    async fn call(
+        &self,
+        target: &Target<'_>,
+        req: &ChatRequest,
+        limits: &crate::config::Limits,
+    ) -> Result<Answer, ProviderError> {
         if !req.stream {
-            return providers::complete(&self.http, target, req, &self.config.limits).await.map(Answer::Complete);
+            return providers::complete(&self.http, target, req, limits).await.map(Answer::Complete);
         }
-        let mut stream = providers::stream(&self.http, target, req, &self.config.limits).await?;
+        let mut stream = providers::stream(&self.http, target, req, limits).await?;
         match stream.next().await {
             Some(Ok(first)) => Ok(Answer::Stream(Box::pin(futures_util::stream::iter([Ok(first)]).chain(stream)))),
             Some(Err(e)) => Err(e),
@@ -610,9 +646,9 @@ impl Gateway {
     /// After the first byte there is no fallback: the entry point ends the caller's stream with an
     /// error event in its own format.
     fn watch(
-        &self,
         stream: EventStream,
         target: TargetRef,
+        router: Arc<Router>,
         permit: OwnedSemaphorePermit,
         settle: Settle,
     ) -> EventStream {
@@ -635,15 +671,8 @@ impl Gateway {
             }
         }
         let events = settle.keeps_events().then(Vec::new);
-        let state = S {
-            inner: stream,
-            settle: Some(settle),
-            usage: Usage::default(),
-            events,
-            router: Arc::clone(&self.router),
-            target,
-            _permit: permit,
-        };
+        let state =
+            S { inner: stream, settle: Some(settle), usage: Usage::default(), events, router, target, _permit: permit };
         Box::pin(futures_util::stream::unfold(state, |mut s| async move {
             let waited = Instant::now();
             let next = s.inner.next().await;

@@ -106,7 +106,8 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
     let report = match from_daemon(paths, "/v1/budget")? {
         Some(v) => v,
         None => {
-            let budgets = ledger::budgets::Budgets::new(&loaded.config.budgets);
+            // What the daemon would enforce: the local config under the last synced policy.
+            let budgets = crate::policy::sync::Initial::load(loaded.clone(), paths)?.runtime.budgets;
             let now = utc::now_ms();
             if paths.database().exists() {
                 let store = Store::open(&paths.database()).context("cannot open the database")?;

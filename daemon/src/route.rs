@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{CircuitConfig, Config, RetryConfig};
 
@@ -34,6 +34,82 @@ pub enum RouteError {
     Unknown { model: String, aliases: String, providers: String },
     #[error("provider {0:?} is disabled in the config")]
     Disabled(String),
+    #[error("model {model:?} is not allowed by {by} (allowed: {allowed})")]
+    NotAllowed { model: String, by: &'static str, allowed: String },
+}
+
+/// A routing rule: when a request matches every condition given (any value of each list), it
+/// is kept on local targets and/or sent to another route. Rules come from the policy first, then
+/// the local config; `privacy.local_only_*` are rules too.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRule {
+    /// Tasks the rule covers (completion, explain, review, chat, api, ...); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<String>,
+    /// Globs on the file the request is about, relative to its repository; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Globs on the project (`group/subgroup/project`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projects: Vec<String>,
+    /// Sensitivity labels the caller sends (`x-tollgate-sensitivity`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitivity: Vec<String>,
+    /// Nothing matching leaves the machine: only local targets may serve it.
+    #[serde(default)]
+    pub local_only: bool,
+    /// Serve matching requests from this route alias, whatever model they named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+}
+
+/// What a request is, for the routing rules.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    pub task: &'a str,
+    pub path: Option<&'a str>,
+    pub project: Option<&'a str>,
+    pub sensitivity: Option<&'a str>,
+}
+
+/// What the routing rules decided for a request.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub local_only: bool,
+    pub route: Option<String>,
+}
+
+struct CompiledRule {
+    tasks: Vec<String>,
+    paths: Option<GlobSet>,
+    projects: Option<GlobSet>,
+    sensitivity: Vec<String>,
+    local_only: bool,
+    route: Option<String>,
+}
+
+impl CompiledRule {
+    fn new(r: &RoutingRule) -> Self {
+        let set = |g: &[String]| (!g.is_empty()).then(|| globset(g));
+        Self {
+            tasks: r.tasks.clone(),
+            paths: set(&r.paths),
+            projects: set(&r.projects),
+            sensitivity: r.sensitivity.clone(),
+            local_only: r.local_only,
+            route: r.route.clone(),
+        }
+    }
+
+    fn matches(&self, f: &RequestFacts<'_>) -> bool {
+        let glob =
+            |set: &Option<GlobSet>, v: Option<&str>| set.as_ref().is_none_or(|s| v.is_some_and(|v| s.is_match(v)));
+        (self.tasks.is_empty() || self.tasks.iter().any(|t| t == f.task))
+            && (self.sensitivity.is_empty() || f.sensitivity.is_some_and(|s| self.sensitivity.iter().any(|x| x == s)))
+            && glob(&self.paths, f.path)
+            && glob(&self.projects, f.project)
+    }
 }
 
 /// Why a target was passed over without a call.
@@ -81,8 +157,9 @@ pub struct HealthReport {
 pub struct Router {
     routes: HashMap<String, Vec<TargetRef>>,
     providers: HashMap<String, (bool /* enabled */, bool /* local */)>,
-    local_paths: GlobSet,
-    local_projects: GlobSet,
+    rules: Vec<CompiledRule>,
+    /// Allowed-model lists (the policy's, the local config's); a target must match every one.
+    allowed: Vec<(&'static str, GlobSet, String)>,
     circuit: CircuitConfig,
     retry: RetryConfig,
     health: Mutex<HashMap<String, Health>>,
@@ -112,26 +189,43 @@ impl Router {
                 .map(|(alias, r)| (alias.clone(), r.targets.iter().map(parse).collect()))
                 .collect(),
             providers: config.providers.iter().map(|(n, p)| (n.clone(), (p.enabled, p.is_local()))).collect(),
-            local_paths: globset(&config.privacy.local_only_paths),
-            local_projects: globset(&config.privacy.local_only_projects),
+            rules: config.routing.iter().chain(&config.privacy.as_rules()).map(CompiledRule::new).collect(),
+            allowed: [("the policy", &config.models.policy), ("the local config", &config.models.allowed)]
+                .into_iter()
+                .filter(|(_, l)| !l.is_empty())
+                .map(|(by, l)| (by, globset(l), l.join(", ")))
+                .collect(),
             circuit: config.circuit.clone(),
             retry: config.retry.clone(),
             health: Mutex::default(),
         }
     }
 
+    /// Whether every allowed-model list admits `target`, or which one refuses it.
+    fn allowed(&self, target: &str) -> Result<(), RouteError> {
+        match self.allowed.iter().find(|(_, set, _)| !set.is_match(target)) {
+            None => Ok(()),
+            Some((by, _, list)) => Err(RouteError::NotAllowed { model: target.into(), by, allowed: list.clone() }),
+        }
+    }
+
     /// The ordered targets for what the caller named.
     pub fn resolve(&self, model: &str) -> Result<Vec<TargetRef>, RouteError> {
         if let Some(targets) = self.routes.get(model) {
-            return Ok(targets
-                .iter()
-                .filter(|t| self.providers.get(&t.provider).is_some_and(|p| p.0))
-                .cloned()
-                .collect());
+            let enabled: Vec<&TargetRef> =
+                targets.iter().filter(|t| self.providers.get(&t.provider).is_some_and(|p| p.0)).collect();
+            let allowed: Vec<TargetRef> =
+                enabled.iter().filter(|t| self.allowed(&t.to_string()).is_ok()).map(|t| (*t).clone()).collect();
+            if let (true, Some(first)) = (allowed.is_empty(), enabled.first()) {
+                // Every target is outside an allowed list: say which list.
+                self.allowed(&first.to_string())?;
+            }
+            return Ok(allowed);
         }
         if let Some((provider, m)) = model.split_once('/') {
             match self.providers.get(provider) {
                 Some((true, _)) if !m.is_empty() => {
+                    self.allowed(model)?;
                     return Ok(vec![TargetRef { provider: provider.into(), model: m.into() }]);
                 }
                 Some((false, _)) => return Err(RouteError::Disabled(provider.into())),
@@ -145,9 +239,24 @@ impl Router {
         Err(RouteError::Unknown { model: model.into(), aliases: aliases.join(", "), providers: providers.join(", ") })
     }
 
-    /// Whether config rules make a request with this path or project local-only.
-    pub fn local_only_by_rule(&self, path: Option<&str>, project: Option<&str>) -> bool {
-        path.is_some_and(|p| self.local_paths.is_match(p)) || project.is_some_and(|p| self.local_projects.is_match(p))
+    /// What the routing rules say of a request: local-only if any matching rule says so; the
+    /// route of the first matching rule that names one.
+    pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        let mut d = Decision::default();
+        for rule in self.rules.iter().filter(|r| r.matches(facts)) {
+            d.local_only |= rule.local_only;
+            if d.route.is_none() {
+                d.route.clone_from(&rule.route);
+            }
+        }
+        d
+    }
+
+    /// Carries the targets' health (circuits, cool-downs, counts) over from the router this one
+    /// replaces, so a reload does not reopen a tripped circuit.
+    pub fn adopt_health(&self, old: &Router) {
+        let old = std::mem::take(&mut *old.health.lock().expect("health lock"));
+        self.health.lock().expect("health lock").extend(old);
     }
 
     pub fn is_local(&self, provider: &str) -> bool {
@@ -304,9 +413,57 @@ mod tests {
         let local = TargetRef { provider: "ollama".into(), model: "m".into() };
         assert_eq!(r.check(&cloud, true), Err(Skip::NotLocal));
         assert!(r.check(&local, true).is_ok());
-        assert!(r.local_only_by_rule(Some("app/secrets/prod.env"), None));
-        assert!(r.local_only_by_rule(None, Some("acme/confidential-payroll")));
-        assert!(!r.local_only_by_rule(Some("src/main.rs"), Some("acme/web")));
+        let local_only =
+            |path, project| r.decide(&RequestFacts { task: "api", path, project, sensitivity: None }).local_only;
+        assert!(local_only(Some("app/secrets/prod.env"), None));
+        assert!(local_only(None, Some("acme/confidential-payroll")));
+        assert!(!local_only(Some("src/main.rs"), Some("acme/web")));
+    }
+
+    #[test]
+    fn routing_rules_match_every_condition_given_and_the_first_route_wins() {
+        let mut config = Loaded::load(None, false, &Overrides::default()).unwrap().config;
+        config.routing = vec![
+            RoutingRule {
+                tasks: vec!["completion".into()],
+                projects: vec!["acme/**".into()],
+                route: Some("local".into()),
+                ..Default::default()
+            },
+            RoutingRule { sensitivity: vec!["confidential".into()], local_only: true, ..Default::default() },
+            RoutingRule { tasks: vec!["completion".into()], route: Some("fast".into()), ..Default::default() },
+        ];
+        let r = Router::new(&config);
+        let f = |task, project, sensitivity| RequestFacts { task, path: None, project, sensitivity };
+        assert_eq!(
+            r.decide(&f("completion", Some("acme/web"), None)),
+            Decision { local_only: false, route: Some("local".into()) }
+        );
+        assert_eq!(r.decide(&f("completion", Some("other/web"), None)).route.as_deref(), Some("fast"));
+        assert_eq!(r.decide(&f("completion", None, None)).route.as_deref(), Some("fast"));
+        assert_eq!(r.decide(&f("review", None, Some("confidential"))), Decision { local_only: true, route: None });
+        assert_eq!(r.decide(&f("review", None, Some("public"))), Decision::default());
+    }
+
+    #[test]
+    fn a_target_must_match_every_allowed_list() {
+        let mut config = Loaded::load(None, false, &Overrides::default()).unwrap().config;
+        config.models.policy = vec!["anthropic/*".into(), "ollama/*".into(), "openai/gpt-4.1*".into()];
+        config.models.allowed = vec!["ollama/*".into(), "openai/*".into()];
+        let r = Router::new(&config);
+        let names = |m| r.resolve(m).unwrap().iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(names("fast"), ["openai/gpt-4.1-mini", "ollama/qwen2.5-coder:1.5b"]);
+        assert_eq!(names("code"), ["openai/gpt-4.1"]);
+        // A route left with no allowed target says which list refused it.
+        config.models.allowed = vec!["ollama/*".into()];
+        let r = Router::new(&config);
+        let err = r.resolve("code").map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("\"anthropic/claude-sonnet-4-5\" is not allowed by the local config"), "{err}");
+        assert_eq!(names("openai/gpt-4.1-mini"), ["openai/gpt-4.1-mini"]);
+        let err = r.resolve("anthropic/claude-x").unwrap_err().to_string();
+        assert!(err.contains("not allowed by the local config"), "{err}");
+        let err = r.resolve("openai/o3").unwrap_err().to_string();
+        assert!(err.contains("not allowed by the policy") && err.contains("anthropic/*"), "{err}");
     }
 
     #[test]

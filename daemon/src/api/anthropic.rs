@@ -165,7 +165,7 @@ impl MessagesRequest {
 
 pub async fn messages(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.config.limits.max_body_bytes;
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
         let wire: MessagesRequest = read_json(body, &headers, limit, Format::Anthropic).await?;
         let req = wire.into_internal()?;

@@ -31,10 +31,10 @@ pub enum Listener {
 }
 
 pub struct AppState {
-    pub gateway: Gateway,
+    pub gateway: Arc<Gateway>,
+    pub control: Arc<crate::policy::sync::Control>,
     pub token: String,
     pub started: std::time::Instant,
-    pub config_file: Option<std::path::PathBuf>,
 }
 
 pub type State = Arc<AppState>;
@@ -51,6 +51,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/log", get(native::log))
         .route("/v1/log/{id}", get(native::log_entry))
         .route("/metrics", get(native::metrics))
+        .route("/v1/policy", get(native::policy))
+        .route("/v1/prompts", get(native::prompts))
+        .route("/v1/admin/policy/sync", post(native::policy_sync))
+        .route("/v1/admin/config", get(native::config))
         .route("/v1/admin/credentials/reload", post(native::reload_credentials))
         .fallback(native::not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::guard))
@@ -224,6 +228,7 @@ pub fn context(entry: EntryPoint, headers: &HeaderMap, received: std::time::Inst
     ctx.local_only = local_only;
     ctx.path = text("x-tollgate-path");
     ctx.project = text("x-tollgate-project");
+    ctx.sensitivity = text("x-tollgate-sensitivity").map(|s| s.to_ascii_lowercase());
     if let Some(task) = text("x-tollgate-task") {
         ctx.task = task.to_ascii_lowercase();
     }

@@ -14,8 +14,9 @@ pub async fn healthz() -> Response {
 /// Providers (with credential presence, never a value), target health, version and uptime.
 pub async fn status(State(state): State<super::State>) -> Response {
     let gw = &state.gateway;
+    let rt = gw.runtime();
     let mut providers = Vec::new();
-    for (name, p) in &gw.config.providers {
+    for (name, p) in &rt.config.providers {
         let credentials = match gw.credentials.get(name).await {
             Some((_, origin)) => serde_json::to_value(origin).unwrap_or(Value::Null),
             None if p.is_local() => json!("not-needed"),
@@ -30,11 +31,13 @@ pub async fn status(State(state): State<super::State>) -> Response {
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_s": state.started.elapsed().as_secs(),
-        "port": gw.config.server.port,
-        "config_file": state.config_file,
+        "port": rt.config.server.port,
+        "config_file": rt.loaded.file,
+        "identity": rt.identity,
+        "policy": state.control.status(),
         "keychain": {"backend": gw.credentials.backend_name(), "error": gw.credentials.backend_error()},
         "providers": providers,
-        "health": gw.router.health_report(),
+        "health": rt.router.health_report(),
     }))
     .into_response()
 }
@@ -42,7 +45,7 @@ pub async fn status(State(state): State<super::State>) -> Response {
 /// The aliases and `provider/model` names the routes make available, in OpenAI's list format, or
 /// Anthropic's when the caller sends `anthropic-version`.
 pub async fn models(State(state): State<super::State>, headers: HeaderMap) -> Response {
-    let names = state.gateway.router.model_names();
+    let names = state.gateway.runtime().router.model_names();
     if headers.contains_key("anthropic-version") {
         let data: Vec<Value> = names
             .iter()
@@ -56,6 +59,34 @@ pub async fn models(State(state): State<super::State>, headers: HeaderMap) -> Re
     let data: Vec<Value> =
         names.iter().map(|n| json!({"id": n, "object": "model", "created": 0, "owned_by": "tollgate"})).collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// The policy: source, commit, age, the last error, what was ignored.
+pub async fn policy(State(state): State<super::State>) -> Response {
+    axum::Json(state.control.status()).into_response()
+}
+
+/// Checks the policy source now (`tollgate policy sync`); answers once the sync is done.
+pub async fn policy_sync(State(state): State<super::State>) -> Response {
+    let result = state.control.sync().await;
+    let status = state.control.status();
+    let (code, body) = match result {
+        Ok(changed) => (StatusCode::OK, json!({"changed": changed, "status": status})),
+        Err(e) => (StatusCode::BAD_GATEWAY, json!({"changed": false, "error": e, "status": status})),
+    };
+    (code, axum::Json(body)).into_response()
+}
+
+/// The effective configuration (local config and policy) with each value's source.
+pub async fn config(State(state): State<super::State>) -> Response {
+    axum::Json(state.gateway.runtime().loaded.show_json()).into_response()
+}
+
+/// The prompt templates in force: name, version, description, origin.
+pub async fn prompts(State(state): State<super::State>) -> Response {
+    let rt = state.gateway.runtime();
+    let list: Vec<&crate::prompts::Prompt> = rt.prompts.all().collect();
+    axum::Json(json!({"prompts": list})).into_response()
 }
 
 /// Forgets cached credentials, so that a `tollgate login` takes effect at once.
@@ -103,7 +134,7 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 /// Each budget: spent, limit, remaining and reset time.
 pub async fn budget(State(state): State<super::State>) -> Response {
-    axum::Json(json!({"budgets": state.gateway.budgets.report(crate::utc::now_ms())})).into_response()
+    axum::Json(json!({"budgets": state.gateway.runtime().budgets.report(crate::utc::now_ms())})).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -136,7 +167,7 @@ pub async fn log_entry(State(state): State<super::State>, Path(id): Path<String>
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<super::State>) -> Response {
     let gw = &state.gateway;
-    let body = gw.metrics.render(&gw.budgets.report(crate::utc::now_ms()));
+    let body = gw.metrics.render(&gw.runtime().budgets.report(crate::utc::now_ms()));
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }
 

@@ -212,7 +212,7 @@ impl ChatCompletionRequest {
 
 pub async fn chat_completions(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.config.limits.max_body_bytes;
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
         let wire: ChatCompletionRequest = read_json(body, &headers, limit, Format::Openai).await?;
         let (req, include_usage) = wire.into_internal()?;

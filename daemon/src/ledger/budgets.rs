@@ -15,18 +15,22 @@ use serde::{Deserialize, Serialize};
 use super::prices::{Decimal, Micros, format_usd};
 use crate::utc::{self, Period};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
-    /// Everything this user does.
+    /// Everything this user does; `match` is a glob on the user's name (GitLab username when the
+    /// policy comes from GitLab, else the OS user).
     User,
+    /// Everything this user does, when the user belongs to a GitLab group matching `match`: the
+    /// limit each member of the group gets.
+    Group,
     /// Each project (the caller's `group/project`) on its own.
     Project,
     /// Each `provider/model` on its own.
     Model,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Refuse the request with an error naming the budget.
@@ -37,7 +41,7 @@ pub enum Action {
     Warn,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub name: String,
@@ -183,9 +187,21 @@ pub struct BudgetReport {
 }
 
 impl Budgets {
-    pub fn new(defs: &[BudgetConfig]) -> Self {
+    /// The budgets that apply to `identity`: user budgets whose glob matches the user's name,
+    /// group budgets whose glob matches one of the user's groups, and every other budget.
+    pub fn new(defs: &[BudgetConfig], identity: &crate::identity::Identity) -> Self {
+        let applies = |d: &&BudgetConfig| {
+            let Ok(glob) = globset::Glob::new(&d.matches) else { return false };
+            let m = glob.compile_matcher();
+            match d.scope {
+                Scope::User => m.is_match(&identity.username),
+                Scope::Group => identity.groups.iter().any(|g| m.is_match(g)),
+                Scope::Project | Scope::Model => true,
+            }
+        };
         let defs = defs
             .iter()
+            .filter(applies)
             .map(|d| {
                 (
                     d.clone(),
@@ -221,7 +237,7 @@ impl Budgets {
     /// The scope value a request has for budget `def`, or `None` when the budget does not cover it.
     fn key_for(def: &BudgetConfig, matcher: &globset::GlobMatcher, facts: &Facts<'_>) -> Option<String> {
         match def.scope {
-            Scope::User => Some(String::new()),
+            Scope::User | Scope::Group => Some(String::new()),
             Scope::Project => facts.project.filter(|p| matcher.is_match(p)).map(str::to_string),
             Scope::Model => matcher.is_match(facts.target).then(|| facts.target.to_string()),
         }
@@ -312,7 +328,7 @@ impl Budgets {
         for (i, (def, _)) in self.defs.iter().enumerate() {
             let mut keys: Vec<&String> = state.keys().filter(|(j, _)| *j == i).map(|(_, k)| k).collect();
             let empty = String::new();
-            if def.scope == Scope::User && keys.is_empty() {
+            if matches!(def.scope, Scope::User | Scope::Group) && keys.is_empty() {
                 keys.push(&empty);
             }
             keys.sort();
@@ -359,13 +375,40 @@ mod tests {
         }
     }
 
+    fn me() -> crate::identity::Identity {
+        crate::identity::Identity {
+            username: "alice".into(),
+            groups: vec!["acme/platform".into(), "acme/platform/infra".into()],
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn user_and_group_budgets_apply_to_whom_they_match() {
+        let with = |scope, matches: &str| BudgetConfig {
+            scope,
+            matches: matches.into(),
+            ..budget(Action::Block, Some(1), None)
+        };
+        let applies = |b: BudgetConfig| !Budgets::new(&[b], &me()).is_empty();
+        assert!(applies(with(Scope::User, "*")));
+        assert!(applies(with(Scope::User, "alice")));
+        assert!(!applies(with(Scope::User, "bob")));
+        assert!(applies(with(Scope::Group, "acme/platform")));
+        assert!(applies(with(Scope::Group, "acme/*/infra")));
+        assert!(!applies(with(Scope::Group, "acme/ml")));
+        // A group budget counts everything the member spends.
+        let b = Arc::new(Budgets::new(&[with(Scope::Group, "acme/platform")], &me()));
+        assert!(b.reserve(&facts(2, 10), 0).is_err());
+    }
+
     fn facts(micros: Micros, tokens: u64) -> Facts<'static> {
         Facts { project: Some("acme/web"), target: "openai/gpt-4.1", tokens, micros: Some(micros) }
     }
 
     #[test]
     fn reservations_count_until_settled_or_dropped() {
-        let b = Arc::new(Budgets::new(&[budget(Action::Block, Some(100), None)]));
+        let b = Arc::new(Budgets::new(&[budget(Action::Block, Some(100), None)], &me()));
         let r1 = b.reserve(&facts(60, 1), 0).unwrap();
         assert!(b.reserve(&facts(60, 1), 0).is_err(), "60 reserved + 60 > 100");
         drop(r1);
@@ -380,7 +423,7 @@ mod tests {
 
     #[test]
     fn the_error_names_the_budget_spend_limit_and_reset() {
-        let b = Arc::new(Budgets::new(&[budget(Action::Block, None, Some(1000))]));
+        let b = Arc::new(Budgets::new(&[budget(Action::Block, None, Some(1000))], &me()));
         b.load(HashMap::from([((0, String::new()), (0, 990))]), 0);
         let e = b.reserve(&facts(0, 20), 5).err().unwrap();
         assert_eq!(
@@ -391,7 +434,7 @@ mod tests {
 
     #[test]
     fn warn_budgets_never_stop_a_request_and_a_new_period_starts_from_zero() {
-        let b = Arc::new(Budgets::new(&[budget(Action::Warn, Some(10), None)]));
+        let b = Arc::new(Budgets::new(&[budget(Action::Warn, Some(10), None)], &me()));
         let r = b.reserve(&facts(50, 1), 0).unwrap();
         assert!(r.warnings.iter().any(|w| w.contains("exceeded")));
         r.settle(Some(50), 1);
@@ -403,7 +446,7 @@ mod tests {
         let mut p = budget(Action::Block, Some(100), None);
         p.scope = Scope::Project;
         p.matches = "acme/*".into();
-        let b = Arc::new(Budgets::new(&[p]));
+        let b = Arc::new(Budgets::new(&[p], &me()));
         b.reserve(&facts(90, 1), 0).unwrap().settle(Some(90), 1);
         assert!(b.reserve(&facts(20, 1), 0).is_err());
         let other = Facts { project: Some("acme/api"), target: "openai/gpt-4.1", tokens: 1, micros: Some(20) };

@@ -114,7 +114,7 @@ pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -
             let mut out = HashMap::new();
             for (i, scope, since) in queries {
                 let key = match scope {
-                    budgets::Scope::User => "''",
+                    budgets::Scope::User | budgets::Scope::Group => "''",
                     budgets::Scope::Project => "COALESCE(project, '')",
                     budgets::Scope::Model => "COALESCE(provider, '') || '/' || COALESCE(model, '')",
                 };

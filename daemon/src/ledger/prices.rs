@@ -71,7 +71,7 @@ const BUILT_IN: &[(&str, Price)] = &[
 ];
 
 /// A price as written in config: USD per million tokens, as a number or a decimal string.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceConfig {
     pub input: Decimal,
@@ -102,6 +102,22 @@ impl<'de> Deserialize<'de> for Decimal {
         parse_usd(&text)
             .map(Decimal)
             .ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not an amount of dollars (like \"2.50\")")))
+    }
+}
+
+impl schemars::JsonSchema for Decimal {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "UsdAmount".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "US dollars: a number, or a decimal string such as \"2.50\" (exact; at most six decimals)",
+            "anyOf": [
+                {"type": "number", "minimum": 0},
+                {"type": "string", "pattern": "^\\$?[0-9]+(\\.[0-9]{1,6})?$"}
+            ]
+        })
     }
 }
 

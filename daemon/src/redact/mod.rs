@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::{ChatRequest, Part};
 pub use scan::{Finding, Scanner};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Replace findings with placeholders, restore them in the answer.
@@ -39,6 +39,9 @@ pub struct RedactionConfig {
     /// Extra rule files: tollgate's format (`[[rule]]`) or gitleaks' (`[[rules]]`).
     #[serde(default)]
     pub rule_files: Vec<std::path::PathBuf>,
+    /// Regexes for values never masked, whatever rule found them.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 /// The placeholders of one request and the values they stand for.
@@ -224,7 +227,7 @@ fn snap(text: &str, mut start: usize, mut end: usize) -> (usize, usize) {
 }
 
 /// The built-in rules and the configured rule files, compiled.
-pub fn load_scanner(config: &RedactionConfig) -> Result<Scanner, rules::RuleError> {
+pub fn load_scanner(config: &RedactionConfig, extra: &[(String, String)]) -> Result<Scanner, rules::RuleError> {
     let mut all = rules::built_in();
     for path in &config.rule_files {
         let origin = path.display().to_string();
@@ -235,7 +238,21 @@ pub fn load_scanner(config: &RedactionConfig) -> Result<Scanner, rules::RuleErro
         })?;
         all.extend(rules::load_file(&text, &origin)?);
     }
-    Ok(Scanner::new(all))
+    for (origin, text) in extra {
+        all.extend(rules::load_file(text, origin)?);
+    }
+    let allow = config
+        .allow
+        .iter()
+        .map(|a| {
+            rules::compile(a).map_err(|e| rules::RuleError {
+                origin: "redaction.allow".into(),
+                id: a.clone(),
+                message: format!("bad regex: {e}"),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Scanner::new(all).with_allow(allow))
 }
 
 /// Restores the placeholders in a whole text (not inside URLs). `json`: the text is JSON (tool

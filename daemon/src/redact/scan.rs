@@ -91,6 +91,12 @@ impl Scanner {
         Self { rules, keywords, keyword_rules, always, always_re, allow, markers }
     }
 
+    /// Adds allowlist patterns: values they match are never findings.
+    pub fn with_allow(mut self, extra: Vec<Regex>) -> Self {
+        self.allow.extend(extra);
+        self
+    }
+
     pub fn rules(&self) -> &[Rule] {
         &self.rules
     }
