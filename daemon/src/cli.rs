@@ -213,9 +213,19 @@ fn config_file(cli_config: Option<&PathBuf>, paths: &Paths) -> (PathBuf, bool) {
     }
 }
 
-fn load(cli_config: Option<&PathBuf>, paths: &Paths, overrides: &Overrides) -> anyhow::Result<Loaded> {
+/// The config as a daemon would run it: under the last policy synced for its source, if any.
+fn load_with_policy(cli_config: Option<&PathBuf>, paths: &Paths, overrides: &Overrides) -> anyhow::Result<Loaded> {
     let (file, required) = config_file(cli_config, paths);
-    Ok(Loaded::load(Some(&file), required, overrides)?)
+    let mut loaded = Loaded::load_unchecked(Some(&file), required, overrides)?;
+    match saved_policy(paths, &loaded) {
+        Some(policy) => {
+            for i in crate::policy::overlay::apply(&mut loaded, &policy)? {
+                eprintln!("ignored: {i}");
+            }
+        }
+        None => loaded.check()?,
+    }
+    Ok(loaded)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -227,14 +237,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Daemon { port } => {
             let overrides = Overrides { port };
-            let loaded = load(cli.config.as_ref(), &paths, &overrides)?;
             let (file, required) = config_file(cli.config.as_ref(), &paths);
+            // Checked under the policy when the daemon starts.
+            let loaded = Loaded::load_unchecked(Some(&file), required, &overrides)?;
             let origin = crate::daemon::ConfigOrigin { file, required, overrides };
             runtime()?.block_on(crate::daemon::run(loaded, paths, origin))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Login { provider, stdin } => {
-            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             known_provider(&loaded, &provider)?;
             let key = read_key(&provider, stdin)?;
             let keychain = Keychain::open(loaded.config.keychain.backend)?;
@@ -244,7 +255,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Logout { provider } => {
-            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             let keychain = Keychain::open(loaded.config.keychain.backend)?;
             if keychain.delete(&provider)? {
                 println!("Removed the {provider} key from the {} keychain.", keychain.backend_name());
@@ -260,7 +271,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Env => {
-            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             let token = paths::load_or_create_token(&paths)?;
             let port = std::fs::read_to_string(paths.port_file())
                 .ok()
@@ -275,25 +286,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Usage { since, by, json } => {
-            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             crate::reports::usage(&paths, &loaded, since.as_deref(), by.name(), json)
         }
         Command::Budget { json } => {
-            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             crate::reports::budget(&paths, &loaded, json)
         }
         Command::Log { id, limit, json } => {
-            let loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             crate::reports::log(&paths, &loaded, id.as_deref(), limit, json)
         }
         Command::Scan { paths: files, staged, format } => {
-            let mut loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
             // The policy's rules and allowlist apply to scans too.
-            let policy = saved_policy(&paths, &loaded);
-            if let Some(p) = &policy {
-                crate::policy::overlay::apply(&mut loaded, p)?;
-            }
-            let rules = policy.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let rules = saved_policy(&paths, &loaded).map(|p| p.rules).unwrap_or_default();
             scan(&loaded, &rules, &files, staged, format)
         }
         Command::Policy { command } => policy(command, cli.config.as_ref(), &paths),
@@ -310,13 +317,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { command: ConfigCommand::Show { json } } => {
-            let mut loaded = load(cli.config.as_ref(), &paths, &Overrides::default())?;
-            // What a daemon would run on: the local config under the last synced policy.
-            if let Some(policy) = saved_policy(&paths, &loaded) {
-                for i in crate::policy::overlay::apply(&mut loaded, &policy)? {
-                    eprintln!("ignored: {i}");
-                }
-            }
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&loaded.show_json())?);
             } else {
@@ -389,7 +390,7 @@ fn policy(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> an
             let body = match daemon {
                 Ok(reply) => reply.json(),
                 Err(e) => {
-                    let loaded = load(config, paths, &Overrides::default())?;
+                    let loaded = load_with_policy(config, paths, &Overrides::default())?;
                     let snap = crate::policy::sync::saved_snapshot(paths, &loaded.config.policy.source);
                     serde_json::json!({
                         "daemon": format!("not running: {e}"),
@@ -563,7 +564,11 @@ fn notify_daemon(paths: &Paths) {
 }
 
 fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
-    let loaded = load(config, paths, &Overrides::default())?;
+    // A broken config file must not hide what the daemon (still on its previous config) says.
+    let (loaded, config_error) = match load_with_policy(config, paths, &Overrides::default()) {
+        Ok(l) => (l, None),
+        Err(e) => (Loaded::load(None, false, &Overrides::default())?, Some(format!("{e:#}"))),
+    };
     let keychain = Keychain::open(loaded.config.keychain.backend);
     let mut providers = Vec::new();
     for (name, p) in &loaded.config.providers {
@@ -587,6 +592,7 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
     if json {
         let out = serde_json::json!({
             "config_file": loaded.file,
+            "config_error": config_error,
             "keychain": keychain.as_ref().map(|k| k.backend_name()).map_err(|e| e.to_string()),
             "providers": providers,
             "daemon": daemon_json,
@@ -604,10 +610,13 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
         ),
         Err(e) => println!("daemon:   {e}"),
     }
-    println!(
-        "config:   {}",
-        loaded.file.as_ref().map_or_else(|| "embedded defaults".to_string(), |f| f.display().to_string())
-    );
+    match &config_error {
+        Some(e) => println!("config:   {e}"),
+        None => println!(
+            "config:   {}",
+            loaded.file.as_ref().map_or_else(|| "embedded defaults".to_string(), |f| f.display().to_string())
+        ),
+    }
     match &keychain {
         Ok(k) => println!("keychain: {}", k.backend_name()),
         Err(e) => println!("keychain: unavailable: {e}"),

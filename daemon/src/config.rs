@@ -295,6 +295,18 @@ impl Loaded {
     /// Loads the defaults, then `file` (when given and present), then `overrides`.
     /// `file_required` makes a missing file an error (it was named explicitly).
     pub fn load(file: Option<&Path>, file_required: bool, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let loaded = Self::load_unchecked(file, file_required, overrides)?;
+        loaded.check()?;
+        Ok(loaded)
+    }
+
+    /// Like [`Loaded::load`], without the checks that a policy may satisfy (a route naming a
+    /// provider the policy defines): [`Loaded::check`] or the policy overlay runs them.
+    pub fn load_unchecked(
+        file: Option<&Path>,
+        file_required: bool,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
         let mut merged: toml::Table = DEFAULTS.parse().expect("embedded defaults are valid TOML");
         let mut sources = BTreeMap::new();
         record_sources(&merged, "", &Source::Default, &mut sources);
@@ -329,14 +341,20 @@ impl Loaded {
         let config: Config = serde_path_to_error::deserialize(toml::Value::Table(merged.clone())).map_err(|e| {
             ConfigError::Invalid { origin: origin.clone(), path: e.path().to_string(), message: e.inner().to_string() }
         })?;
-        config.validate().map_err(|(path, message)| ConfigError::Invalid { origin, path, message })?;
         Ok(Self { config, sources, file: used_file, merged })
+    }
+
+    /// Checks what types alone cannot (routes name known providers, the host is loopback, ...).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let origin = self.file.as_ref().map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        self.config.validate().map_err(|(path, message)| ConfigError::Invalid { origin, path, message })
     }
 
     /// Replaces the config with one derived from it (the policy applied), validates it, and marks
     /// every value that changed as coming from `label`.
     pub fn replace_config(&mut self, config: Config, label: &str) -> Result<(), ConfigError> {
-        let origin = format!("policy {label}");
+        let file = self.file.as_ref().map_or_else(|| "config".to_string(), |p| p.display().to_string());
+        let origin = format!("{file} under policy {label}");
         config.validate().map_err(|(path, message)| ConfigError::Invalid { origin: origin.clone(), path, message })?;
         let merged = toml::Table::try_from(&config).map_err(|e| ConfigError::Invalid {
             origin,

@@ -39,12 +39,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Applies `policy` (when any) under `loaded`, then builds every part; any error leaves the
-    /// caller's current runtime in place.
+    /// Applies `policy` (when any) under `loaded` (from [`Loaded::load_unchecked`]) and checks the
+    /// result, then builds every part; any error leaves the caller's current runtime in place.
     pub fn build(mut loaded: Loaded, policy: Option<&Policy>, identity: Identity) -> anyhow::Result<Self> {
         let ignored = match policy {
             Some(p) => overlay::apply(&mut loaded, p)?,
-            None => Vec::new(),
+            None => {
+                loaded.check()?;
+                Vec::new()
+            }
         };
         for i in &ignored {
             tracing::warn!(setting = %i.key, "{i}");

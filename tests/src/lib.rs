@@ -2,6 +2,7 @@
 //! that starts the real `tollgate` binary in an isolated `TOLLGATE_HOME` ([`Daemon`]).
 
 pub mod fake;
+pub mod gitlab;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -176,9 +176,18 @@ impl Policy {
             snap.files.iter().filter(|(p, _)| p.starts_with("rules/")).map(|(p, t)| (p.clone(), t.clone())).collect();
         for (path, text) in &rules {
             if let Err(e) = crate::redact::rules::load_file(text, path) {
-                let line = e.id.is_empty().then_some(1).or_else(|| find_line(text, &e.id)).unwrap_or(1);
+                // TOML errors say "at line N, column M"; a rule's own error names the rule.
+                let at = toml_position(&e.message);
+                let (line, column) = at
+                    .or_else(|| (!e.id.is_empty()).then(|| find_line(text, &e.id)).flatten().map(|l| (l, 1)))
+                    .unwrap_or((1, 1));
                 let what = if e.id.is_empty() { String::new() } else { format!("rule {:?}: ", e.id) };
-                problems.push(Problem { file: path.clone(), line, column: 1, message: format!("{what}{}", e.message) });
+                let message = match at {
+                    // The TOML error's last line says what is wrong; the lines before quote the file.
+                    Some(_) => e.message.lines().last().unwrap_or_default().trim().to_string(),
+                    None => e.message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" "),
+                };
+                problems.push(Problem { file: path.clone(), line, column, message: format!("{what}{message}") });
             }
         }
         let origin = format!("policy {}@{}", snap.source, &snap.commit[..snap.commit.len().min(12)]);
@@ -319,6 +328,14 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(offset, |i| offset - i - 1) + 1;
     (line, column)
+}
+
+/// `(line, column)` from a TOML error text ("... at line 5, column 1").
+fn toml_position(message: &str) -> Option<(usize, usize)> {
+    let rest = &message[message.find("at line ")? + 8..];
+    let (line, rest) = rest.split_once(", column ")?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
 }
 
 fn find_line(text: &str, needle: &str) -> Option<usize> {

@@ -213,7 +213,7 @@ impl Control {
             let st = self.state.lock().expect("policy state");
             (st.policy.clone(), st.identity.clone())
         };
-        let built = Loaded::load(self.config_file.as_deref(), self.config_required, &self.overrides)
+        let built = Loaded::load_unchecked(self.config_file.as_deref(), self.config_required, &self.overrides)
             .map_err(|e| e.to_string())
             .and_then(|loaded| Runtime::build(loaded, policy.as_deref(), identity).map_err(|e| format!("{e:#}")));
         let mut st_err = None;
@@ -331,7 +331,7 @@ impl Control {
             }
         };
         let identity = self.state.lock().expect("policy state").identity.clone();
-        let loaded = Loaded::load(self.config_file.as_deref(), self.config_required, &self.overrides)
+        let loaded = Loaded::load_unchecked(self.config_file.as_deref(), self.config_required, &self.overrides)
             .map_err(|e| FetchError::Failed(format!("the local config is invalid, so the policy waits: {e}")))?;
         let rt = Runtime::build(loaded, Some(&policy), identity).map_err(|e| {
             FetchError::Failed(format!("policy {} does not apply: {e:#}; keeping the previous one", policy.label()))

@@ -1,0 +1,258 @@
+//! A fake of the parts of GitLab's REST API v4 that tollgate uses, serving a real git repository:
+//! a branch's head (`GET /projects/:id/repository/branches/:branch`), the tree
+//! (`/repository/tree`, paginated with `x-next-page`), raw files (`/repository/files/:path/raw`),
+//! the token's user (`/user`) and their groups (`/groups`). Tokens are checked (`PRIVATE-TOKEN`,
+//! `JOB-TOKEN`, `Authorization: Bearer`); errors are GitLab's `{"message": ...}` bodies; a script of
+//! failures (401, 404, 429 with Retry-After, 500) can be queued.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+pub struct GitlabState {
+    /// The bare repository served as the project.
+    pub repo: PathBuf,
+    /// `group/project`
+    pub project: String,
+    pub token: Mutex<String>,
+    pub username: String,
+    pub groups: Vec<String>,
+    /// Statuses the next requests get instead of their answer (429 carries Retry-After: 1).
+    pub failures: Mutex<VecDeque<u16>>,
+    /// `(path and query, auth header name)` of every request.
+    pub requests: Mutex<Vec<(String, String)>>,
+}
+
+pub struct FakeGitlab {
+    pub addr: SocketAddr,
+    pub state: Arc<GitlabState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeGitlab {
+    pub async fn start(repo: PathBuf, project: &str, token: &str, username: &str, groups: &[&str]) -> Self {
+        let state = Arc::new(GitlabState {
+            repo,
+            project: project.into(),
+            token: Mutex::new(token.into()),
+            username: username.into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            failures: Mutex::default(),
+            requests: Mutex::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake GitLab");
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/api/v4/projects/{id}/repository/branches/{branch}", get(branch))
+            .route("/api/v4/projects/{id}/repository/tree", get(tree))
+            .route("/api/v4/projects/{id}/repository/files/{path}/raw", get(raw))
+            .route("/api/v4/user", get(user))
+            .route("/api/v4/groups", get(groups_list))
+            .fallback(|| async { message(StatusCode::NOT_FOUND, "404 Not Found") })
+            .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), gate))
+            .with_state(Arc::clone(&state));
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn fail_next(&self, statuses: &[u16]) {
+        self.state.failures.lock().unwrap().extend(statuses);
+    }
+
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.state.requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeGitlab {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn message(status: StatusCode, text: &str) -> Response {
+    (status, axum::Json(json!({ "message": text }))).into_response()
+}
+
+/// Records the request, plays a scripted failure, and checks the token.
+async fn gate(
+    State(state): State<Arc<GitlabState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let headers = req.headers();
+    let presented =
+        [("private-token", ""), ("job-token", ""), ("authorization", "Bearer ")].iter().find_map(|(h, p)| {
+            let v = headers.get(*h)?.to_str().ok()?;
+            Some((h.to_string(), v.strip_prefix(p)?.to_string()))
+        });
+    let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    state.requests.lock().unwrap().push((uri, presented.as_ref().map(|p| p.0.clone()).unwrap_or_default()));
+    if let Some(status) = state.failures.lock().unwrap().pop_front() {
+        let status = StatusCode::from_u16(status).unwrap();
+        let mut resp = message(status, &format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert("retry-after", "1".parse().unwrap());
+        }
+        return resp;
+    }
+    let expected = state.token.lock().unwrap().clone();
+    match presented {
+        Some((_, token)) if token == expected => next.run(req).await,
+        _ => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
+    }
+}
+
+fn git(state: &GitlabState, args: &[&str]) -> Option<Vec<u8>> {
+    let out = Command::new("git").arg("-C").arg(&state.repo).args(args).output().ok()?;
+    out.status.success().then_some(out.stdout)
+}
+
+fn project_known(state: &GitlabState, id: &str) -> Result<(), Response> {
+    if id == state.project { Ok(()) } else { Err(message(StatusCode::NOT_FOUND, "404 Project Not Found")) }
+}
+
+async fn branch(State(state): State<Arc<GitlabState>>, Path((id, name)): Path<(String, String)>) -> Response {
+    if let Err(r) = project_known(&state, &id) {
+        return r;
+    }
+    let Some(sha) = git(&state, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")]) else {
+        return message(StatusCode::NOT_FOUND, "404 Branch Not Found");
+    };
+    let sha = String::from_utf8_lossy(&sha).trim().to_string();
+    axum::Json(json!({
+        "name": name,
+        "merged": false,
+        "protected": true,
+        "default": name == "main",
+        "developers_can_push": false,
+        "developers_can_merge": false,
+        "can_push": false,
+        "web_url": format!("https://gitlab.example.com/{}/-/tree/{name}", state.project),
+        "commit": {
+            "id": sha,
+            "short_id": &sha[..8],
+            "title": "policy",
+            "parent_ids": [],
+        }
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct TreeQuery {
+    #[serde(rename = "ref")]
+    reference: String,
+    recursive: Option<bool>,
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+async fn tree(State(state): State<Arc<GitlabState>>, Path(id): Path<String>, Query(q): Query<TreeQuery>) -> Response {
+    if let Err(r) = project_known(&state, &id) {
+        return r;
+    }
+    let mut args = vec!["ls-tree", "-z"];
+    if q.recursive.unwrap_or(false) {
+        args.extend(["-r", "-t"]);
+    }
+    args.push(&q.reference);
+    let Some(out) = git(&state, &args) else {
+        return message(StatusCode::NOT_FOUND, "404 Tree Not Found");
+    };
+    let entries: Vec<Value> = out
+        .split(|b| *b == 0)
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| {
+            let l = std::str::from_utf8(l).ok()?;
+            let (meta, path) = l.split_once('\t')?;
+            let mut m = meta.split(' ');
+            let (mode, kind, id) = (m.next()?, m.next()?, m.next()?);
+            let name = path.rsplit('/').next().unwrap_or(path);
+            Some(json!({"id": id, "name": name, "type": kind, "path": path, "mode": mode}))
+        })
+        .collect();
+    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    let pages = entries.len().div_ceil(per_page).max(1);
+    let slice: Vec<Value> = entries.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+    let mut resp = axum::Json(slice).into_response();
+    let h = resp.headers_mut();
+    h.insert("x-page", page.to_string().parse().unwrap());
+    h.insert("x-per-page", per_page.to_string().parse().unwrap());
+    h.insert("x-total", entries.len().to_string().parse().unwrap());
+    h.insert("x-total-pages", pages.to_string().parse().unwrap());
+    h.insert("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() }.parse().unwrap());
+    resp
+}
+
+#[derive(serde::Deserialize)]
+struct RefQuery {
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+async fn raw(
+    State(state): State<Arc<GitlabState>>,
+    Path((id, path)): Path<(String, String)>,
+    Query(q): Query<RefQuery>,
+) -> Response {
+    if let Err(r) = project_known(&state, &id) {
+        return r;
+    }
+    match git(&state, &["cat-file", "blob", &format!("{}:{path}", q.reference)]) {
+        Some(bytes) => ([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
+        None => message(StatusCode::NOT_FOUND, "404 File Not Found"),
+    }
+}
+
+async fn user(State(state): State<Arc<GitlabState>>) -> Response {
+    axum::Json(json!({
+        "id": 42,
+        "username": state.username,
+        "name": "Test User",
+        "state": "active",
+        "web_url": format!("https://gitlab.example.com/{}", state.username),
+    }))
+    .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct PageQuery {
+    per_page: Option<usize>,
+    page: Option<usize>,
+}
+
+async fn groups_list(State(state): State<Arc<GitlabState>>, Query(q): Query<PageQuery>, _h: HeaderMap) -> Response {
+    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    let all: Vec<Value> = state
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            json!({"id": 100 + i, "name": g.rsplit('/').next(), "path": g.rsplit('/').next(), "full_path": g, "full_name": g})
+        })
+        .collect();
+    let pages = all.len().div_ceil(per_page).max(1);
+    let slice: Vec<Value> = all.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+    let mut resp = axum::Json(slice).into_response();
+    resp.headers_mut()
+        .insert("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() }.parse().unwrap());
+    resp
+}
