@@ -94,7 +94,7 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
         Control::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
     control.start();
     tokio::spawn(housekeeping(store, Arc::clone(&gateway)));
-    let state = Arc::new(AppState { gateway, control, token, started });
+    let state = Arc::new(AppState { gateway, control, token, started, projects: Default::default() });
     let app = api::router(state);
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);

@@ -2,6 +2,10 @@
 //! groups when a GitLab instance is known (read with the user's token, refreshed with the policy),
 //! `GITLAB_USER_LOGIN` inside a GitLab CI job, the OS user otherwise.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,24 +51,63 @@ pub fn project_from_remote(url: &str) -> Option<String> {
     (path.contains('/') && !path.split('/').any(str::is_empty)).then(|| path.to_string())
 }
 
-/// The project of the repository containing `dir`, from its `origin` remote (or its first remote).
-pub fn project_of_dir(dir: &std::path::Path) -> Option<String> {
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+/// The project of the repository containing `dir`, from its `origin` remote (or its first
+/// remote). Reads the repository's config file directly: no git process runs in a directory a
+/// caller names.
+pub fn project_of_dir(dir: &Path) -> Option<String> {
+    let config = std::fs::read_to_string(git_config_path(dir)?).ok()?;
+    let mut remotes: Vec<(String, String)> = Vec::new();
+    let mut section: Option<String> = None;
+    for line in config.lines().map(str::trim) {
+        if let Some(head) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = head
+                .strip_prefix("remote")
+                .map(|r| r.trim().trim_matches('"').to_string())
+                .filter(|name| !name.is_empty());
+        } else if let (Some(name), Some((key, value))) = (&section, line.split_once('=')) {
+            if key.trim().eq_ignore_ascii_case("url") {
+                remotes.push((name.clone(), value.trim().trim_matches('"').to_string()));
+            }
+        }
+    }
+    let url = remotes.iter().find(|(n, _)| n == "origin").or(remotes.first())?;
+    project_from_remote(&url.1)
+}
+
+/// `.git/config` of the repository containing `dir` (worktrees and submodules included).
+fn git_config_path(dir: &Path) -> Option<PathBuf> {
+    let dot_git = dir.ancestors().map(|d| d.join(".git")).find(|p| p.exists())?;
+    if dot_git.is_dir() {
+        return Some(dot_git.join("config"));
+    }
+    // A `.git` file: `gitdir: PATH`; a worktree's gitdir names its common dir in `commondir`.
+    let text = std::fs::read_to_string(&dot_git).ok()?;
+    let gitdir = dot_git.parent()?.join(text.trim().strip_prefix("gitdir:")?.trim());
+    let common = match std::fs::read_to_string(gitdir.join("commondir")) {
+        Ok(c) => gitdir.join(c.trim()),
+        Err(_) => gitdir,
     };
-    let remote = git(&["remote", "get-url", "origin"]).or_else(|| {
-        let first = git(&["remote"])?.lines().next()?.to_string();
-        git(&["remote", "get-url", &first])
-    })?;
-    project_from_remote(&remote)
+    Some(common.join("config"))
+}
+
+/// Projects of the directories callers name (`x-tollgate-repo`), remembered.
+#[derive(Default)]
+pub struct Projects(Mutex<HashMap<PathBuf, Option<String>>>);
+
+impl Projects {
+    pub async fn of_dir(&self, dir: PathBuf) -> Option<String> {
+        if let Some(hit) = self.0.lock().expect("projects lock").get(&dir) {
+            return hit.clone();
+        }
+        let d = dir.clone();
+        let project = tokio::task::spawn_blocking(move || project_of_dir(&d)).await.ok().flatten();
+        let mut known = self.0.lock().expect("projects lock");
+        if known.len() >= 1024 {
+            known.clear();
+        }
+        known.insert(dir, project.clone());
+        project
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +128,31 @@ mod tests {
         ] {
             assert_eq!(project_from_remote(url).as_deref(), want, "{url}");
         }
+    }
+
+    #[test]
+    fn the_project_of_a_directory_comes_from_its_origin_remote() {
+        let repo = tempfile::tempdir().unwrap();
+        let git = repo.path().join(".git");
+        std::fs::create_dir_all(&git).unwrap();
+        std::fs::write(
+            git.join("config"),
+            "[core]\n\tbare = false\n[remote \"upstream\"]\n\turl = git@gitlab.example.com:other/fork.git\n\
+             [remote \"origin\"]\n\turl = https://gitlab.example.com/acme/platform/api.git\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n",
+        )
+        .unwrap();
+        let sub = repo.path().join("src/deep");
+        std::fs::create_dir_all(&sub).unwrap();
+        assert_eq!(project_of_dir(&sub).as_deref(), Some("acme/platform/api"));
+
+        // A worktree: `.git` is a file naming its gitdir, whose commondir holds the config.
+        let wt = tempfile::tempdir().unwrap();
+        let wt_gitdir = git.join("worktrees/wt");
+        std::fs::create_dir_all(&wt_gitdir).unwrap();
+        std::fs::write(wt_gitdir.join("commondir"), "../..\n").unwrap();
+        std::fs::write(wt.path().join(".git"), format!("gitdir: {}\n", wt_gitdir.display())).unwrap();
+        assert_eq!(project_of_dir(wt.path()).as_deref(), Some("acme/platform/api"));
+
+        assert_eq!(project_of_dir(tempfile::tempdir().unwrap().path()), None);
     }
 }

@@ -424,6 +424,17 @@ async fn local_config_and_a_directory_policy_reload_without_restart_and_the_poli
     assert_eq!(resp.status(), 200);
     let sent = fake.requests().last().unwrap().body.to_string();
     assert!(!sent.contains(secret), "redaction stayed on under the policy: {sent}");
+
+    // The caller names its repository; the project comes from the repository's git remote.
+    let repo = tempfile::tempdir().unwrap();
+    run_git(repo.path(), &["init", "--quiet"]);
+    run_git(repo.path(), &["remote", "add", "origin", "git@gitlab.example.com:acme/web/shop.git"]);
+    let sub = repo.path().join("src");
+    std::fs::create_dir(&sub).unwrap();
+    let resp = chat(&d, "team", &[("x-tollgate-repo", sub.to_str().unwrap())]).await;
+    assert_eq!(resp.status(), 200);
+    let log: Value = d.client().get(d.url("/v1/log")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log["calls"][0]["project"], "acme/web/shop", "{log:#}");
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct AppState {
     pub control: Arc<crate::policy::sync::Control>,
     pub token: String,
     pub started: std::time::Instant,
+    /// Projects of the repositories callers name (`x-tollgate-repo`).
+    pub projects: crate::identity::Projects,
 }
 
 pub type State = Arc<AppState>;
@@ -274,7 +276,13 @@ pub async fn serve_chat<S>(
 where
     S: futures_util::Stream<Item = Bytes> + Send + 'static,
 {
-    let ctx = context(entry, headers, received);
+    let mut ctx = context(entry, headers, received);
+    if ctx.project.is_none() {
+        // The caller's repository: its project comes from the git remote.
+        if let Some(dir) = headers.get("x-tollgate-repo").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {
+            ctx.project = state.projects.of_dir(dir.into()).await;
+        }
+    }
     let streamed = req.stream;
     let served = match state.gateway.handle(req, &ctx).await {
         Ok(s) => s,
