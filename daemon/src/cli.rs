@@ -104,6 +104,85 @@ pub enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Review a change with the model: findings on the changed lines, like compiler diagnostics.
+    /// Exit status 1 when a finding reaches the blocking severity, 2 when the review failed.
+    Review {
+        /// A range: A..B, A...B (from their merge base), or A (A..HEAD) [default: the staged changes]
+        range: Option<String>,
+        /// The staged changes
+        #[arg(long, conflicts_with_all = ["range", "mr"])]
+        staged: bool,
+        /// In a GitLab merge request pipeline: the merge request's change, with the gateway in
+        /// this process (credentials from CI variables)
+        #[arg(long, conflicts_with = "range")]
+        mr: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::review::command::Format,
+        /// Write the report to this file (the findings are still printed as text)
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Chunks reviewed at once
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Exit 1 at this severity or above [default: review.block_severity]
+        #[arg(long, value_enum)]
+        fail_on: Option<SeverityArg>,
+        /// Run the gateway in this process even when a daemon runs
+        #[arg(long)]
+        in_process: bool,
+        /// Post one merge request discussion per finding (updated, not duplicated, on a re-run;
+        /// resolved when its finding is gone). Needs TOLLGATE_GITLAB_API_KEY with api scope.
+        #[arg(long, requires = "mr")]
+        post_discussions: bool,
+    },
+    /// Explain a file or some of its lines (FILE or FILE:10-40).
+    Explain {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write unit tests for a file or some of its lines (FILE or FILE:10-40).
+    Tests {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write documentation comments for a file or some of its lines (FILE or FILE:10-40).
+    Docs {
+        target: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A commit message for the staged change.
+    CommitMessage {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run by the pre-push hook: git's remote name and URL as arguments, the pushed refs on stdin.
+    #[command(hide = true)]
+    HookPrePush { remote: String, url: Option<String> },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SeverityArg {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<SeverityArg> for crate::config::Severity {
+    fn from(s: SeverityArg) -> Self {
+        use crate::config::Severity as S;
+        match s {
+            SeverityArg::Info => S::Info,
+            SeverityArg::Low => S::Low,
+            SeverityArg::Medium => S::Medium,
+            SeverityArg::High => S::High,
+            SeverityArg::Critical => S::Critical,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,11 +225,16 @@ pub enum HooksCommand {
         /// A pre-commit hook that runs `tollgate scan --staged`
         #[arg(long)]
         pre_commit: bool,
+        /// A pre-push hook that reviews the pushed commits and blocks on serious findings
+        #[arg(long)]
+        pre_push: bool,
     },
     /// Remove tollgate's hooks (a hook they chained is put back).
     Uninstall {
         #[arg(long)]
         pre_commit: bool,
+        #[arg(long)]
+        pre_push: bool,
     },
 }
 
@@ -304,16 +388,53 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             scan(&loaded, &rules, &files, staged, format)
         }
         Command::Policy { command } => policy(command, cli.config.as_ref(), &paths),
+        Command::Review { range, staged, mr, format, output, concurrency, fail_on, in_process, post_discussions } => {
+            use crate::review::{Target, command};
+            let target = match (range, staged, mr) {
+                (_, _, true) => {
+                    let base = std::env::var("CI_MERGE_REQUEST_DIFF_BASE_SHA").ok().filter(|v| !v.is_empty()).context(
+                        "--mr reviews a merge request in its pipeline: CI_MERGE_REQUEST_DIFF_BASE_SHA is not set here (give a range instead)",
+                    )?;
+                    Target::Range(format!("{base}..HEAD"))
+                }
+                (Some(r), _, _) => Target::Range(r),
+                (None, _, _) => Target::Staged,
+            };
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let args = command::ReviewArgs {
+                target,
+                format,
+                output,
+                concurrency,
+                fail_on: fail_on.map(Into::into),
+                in_process: in_process || mr,
+                post_discussions,
+            };
+            runtime()?.block_on(command::review(&paths, loaded, args))
+        }
+        Command::Explain { target, json } => {
+            prompt_command(cli.config.as_ref(), &paths, "explain", Some(&target), json)
+        }
+        Command::Tests { target, json } => prompt_command(cli.config.as_ref(), &paths, "tests", Some(&target), json),
+        Command::Docs { target, json } => prompt_command(cli.config.as_ref(), &paths, "docs", Some(&target), json),
+        Command::CommitMessage { json } => prompt_command(cli.config.as_ref(), &paths, "commit-message", None, json),
+        Command::HookPrePush { remote, url: _ } => {
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            runtime()?.block_on(crate::review::command::pre_push(&paths, loaded, &remote))
+        }
         Command::Hooks { command } => {
             let cwd = std::env::current_dir()?;
-            let (install, pre_commit) = match command {
-                HooksCommand::Install { pre_commit } => (true, pre_commit),
-                HooksCommand::Uninstall { pre_commit } => (false, pre_commit),
+            let (install, pre_commit, pre_push) = match command {
+                HooksCommand::Install { pre_commit, pre_push } => (true, pre_commit, pre_push),
+                HooksCommand::Uninstall { pre_commit, pre_push } => (false, pre_commit, pre_push),
             };
-            anyhow::ensure!(pre_commit, "say which hook: --pre-commit");
-            let hook = crate::hooks::Hook::PreCommit;
-            let msg = if install { crate::hooks::install(&cwd, hook)? } else { crate::hooks::uninstall(&cwd, hook)? };
-            println!("{msg}");
+            anyhow::ensure!(pre_commit || pre_push, "say which hook: --pre-commit, --pre-push, or both");
+            let hooks = [(pre_commit, crate::hooks::Hook::PreCommit), (pre_push, crate::hooks::Hook::PrePush)];
+            for (_, hook) in hooks.into_iter().filter(|(on, _)| *on) {
+                let msg =
+                    if install { crate::hooks::install(&cwd, hook)? } else { crate::hooks::uninstall(&cwd, hook)? };
+                println!("{msg}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { command: ConfigCommand::Show { json } } => {
@@ -326,6 +447,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn prompt_command(
+    config: Option<&PathBuf>,
+    paths: &Paths,
+    name: &str,
+    target: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let loaded = load_with_policy(config, paths, &Overrides::default())?;
+    runtime()?.block_on(crate::review::command::prompt(paths, loaded, name, target, json))
 }
 
 /// The last good policy synced for this config's source, if any.

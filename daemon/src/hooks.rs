@@ -14,18 +14,22 @@ const CHAINED_SUFFIX: &str = ".tollgate-chained";
 #[derive(Debug, Clone, Copy)]
 pub enum Hook {
     PreCommit,
+    PrePush,
 }
 
 impl Hook {
     fn name(self) -> &'static str {
         match self {
             Hook::PreCommit => "pre-commit",
+            Hook::PrePush => "pre-push",
         }
     }
 
     fn command(self) -> &'static str {
         match self {
             Hook::PreCommit => "scan --staged",
+            // git passes the remote's name and URL, and the pushed refs on stdin.
+            Hook::PrePush => "hook-pre-push \"$@\"",
         }
     }
 }
@@ -49,13 +53,19 @@ pub fn hooks_dir(repo: &Path) -> anyhow::Result<PathBuf> {
 
 fn script(hook: Hook, tollgate: &Path) -> String {
     let name = hook.name();
+    // A hook that reads stdin (pre-push) gets it once: keep it for the chained hook and for us.
+    let (keep, feed) = match hook {
+        Hook::PrePush => ("input=\"$(cat)\"\n", "printf '%s\\n' \"$input\" | "),
+        Hook::PreCommit => ("", ""),
+    };
     format!(
         "#!/bin/sh\n{MARK}: `tollgate hooks uninstall --{name}` removes it.\n\
+         {keep}\
          chained=\"$(dirname \"$0\")/{name}{CHAINED_SUFFIX}\"\n\
-         if [ -x \"$chained\" ]; then \"$chained\" \"$@\" || exit $?; fi\n\
+         if [ -x \"$chained\" ]; then {feed}\"$chained\" \"$@\" || exit $?; fi\n\
          tollgate='{}'\n\
          [ -x \"$tollgate\" ] || tollgate=tollgate\n\
-         exec \"$tollgate\" {}\n",
+         {feed}exec \"$tollgate\" {}\n",
         tollgate.display(),
         hook.command()
     )

@@ -3,7 +3,9 @@
 //! (`/repository/tree`, paginated with `x-next-page`), raw files (`/repository/files/:path/raw`),
 //! the token's user (`/user`) and their groups (`/groups`). Tokens are checked (`PRIVATE-TOKEN`,
 //! `JOB-TOKEN`, `Authorization: Bearer`); errors are GitLab's `{"message": ...}` bodies; a script of
-//! failures (401, 404, 429 with Retry-After, 500) can be queued.
+//! failures (401, 404, 429 with Retry-After, 500) can be queued. Merge request `1` of the project
+//! has `diff_refs` and discussions: list (paginated), create (with a diff position), update a
+//! note, resolve or reopen.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -30,6 +32,27 @@ pub struct GitlabState {
     pub failures: Mutex<VecDeque<u16>>,
     /// `(path and query, auth header name)` of every request.
     pub requests: Mutex<Vec<(String, String)>>,
+    /// Merge request 1's `diff_refs`: (base, start, head).
+    pub diff_refs: Mutex<(String, String, String)>,
+    pub discussions: Mutex<Vec<Discussion>>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Discussion {
+    pub id: String,
+    pub individual_note: bool,
+    pub notes: Vec<Note>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Note {
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub body: String,
+    pub resolvable: bool,
+    pub resolved: bool,
+    pub position: Value,
 }
 
 pub struct FakeGitlab {
@@ -48,6 +71,8 @@ impl FakeGitlab {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             failures: Mutex::default(),
             requests: Mutex::default(),
+            diff_refs: Mutex::default(),
+            discussions: Mutex::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the fake GitLab");
         let addr = listener.local_addr().unwrap();
@@ -57,6 +82,19 @@ impl FakeGitlab {
             .route("/api/v4/projects/{id}/repository/files/{path}/raw", get(raw))
             .route("/api/v4/user", get(user))
             .route("/api/v4/groups", get(groups_list))
+            .route("/api/v4/projects/{id}/merge_requests/{iid}", get(merge_request))
+            .route(
+                "/api/v4/projects/{id}/merge_requests/{iid}/discussions",
+                get(list_discussions).post(create_discussion),
+            )
+            .route(
+                "/api/v4/projects/{id}/merge_requests/{iid}/discussions/{did}",
+                axum::routing::put(resolve_discussion),
+            )
+            .route(
+                "/api/v4/projects/{id}/merge_requests/{iid}/discussions/{did}/notes/{nid}",
+                axum::routing::put(update_note),
+            )
             .fallback(|| async { message(StatusCode::NOT_FOUND, "404 Not Found") })
             .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), gate))
             .with_state(Arc::clone(&state));
@@ -255,4 +293,128 @@ async fn groups_list(State(state): State<Arc<GitlabState>>, Query(q): Query<Page
     resp.headers_mut()
         .insert("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() }.parse().unwrap());
     resp
+}
+
+fn mr_known(state: &GitlabState, id: &str, iid: u64) -> Result<(), Response> {
+    project_known(state, id)?;
+    if iid == 1 { Ok(()) } else { Err(message(StatusCode::NOT_FOUND, "404 Not found")) }
+}
+
+async fn merge_request(State(state): State<Arc<GitlabState>>, Path((id, iid)): Path<(String, u64)>) -> Response {
+    if let Err(r) = mr_known(&state, &id, iid) {
+        return r;
+    }
+    let (base, start, head) = state.diff_refs.lock().unwrap().clone();
+    axum::Json(json!({
+        "id": 1001, "iid": iid, "project_id": 7, "title": "A change", "state": "opened",
+        "sha": head, "diff_refs": {"base_sha": base, "head_sha": head, "start_sha": start},
+    }))
+    .into_response()
+}
+
+async fn list_discussions(
+    State(state): State<Arc<GitlabState>>,
+    Path((id, iid)): Path<(String, u64)>,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    if let Err(r) = mr_known(&state, &id, iid) {
+        return r;
+    }
+    let all = state.discussions.lock().unwrap().clone();
+    let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
+    let page = q.page.unwrap_or(1).max(1);
+    let pages = all.len().div_ceil(per_page).max(1);
+    let slice: Vec<&Discussion> = all.iter().skip((page - 1) * per_page).take(per_page).collect();
+    let mut resp = axum::Json(slice).into_response();
+    resp.headers_mut()
+        .insert("x-next-page", if page < pages { (page + 1).to_string() } else { String::new() }.parse().unwrap());
+    resp
+}
+
+async fn create_discussion(
+    State(state): State<Arc<GitlabState>>,
+    Path((id, iid)): Path<(String, u64)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Err(r) = mr_known(&state, &id, iid) {
+        return r;
+    }
+    let Some(text) = body["body"].as_str() else {
+        return message(StatusCode::BAD_REQUEST, "400 Bad request - body is missing");
+    };
+    let position = body["position"].clone();
+    if !position.is_null() {
+        let refs = state.diff_refs.lock().unwrap().clone();
+        let ok = position["position_type"] == "text"
+            && position["base_sha"] == refs.0
+            && position["start_sha"] == refs.1
+            && position["head_sha"] == refs.2
+            && position["new_path"].is_string()
+            && position["new_line"].as_u64().is_some();
+        if !ok {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "400 Bad request - Note {:line_code=>[\"can't be blank\", \"must be a valid line code\"]}",
+            );
+        }
+    }
+    let mut all = state.discussions.lock().unwrap();
+    let n = all.len() as u64 + 1;
+    let d = Discussion {
+        id: format!("{n:040x}"),
+        individual_note: false,
+        notes: vec![Note {
+            id: 500 + n,
+            kind: "DiffNote",
+            body: text.into(),
+            resolvable: true,
+            resolved: false,
+            position,
+        }],
+    };
+    all.push(d.clone());
+    (StatusCode::CREATED, axum::Json(d)).into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct ResolveQuery {
+    resolved: bool,
+}
+
+async fn resolve_discussion(
+    State(state): State<Arc<GitlabState>>,
+    Path((id, iid, did)): Path<(String, u64, String)>,
+    Query(q): Query<ResolveQuery>,
+) -> Response {
+    if let Err(r) = mr_known(&state, &id, iid) {
+        return r;
+    }
+    let mut all = state.discussions.lock().unwrap();
+    match all.iter_mut().find(|d| d.id == did) {
+        Some(d) => {
+            d.notes.iter_mut().for_each(|n| n.resolved = q.resolved);
+            axum::Json(d.clone()).into_response()
+        }
+        None => message(StatusCode::NOT_FOUND, "404 Discussion Not Found"),
+    }
+}
+
+async fn update_note(
+    State(state): State<Arc<GitlabState>>,
+    Path((id, iid, did, nid)): Path<(String, u64, String, u64)>,
+    axum::Json(body): axum::Json<Value>,
+) -> Response {
+    if let Err(r) = mr_known(&state, &id, iid) {
+        return r;
+    }
+    let mut all = state.discussions.lock().unwrap();
+    let note = all.iter_mut().find(|d| d.id == did).and_then(|d| d.notes.iter_mut().find(|n| n.id == nid));
+    match (note, body["body"].as_str()) {
+        (Some(n), Some(text)) => {
+            n.body = text.into();
+            axum::Json(n.clone()).into_response()
+        }
+        (None, _) => message(StatusCode::NOT_FOUND, "404 Note Not Found"),
+        (_, None) => message(StatusCode::BAD_REQUEST, "400 Bad request - body is missing"),
+    }
 }

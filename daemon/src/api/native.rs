@@ -89,6 +89,41 @@ pub async fn prompts(State(state): State<super::State>) -> Response {
     axum::Json(json!({"prompts": list})).into_response()
 }
 
+/// Runs a prompt template (`POST /v1/prompts/{name}`): `{"variables": {...}}` in, the answer, the
+/// prompt's version and who served it out.
+pub async fn run_prompt(
+    State(state): State<super::State>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let received = std::time::Instant::now();
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
+    let call: crate::tasks::PromptCall = match super::read_json(body, &headers, limit, Format::Openai).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, &headers, received);
+    if !headers.contains_key("x-tollgate-task") {
+        ctx.task = name.clone();
+    }
+    ctx.path = call.path.clone().or(ctx.path);
+    ctx.project = call.project.clone().or(ctx.project);
+    if ctx.project.is_none() {
+        if let Some(repo) = call.repo.clone() {
+            ctx.project = state.projects.of_dir(repo.into()).await;
+        }
+    }
+    match crate::tasks::run(&state.gateway, &name, call, &ctx).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(crate::tasks::TaskError::Gateway(e)) => ApiError::from_gateway(&e, Format::Openai).into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            ApiError::new(status, Format::Openai, e.to_string()).into_response()
+        }
+    }
+}
+
 /// Forgets cached credentials, so that a `tollgate login` takes effect at once.
 pub async fn reload_credentials(State(state): State<super::State>) -> Response {
     state.gateway.credentials.forget();

@@ -164,7 +164,7 @@ pub struct Gitlab<'a> {
 }
 
 /// Percent-encodes a project path or file path for a URL path segment.
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -1,0 +1,126 @@
+//! Prompt-encapsulated tasks: a named, versioned template from [`crate::prompts`] filled with the
+//! caller's variables and sent through the one pipeline. `POST /v1/prompts/{name}` serves them;
+//! `tollgate review|explain|tests|docs|commit-message` call them over the socket, or in-process
+//! inside a CI job.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ChatRequest, Message, ResponseFormat, Role, Usage};
+use crate::pipeline::{Answer, Gateway, GatewayError, RequestContext};
+
+/// What a caller sends to run a prompt.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptCall {
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// A route alias or `provider/model` instead of the prompt's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// The project (`group/project`), or a directory of its repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<String>,
+    /// The file the call is about, relative to its repository (for routing rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// An earlier answer that could not be used, and why: the model sees both and answers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Repair {
+    pub answer: String,
+    pub error: String,
+}
+
+/// A prompt's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PromptAnswer {
+    pub text: String,
+    pub prompt: String,
+    pub version: u32,
+    /// `provider/model` that answered.
+    pub model: String,
+    pub cache_hit: bool,
+    pub usage: Usage,
+    pub request_id: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    #[error("no prompt named {name:?} (known: {known})")]
+    Unknown { name: String, known: String },
+    #[error("{0}")]
+    Variables(String),
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+}
+
+impl TaskError {
+    pub fn status(&self) -> u16 {
+        match self {
+            TaskError::Unknown { .. } => 404,
+            TaskError::Variables(_) => 400,
+            TaskError::Gateway(e) => e.status(),
+        }
+    }
+}
+
+/// Asks for the same JSON again, quoting what was wrong with the last answer.
+fn repair_message(error: &str) -> String {
+    format!(
+        "Your answer could not be used: {error}. Answer again with only the JSON object the \
+         instructions describe, nothing before or after it."
+    )
+}
+
+/// Runs prompt `name` through the pipeline. `ctx.task` should be the prompt's name.
+pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContext) -> Result<PromptAnswer, TaskError> {
+    let rt = gw.runtime();
+    let prompt = rt.prompts.get(name).ok_or_else(|| TaskError::Unknown {
+        name: name.into(),
+        known: rt.prompts.all().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
+    })?;
+    let (system, user) = prompt.render(&call.variables).map_err(TaskError::Variables)?;
+    let mut messages = Vec::new();
+    if let Some(system) = system {
+        messages.push(Message::text(Role::System, system));
+    }
+    messages.push(Message::text(Role::User, user));
+    if let Some(r) = &call.repair {
+        messages.push(Message::text(Role::Assistant, r.answer.clone()));
+        messages.push(Message::text(Role::User, repair_message(&r.error)));
+    }
+    let wants_json = prompt.system.as_deref().is_some_and(|s| s.contains("JSON object"));
+    let req = ChatRequest {
+        model: call.model.clone().unwrap_or_else(|| prompt.model.clone()),
+        messages,
+        max_tokens: prompt.max_tokens,
+        temperature: prompt.temperature,
+        response_format: wants_json.then_some(ResponseFormat::JsonObject),
+        ..Default::default()
+    };
+    let (prompt_name, version) = (prompt.name.clone(), prompt.version);
+    drop(rt);
+    let served = gw.handle(req, ctx).await?;
+    let model = served.target.to_string();
+    let response = match served.answer {
+        Answer::Complete(r) => r,
+        Answer::Stream(_) => unreachable!("prompt calls are not streamed"),
+    };
+    Ok(PromptAnswer {
+        text: response.text(),
+        prompt: prompt_name,
+        version,
+        model,
+        cache_hit: served.cache_hit,
+        usage: response.usage,
+        request_id: ctx.request_id.clone(),
+    })
+}
