@@ -410,21 +410,33 @@ impl Control {
     /// [`DEBOUNCE`].
     fn watch(self: Arc<Self>, paths: Vec<PathBuf>) -> notify::Result<()> {
         use notify::{RecursiveMode, Watcher};
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<PathBuf>();
+        #[derive(Clone, Copy, PartialEq)]
+        enum Changed {
+            Config,
+            Policy,
+        }
+        let config_file = self.config_file.clone();
+        let config_name = config_file.as_ref().and_then(|f| f.file_name().map(|n| n.to_os_string()));
+        let policy_dirs: Vec<PathBuf> = match &self.source {
+            Some(PolicySource::Dir(d)) => vec![d.clone(), d.canonicalize().unwrap_or_else(|_| d.clone())],
+            _ => Vec::new(),
+        };
+        // Classified here, on the watcher's thread: the config file's directory may also hold
+        // the database (TOLLGATE_HOME), whose writes must cost the daemon nothing.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Changed>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if let Ok(event) = event {
-                if !matches!(event.kind, notify::EventKind::Access(_)) {
-                    for p in event.paths {
-                        let _ = tx.send(p);
-                    }
+            let Ok(event) = event else { return };
+            if matches!(event.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            for p in &event.paths {
+                if policy_dirs.iter().any(|d| p.starts_with(d)) {
+                    let _ = tx.send(Changed::Policy);
+                } else if config_name.is_some() && p.file_name() == config_name.as_deref() {
+                    let _ = tx.send(Changed::Config);
                 }
             }
         })?;
-        let config_file = self.config_file.clone();
-        let policy_dir = match &self.source {
-            Some(PolicySource::Dir(d)) => Some(d.canonicalize().unwrap_or_else(|_| d.clone())),
-            _ => None,
-        };
         for p in &paths {
             // A file is watched through its directory: editors replace files by renaming.
             let (target, mode) = if Some(p) == config_file.as_ref() {
@@ -436,7 +448,6 @@ impl Control {
                 tracing::warn!(path = %target.display(), error = %e, "cannot watch for changes");
             }
         }
-        let config_name = config_file.as_ref().and_then(|f| f.file_name().map(|n| n.to_os_string()));
         tokio::spawn(async move {
             let _watcher = watcher; // lives as long as this task
             while let Some(first) = rx.recv().await {
@@ -446,20 +457,13 @@ impl Control {
                 loop {
                     tokio::select! {
                         () = &mut deadline => break,
-                        p = rx.recv() => match p { Some(p) => changed.push(p), None => return },
+                        c = rx.recv() => match c { Some(c) => changed.push(c), None => return },
                     }
                 }
-                let config_changed =
-                    changed.iter().any(|p| config_name.is_some() && p.file_name() == config_name.as_deref());
-                let policy_changed = policy_dir.as_ref().is_some_and(|d| {
-                    changed
-                        .iter()
-                        .any(|p| p.canonicalize().unwrap_or_else(|_| p.clone()).starts_with(d) || p.starts_with(d))
-                });
-                if config_changed {
+                if changed.contains(&Changed::Config) {
                     let _ = self.reload("the config file changed").await;
                 }
-                if policy_changed {
+                if changed.contains(&Changed::Policy) {
                     self.wake.notify_one();
                 }
             }

@@ -7,7 +7,9 @@
 //! - the daemon's resident memory at idle, before and after the load.
 //!
 //! `--scenario cache` measures answers served from the response cache instead; `--scenario
-//! db-size` writes 100,000 ledger rows through the ledger code and reports the database's size.
+//! db-size` writes 100,000 ledger rows through the ledger code and reports the database's size;
+//! `--scenario review` times `tollgate review` of a 2,000-line diff (20 files of 100 lines) with a
+//! provider that takes `--provider-delay-ms` (default 500) per call, at several concurrency limits.
 //!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
@@ -27,7 +29,7 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, db-size, scan, or redact
+    /// overhead, cache, db-size, scan, redact, or review
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
@@ -231,6 +233,76 @@ fn redact() {
     }
 }
 
+/// Wall time of `tollgate review` over a 2,000-line diff at concurrency 1..16.
+async fn review(delay_ms: u64) {
+    let fake = FakeProvider::start().await;
+    fake.script((0..10_000).map(|_| tollgate_tests::fake::Behaviour {
+        delay_ms,
+        text: Some("{\"findings\": []}".into()),
+        ..Default::default()
+    }));
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        format!(
+            "[keychain]\nbackend = \"env\"\n[cache]\nenabled = false\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n[routes.review]\ntargets = [\"oa/gpt-a\"]\n",
+            fake.url()
+        ),
+    )
+    .unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "b")
+            .env("GIT_AUTHOR_EMAIL", "b@example.com")
+            .env("GIT_COMMITTER_NAME", "b")
+            .env("GIT_COMMITTER_EMAIL", "b@example.com")
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "git {args:?}");
+    };
+    git(&["init", "--quiet"]);
+    std::fs::write(repo.path().join("README.md"), "bench\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "base"]);
+    for f in 0..20 {
+        let mut text = String::new();
+        for i in 0..10 {
+            text.push_str(&format!("pub fn f{f}_{i}(x: u64) -> u64 {{\n"));
+            for j in 0..8 {
+                text.push_str(&format!("    let x = x.wrapping_mul({j}) ^ {i};\n"));
+            }
+            text.push_str("}\n");
+        }
+        std::fs::write(repo.path().join(format!("m{f}.rs")), text).unwrap();
+    }
+    git(&["add", "-A"]);
+    git(&["commit", "--quiet", "-m", "2000 lines"]);
+    println!("review of a 2,000-line diff (20 files), provider {delay_ms} ms per call, gateway in process");
+    println!("{:>11}  {:>6}  {:>8}  {:>14}", "concurrency", "chunks", "wall s", "ideal s");
+    for c in [1, 2, 4, 8, 16] {
+        let start = Instant::now();
+        let out = std::process::Command::new(tollgate_tests::tollgate_bin())
+            .current_dir(repo.path())
+            .env("TOLLGATE_HOME", home.path())
+            .env("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000")
+            .env("TOLLGATE_LOG", "warn")
+            .args(["review", "HEAD~1..HEAD", "--in-process", "--format", "json", "--concurrency", &c.to_string()])
+            .output()
+            .unwrap();
+        let wall = start.elapsed().as_secs_f64();
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let chunks = report["chunks"].as_u64().unwrap_or(0);
+        assert!(report["errors"].as_array().is_some_and(Vec::is_empty), "{report}");
+        let ideal = chunks.div_ceil(c) as f64 * delay_ms as f64 / 1000.0;
+        println!("{c:>11}  {chunks:>6}  {wall:>8.2}  {ideal:>14.2}");
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -239,6 +311,7 @@ async fn main() {
         "db-size" => return db_size().await,
         "scan" => return scan(args.path),
         "redact" => return redact(),
+        "review" => return review(if args.provider_delay_ms == 0 { 500 } else { args.provider_delay_ms }).await,
         _ => {}
     }
     let fake = FakeProvider::start().await;
