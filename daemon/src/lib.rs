@@ -43,7 +43,6 @@ pub mod review;
 pub mod route;
 pub mod runtime;
 pub mod store;
-pub mod syntax;
 pub mod tasks;
 pub mod tokens;
 pub mod utc;

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Severity;
 use crate::pipeline::{EntryPoint, Gateway, RequestContext};
-use crate::syntax::{self, Lang};
 use crate::tasks::{PromptAnswer, PromptCall, Repair};
+use tollgate_lsp::syntax::{self, Lang};
 
 /// The longest hunk sent as one chunk, in diff lines; longer ones are split.
 const MAX_CHUNK_LINES: usize = 200;

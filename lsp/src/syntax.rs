@@ -73,7 +73,7 @@ pub fn language_name(path: &str) -> String {
 }
 
 /// Whether a node kind is a scope worth quoting whole: functions, methods, classes, impls.
-fn is_scope(kind: &str) -> bool {
+pub fn is_scope(kind: &str) -> bool {
     kind.contains("function") && !kind.contains("call") && !kind.ends_with("_type")
         || kind.contains("method") && !kind.contains("invocation") && !kind.contains("call")
         || matches!(
