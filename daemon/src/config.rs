@@ -48,6 +48,15 @@ pub struct Config {
     pub tasks: Allowlist,
     pub review: ReviewConfig,
     pub policy: PolicySourceConfig,
+    pub completion: CompletionConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompletionConfig {
+    pub model: String,
+    pub max_tokens: u32,
+    pub generate_max_tokens: u32,
 }
 
 /// An allow-list of names or globs: the local config's (`allowed`) and the policy's. A name must

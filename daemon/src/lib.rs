@@ -22,6 +22,7 @@
 pub mod api;
 pub mod cache;
 pub mod cli;
+pub mod complete;
 pub mod config;
 pub mod daemon;
 pub mod hooks;
@@ -29,6 +30,7 @@ pub mod identity;
 pub mod ipc;
 pub mod keychain;
 pub mod ledger;
+pub mod lsp_gateway;
 pub mod metrics;
 pub mod model;
 pub mod paths;

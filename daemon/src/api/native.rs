@@ -124,6 +124,63 @@ pub async fn run_prompt(
     }
 }
 
+/// Request context for the editor endpoints: task, project from the repository directory.
+async fn editor_context(
+    state: &super::State,
+    headers: &HeaderMap,
+    task: &str,
+    repo: Option<String>,
+) -> crate::pipeline::RequestContext {
+    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, headers, std::time::Instant::now());
+    ctx.task = task.into();
+    if ctx.project.is_none() {
+        if let Some(repo) = repo {
+            ctx.project = state.projects.of_dir(repo.into()).await;
+        }
+    }
+    ctx
+}
+
+/// An inline completion for the language server (`POST /v1/complete`).
+pub async fn complete(State(state): State<super::State>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
+    let req: tollgate_lsp::CompletionRequest = match super::read_json(body, &headers, limit, Format::Openai).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut ctx = editor_context(&state, &headers, "completion", req.repo.clone()).await;
+    ctx.path = Some(req.path.clone());
+    match crate::complete::run(&state.gateway, req, &ctx).await {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(e) => ApiError::from_gateway(&e, Format::Openai).into_response(),
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct ReviewLines {
+    path: String,
+    text: String,
+    first: usize,
+    last: usize,
+    #[serde(default)]
+    repo: Option<String>,
+}
+
+/// Reviews some lines of a file for an editor (`POST /v1/review`): `{"findings": [...]}`.
+pub async fn review(State(state): State<super::State>, headers: HeaderMap, body: axum::body::Body) -> Response {
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
+    let req: ReviewLines = match super::read_json(body, &headers, limit, Format::Openai).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let ctx = editor_context(&state, &headers, "review", req.repo.clone()).await;
+    let runner = crate::review::Runner::InProcess(std::sync::Arc::clone(&state.gateway));
+    match crate::review::review_lines(&runner, &req.path, &req.text, req.first, req.last, ctx.project).await {
+        Ok(findings) => axum::Json(json!({ "findings": findings })).into_response(),
+        Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, e).into_response(),
+    }
+}
+
 /// Forgets cached credentials, so that a `tollgate login` takes effect at once.
 pub async fn reload_credentials(State(state): State<super::State>) -> Response {
     state.gateway.credentials.forget();

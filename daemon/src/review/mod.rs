@@ -344,6 +344,46 @@ pub async fn review(runner: &Runner, chunks: Vec<Chunk>, concurrency: usize, pro
     report
 }
 
+/// Reviews lines `first..=last` (1-based) of a file as if they were all new (the editor's "review
+/// selection"): one chunk, its context from the file.
+pub async fn review_lines(
+    runner: &Runner,
+    path: &str,
+    text: &str,
+    first: usize,
+    last: usize,
+    project: Option<String>,
+) -> Result<Vec<Finding>, String> {
+    let lines: BTreeMap<usize, String> = text
+        .lines()
+        .enumerate()
+        .skip(first.max(1) - 1)
+        .take(last + 1 - first.max(1))
+        .map(|(i, l)| (i + 1, l.to_string()))
+        .collect();
+    if lines.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut diff = format!("@@ -0,0 +{first},{} @@\n", lines.len());
+    for l in lines.values() {
+        diff.push('+');
+        diff.push_str(l);
+        diff.push('\n');
+    }
+    let chunk = Chunk {
+        path: path.to_string(),
+        language: syntax::language_name(path),
+        context: context_of(text, Lang::of_path(path), first, last),
+        diff,
+        added: lines.keys().copied().collect(),
+        lines,
+    };
+    match review_chunk(runner, &chunk, project).await {
+        ChunkResult::Done { findings, .. } => Ok(findings),
+        ChunkResult::Failed(e) => Err(e),
+    }
+}
+
 enum ChunkResult {
     Done { findings: Vec<Finding>, dropped: usize, cached: bool, version: u32 },
     Failed(String),

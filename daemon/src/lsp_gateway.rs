@@ -1,0 +1,159 @@
+//! `tollgate lsp`: the language server, talking to the daemon over its local socket. Every call
+//! opens a fresh connection, so a restarted daemon is picked up at the next keystroke; a daemon
+//! that is not running is started (at most once every few seconds).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tollgate_lsp::{CompletionAnswer, CompletionRequest, Gateway, GatewayError, GatewayStatus, ReviewFinding};
+
+use crate::ipc::{self, ClientError};
+use crate::paths::Paths;
+
+/// The least time between two attempts to start the daemon.
+const RESTART_EVERY_MS: i64 = 10_000;
+
+pub struct SocketGateway {
+    paths: Paths,
+    last_start: AtomicI64,
+}
+
+impl SocketGateway {
+    pub fn new(paths: Paths) -> Self {
+        Self { paths, last_start: AtomicI64::new(0) }
+    }
+
+    /// Starts `tollgate daemon` in its own process group, its log in the data dir, and waits for
+    /// its socket.
+    async fn start_daemon(&self) -> bool {
+        let now = crate::utc::now_ms();
+        let last = self.last_start.load(Ordering::Relaxed);
+        if now - last < RESTART_EVERY_MS
+            || self.last_start.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err()
+        {
+            return false;
+        }
+        let Ok(exe) = std::env::current_exe() else { return false };
+        let log = crate::paths::create_private_dir(&self.paths.data_dir).and_then(|()| {
+            std::fs::OpenOptions::new().create(true).append(true).open(self.paths.data_dir.join("daemon.log"))
+        });
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("daemon").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        if let Ok(log) = log {
+            cmd.stderr(log);
+        }
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        if cmd.spawn().is_err() {
+            return false;
+        }
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if ipc::request(&self.paths.socket, http::Method::GET, "/healthz", None).await.is_ok() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// One call to the daemon; starts it when it is not running, then tries once more.
+    async fn call(&self, method: http::Method, path: &str, body: Option<Value>) -> Result<Value, GatewayError> {
+        let mut reply = ipc::request(&self.paths.socket, method.clone(), path, body.clone()).await;
+        if matches!(reply, Err(ClientError::NotRunning(_))) && self.start_daemon().await {
+            reply = ipc::request(&self.paths.socket, method, path, body).await;
+        }
+        let reply = reply.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
+        let value = reply.json();
+        if reply.status.is_success() {
+            return Ok(value);
+        }
+        let message =
+            value["error"]["message"].as_str().map_or_else(|| format!("HTTP {}", reply.status), str::to_string);
+        Err(match reply.status.as_u16() {
+            402 => GatewayError::Budget(message),
+            401 => GatewayError::Credentials(format!("{message} (store a key with `tollgate login PROVIDER`)")),
+            403 => GatewayError::Policy(message),
+            _ => GatewayError::Other(message),
+        })
+    }
+}
+
+impl Gateway for SocketGateway {
+    async fn complete(&self, req: CompletionRequest) -> Result<CompletionAnswer, GatewayError> {
+        let body = serde_json::to_value(&req).map_err(|e| GatewayError::Other(e.to_string()))?;
+        let v = self.call(http::Method::POST, "/v1/complete", Some(body)).await?;
+        serde_json::from_value(v).map_err(|e| GatewayError::Other(format!("the daemon's answer: {e}")))
+    }
+
+    async fn prompt(
+        &self,
+        name: &str,
+        variables: BTreeMap<String, String>,
+        path: Option<String>,
+        repo: Option<String>,
+    ) -> Result<String, GatewayError> {
+        let body = json!({ "variables": variables, "path": path, "repo": repo });
+        let v = self.call(http::Method::POST, &format!("/v1/prompts/{name}"), Some(body)).await?;
+        Ok(v["text"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn review(
+        &self,
+        path: &str,
+        _language: &str,
+        text: &str,
+        first: usize,
+        last: usize,
+        repo: Option<String>,
+    ) -> Result<Vec<ReviewFinding>, GatewayError> {
+        let body = json!({ "path": path, "text": text, "first": first, "last": last, "repo": repo });
+        let v = self.call(http::Method::POST, "/v1/review", Some(body)).await?;
+        let findings = v["findings"].as_array().cloned().unwrap_or_default();
+        Ok(findings
+            .into_iter()
+            .filter_map(|f| {
+                Some(ReviewFinding {
+                    line: f["line"].as_u64()? as usize,
+                    severity: f["severity"].as_str()?.to_string(),
+                    category: f["category"].as_str().unwrap_or("bug").to_string(),
+                    message: f["message"].as_str()?.to_string(),
+                    suggestion: f["suggestion"].as_str().map(str::to_string),
+                })
+            })
+            .collect())
+    }
+
+    async fn status(&self) -> Result<GatewayStatus, GatewayError> {
+        let config = self.call(http::Method::GET, "/v1/admin/config", None).await?;
+        let budgets = self.call(http::Method::GET, "/v1/budget", None).await?;
+        // The budget with the smallest share left.
+        let tightest = budgets["budgets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|b| {
+                let limit: f64 = b["limit_usd"].as_str()?.parse().ok()?;
+                let spent: f64 = b["spent_usd"].as_str()?.parse().ok()?;
+                (limit > 0.0).then(|| {
+                    (
+                        (limit - spent) / limit,
+                        format!(
+                            "${:.2} of ${limit:.2} ({})",
+                            (limit - spent).max(0.0),
+                            b["name"].as_str().unwrap_or("")
+                        ),
+                    )
+                })
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, text)| text);
+        Ok(GatewayStatus {
+            reachable: true,
+            route: config["completion.model"]["value"].as_str().map(str::to_string),
+            budget_left: tightest,
+            ..Default::default()
+        })
+    }
+}
