@@ -9,7 +9,10 @@
 //! `--scenario cache` measures answers served from the response cache instead; `--scenario
 //! db-size` writes 100,000 ledger rows through the ledger code and reports the database's size;
 //! `--scenario review` times `tollgate review` of a 2,000-line diff (20 files of 100 lines) with a
-//! provider that takes `--provider-delay-ms` (default 500) per call, at several concurrency limits.
+//! provider that takes `--provider-delay-ms` (default 500) per call, at several concurrency limits;
+//! `--scenario lsp` measures the language server's context building in a 5,000-line file after a
+//! one-character edit, and the gateway's own time for one completion (`/v1/complete` against the
+//! fake's `/v1/completions` called directly, same prompt size).
 //!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
@@ -29,7 +32,7 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, db-size, scan, redact, or review
+    /// overhead, cache, db-size, scan, redact, review, or lsp
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
@@ -233,6 +236,110 @@ fn redact() {
     }
 }
 
+fn millis(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (pct(&v, 50.0), pct(&v, 99.0))
+}
+
+/// Context building after a one-character edit in a 5,000-line file; the gateway's own time
+/// for a completion.
+async fn lsp() {
+    use tollgate_lsp::context::{self, Budget};
+    use tollgate_lsp::documents::{Document, Encoding};
+    use tower_lsp_server::lsp_types::{Position, Range, TextDocumentContentChangeEvent};
+    let mut text = String::from("use std::collections::HashMap;\n\n");
+    let mut i = 0;
+    while text.lines().count() < 5000 {
+        text.push_str(&format!(
+            "/// Item {i}.\npub fn item_{i}(map: &mut HashMap<u32, u32>, x: u32) -> u32 {{\n    let v = map.entry(x).or_insert({i});\n    *v += x;\n    if *v > 100 {{\n        return *v - 100;\n    }}\n    *v\n}}\n\n"
+        ));
+        i += 1;
+    }
+    let mut doc = Document::new(text, 1, "big.rs");
+    let line = 2503u32;
+    let (mut edit_ms, mut build_ms, mut total_ms) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..2000 {
+        // Type a character, or delete it again, on a line in the middle of the file.
+        let at = Position { line, character: 4 };
+        let change = if n % 2 == 0 {
+            TextDocumentContentChangeEvent {
+                range: Some(Range { start: at, end: at }),
+                range_length: None,
+                text: "x".into(),
+            }
+        } else {
+            let end = Position { line, character: 5 };
+            TextDocumentContentChangeEvent {
+                range: Some(Range { start: at, end }),
+                range_length: None,
+                text: String::new(),
+            }
+        };
+        let t0 = Instant::now();
+        doc.apply(&change, Encoding::Utf16);
+        let t1 = Instant::now();
+        let offset = doc.offset(Position { line, character: 4 }, Encoding::Utf16);
+        let ctx = context::build(&doc, offset, &[], Budget::default());
+        let t2 = Instant::now();
+        std::hint::black_box(ctx);
+        edit_ms.push((t1 - t0).as_secs_f64() * 1000.0);
+        build_ms.push((t2 - t1).as_secs_f64() * 1000.0);
+        total_ms.push((t2 - t0).as_secs_f64() * 1000.0);
+    }
+    println!("context after a one-character edit, {}-line file, 2,000 edits", doc.line_count());
+    for (name, v) in [("apply edit + incremental parse", edit_ms), ("build context", build_ms), ("both", total_ms)] {
+        let (p50, p99) = millis(v);
+        println!("  {name:<32} p50 {p50:.3} ms   p99 {p99:.3} ms");
+    }
+
+    // The gateway's own time for a completion: /v1/complete vs the fake's /v1/completions.
+    let fake = FakeProvider::start().await;
+    let config = format!(
+        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n[routes.local]\ntargets = [\"oa/qwen2.5-coder-1.5b\"]\n",
+        fake.url()
+    );
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")],
+    );
+    let offset = doc.offset(Position { line, character: 4 }, Encoding::Utf16);
+    let ctx = context::build(&doc, offset, &[], Budget::default()).unwrap();
+    let req = json!({"path": "big.rs", "language": "rust", "prefix": ctx.prefix, "suffix": ctx.suffix, "snippets": ctx.snippets, "intent": "complete"});
+    let direct = json!({"model": "qwen2.5-coder-1.5b", "prompt": format!("<|fim_prefix|>{}<|fim_suffix|>{}<|fim_middle|>", ctx.prefix, ctx.suffix), "max_tokens": 128});
+    let client = reqwest::Client::new();
+    let (mut via, mut straight) = (Vec::new(), Vec::new());
+    for n in 0..1100 {
+        let t = Instant::now();
+        let r = client
+            .post(format!("{}/v1/completions", fake.url()))
+            .bearer_auth("sk-bench-00000000000000000000")
+            .json(&direct)
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap();
+        let d = t.elapsed().as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        let r = client.post(daemon.url("/v1/complete")).bearer_auth(&daemon.token).json(&req).send().await.unwrap();
+        assert!(r.status().is_success());
+        r.bytes().await.unwrap();
+        let g = t.elapsed().as_secs_f64() * 1000.0;
+        if n >= 100 {
+            straight.push(d);
+            via.push(g);
+        }
+    }
+    let (d50, d99) = millis(straight);
+    let (g50, g99) = millis(via);
+    println!(
+        "completion ({} KB prompt), 1,000 sequential requests, fake model answering at once",
+        req.to_string().len() / 1024
+    );
+    println!("  fake direct        p50 {d50:.3} ms   p99 {d99:.3} ms");
+    println!("  through tollgate   p50 {g50:.3} ms   p99 {g99:.3} ms");
+    println!("  gateway's own time p50 {:.3} ms   p99 {:.3} ms", g50 - d50, g99 - d99);
+}
+
 /// Wall time of `tollgate review` over a 2,000-line diff at concurrency 1..16.
 async fn review(delay_ms: u64) {
     let fake = FakeProvider::start().await;
@@ -312,6 +419,7 @@ async fn main() {
         "scan" => return scan(args.path),
         "redact" => return redact(),
         "review" => return review(if args.provider_delay_ms == 0 { 500 } else { args.provider_delay_ms }).await,
+        "lsp" => return lsp().await,
         _ => {}
     }
     let fake = FakeProvider::start().await;
