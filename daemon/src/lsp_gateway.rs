@@ -13,7 +13,7 @@ use crate::ipc::{self, ClientError};
 use crate::paths::Paths;
 
 /// The least time between two attempts to start the daemon.
-const RESTART_EVERY_MS: i64 = 10_000;
+const RESTART_EVERY_MS: i64 = 2_000;
 
 pub struct SocketGateway {
     paths: Paths,

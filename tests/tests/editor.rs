@@ -112,3 +112,130 @@ async fn neovim_gets_inline_completions_an_explanation_and_review_diagnostics() 
     assert_eq!(result["status"]["route"], "local");
     assert!(result["statusline"].as_str().unwrap().starts_with("tollgate · local"), "{result:#}");
 }
+
+/// A minimal LSP client over a child's stdio (Content-Length framing).
+struct Lsp {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::sync::mpsc::Receiver<Value>,
+}
+
+impl Lsp {
+    fn start(home: &Path) -> Self {
+        use std::io::{BufRead, Read};
+        let mut child = Command::new(tollgate_tests::tollgate_bin())
+            .arg("lsp")
+            .env("TOLLGATE_HOME", home)
+            .env_remove("TOLLGATE_CONFIG")
+            .envs(ENV_KEYS.iter().copied())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, out) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            loop {
+                let mut len = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if stdout.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let line = line.trim();
+                    if line.is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.strip_prefix("Content-Length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let mut body = vec![0; len];
+                stdout.read_exact(&mut body).unwrap();
+                let _ = tx.send(serde_json::from_slice(&body).unwrap());
+            }
+        });
+        Self { child, stdin, out }
+    }
+
+    fn send(&mut self, msg: Value) {
+        use std::io::Write;
+        let body = msg.to_string();
+        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The next message matching `pred`, within 20 s.
+    fn wait(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let msg = self.out.recv_timeout(left).expect("no such message from the server");
+            if pred(&msg) {
+                return msg;
+            }
+        }
+    }
+}
+
+impl Drop for Lsp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon_pid(home: &Path) -> Option<u32> {
+    std::fs::read_to_string(home.join("daemon.lock")).ok()?.trim().parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_language_server_starts_the_daemon_and_starts_it_again_after_it_died() {
+    init();
+    let fake = FakeProvider::start().await;
+    let home = tempfile::tempdir().unwrap();
+    let extra = "[routes.local]\ntargets = [\"oa/qwen2.5-coder-1.5b\"]\n";
+    // Any free port: the daemon the server starts must not collide with another on 8788.
+    let config = format!("[server]\nport = 0\n{}", standard_config(&fake, &fake, extra));
+    std::fs::write(home.path().join("config.toml"), config).unwrap();
+    // Whatever happens, no daemon outlives the test.
+    struct Reaper(PathBuf);
+    impl Drop for Reaper {
+        fn drop(&mut self) {
+            if let Some(pid) = daemon_pid(&self.0) {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
+    }
+    let _reaper = Reaper(home.path().to_path_buf());
+    let mut lsp = Lsp::start(home.path());
+    lsp.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"capabilities": {}}}));
+    lsp.wait(|m| m["id"] == 1);
+    lsp.send(json!({"jsonrpc": "2.0", "method": "initialized", "params": {}}));
+    // No daemon ran: the server started one, and says it is reachable.
+    let status = lsp.wait(|m| m["method"] == "tollgate/status");
+    assert_eq!(status["params"]["reachable"], true, "{status}");
+    let first = daemon_pid(home.path()).expect("a daemon runs");
+
+    let uri = format!("file://{}/a.rs", home.path().display());
+    lsp.send(json!({"jsonrpc": "2.0", "method": "textDocument/didOpen", "params": {"textDocument": {"uri": uri, "languageId": "rust", "version": 1, "text": "fn f() -> u32 {\n    \n}\n"}}}));
+    let ask = |id: i64| json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/inlineCompletion", "params": {"textDocument": {"uri": uri}, "position": {"line": 1, "character": 4}, "context": {"triggerKind": 1}}});
+    fake.script([text("42")]);
+    lsp.send(ask(2));
+    let answer = lsp.wait(|m| m["id"] == 2);
+    assert_eq!(answer["result"][0]["insertText"], "42", "{answer}");
+
+    // The daemon dies; the next completion (after the restart guard's 2 s) starts a new one.
+    let _ = Command::new("kill").arg("-9").arg(first.to_string()).status();
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    // (Another function, so that the answer is not the cached one.)
+    lsp.send(json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "fn g() -> u32 {\n    \n}\n"}]}}));
+    fake.script([text("43")]);
+    lsp.send(ask(3));
+    let answer = lsp.wait(|m| m["id"] == 3);
+    assert_eq!(answer["result"][0]["insertText"], "43", "{answer}");
+    let second = daemon_pid(home.path()).expect("a daemon runs again");
+    assert_ne!(first, second);
+}
