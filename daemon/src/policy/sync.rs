@@ -265,29 +265,21 @@ impl Control {
         };
         let unchanged = |head: &String| Some(head) == current.as_ref() || Some(head) == rejected.as_ref();
         let auth;
-        let (head, snapshot) = match source {
+        let (head, files) = match source {
             PolicySource::Dir(dir) => {
                 let (dir, setting) = (dir.clone(), self.setting.clone());
                 let snap = tokio::task::spawn_blocking(move || super::read_dir(&dir, &setting))
                     .await
                     .map_err(|e| FetchError::Failed(e.to_string()))?
                     .map_err(|e| FetchError::Failed(format!("cannot read the policy directory: {e}")))?;
-                (snap.commit.clone(), Some(snap))
+                (snap.commit, Some(snap.files))
             }
             PolicySource::Gitlab { api, project, reference } => {
                 auth = GitlabAuth::find(&self.gateway.credentials).await;
                 let gl = Gitlab { http: &self.http, api, auth: &auth };
                 let head = gl.head(project, reference).await?;
                 let files = if unchanged(&head) { None } else { Some(gl.files(project, &head).await?) };
-                (
-                    head,
-                    files.map(|files| Snapshot {
-                        source: self.setting.clone(),
-                        commit: String::new(),
-                        fetched_ms: utc::now_ms(),
-                        files,
-                    }),
-                )
+                (head, files)
             }
             PolicySource::Git { url, reference } => {
                 let head = source::git_head(url, reference.as_deref()).await?;
@@ -297,17 +289,15 @@ impl Control {
                     let cache = self.paths.policy_dir().join("git");
                     Some(source::git_files(&cache, url, reference.as_deref(), &head).await?)
                 };
-                (
-                    head,
-                    files.map(|files| Snapshot {
-                        source: self.setting.clone(),
-                        commit: String::new(),
-                        fetched_ms: utc::now_ms(),
-                        files,
-                    }),
-                )
+                (head, files)
             }
         };
+        let snapshot = files.map(|files| Snapshot {
+            source: self.setting.clone(),
+            commit: head.clone(),
+            fetched_ms: utc::now_ms(),
+            files,
+        });
         if identity_changed && (unchanged(&head)) {
             self.reload("the GitLab identity changed").await.map_err(FetchError::Failed)?;
         }
@@ -315,8 +305,7 @@ impl Control {
             let problems = self.state.lock().expect("policy state").status.problems.clone();
             return Err(FetchError::Failed(rejected_message(&head, &problems, current.as_deref())));
         }
-        let Some(mut snapshot) = snapshot.filter(|_| !unchanged(&head)) else { return Ok(false) };
-        snapshot.commit = head;
+        let Some(snapshot) = snapshot.filter(|_| !unchanged(&head)) else { return Ok(false) };
         let policy = match Policy::parse(&snapshot) {
             Ok(p) => Arc::new(p),
             Err(problems) => {

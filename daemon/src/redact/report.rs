@@ -3,7 +3,6 @@
 //! GitLab's Secret Detection report. Reports never contain a secret: a masked preview at most.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -130,21 +129,7 @@ pub fn scan_files(scanner: &Scanner, files: &[PathBuf]) -> (Vec<Reported>, Vec<S
 
 /// The staged version of each file a commit changes, and the lines it adds.
 pub fn staged(repo: &Path) -> anyhow::Result<Vec<(String, Vec<u8>, Vec<usize>)>> {
-    let git = |args: &[&str]| -> anyhow::Result<Vec<u8>> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(repo)
-            .args(args)
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run git: {e}"))?;
-        anyhow::ensure!(
-            out.status.success(),
-            "git {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-        Ok(out.stdout)
-    };
+    let git = |args: &[&str]| crate::review::git(repo, args);
     let diff = git(&["diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--diff-filter=ACMR"])?;
     let mut files: Vec<(String, Vec<usize>)> = Vec::new();
     for line in String::from_utf8_lossy(&diff).lines() {
