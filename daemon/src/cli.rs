@@ -165,9 +165,49 @@ pub enum Command {
         #[arg(long, hide = true)]
         stdio: bool,
     },
+    /// Run the daemon as a per-user service that starts at login (systemd, launchd, or a logon task).
+    Service {
+        #[command(subcommand)]
+        command: ServiceCommand,
+    },
+    /// Check what tollgate needs (daemon, keychain, keys, policy, local models, editors, hooks) and
+    /// say how to fix what is wrong. Exit status 1 when a check fails.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Run by the pre-push hook: git's remote name and URL as arguments, the pushed refs on stdin.
     #[command(hide = true)]
     HookPrePush { remote: String, url: Option<String> },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Write the unit for this user and enable it.
+    Install {
+        /// Write the unit only; print the commands that enable it
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Stop and remove the unit.
+    Uninstall,
+    /// Whether the unit is installed, and what the service manager says.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the unit for a platform, for packagers.
+    Show {
+        #[arg(long, value_enum)]
+        platform: Option<crate::service::Platform>,
+        /// The binary's path to put in the unit [default: this binary]
+        #[arg(long)]
+        exec: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -428,6 +468,60 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lsp { stdio: _ } => {
             let gateway = crate::lsp_gateway::SocketGateway::new(paths);
             runtime()?.block_on(tollgate_lsp::server::serve_stdio(gateway));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Service { command } => match command {
+            ServiceCommand::Install { no_start } => {
+                println!("{}", crate::service::install(no_start)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            ServiceCommand::Uninstall => {
+                println!("{}", crate::service::uninstall()?);
+                Ok(ExitCode::SUCCESS)
+            }
+            ServiceCommand::Status { json } => {
+                let st = crate::service::status();
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&st)?);
+                } else {
+                    println!(
+                        "service: {} ({}), {}",
+                        if st.installed { "installed" } else { "not installed" },
+                        st.unit.display(),
+                        st.state.as_deref().unwrap_or("state unknown")
+                    );
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ServiceCommand::Show { platform, exec } => {
+                let exe = match exec {
+                    Some(e) => e,
+                    None => std::env::current_exe()?,
+                };
+                print!("{}", crate::service::render(platform.unwrap_or_else(crate::service::Platform::current), &exe));
+                Ok(ExitCode::SUCCESS)
+            }
+        },
+        Command::Doctor { json } => {
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let repo = std::env::current_dir()?;
+            let checks = runtime()?.block_on(crate::doctor::run(&paths, &loaded, &repo));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&checks)?);
+            } else {
+                print!("{}", crate::doctor::text(&checks));
+            }
+            let failed = checks.iter().any(|c| c.outcome == crate::doctor::Outcome::Fail);
+            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "tollgate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::HookPrePush { remote, url: _ } => {

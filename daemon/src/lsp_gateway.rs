@@ -33,7 +33,8 @@ impl SocketGateway {
         if now - last < RESTART_EVERY_MS
             || self.last_start.compare_exchange(last, now, Ordering::SeqCst, Ordering::SeqCst).is_err()
         {
-            return false;
+            // Another call started it a moment ago: wait for that one rather than fail.
+            return self.wait_for_socket().await;
         }
         let Ok(exe) = std::env::current_exe() else { return false };
         let log = crate::paths::create_private_dir(&self.paths.data_dir).and_then(|()| {
@@ -49,11 +50,16 @@ impl SocketGateway {
         if cmd.spawn().is_err() {
             return false;
         }
+        self.wait_for_socket().await
+    }
+
+    /// Whether the daemon answers within five seconds.
+    async fn wait_for_socket(&self) -> bool {
         for _ in 0..50 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
             if ipc::request(&self.paths.socket, http::Method::GET, "/healthz", None).await.is_ok() {
                 return true;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         false
     }
