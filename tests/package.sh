@@ -16,4 +16,6 @@ mkdir -p "$ASSETS"
 "$BIN" completions zsh > "$ASSETS/_tollgate"
 "$BIN" completions fish > "$ASSETS/tollgate.fish"
 "$BIN" service show --platform systemd --exec /usr/bin/tollgate > "$ASSETS/tollgate.service"
-cargo deb -p tollgate --no-build --profile "$PROFILE" --no-strip --output "$TARGET/debian/" -q 2>&1 | tail -1
+FAST=--fast
+[ "$PROFILE" = release ] && FAST=
+cargo deb -p tollgate --no-build --profile "$PROFILE" --no-strip $FAST --output "$TARGET/debian/" -q 2>&1 | tail -1

@@ -134,9 +134,19 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1beta/models/{call}", post(gemini))
         .route("/api/chat", post(ollama))
         .route("/api/generate", post(ollama))
+        .route("/api/tags", get(ollama_tags))
         .route("/_fake/script", post(script))
         .route("/_fake/requests", get(requests).delete(clear_requests))
         .with_state(state)
+}
+
+/// Ollama's list of local models (`GET /api/tags`).
+async fn ollama_tags() -> axum::Json<Value> {
+    axum::Json(json!({"models": [{
+        "name": "qwen-local:latest", "model": "qwen-local:latest", "modified_at": "2026-11-01T00:00:00Z",
+        "size": 986061892, "digest": "a".repeat(64),
+        "details": {"format": "gguf", "family": "qwen2", "parameter_size": "1.5B", "quantization_level": "Q4_K_M"}
+    }]}))
 }
 
 async fn script(State(state): State<Arc<FakeState>>, axum::Json(behaviours): axum::Json<Vec<Behaviour>>) -> StatusCode {
