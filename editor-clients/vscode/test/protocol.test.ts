@@ -120,5 +120,9 @@ test("tollgate lsp answers an inline completion and an Explain command as VS Cod
   });
   assert.equal(text, "`add` returns the sum.");
   assert.equal(shown, "`add` returns the sum.", "the explanation opened as a document");
+  // The status the server sends once initialized may come after the answers above.
+  for (let i = 0; i < 100 && !statuses.some((s) => s.reachable && s.route === "local"); i++) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
   assert.ok(statuses.some((s) => s.reachable && s.route === "local"), JSON.stringify(statuses));
 });
