@@ -221,12 +221,10 @@ impl<G: Gateway> Backend<G> {
         let (mut first, mut last) = (range.start.line as usize + 1, range.end.line as usize + 1);
         if text.trim().is_empty() {
             // No selection: the enclosing function, or the line.
-            let offset = doc.offset(range.start, enc);
             let scope = doc.lang.and_then(|l| crate::syntax::enclosing_scope(&doc.text, l, first, first));
             let (a, b) = scope.unwrap_or((first, first));
             text = doc.text.lines().skip(a - 1).take(b - a + 1).collect::<Vec<_>>().join("\n");
             (first, last) = (a, b);
-            let _ = offset;
         }
         Ok((text, crate::syntax::language_name(&path), path, repo, first, last))
     }

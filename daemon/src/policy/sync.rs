@@ -298,7 +298,7 @@ impl Control {
             fetched_ms: utc::now_ms(),
             files,
         });
-        if identity_changed && (unchanged(&head)) {
+        if identity_changed && unchanged(&head) {
             self.reload("the GitLab identity changed").await.map_err(FetchError::Failed)?;
         }
         if Some(&head) == rejected.as_ref() {
