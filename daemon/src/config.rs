@@ -487,10 +487,10 @@ impl Config {
             if !names.insert(&b.name) {
                 return Err((at, "two budgets have this name".into()));
             }
-            if let Some(route) = &b.downgrade_to {
-                if !self.routes.contains_key(route) {
-                    return Err((at, format!("downgrade_to names route {route:?}, which is not configured")));
-                }
+            if let Some(route) = &b.downgrade_to
+                && !self.routes.contains_key(route)
+            {
+                return Err((at, format!("downgrade_to names route {route:?}, which is not configured")));
             }
         }
         for (i, r) in self.rate_limits.iter().enumerate() {

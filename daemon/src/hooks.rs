@@ -78,12 +78,12 @@ pub fn install(repo: &Path, hook: Hook) -> anyhow::Result<String> {
     let path = dir.join(hook.name());
     let chained = dir.join(format!("{}{CHAINED_SUFFIX}", hook.name()));
     let mut note = String::new();
-    if let Ok(existing) = std::fs::read_to_string(&path) {
-        if !existing.contains(MARK) {
-            anyhow::ensure!(!chained.exists(), "{} exists already; move it away first", chained.display());
-            std::fs::rename(&path, &chained)?;
-            note = format!(" (the existing hook now runs first, from {})", chained.display());
-        }
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && !existing.contains(MARK)
+    {
+        anyhow::ensure!(!chained.exists(), "{} exists already; move it away first", chained.display());
+        std::fs::rename(&path, &chained)?;
+        note = format!(" (the existing hook now runs first, from {})", chained.display());
     }
     let exe = std::env::current_exe().context("cannot find the tollgate binary")?;
     std::fs::write(&path, script(hook, &exe))?;

@@ -21,10 +21,10 @@ pub struct Identity {
 impl Identity {
     /// The identity known without asking any server.
     pub fn local() -> Self {
-        if let Ok(login) = std::env::var("GITLAB_USER_LOGIN") {
-            if !login.is_empty() {
-                return Self { username: login, groups: Vec::new(), source: "gitlab-ci".into() };
-            }
+        if let Ok(login) = std::env::var("GITLAB_USER_LOGIN")
+            && !login.is_empty()
+        {
+            return Self { username: login, groups: Vec::new(), source: "gitlab-ci".into() };
         }
         let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
         Self { username: user, groups: Vec::new(), source: "os".into() }
@@ -64,10 +64,10 @@ pub fn project_of_dir(dir: &Path) -> Option<String> {
                 .strip_prefix("remote")
                 .map(|r| r.trim().trim_matches('"').to_string())
                 .filter(|name| !name.is_empty());
-        } else if let (Some(name), Some((key, value))) = (&section, line.split_once('=')) {
-            if key.trim().eq_ignore_ascii_case("url") {
-                remotes.push((name.clone(), value.trim().trim_matches('"').to_string()));
-            }
+        } else if let (Some(name), Some((key, value))) = (&section, line.split_once('='))
+            && key.trim().eq_ignore_ascii_case("url")
+        {
+            remotes.push((name.clone(), value.trim().trim_matches('"').to_string()));
         }
     }
     let url = remotes.iter().find(|(n, _)| n == "origin").or(remotes.first())?;

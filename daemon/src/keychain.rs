@@ -145,10 +145,10 @@ mod platform {
         "Start a Secret Service (gnome-keyring, KeePassXC) in this session, or set keychain.backend = \"keyutils\"";
 
     pub fn auto() -> Result<Keychain, KeychainError> {
-        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some() {
-            if let Ok(k) = secret_service() {
-                return Ok(k);
-            }
+        if std::env::var_os("DBUS_SESSION_BUS_ADDRESS").is_some()
+            && let Ok(k) = secret_service()
+        {
+            return Ok(k);
         }
         keyutils()
     }

@@ -268,12 +268,11 @@ impl Settle {
         };
         self.metrics.record(&row);
         self.reservation.settle(cost, usage.input_tokens + usage.output_tokens);
-        if outcome == "ok" {
-            if let (Some((key, scope)), Some(events)) = (self.cache_key, &events) {
-                let (provider, model) =
-                    (row.provider.clone().unwrap_or_default(), row.model.clone().unwrap_or_default());
-                cache::store(&self.store, key, scope, provider, model, events, row.ts_ms, &self.config.cache);
-            }
+        if outcome == "ok"
+            && let (Some((key, scope)), Some(events)) = (self.cache_key, &events)
+        {
+            let (provider, model) = (row.provider.clone().unwrap_or_default(), row.model.clone().unwrap_or_default());
+            cache::store(&self.store, key, scope, provider, model, events, row.ts_ms, &self.config.cache);
         }
         if let (Some(request), Some(events)) = (self.audit_request, events) {
             let mut c = Collector::default();
@@ -331,7 +330,7 @@ impl Gateway {
 
     fn cacheable(rt: &Runtime, req: &ChatRequest, ctx: &RequestContext) -> bool {
         let c = &rt.config.cache;
-        c.enabled && (req.temperature == Some(0.0) || c.tasks.iter().any(|t| *t == ctx.task))
+        c.enabled && (req.temperature == Some(0.0) || c.tasks.contains(&ctx.task))
     }
 
     /// Serves one request: the whole pipeline. Every request leaves a ledger row.

@@ -301,10 +301,10 @@ impl Router {
         if h.consecutive_failures >= self.circuit.failure_threshold {
             h.open_until = Some(now + Duration::from_millis(self.circuit.open_ms));
         }
-        if let Some(after) = retry_after {
-            if after > Duration::from_millis(self.retry.max_retry_after_ms) {
-                h.cool_until = Some(now + after);
-            }
+        if let Some(after) = retry_after
+            && after > Duration::from_millis(self.retry.max_retry_after_ms)
+        {
+            h.cool_until = Some(now + after);
         }
     }
 

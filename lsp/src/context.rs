@@ -219,7 +219,7 @@ fn related(prefix: &str, doc: &Document, others: &[(&str, &Document)], budget: u
             }
         }
     }
-    scored.sort_by(|a, b| b.0.cmp(&a.0));
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
     let mut out = Vec::new();
     let mut used = 0;
     for (_, path, t) in scored {

@@ -51,6 +51,17 @@ pub struct Backend<G: Gateway> {
     findings: Mutex<HashMap<Uri, Vec<ReviewFinding>>>,
 }
 
+/// The lines a command works on: the selection, or the function around an empty one.
+struct Selection {
+    code: String,
+    language: String,
+    path: String,
+    repo: Option<String>,
+    /// 1-based, inclusive.
+    first: usize,
+    last: usize,
+}
+
 /// What a lazily resolved code action carries until it is picked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ActionData {
@@ -208,11 +219,7 @@ impl<G: Gateway> Backend<G> {
     }
 
     /// The selection's text and the document's language and path.
-    fn selection(
-        &self,
-        uri: &Uri,
-        range: Range,
-    ) -> std::result::Result<(String, String, String, Option<String>, usize, usize), Error> {
+    fn selection(&self, uri: &Uri, range: Range) -> std::result::Result<Selection, Error> {
         let docs = self.docs.read().unwrap();
         let doc = docs.docs.get(uri).ok_or_else(|| Error::invalid_params("the document is not open"))?;
         let enc = self.enc();
@@ -226,18 +233,19 @@ impl<G: Gateway> Backend<G> {
             text = doc.text.lines().skip(a - 1).take(b - a + 1).collect::<Vec<_>>().join("\n");
             (first, last) = (a, b);
         }
-        Ok((text, crate::syntax::language_name(&path), path, repo, first, last))
+        Ok(Selection { code: text, language: crate::syntax::language_name(&path), path, repo, first, last })
     }
 
     async fn show_markdown(&self, title: &str, ext: &str, body: &str) {
         let file = std::env::temp_dir().join(format!("tollgate-{title}-{}.{ext}", std::process::id()));
         let written = std::fs::write(&file, body).is_ok();
-        if written && self.show_document.load(Ordering::Relaxed) {
-            if let Some(uri) = Uri::from_file_path(&file) {
-                let params = ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None };
-                if self.client.show_document(params).await.unwrap_or(false) {
-                    return;
-                }
+        if written
+            && self.show_document.load(Ordering::Relaxed)
+            && let Some(uri) = Uri::from_file_path(&file)
+        {
+            let params = ShowDocumentParams { uri, external: Some(false), take_focus: Some(true), selection: None };
+            if self.client.show_document(params).await.unwrap_or(false) {
+                return;
             }
         }
         self.client.show_message(MessageType::INFO, body).await;
@@ -250,7 +258,7 @@ impl<G: Gateway> Backend<G> {
         range: Range,
         extra: &[(&str, String)],
     ) -> Result<Option<String>> {
-        let (code, language, path, repo, _, _) = self.selection(uri, range)?;
+        let Selection { code, language, path, repo, .. } = self.selection(uri, range)?;
         let mut vars = BTreeMap::from([
             ("code".to_string(), code),
             ("language".to_string(), language),
@@ -270,7 +278,7 @@ impl<G: Gateway> Backend<G> {
     }
 
     async fn review(&self, uri: Uri, range: Range) -> Result<()> {
-        let (_, language, path, repo, first, last) = self.selection(&uri, range)?;
+        let Selection { language, path, repo, first, last, .. } = self.selection(&uri, range)?;
         let text = self.docs.read().unwrap().docs.get(&uri).map(|d| d.text.clone()).unwrap_or_default();
         let findings = match self.gateway.review(&path, &language, &text, first, last, repo).await {
             Ok(f) => {

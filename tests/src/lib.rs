@@ -180,11 +180,11 @@ impl Daemon {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(p) = std::fs::read_to_string(self.home.path().join("daemon.port")) {
-                if let Ok(port) = p.trim().parse() {
-                    self.port = port;
-                    break;
-                }
+            if let Ok(p) = std::fs::read_to_string(self.home.path().join("daemon.port"))
+                && let Ok(port) = p.trim().parse()
+            {
+                self.port = port;
+                break;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("the daemon exited ({status}) at start:\n{}", self.log());

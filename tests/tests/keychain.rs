@@ -93,10 +93,10 @@ impl SecretService {
             .expect("dbus-run-session");
         let deadline = Instant::now() + Duration::from_secs(20);
         let address = loop {
-            if let Ok(a) = std::fs::read_to_string(&addr_file) {
-                if !a.trim().is_empty() {
-                    break a.trim().to_string();
-                }
+            if let Ok(a) = std::fs::read_to_string(&addr_file)
+                && !a.trim().is_empty()
+            {
+                break a.trim().to_string();
             }
             assert!(Instant::now() < deadline, "the D-Bus session did not start");
             std::thread::sleep(Duration::from_millis(50));

@@ -261,7 +261,7 @@ fn scan_reports_byte_exact_findings_in_every_format_and_never_the_secret() {
 }
 
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
-    let out = Command::new("git")
+    Command::new("git")
         .current_dir(dir)
         .env("GIT_AUTHOR_NAME", "Dev")
         .env("GIT_AUTHOR_EMAIL", "dev@tollgate.invalid")
@@ -274,8 +274,7 @@ fn git(dir: &Path, args: &[&str]) -> std::process::Output {
         .env("TOLLGATE_HOME", dir.join(".git").join("tollgate-home"))
         .args(args)
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 fn repo() -> tempfile::TempDir {

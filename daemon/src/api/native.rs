@@ -109,10 +109,10 @@ pub async fn run_prompt(
     }
     ctx.path = call.path.clone().or(ctx.path);
     ctx.project = call.project.clone().or(ctx.project);
-    if ctx.project.is_none() {
-        if let Some(repo) = call.repo.clone() {
-            ctx.project = state.projects.of_dir(repo.into()).await;
-        }
+    if ctx.project.is_none()
+        && let Some(repo) = call.repo.clone()
+    {
+        ctx.project = state.projects.of_dir(repo.into()).await;
     }
     match crate::tasks::run(&state.gateway, &name, call, &ctx).await {
         Ok(answer) => axum::Json(answer).into_response(),
@@ -133,10 +133,10 @@ async fn editor_context(
 ) -> crate::pipeline::RequestContext {
     let mut ctx = super::context(crate::pipeline::EntryPoint::Native, headers, std::time::Instant::now());
     ctx.task = task.into();
-    if ctx.project.is_none() {
-        if let Some(repo) = repo {
-            ctx.project = state.projects.of_dir(repo.into()).await;
-        }
+    if ctx.project.is_none()
+        && let Some(repo) = repo
+    {
+        ctx.project = state.projects.of_dir(repo.into()).await;
     }
     ctx
 }

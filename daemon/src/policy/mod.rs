@@ -292,10 +292,10 @@ fn parse_policy_toml(text: &str) -> Result<PolicyFile, Problem> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let mut p = toml_problem(text, &inner);
-        if inner.span().is_none() {
-            if let Some((line, column)) = locate(text, &path) {
-                (p.line, p.column) = (line, column);
-            }
+        if inner.span().is_none()
+            && let Some((line, column)) = locate(text, &path)
+        {
+            (p.line, p.column) = (line, column);
         }
         if path != "." && !p.message.contains(&path) {
             p.message = format!("{path}: {}", p.message);
@@ -417,10 +417,10 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
         }
     }
     for key in p.prices.keys() {
-        if let Some((provider, _)) = key.split_once('/') {
-            if !provider_known(provider) {
-                out.push((format!("prices.{key:?}"), format!("names provider {provider:?}, which is not configured")));
-            }
+        if let Some((provider, _)) = key.split_once('/')
+            && !provider_known(provider)
+        {
+            out.push((format!("prices.{key:?}"), format!("names provider {provider:?}, which is not configured")));
         }
     }
     for (alias, route) in &p.routes {
@@ -464,10 +464,10 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
                 out.push((format!("routing[{i}]"), format!("bad glob {g:?} (#{j}): {e}")));
             }
         }
-        if let Some(r) = &rule.route {
-            if !route_known(r) {
-                out.push((format!("routing[{i}].route"), format!("names route {r:?}, which is not defined")));
-            }
+        if let Some(r) = &rule.route
+            && !route_known(r)
+        {
+            out.push((format!("routing[{i}].route"), format!("names route {r:?}, which is not defined")));
         }
         if !rule.local_only && rule.route.is_none() {
             out.push((format!("routing[{i}]"), "a rule does nothing without local_only = true or a route".into()));
@@ -482,10 +482,10 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
         if !names.insert(&b.name) {
             out.push((format!("{at}.name"), format!("two budgets are named {:?}", b.name)));
         }
-        if let Some(r) = &b.downgrade_to {
-            if !route_known(r) {
-                out.push((format!("{at}.downgrade_to"), format!("names route {r:?}, which is not defined")));
-            }
+        if let Some(r) = &b.downgrade_to
+            && !route_known(r)
+        {
+            out.push((format!("{at}.downgrade_to"), format!("names route {r:?}, which is not defined")));
         }
     }
     for (i, r) in p.rate_limits.iter().enumerate() {
@@ -507,13 +507,10 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
     if p.review.timeout_s == Some(0) {
         out.push(("review.timeout_s".into(), "a timeout of 0 seconds would fail every review".into()));
     }
-    if let Some(tasks) = &p.tasks {
-        if tasks.is_empty() {
-            out.push((
-                "tasks".into(),
-                "an empty list would refuse every request; leave `tasks` out to allow all".into(),
-            ));
-        }
+    if let Some(tasks) = &p.tasks
+        && tasks.is_empty()
+    {
+        out.push(("tasks".into(), "an empty list would refuse every request; leave `tasks` out to allow all".into()));
     }
     out
 }

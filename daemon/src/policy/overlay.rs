@@ -98,10 +98,10 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
     }
     for (name, pp) in &p.prices {
         let at = key("prices", name);
-        if let (Some(lp), true) = (c.prices.get(name), set_locally(&at)) {
-            if show(lp) != show(pp) {
-                ignore(at, show(lp), show(pp), "prices come from the policy");
-            }
+        if let (Some(lp), true) = (c.prices.get(name), set_locally(&at))
+            && show(lp) != show(pp)
+        {
+            ignore(at, show(lp), show(pp), "prices come from the policy");
         }
         c.prices.insert(name.clone(), pp.clone());
     }
@@ -161,18 +161,18 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
     }
     c.redaction.allow = p.redaction.allow.clone();
 
-    if let Some(ps) = p.review.block_severity {
-        if c.review.block_severity > ps {
-            if set_locally("review.block_severity") {
-                ignore(
-                    "review.block_severity".into(),
-                    show(&c.review.block_severity),
-                    show(&ps),
-                    "a user may block at a lower severity, not a higher one",
-                );
-            }
-            c.review.block_severity = ps;
+    if let Some(ps) = p.review.block_severity
+        && c.review.block_severity > ps
+    {
+        if set_locally("review.block_severity") {
+            ignore(
+                "review.block_severity".into(),
+                show(&c.review.block_severity),
+                show(&ps),
+                "a user may block at a lower severity, not a higher one",
+            );
         }
+        c.review.block_severity = ps;
     }
     if p.review.on_error == Some(OnError::Closed) && c.review.on_error == OnError::Open {
         if set_locally("review.on_error") {

@@ -136,10 +136,10 @@ pub enum GitlabAuth {
 
 impl GitlabAuth {
     pub async fn find(credentials: &crate::keychain::Credentials) -> Self {
-        if let Ok(t) = std::env::var("CI_JOB_TOKEN") {
-            if !t.is_empty() {
-                return GitlabAuth::Job(Secret::new(t));
-            }
+        if let Ok(t) = std::env::var("CI_JOB_TOKEN")
+            && !t.is_empty()
+        {
+            return GitlabAuth::Job(Secret::new(t));
         }
         match credentials.get("gitlab").await {
             Some((key, _)) => GitlabAuth::Token(key),
@@ -346,7 +346,7 @@ async fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, FetchError> {
         .map_err(|e| failed(format!("cannot run git ({e}); is git installed?")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.lines().filter(|l| !l.trim().is_empty()).last().unwrap_or("").trim().to_string();
+        let err = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
         return Err(failed(format!("git {} failed: {err}", args[0])));
     }
     Ok(out.stdout)

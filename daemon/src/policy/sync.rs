@@ -199,10 +199,10 @@ impl Control {
         if let Some(PolicySource::Dir(dir)) = &self.source {
             watched.push(dir.clone());
         }
-        if !watched.is_empty() {
-            if let Err(e) = Arc::clone(self).watch(watched) {
-                tracing::warn!(error = %e, "cannot watch the config for changes; restart the daemon to apply edits");
-            }
+        if !watched.is_empty()
+            && let Err(e) = Arc::clone(self).watch(watched)
+        {
+            tracing::warn!(error = %e, "cannot watch the config for changes; restart the daemon to apply edits");
         }
     }
 

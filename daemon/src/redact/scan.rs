@@ -165,10 +165,10 @@ impl Scanner {
         if secret.is_empty() {
             return;
         }
-        if let Some(min) = rule.entropy {
-            if entropy(secret) < min {
-                return;
-            }
+        if let Some(min) = rule.entropy
+            && entropy(secret) < min
+        {
+            return;
         }
         if rule.allow.iter().chain(&self.allow).any(|a| a.is_match(secret)) {
             return;
@@ -179,10 +179,10 @@ impl Scanner {
                 return;
             }
         }
-        if let Some(v) = rule.validate {
-            if !validate(v, secret) {
-                return;
-            }
+        if let Some(v) = rule.validate
+            && !validate(v, secret)
+        {
+            return;
         }
         let (ls, le) = (line_start(text, start), line_end(text, end));
         let line = &text[ls..le];
@@ -277,7 +277,7 @@ pub fn luhn(s: &str) -> bool {
         .enumerate()
         .map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 pub fn iban(s: &str) -> bool {

@@ -164,7 +164,7 @@ mod tests {
         let text = "a TOLLGATE_GITLAB_PAT_1 b TOLLGATE_EMAIL_1.";
         let expected = "a glpat-riGp_58WAm-dX3a5IDnO b raj@acme.io.";
         for i in 0..=text.len() {
-            assert_eq!(restore_chunked(&v, &text, &[i], false), expected, "split at {i}");
+            assert_eq!(restore_chunked(&v, text, &[i], false), expected, "split at {i}");
         }
         // Held back no longer than needed: a word is released once the next character is known.
         let mut r = Restorer::new(&v, false);

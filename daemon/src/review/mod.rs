@@ -214,10 +214,20 @@ fn severity(word: &str) -> Option<Severity> {
     })
 }
 
+/// One finding as the model gave it, checked but not yet placed on the diff.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The file the model named, if it named one.
+    pub path: Option<String>,
+    pub line: usize,
+    pub severity: Severity,
+    pub category: String,
+    pub message: String,
+    pub suggestion: Option<String>,
+}
+
 /// The model's findings, or what is wrong with its answer (quoted back to it once).
-pub fn parse_findings(
-    text: &str,
-) -> Result<Vec<(Option<String>, usize, Severity, String, String, Option<String>)>, String> {
+pub fn parse_findings(text: &str) -> Result<Vec<Parsed>, String> {
     let body = text.trim();
     let body = body.strip_prefix("```json").or_else(|| body.strip_prefix("```")).unwrap_or(body);
     let body = body.strip_suffix("```").unwrap_or(body).trim();
@@ -241,14 +251,14 @@ pub fn parse_findings(
             return Err(format!("findings[{i}].message is empty"));
         }
         let suggestion = f.suggestion.filter(|s| !s.trim().is_empty());
-        out.push((
-            f.path,
-            line as usize,
-            sev,
-            f.category.unwrap_or_else(|| "bug".into()),
-            f.message.trim().to_string(),
+        out.push(Parsed {
+            path: f.path,
+            line: line as usize,
+            severity: sev,
+            category: f.category.unwrap_or_else(|| "bug".into()),
+            message: f.message.trim().to_string(),
             suggestion,
-        ));
+        });
     }
     Ok(out)
 }
@@ -423,7 +433,7 @@ async fn review_chunk(runner: &Runner, chunk: &Chunk, project: Option<String>) -
     };
     let mut findings = Vec::new();
     let mut dropped = 0;
-    for (path, line, severity, category, message, suggestion) in parsed {
+    for Parsed { path, line, severity, category, message, suggestion } in parsed {
         let same_file = path.as_deref().is_none_or(|p| p.trim_start_matches("b/") == chunk.path);
         if !same_file || !chunk.added.contains(&line) {
             dropped += 1;
@@ -535,7 +545,7 @@ mod tests {
     fn findings_parse_from_fenced_json_and_errors_say_what_is_wrong() {
         let ok = "```json\n{\"findings\": [{\"path\": \"a.rs\", \"line\": \"12\", \"severity\": \"error\", \"category\": \"bug\", \"message\": \"off by one\", \"suggestion\": \"for i in 0..n {\"}]}\n```";
         let f = parse_findings(ok).unwrap();
-        assert_eq!((f[0].1, f[0].2), (12, Severity::High));
+        assert_eq!((f[0].line, f[0].severity), (12, Severity::High));
         assert_eq!(parse_findings("{\"findings\": []}").unwrap().len(), 0);
         assert!(parse_findings("Looks good to me!").unwrap_err().contains("no JSON object"));
         assert!(

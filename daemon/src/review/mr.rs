@@ -140,10 +140,10 @@ pub async fn sync(
             .map(str::to_string);
         let discussions: Vec<Discussion> = resp.json().await.map_err(|e| format!("listing discussions: {e}"))?;
         for d in discussions {
-            if let Some(n) = d.notes.first() {
-                if let Some(fp) = fingerprint_of(&n.body) {
-                    ours.insert(fp.to_string(), (d.id.clone(), n.id, n.body.clone(), n.resolved));
-                }
+            if let Some(n) = d.notes.first()
+                && let Some(fp) = fingerprint_of(&n.body)
+            {
+                ours.insert(fp.to_string(), (d.id.clone(), n.id, n.body.clone(), n.resolved));
             }
         }
     }
