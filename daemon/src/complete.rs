@@ -131,11 +131,7 @@ pub async fn run(gw: &Gateway, req: CompletionRequest, ctx: &RequestContext) -> 
     );
     drop(rt);
     let served = gw.handle(chat, ctx).await?;
-    let redactions = served
-        .notes
-        .iter()
-        .find(|(k, _)| *k == "x-tollgate-redactions")
-        .map_or(0, |(_, v)| v.split(',').filter_map(|p| p.split('=').nth(1)?.trim().parse::<u64>().ok()).sum());
+    let redactions = u64::from(served.redactions);
     let model = served.target.to_string();
     let text = match served.answer {
         Answer::Complete(r) => r.text(),

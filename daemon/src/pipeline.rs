@@ -204,6 +204,8 @@ pub struct Served {
     /// Time spent waiting on providers (calls, and backoff between them) until the answer began.
     pub provider_time: Duration,
     pub cache_hit: bool,
+    /// Values masked before the request left the gateway.
+    pub redactions: u32,
     /// Extra response headers: budget warnings, a downgrade.
     pub notes: Vec<(&'static str, String)>,
 }
@@ -435,6 +437,7 @@ impl Gateway {
                     answer: restore(answer, vault),
                     provider_time,
                     cache_hit: true,
+                    redactions: base_row.redactions,
                     notes,
                 });
             }
@@ -554,6 +557,7 @@ impl Gateway {
                                 answer: restore(answer, vault),
                                 provider_time,
                                 cache_hit: false,
+                                redactions: base_row.redactions,
                                 notes,
                             });
                         }

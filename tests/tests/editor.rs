@@ -118,6 +118,7 @@ struct Lsp {
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     out: std::sync::mpsc::Receiver<Value>,
+    kept: std::cell::RefCell<std::collections::VecDeque<Value>>,
 }
 
 impl Lsp {
@@ -157,7 +158,7 @@ impl Lsp {
                 let _ = tx.send(serde_json::from_slice(&body).unwrap());
             }
         });
-        Self { child, stdin, out }
+        Self { child, stdin, out, kept: Default::default() }
     }
 
     fn send(&mut self, msg: Value) {
@@ -167,15 +168,24 @@ impl Lsp {
         self.stdin.flush().unwrap();
     }
 
-    /// The next message matching `pred`, within 20 s.
+    /// The next message matching `pred`, within 20 s; messages passed over are kept for later
+    /// waits (a notification may arrive before or after the response it goes with).
+    #[track_caller]
     fn wait(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        let found = self.kept.borrow().iter().position(&pred);
+        if let Some(i) = found {
+            return self.kept.borrow_mut().remove(i).unwrap();
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let msg = self.out.recv_timeout(left).expect("no such message from the server");
+            let Ok(msg) = self.out.recv_timeout(left) else {
+                panic!("no such message from the server; it sent: {:#?}", self.kept.borrow());
+            };
             if pred(&msg) {
                 return msg;
             }
+            self.kept.borrow_mut().push_back(msg);
         }
     }
 }
@@ -227,11 +237,24 @@ async fn the_language_server_starts_the_daemon_and_starts_it_again_after_it_died
     let answer = lsp.wait(|m| m["id"] == 2);
     assert_eq!(answer["result"][0]["insertText"], "42", "{answer}");
 
+    // A secret in the file is masked before the model sees it; the status counts it.
+    let secret = "glpat-ABCDEFGHIJKLMNOPQRST";
+    lsp.send(json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": 2},
+        "contentChanges": [{"text": format!("const KEY: &str = \"{secret}\";\nfn f() -> u32 {{\n    \n}}\n")}]}}));
+    fake.script([text("7")]);
+    let ask_at = |id: i64, line: u32| json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/inlineCompletion", "params": {"textDocument": {"uri": uri}, "position": {"line": line, "character": 4}, "context": {"triggerKind": 1}}});
+    lsp.send(ask_at(10, 2));
+    assert_eq!(lsp.wait(|m| m["id"] == 10)["result"][0]["insertText"], "7");
+    let status = lsp.wait(|m| m["method"] == "tollgate/status" && m["params"]["redactions"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(status["params"]["redactions"], 1, "{status}");
+    let sent = fake.requests().last().unwrap().body.to_string();
+    assert!(!sent.contains(secret) && sent.contains("TOLLGATE_GITLAB_PAT_1"), "{sent}");
+
     // The daemon dies; the next completion (after the restart guard's 2 s) starts a new one.
     let _ = Command::new("kill").arg("-9").arg(first.to_string()).status();
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     // (Another function, so that the answer is not the cached one.)
-    lsp.send(json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": "fn g() -> u32 {\n    \n}\n"}]}}));
+    lsp.send(json!({"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"textDocument": {"uri": uri, "version": 3}, "contentChanges": [{"text": "fn g() -> u32 {\n    \n}\n"}]}}));
     fake.script([text("43")]);
     lsp.send(ask(3));
     let answer = lsp.wait(|m| m["id"] == 3);
