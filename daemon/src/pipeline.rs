@@ -307,12 +307,14 @@ impl Gateway {
         self.runtime.load_full()
     }
 
-    /// Puts a new runtime in force: its budgets seeded from the ledger, the targets' health carried
-    /// over. Requests already running finish on the old one.
+    /// Puts a new runtime in force: its budgets seeded from the ledger, the targets' health and the
+    /// rate-limit buckets carried over. Requests already running finish on the old one.
     pub async fn swap(&self, runtime: Runtime) {
         let now = utc::now_ms();
         runtime.budgets.load(ledger::budget_spend(&self.store, &runtime.budgets, now).await, now);
-        runtime.router.adopt_health(&self.runtime.load().router);
+        let old = self.runtime.load();
+        runtime.router.adopt_health(&old.router);
+        runtime.limits.adopt(&old.limits);
         self.runtime.store(Arc::new(runtime));
     }
 

@@ -84,6 +84,19 @@ impl RateLimits {
         Self { rules, buckets: Mutex::default() }
     }
 
+    /// Carries over the buckets of the limits this set shares with `old` (the set it replaces
+    /// on a reload), so that a reload does not refill them.
+    pub fn adopt(&self, old: &RateLimits) {
+        let id = |r: &RateLimitConfig| serde_json::to_string(r).unwrap_or_default();
+        let new_index: HashMap<String, usize> = self.rules.iter().enumerate().map(|(j, (r, _))| (id(r), j)).collect();
+        let mut mine = self.buckets.lock().expect("rate limit lock");
+        for ((i, is_tokens, value), bucket) in old.buckets.lock().expect("rate limit lock").drain() {
+            if let Some(&j) = old.rules.get(i).and_then(|(r, _)| new_index.get(&id(r))) {
+                mine.insert((j, is_tokens, value), bucket);
+            }
+        }
+    }
+
     /// Takes one request and `tokens` from every bucket of `scope` that covers `value`; all or
     /// nothing.
     pub fn admit(&self, scope: Scope, value: &str, tokens: u64, now: Instant) -> Result<(), Limited> {
@@ -132,6 +145,30 @@ impl RateLimits {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_reload_keeps_the_buckets_of_the_limits_it_keeps() {
+        let limit = RateLimitConfig {
+            scope: Scope::Caller,
+            matches: "*".into(),
+            requests_per_minute: Some(1),
+            tokens_per_minute: None,
+        };
+        let other = RateLimitConfig {
+            scope: Scope::Project,
+            matches: "*".into(),
+            requests_per_minute: Some(5),
+            tokens_per_minute: None,
+        };
+        let now = Instant::now();
+        let old = RateLimits::new(std::slice::from_ref(&limit));
+        assert!(old.admit(Scope::Caller, "openai", 0, now).is_ok());
+        // The same limit, now second (a policy rule came before it): still spent.
+        let new = RateLimits::new(&[other, limit]);
+        new.adopt(&old);
+        assert!(new.admit(Scope::Caller, "openai", 0, now).is_err());
+        assert!(new.admit(Scope::Caller, "anthropic", 0, now).is_ok());
+    }
+
     use super::*;
 
     fn limits(rpm: Option<u32>, tpm: Option<u64>) -> RateLimits {
