@@ -26,17 +26,29 @@ struct FimFile {
     family: Vec<Family>,
 }
 
-fn families() -> &'static [Family] {
-    static F: std::sync::OnceLock<Vec<Family>> = std::sync::OnceLock::new();
-    F.get_or_init(|| toml::from_str::<FimFile>(FIM).expect("prompts/fim.toml parses").family)
+/// The families, each with its model globs compiled once.
+fn families() -> &'static [(Family, globset::GlobSet)] {
+    static F: std::sync::OnceLock<Vec<(Family, globset::GlobSet)>> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        let file: FimFile = toml::from_str(FIM).expect("prompts/fim.toml parses");
+        file.family
+            .into_iter()
+            .map(|f| {
+                let mut set = globset::GlobSetBuilder::new();
+                for g in &f.models {
+                    set.add(globset::Glob::new(g).expect("prompts/fim.toml globs compile"));
+                }
+                let set = set.build().expect("prompts/fim.toml globs compile");
+                (f, set)
+            })
+            .collect()
+    })
 }
 
 /// The FIM family of a model name, if it has one.
 pub fn family(model: &str) -> Option<&'static Family> {
     let model = model.to_ascii_lowercase();
-    families().iter().find(|f| {
-        f.models.iter().any(|g| globset::Glob::new(g).map(|g| g.compile_matcher().is_match(&model)).unwrap_or(false))
-    })
+    families().iter().find(|(_, set)| set.is_match(&model)).map(|(f, _)| f)
 }
 
 /// Other files' snippets as line comments of the file's language, for FIM prompts.
