@@ -4,7 +4,6 @@
 //! at all, and whether the user wants code written from a comment (generation) or completed.
 
 use serde::{Deserialize, Serialize};
-use tree_sitter::Node;
 
 use crate::documents::Document;
 
@@ -119,25 +118,15 @@ pub fn build(doc: &Document, offset: usize, others: &[(&str, &Document)], budget
         // Probe at the last code before the cursor: on a blank line at the end of an indented
         // block, the cursor itself is outside the block's node.
         let probe = text[..offset].trim_end().len().saturating_sub(1);
-        if let Some(scope) = enclosing(root, probe).filter(|s| s.start_byte() < start) {
+        if let Some(scope) =
+            crate::syntax::scope_around(root.descendant_for_byte_range(probe, probe)).filter(|s| s.start_byte() < start)
+        {
             let head = text[scope.start_byte()..].lines().next().unwrap_or("").to_string();
             snippets.push(Snippet { label: "enclosing scope".into(), text: head });
         }
     }
     snippets.extend(related(&text[start..offset], doc, others, budget.snippets));
     Some(Context { prefix: text[start..offset].to_string(), suffix: text[offset..end].to_string(), snippets, intent })
-}
-
-/// The smallest function, method or class around `offset`.
-fn enclosing(root: Node<'_>, offset: usize) -> Option<Node<'_>> {
-    let mut node = root.descendant_for_byte_range(offset, offset);
-    while let Some(n) = node {
-        if crate::syntax::is_scope(n.kind()) {
-            return Some(n);
-        }
-        node = n.parent();
-    }
-    None
 }
 
 /// `(start, end)` bytes of the prefix and suffix windows: the farthest syntax boundaries (starts and

@@ -30,7 +30,10 @@ fn line_starts(text: &str) -> Vec<usize> {
 
 impl Document {
     pub fn new(text: String, version: i32, path: &str) -> Self {
-        let lang = Lang::of_path(path);
+        Self::with_lang(text, version, Lang::of_path(path))
+    }
+
+    fn with_lang(text: String, version: i32, lang: Option<Lang>) -> Self {
         let tree = lang.and_then(|l| syntax::parse(&text, l));
         Self { lines: line_starts(&text), text, version, lang, tree }
     }
@@ -75,7 +78,7 @@ impl Document {
     /// Applies one change: a range replaced, or the whole text.
     pub fn apply(&mut self, change: &TextDocumentContentChangeEvent, enc: Encoding) {
         let Some(range) = change.range else {
-            *self = Document { version: self.version, ..Document::from_text(change.text.clone(), self.lang) };
+            *self = Document::with_lang(change.text.clone(), self.version, self.lang);
             return;
         };
         let start = self.offset(range.start, enc);
@@ -84,6 +87,7 @@ impl Document {
         self.text.replace_range(start..old_end, &change.text);
         self.lines = line_starts(&self.text);
         let new_end = start + change.text.len();
+        let new_end_position = self.point(new_end);
         if let (Some(tree), Some(lang)) = (self.tree.as_mut(), self.lang) {
             tree.edit(&InputEdit {
                 start_byte: start,
@@ -91,21 +95,10 @@ impl Document {
                 new_end_byte: new_end,
                 start_position,
                 old_end_position,
-                new_end_position: Point {
-                    row: self.lines.partition_point(|&s| s <= new_end) - 1,
-                    column: new_end - self.lines[self.lines.partition_point(|&s| s <= new_end) - 1],
-                },
+                new_end_position,
             });
-            let mut parser = tree_sitter::Parser::new();
-            if parser.set_language(&lang.grammar()).is_ok() {
-                self.tree = parser.parse(&self.text, Some(tree));
-            }
+            self.tree = syntax::reparse(&self.text, lang, Some(tree));
         }
-    }
-
-    fn from_text(text: String, lang: Option<Lang>) -> Self {
-        let tree = lang.and_then(|l| syntax::parse(&text, l));
-        Self { lines: line_starts(&text), text, version: 0, lang, tree }
     }
 
     /// The text of a range.

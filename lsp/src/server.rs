@@ -228,7 +228,8 @@ impl<G: Gateway> Backend<G> {
         let (mut first, mut last) = (range.start.line as usize + 1, range.end.line as usize + 1);
         if text.trim().is_empty() {
             // No selection: the enclosing function, or the line.
-            let scope = doc.lang.and_then(|l| crate::syntax::enclosing_scope(&doc.text, l, first, first));
+            // The document's tree is current: no second parse.
+            let scope = doc.tree.as_ref().and_then(|t| crate::syntax::scope_lines(t, &doc.text, first, first));
             let (a, b) = scope.unwrap_or((first, first));
             text = doc.text.lines().skip(a - 1).take(b - a + 1).collect::<Vec<_>>().join("\n");
             (first, last) = (a, b);

@@ -1,7 +1,7 @@
 //! Syntax trees from tree-sitter (grammars compiled in; nothing is downloaded): which language a
 //! file is in, and the enclosing scope (function, method, class) of a span of lines.
 
-use tree_sitter::{Language, Node, Parser, Point};
+use tree_sitter::{Language, Node, Parser, Point, Tree};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -91,26 +91,41 @@ pub fn is_scope(kind: &str) -> bool {
 }
 
 pub fn parse(source: &str, lang: Lang) -> Option<tree_sitter::Tree> {
+    reparse(source, lang, None)
+}
+
+/// Parses `source`, reusing `old` (already edited to match it) for an incremental parse.
+pub fn reparse(source: &str, lang: Lang, old: Option<&Tree>) -> Option<Tree> {
     let mut parser = Parser::new();
     parser.set_language(&lang.grammar()).ok()?;
-    parser.parse(source, None)
+    parser.parse(source, old)
+}
+
+/// The smallest function, method or class that is `node` or holds it.
+pub fn scope_around(mut node: Option<Node<'_>>) -> Option<Node<'_>> {
+    while let Some(n) = node {
+        if is_scope(n.kind()) {
+            return Some(n);
+        }
+        node = n.parent();
+    }
+    None
 }
 
 /// The smallest function, method or class around lines `first..=last` (1-based), as 1-based
 /// `(start, end)` lines; `None` at top level or when the file does not parse.
 pub fn enclosing_scope(source: &str, lang: Lang, first: usize, last: usize) -> Option<(usize, usize)> {
-    let tree = parse(source, lang)?;
+    scope_lines(&parse(source, lang)?, source, first, last)
+}
+
+/// [`enclosing_scope`] in a tree already parsed from `source`.
+pub fn scope_lines(tree: &Tree, source: &str, first: usize, last: usize) -> Option<(usize, usize)> {
     let start = Point { row: first.saturating_sub(1), column: 0 };
     let line_len = source.lines().nth(last.saturating_sub(1)).map_or(0, str::len);
     let end = Point { row: last.saturating_sub(1), column: line_len };
-    let mut node: Option<Node<'_>> = tree.root_node().descendant_for_point_range(start, end);
-    while let Some(n) = node {
-        if is_scope(n.kind()) && n.start_position().row <= start.row && n.end_position().row >= end.row {
-            return Some((n.start_position().row + 1, n.end_position().row + 1));
-        }
-        node = n.parent();
-    }
-    None
+    // The node spanning the lines, and so each of its ancestors, holds them whole.
+    let scope = scope_around(tree.root_node().descendant_for_point_range(start, end))?;
+    Some((scope.start_position().row + 1, scope.end_position().row + 1))
 }
 
 #[cfg(test)]
