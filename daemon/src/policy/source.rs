@@ -147,7 +147,8 @@ impl GitlabAuth {
         }
     }
 
-    fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    /// Adds the token in the header GitLab expects for its kind.
+    pub(crate) fn apply(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             GitlabAuth::Job(t) => req.header("JOB-TOKEN", t.expose()),
             GitlabAuth::Token(t) => req.header("PRIVATE-TOKEN", t.expose()),

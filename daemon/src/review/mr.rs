@@ -112,10 +112,7 @@ pub async fn sync(
     auth: &GitlabAuth,
     report: &Report,
 ) -> Result<Posted, String> {
-    let auth_req = |r: reqwest::RequestBuilder| match auth {
-        GitlabAuth::Token(t) | GitlabAuth::Job(t) => r.header("PRIVATE-TOKEN", t.expose()),
-        GitlabAuth::None => r,
-    };
+    let auth_req = |r: reqwest::RequestBuilder| auth.apply(r);
     let refs: DiffRefs = check(auth_req(http.get(mr.url(""))).send().await, "reading the merge request")
         .await?
         .json::<serde_json::Value>()
