@@ -71,14 +71,10 @@ pub struct ConfigOrigin {
     pub overrides: crate::config::Overrides,
 }
 
-pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let _lock = lock(&paths)?;
-    let token = paths::load_or_create_token(&paths).context("cannot create the API token file")?;
-    let Initial { runtime, seed } = Initial::load(loaded, &paths)?;
-    let config = Arc::clone(&runtime.config);
-
-    let backend = config.keychain.backend;
+/// The gateway on `runtime` over this user's keychain and database, with the calls a killed
+/// process left pending marked interrupted. The caller holds the instance lock.
+pub async fn open_gateway(runtime: crate::runtime::Runtime, paths: &Paths) -> anyhow::Result<Gateway> {
+    let backend = runtime.config.keychain.backend;
     let keychain = tokio::task::spawn_blocking(move || Keychain::open(backend)).await?;
     if let Err(e) = &keychain {
         tracing::warn!(error = %e, "keychain unavailable; provider keys come from environment variables only");
@@ -89,7 +85,17 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     if interrupted > 0 {
         tracing::warn!(rows = interrupted, "the last daemon stopped before settling some calls; marked interrupted");
     }
-    let gateway = Arc::new(Gateway::new(runtime, credentials, store.clone()).await);
+    Ok(Gateway::new(runtime, credentials, store).await)
+}
+
+pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let _lock = lock(&paths)?;
+    let token = paths::load_or_create_token(&paths).context("cannot create the API token file")?;
+    let Initial { runtime, seed } = Initial::load(loaded, &paths)?;
+    let config = Arc::clone(&runtime.config);
+    let gateway = Arc::new(open_gateway(runtime, &paths).await?);
+    let store = gateway.store.clone();
     let control =
         Control::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
     control.start();

@@ -42,11 +42,7 @@ pub async fn runner(
         Err(_) => return Ok((Runner::Daemon(paths.socket.clone()), None)),
     };
     let initial = crate::policy::sync::Initial::load(loaded, paths)?;
-    let backend = initial.runtime.config.keychain.backend;
-    let keychain = tokio::task::spawn_blocking(move || crate::keychain::Keychain::open(backend)).await?;
-    let credentials = Arc::new(crate::keychain::Credentials::new(keychain));
-    let store = crate::store::Store::open(&paths.database()).context("cannot open the database")?;
-    let gateway = crate::pipeline::Gateway::new(initial.runtime, credentials, store).await;
+    let gateway = crate::daemon::open_gateway(initial.runtime, paths).await?;
     Ok((Runner::InProcess(Arc::new(gateway)), Some(lock)))
 }
 
