@@ -568,8 +568,7 @@ fn prompt_command(
 
 /// The last good policy synced for this config's source, if any.
 fn saved_policy(paths: &Paths, loaded: &Loaded) -> Option<crate::policy::Policy> {
-    let snap = crate::policy::sync::saved_snapshot(paths, &loaded.config.policy.source)?;
-    crate::policy::Policy::parse(&snap).ok()
+    crate::policy::sync::saved_policy(paths, &loaded.config.policy.source)
 }
 
 fn policy(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> anyhow::Result<ExitCode> {
@@ -810,10 +809,7 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
     let keychain = Keychain::open(loaded.config.keychain.backend);
     let mut providers = Vec::new();
     for (name, p) in &loaded.config.providers {
-        let origin = match &keychain {
-            Ok(k) => k.get(name).ok().flatten().map(|(_, o)| o),
-            Err(_) => std::env::var(keychain::env_var(name)).ok().map(|_| keychain::KeyOrigin::Environment),
-        };
+        let origin = keychain::key_origin(keychain.as_ref().ok(), name);
         let credentials = match origin {
             Some(o) => serde_json::to_value(o)?,
             None if p.is_local() => "not-needed".into(),

@@ -90,11 +90,7 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
             continue;
         }
         let env = crate::keychain::env_var(&name);
-        let found = keychain
-            .as_ref()
-            .and_then(|k| k.get(&name).ok().flatten())
-            .map(|(_, o)| format!("{o:?}").to_lowercase())
-            .or_else(|| std::env::var(&env).ok().map(|_| "environment".into()));
+        let found = crate::keychain::key_origin(keychain.as_ref(), &name).map(|o| format!("{o:?}").to_lowercase());
         out.push(match found {
             Some(origin) => check(format!("credentials: {name}"), Outcome::Ok, format!("found ({origin})"), None),
             None => check(

@@ -58,6 +58,15 @@ pub enum KeyOrigin {
     Environment,
 }
 
+/// Where `provider`'s key would come from: the keychain (when it opened), else its environment
+/// variable. For status reports; the key itself is not returned.
+pub fn key_origin(keychain: Option<&Keychain>, provider: &str) -> Option<KeyOrigin> {
+    match keychain {
+        Some(k) => k.get(provider).ok().flatten().map(|(_, o)| o),
+        None => std::env::var(env_var(provider)).ok().filter(|v| !v.is_empty()).map(|_| KeyOrigin::Environment),
+    }
+}
+
 /// The environment variable that supplies `provider`'s key when the keychain has none.
 pub fn env_var(provider: &str) -> String {
     let name: String =

@@ -117,18 +117,23 @@ pub fn saved_snapshot(paths: &Paths, setting: &str) -> Option<Snapshot> {
     read_json::<Snapshot>(&snapshot_file(paths)).filter(|s| s.source == setting)
 }
 
+/// The last good policy synced for `setting`, if any still checks out.
+pub fn saved_policy(paths: &Paths, setting: &str) -> Option<Policy> {
+    match Policy::parse(&saved_snapshot(paths, setting)?) {
+        Ok(p) => Some(p),
+        Err(problems) => {
+            tracing::warn!(problems = problems.len(), "the saved policy no longer checks out; waiting for a sync");
+            None
+        }
+    }
+}
+
 impl Initial {
     pub fn load(loaded: Loaded, paths: &Paths) -> anyhow::Result<Self> {
         let setting = loaded.config.policy.source.clone();
         let mut status = Status { source: setting.clone(), ..Default::default() };
         let identity = read_json::<Identity>(&identity_file(paths)).unwrap_or_else(Identity::local);
-        let policy = saved_snapshot(paths, &setting).and_then(|snap| match Policy::parse(&snap) {
-            Ok(p) => Some(Arc::new(p)),
-            Err(problems) => {
-                tracing::warn!(problems = problems.len(), "the saved policy no longer checks out; waiting for a sync");
-                None
-            }
-        });
+        let policy = saved_policy(paths, &setting).map(Arc::new);
         if let Some(p) = &policy {
             status.commit = Some(p.commit.clone());
             status.fetched_ms = Some(p.fetched_ms);
