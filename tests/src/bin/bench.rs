@@ -236,6 +236,18 @@ fn redact() {
     }
 }
 
+/// A daemon whose provider `oa` is the fake, with `extra` config.
+fn bench_daemon(fake: &FakeProvider, extra: &str) -> Daemon {
+    let config = format!(
+        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n{extra}",
+        fake.url()
+    );
+    Daemon::start_with_env(
+        &config,
+        &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")],
+    )
+}
+
 fn millis(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (pct(&v, 50.0), pct(&v, 99.0))
@@ -294,14 +306,7 @@ async fn lsp() {
 
     // The gateway's own time for a completion: /v1/complete vs the fake's /v1/completions.
     let fake = FakeProvider::start().await;
-    let config = format!(
-        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n[routes.local]\ntargets = [\"oa/qwen2.5-coder-1.5b\"]\n",
-        fake.url()
-    );
-    let daemon = Daemon::start_with_env(
-        &config,
-        &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")],
-    );
+    let daemon = bench_daemon(&fake, "[routes.local]\ntargets = [\"oa/qwen2.5-coder-1.5b\"]\n");
     let offset = doc.offset(Position { line, character: 4 }, Encoding::Utf16);
     let ctx = context::build(&doc, offset, &[], Budget::default()).unwrap();
     let req = json!({"path": "big.rs", "language": "rust", "prefix": ctx.prefix, "suffix": ctx.suffix, "snippets": ctx.snippets, "intent": "complete"});
@@ -430,14 +435,7 @@ async fn main() {
                 .map(|_| tollgate_tests::fake::Behaviour { delay_ms: args.provider_delay_ms, ..Default::default() }),
         );
     }
-    let config = format!(
-        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n",
-        fake.url()
-    );
-    let daemon = Daemon::start_with_env(
-        &config,
-        &[("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"), ("TOLLGATE_LOG", "warn")],
-    );
+    let daemon = bench_daemon(&fake, "");
     println!("tollgate: {}", tollgate_tests::tollgate_bin().display());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_before = rss_kib(daemon.pid());
