@@ -229,6 +229,11 @@ pub struct ProviderConfig {
     /// not see the chat template's own framing tokens.
     #[serde(default)]
     pub tokenize_path: Option<String>,
+    /// Whether the server also serves OpenAI's Responses API (`/responses` beside
+    /// `/chat/completions`); callers of `/v1/responses` are then passed through to it, others get
+    /// a translation to Chat Completions. Defaults to true for `api.openai.com`.
+    #[serde(default)]
+    pub responses_api: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -236,6 +241,13 @@ fn yes() -> bool {
 }
 
 impl ProviderConfig {
+    pub fn serves_responses(&self) -> bool {
+        self.kind == ProviderKind::Openai
+            && self.responses_api.unwrap_or_else(|| {
+                reqwest::Url::parse(&self.base_url).is_ok_and(|u| u.host_str() == Some("api.openai.com"))
+            })
+    }
+
     pub fn is_local(&self) -> bool {
         self.local.unwrap_or_else(|| self.kind == ProviderKind::Ollama || url_is_loopback(&self.base_url))
     }

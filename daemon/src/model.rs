@@ -106,8 +106,8 @@ pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Message>,
     pub max_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
     pub stop: Vec<String>,
     pub tools: Vec<Tool>,
     pub tool_choice: Option<ToolChoice>,
@@ -116,6 +116,42 @@ pub struct ChatRequest {
     /// When set, `messages` is empty.
     pub raw_prompt: Option<String>,
     pub stream: bool,
+    /// What the caller's format carries that the fields above cannot express (images, thinking,
+    /// a tool of a provider's own kind...), each named by where it is. A target that speaks the
+    /// caller's format gets them through [`Native`]; any other target refuses the request, naming
+    /// them, instead of dropping them in silence.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmapped: Vec<String>,
+    /// The request as the caller sent it, for a target that speaks the same wire format
+    /// (pass-through). Redaction masks every string of it a provider reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native: Option<Native>,
+}
+
+/// A wire format a caller can speak and a provider can be reached in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireFormat {
+    /// Anthropic Messages (`/v1/messages`).
+    AnthropicMessages,
+    /// OpenAI Chat Completions (`/v1/chat/completions`).
+    OpenaiChat,
+    /// OpenAI Responses (`/v1/responses`).
+    OpenaiResponses,
+}
+
+/// The caller's own request, forwarded as sent to a target of the same format: unknown fields,
+/// betas and version headers included. Only tollgate's own changes are applied to it (masked
+/// strings, the routed model, a capped `max_tokens`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Native {
+    pub format: WireFormat,
+    pub body: serde_json::Value,
+    /// Version and beta headers to forward (`anthropic-version`, `anthropic-beta`, `openai-beta`),
+    /// names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The caller's query string (`beta=true`), forwarded as is.
+    pub query: Option<String>,
 }
 
 impl ChatRequest {
@@ -133,6 +169,10 @@ pub struct Usage {
     pub output_tokens: u64,
     /// Input tokens served from the provider's prompt cache (a subset of `input_tokens`).
     pub cached_tokens: u64,
+    /// Input tokens written to the provider's prompt cache (a subset of `input_tokens`; Anthropic
+    /// prices them above plain input).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
 }
 
 impl Usage {
@@ -142,6 +182,7 @@ impl Usage {
         self.input_tokens = self.input_tokens.max(other.input_tokens);
         self.output_tokens = self.output_tokens.max(other.output_tokens);
         self.cached_tokens = self.cached_tokens.max(other.cached_tokens);
+        self.cache_write_tokens = self.cache_write_tokens.max(other.cache_write_tokens);
     }
 }
 
@@ -178,6 +219,32 @@ pub enum Event {
     Finish {
         reason: FinishReason,
     },
+    /// A frame of the provider's stream, forwarded to a caller of the same format as it came
+    /// (pass-through). It precedes the typed events decoded from it, which serve the ledger, the
+    /// cache and the audit log; a renderer that sees a frame first forwards frames only.
+    Frame {
+        /// The SSE `event:` name.
+        event: Option<String>,
+        /// The SSE `data:` text, as the provider sent it.
+        data: String,
+        /// Where the frame carries a piece of streamed text, if it does.
+        delta: Option<DeltaAt>,
+    },
+    /// A whole answer's body, for a caller of the provider's format (pass-through); see
+    /// [`ChatResponse::wire`].
+    Body {
+        body: serde_json::Value,
+    },
+}
+
+/// The place of a streamed text piece inside a frame: which text it continues (`channel`: a
+/// content block, a choice, a tool call), the JSON pointer of the string, and whether that string
+/// is JSON text itself (tool call arguments).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaAt {
+    pub channel: String,
+    pub pointer: String,
+    pub json: bool,
 }
 
 /// A whole answer.
@@ -190,6 +257,9 @@ pub struct ChatResponse {
     pub content: Vec<Part>,
     pub finish_reason: FinishReason,
     pub usage: Usage,
+    /// The provider's answer as it came, for a caller of the same format (pass-through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<serde_json::Value>,
 }
 
 impl ChatResponse {
@@ -217,6 +287,9 @@ impl ChatResponse {
         }
         events.push(Event::Usage { usage: self.usage });
         events.push(Event::Finish { reason: self.finish_reason });
+        if let Some(body) = self.wire {
+            events.push(Event::Body { body });
+        }
         events
     }
 }
@@ -228,6 +301,7 @@ pub struct Collector {
     tools: Vec<(String, String, String)>,
     usage: Usage,
     finish: Option<FinishReason>,
+    wire: Option<serde_json::Value>,
 }
 
 impl Collector {
@@ -251,6 +325,8 @@ impl Collector {
             }
             Event::Usage { usage } => self.usage.merge(usage),
             Event::Finish { reason } => self.finish = Some(reason),
+            Event::Body { body } => self.wire = Some(body),
+            Event::Frame { .. } => {}
         }
     }
 
@@ -264,7 +340,7 @@ impl Collector {
             content.push(Part::ToolCall { id, name, arguments });
         }
         let finish_reason = self.finish.unwrap_or(if has_tools { FinishReason::ToolCalls } else { FinishReason::Stop });
-        ChatResponse { id, model, content, finish_reason, usage: self.usage }
+        ChatResponse { id, model, content, finish_reason, usage: self.usage, wire: self.wire }
     }
 }
 
@@ -297,7 +373,8 @@ mod tests {
                 Part::ToolCall { id: "c1".into(), name: "f".into(), arguments: "{\"a\":1}".into() },
             ],
             finish_reason: FinishReason::ToolCalls,
-            usage: Usage { input_tokens: 3, output_tokens: 4, cached_tokens: 1 },
+            usage: Usage { input_tokens: 3, output_tokens: 4, cached_tokens: 1, cache_write_tokens: 2 },
+            wire: Some(serde_json::json!({"id": "x"})),
         };
         let mut c = Collector::default();
         for e in response.clone().into_events() {
@@ -310,6 +387,6 @@ mod tests {
     fn usage_merge_keeps_the_figures_reported_at_each_point() {
         let mut u = Usage { input_tokens: 10, ..Default::default() };
         u.merge(Usage { output_tokens: 7, ..Default::default() });
-        assert_eq!(u, Usage { input_tokens: 10, output_tokens: 7, cached_tokens: 0 });
+        assert_eq!(u, Usage { input_tokens: 10, output_tokens: 7, ..Default::default() });
     }
 }

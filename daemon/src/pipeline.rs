@@ -40,6 +40,7 @@ use crate::{cache, tokens, utc};
 #[serde(rename_all = "kebab-case")]
 pub enum EntryPoint {
     Openai,
+    Responses,
     Anthropic,
     Native,
 }
@@ -48,6 +49,7 @@ impl EntryPoint {
     pub fn name(self) -> &'static str {
         match self {
             EntryPoint::Openai => "openai",
+            EntryPoint::Responses => "responses",
             EntryPoint::Anthropic => "anthropic",
             EntryPoint::Native => "native",
         }
@@ -114,6 +116,10 @@ pub enum GatewayError {
     RateLimited(Limited),
     #[error("{0}")]
     Redaction(crate::redact::Blocked),
+    /// The request has what no target of its route can take: fields of the caller's format that
+    /// the targets' formats cannot express.
+    #[error("no target of {model:?} can serve this request: {reason}")]
+    Untranslatable { model: String, reason: String },
     /// The policy or the config refuses this request (a task not allowed).
     #[error("{0}")]
     NotAllowed(String),
@@ -138,7 +144,7 @@ impl GatewayError {
             },
             GatewayError::Budget(_) => 402,
             GatewayError::RateLimited(_) => 429,
-            GatewayError::Redaction(_) => 400,
+            GatewayError::Redaction(_) | GatewayError::Untranslatable { .. } => 400,
             GatewayError::ShuttingDown => 503,
         }
     }
@@ -163,6 +169,7 @@ impl GatewayError {
             GatewayError::Budget(_) => "blocked",
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::Redaction(_) => "refused_secret",
+            GatewayError::Untranslatable { .. } => "untranslatable",
             GatewayError::ShuttingDown => "shutting_down",
         }
     }
@@ -218,6 +225,13 @@ impl Served {
     }
 }
 
+/// A request's input tokens, counted by its provider or estimated by tollgate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenCount {
+    pub input_tokens: u64,
+    pub estimated: bool,
+}
+
 pub struct Gateway {
     /// What the configuration and the policy decide; replaced whole on a reload.
     runtime: ArcSwap<Runtime>,
@@ -262,6 +276,7 @@ impl Settle {
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cached_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
             cost_micros: cost,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             added_ms: elapsed.saturating_sub(self.provider_time).as_secs_f64() * 1000.0,
@@ -407,7 +422,7 @@ impl Gateway {
         let mut targets = rt.router.resolve(&req.model)?;
 
         // Redaction: before the cache, the ledger, a log or a provider sees the text.
-        let mode = rt.config.routes.get(&req.model).and_then(|r| r.redaction).unwrap_or(rt.config.redaction.mode);
+        let mode = self.redaction_mode(rt, &req.model);
         let (req, vault) = Self::redact(rt, req, mode).await?;
         if !vault.is_empty() {
             notes.push(("x-tollgate-redactions", vault.summary()));
@@ -450,6 +465,7 @@ impl Gateway {
         let mut reasons = Reasons::default();
         let mut last_error: Option<ProviderError> = None;
         let mut limited: Option<Limited> = None;
+        let mut untranslatable: Option<String> = None;
         let mut downgraded = false;
         'route: loop {
             for target in targets.clone() {
@@ -464,6 +480,11 @@ impl Gateway {
                     continue;
                 }
                 let provider_cfg = &rt.config.providers[&target.provider];
+                if let Err(why) = providers::supports(provider_cfg, &req) {
+                    reasons.push(format!("{target}: {why}"));
+                    untranslatable = Some(why);
+                    continue;
+                }
                 let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
                 if key.is_none() && !provider_cfg.is_local() {
                     let err = ProviderError::NoCredentials(target.provider.clone());
@@ -476,7 +497,7 @@ impl Gateway {
                 let est_micros = if local {
                     Some(0)
                 } else {
-                    price.map(|p| p.cost(&Usage { input_tokens: est_in, output_tokens: est_out, cached_tokens: 0 }))
+                    price.map(|p| p.cost(&Usage { input_tokens: est_in, output_tokens: est_out, cached_tokens: 0, cache_write_tokens: 0 }))
                 };
                 let facts =
                     Facts { project: ctx.project.as_deref(), target: &name, tokens: est_tokens, micros: est_micros };
@@ -597,11 +618,66 @@ impl Gateway {
             break;
         }
         let reasons = reasons.text();
-        match (last_error, limited) {
-            (Some(last), _) => Err(GatewayError::AllFailed { model: req.model.clone(), reasons, last: Box::new(last) }),
-            (None, Some(l)) => Err(GatewayError::RateLimited(l)),
-            (None, None) => Err(GatewayError::NoTarget { model: req.model.clone(), reasons }),
+        match (last_error, limited, untranslatable) {
+            (Some(last), _, _) => {
+                Err(GatewayError::AllFailed { model: req.model.clone(), reasons, last: Box::new(last) })
+            }
+            (None, Some(l), _) => Err(GatewayError::RateLimited(l)),
+            (None, None, Some(reason)) => Err(GatewayError::Untranslatable { model: req.model.clone(), reason }),
+            (None, None, None) => Err(GatewayError::NoTarget { model: req.model.clone(), reasons }),
         }
+    }
+
+    /// Counts a request's input tokens for the route's first target that can be asked: an Anthropic
+    /// target counts its own (the request masked, as a call would send it); otherwise the count is
+    /// tollgate's o200k estimate, and says so. Nothing is spent, so nothing is booked.
+    pub async fn count_tokens(&self, mut req: ChatRequest, ctx: &RequestContext) -> Result<TokenCount, GatewayError> {
+        let rt = self.runtime();
+        if !rt.config.tasks.admits(&ctx.task) {
+            return Err(GatewayError::NotAllowed(format!("the task {:?} is not allowed here", ctx.task)));
+        }
+        let decision = rt.router.decide(&RequestFacts {
+            task: &ctx.task,
+            path: ctx.path.as_deref(),
+            project: ctx.project.as_deref(),
+            sensitivity: ctx.sensitivity.as_deref(),
+        });
+        if let Some(route) = decision.route {
+            req.model = route;
+        }
+        let local_only = ctx.local_only || decision.local_only;
+        let targets = rt.router.resolve(&req.model)?;
+        let estimate = || TokenCount { input_tokens: tokens::count_input(&req), estimated: true };
+        for target in &targets {
+            let config = &rt.config.providers[&target.provider];
+            if rt.router.check(target, local_only).is_err()
+                || config.kind != crate::config::ProviderKind::Anthropic
+                || req.native.is_none()
+            {
+                continue;
+            }
+            let Some((key, _)) = self.credentials.get(&target.provider).await else { continue };
+            let mode = self.redaction_mode(&rt, &req.model);
+            let (masked, _) = Self::redact(&rt, req.clone(), mode).await?;
+            let Some(native) = masked.native.as_ref() else { break };
+            let wire = Target { provider: &target.provider, config, model: &target.model, key: Some(&key) };
+            return match providers::count_tokens(&self.http, &wire, native, &rt.config.limits).await {
+                Ok(n) => Ok(TokenCount { input_tokens: n, estimated: false }),
+                Err(ProviderError::Status { status, message, .. }) if (400..500).contains(&status) && status != 429 => {
+                    Err(GatewayError::Rejected { target: target.to_string(), status, message })
+                }
+                Err(e) => {
+                    tracing::warn!(target = %target, error = %e, "count_tokens failed; answering an estimate");
+                    Ok(estimate())
+                }
+            };
+        }
+        Ok(estimate())
+    }
+
+    /// The redaction mode of a route: its own setting, or the global one.
+    fn redaction_mode(&self, rt: &Runtime, model: &str) -> crate::redact::Mode {
+        rt.config.routes.get(model).and_then(|r| r.redaction).unwrap_or(rt.config.redaction.mode)
     }
 
     /// Masks (or checks) the request; a large one on a blocking thread, so that no async worker

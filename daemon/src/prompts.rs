@@ -26,7 +26,7 @@ struct FrontMatter {
     /// The route alias or `provider/model` used unless the caller names one.
     model: String,
     #[serde(default)]
-    temperature: Option<f32>,
+    temperature: Option<f64>,
     #[serde(default)]
     max_tokens: Option<u32>,
     #[serde(default)]
@@ -41,7 +41,7 @@ pub struct Prompt {
     pub description: String,
     pub version: u32,
     pub model: String,
-    pub temperature: Option<f32>,
+    pub temperature: Option<f64>,
     pub max_tokens: Option<u32>,
     pub variables: Vec<String>,
     pub system: Option<String>,

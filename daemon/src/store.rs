@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS ledger (
     cache_hit     INTEGER NOT NULL DEFAULT 0,
     redactions    INTEGER NOT NULL DEFAULT 0,
     outcome       TEXT NOT NULL,
-    note          TEXT
+    note          TEXT,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
 
@@ -88,6 +89,18 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
 "#;
 
+/// Brings a database made by an earlier version up to [`SCHEMA`]: columns added since.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        let mut stmt = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
+        stmt.exists([column])
+    };
+    if !has("ledger", "cache_write_tokens")? {
+        conn.execute_batch("ALTER TABLE ledger ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0")?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// Opens (creating, readable by the user alone) the database and starts its thread.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -104,6 +117,7 @@ impl Store {
         )
         .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        migrate(&conn).map_err(err)?;
         let checkpointer = Connection::open(path).map_err(err)?;
         checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
         let (tx, rx) = mpsc::channel();

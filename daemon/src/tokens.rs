@@ -26,6 +26,13 @@ pub fn count(text: &str) -> u64 {
 /// The most tokens a request may cost, as (input, output): its prompt, counted with a margin, and
 /// the most it may write.
 pub fn estimate(req: &ChatRequest, default_max_output: u32) -> (u64, u64) {
+    let input = count_input(req);
+    (input + input * INPUT_MARGIN_PERCENT / 100, u64::from(req.max_tokens.unwrap_or(default_max_output)))
+}
+
+/// The request's input tokens as o200k counts them, without a margin: what `count_tokens`
+/// answers for a target that cannot count its own.
+pub fn count_input(req: &ChatRequest) -> u64 {
     let mut input = 0;
     if let Some(p) = &req.raw_prompt {
         input += count(p);
@@ -43,7 +50,7 @@ pub fn estimate(req: &ChatRequest, default_max_output: u32) -> (u64, u64) {
     for tool in &req.tools {
         input += count(&tool.name) + tool.description.as_deref().map_or(0, count) + count(&tool.parameters.to_string());
     }
-    (input + input * INPUT_MARGIN_PERCENT / 100, u64::from(req.max_tokens.unwrap_or(default_max_output)))
+    input
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //!
 //! - OpenAI: `POST /v1/chat/completions`, `POST /v1/completions` (SSE with `[DONE]`, usage chunk on
 //!   `stream_options.include_usage`, `x-ratelimit-*` headers, `{"error": {...}}` bodies)
+//! - OpenAI Responses: `POST /v1/responses` (its typed event sequence with `sequence_number`,
+//!   `function_call` items, `response.completed` with usage)
 //! - Anthropic: `POST /v1/messages` (its event sequence with `ping`, `anthropic-ratelimit-*`
-//!   headers, `{"type":"error","error":{...}}` bodies, `anthropic-version` required)
+//!   headers, `{"type":"error","error":{...}}` bodies, `anthropic-version` required; prompt-cache
+//!   writes and reads reported when scripted) and `POST /v1/messages/count_tokens`
 //! - Gemini: `POST /v1beta/models/{model}:generateContent` and `:streamGenerateContent?alt=sse`
 //!   (`{"error":{"code","message","status"}}` bodies)
 //! - Ollama: `POST /api/chat`, `POST /api/generate` (NDJSON streams, `{"error": "..."}` bodies)
@@ -53,6 +56,8 @@ pub struct Behaviour {
     pub tool_call: Option<(String, Value)>,
     /// Prompt tokens reported as read from the provider's cache.
     pub cached_tokens: u64,
+    /// Prompt tokens reported as written to the provider's cache (Anthropic).
+    pub cache_write_tokens: u64,
     /// Streams: split the text into chunks of this many characters instead of words.
     pub chunk_chars: Option<usize>,
 }
@@ -64,8 +69,16 @@ pub struct Recorded {
     /// The credential the caller sent, from whichever header its format uses.
     pub key: Option<String>,
     pub anthropic_version: Option<String>,
+    /// The version, beta and client headers that reached the fake (names in lower case).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub query: Option<String>,
     pub body: Value,
 }
+
+/// The request headers a fake records: what tests check was forwarded or not.
+const RECORDED_HEADERS: &[&str] =
+    &["anthropic-beta", "anthropic-version", "openai-beta", "user-agent", "x-app", "authorization", "x-api-key"];
 
 #[derive(Default)]
 pub struct FakeState {
@@ -131,6 +144,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/chat/completions", post(openai_chat))
         .route("/v1/completions", post(openai_chat))
         .route("/v1/messages", post(anthropic_messages))
+        .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
+        .route("/v1/responses", post(openai_responses))
         .route("/v1beta/models/{call}", post(gemini))
         .route("/api/chat", post(ollama))
         .route("/api/generate", post(ollama))
@@ -178,6 +193,7 @@ struct Reply {
     input_tokens: u64,
     output_tokens: u64,
     cached: u64,
+    cache_written: u64,
 }
 
 fn count_words(v: &Value) -> u64 {
@@ -202,6 +218,18 @@ fn last_user_text(body: &Value) -> String {
     }
     if let Some(p) = body["prompt"].as_str() {
         return p.to_string();
+    }
+    match &body["input"] {
+        Value::String(s) => return s.clone(),
+        Value::Array(items) => {
+            return items
+                .iter()
+                .rev()
+                .find(|i| i["role"] == "user")
+                .map(|i| text_of(&i["content"]))
+                .unwrap_or_default();
+        }
+        _ => {}
     }
     if let Some(contents) = body["contents"].as_array() {
         return contents.iter().rev().find(|c| c["role"] == "user").map(|c| text_of(&c["parts"])).unwrap_or_default();
@@ -234,12 +262,21 @@ fn reply(kind: Kind, body: &Value, b: &Behaviour) -> Reply {
         }
     }
     let input_tokens = count_words(&body["messages"])
+        + count_words(&body["input"])
+        + count_words(&body["instructions"])
         + count_words(&body["contents"])
         + count_words(&body["system"])
         + count_words(&body["systemInstruction"])
         + count_words(&body["prompt"]);
     let output_tokens = if b.tool_call.is_some() { 7 } else { words.len() as u64 };
-    Reply { words, tool: b.tool_call.clone(), input_tokens, output_tokens, cached: b.cached_tokens }
+    Reply {
+        words,
+        tool: b.tool_call.clone(),
+        input_tokens,
+        output_tokens,
+        cached: b.cached_tokens,
+        cache_written: b.cache_write_tokens,
+    }
 }
 
 fn key_of(headers: &HeaderMap, kind: Kind) -> Option<String> {
@@ -328,7 +365,7 @@ fn error_response(kind: Kind, status: u16, retry_after: Option<&str>) -> Respons
 async fn handle(
     state: &FakeState,
     kind: Kind,
-    path: String,
+    uri: axum::http::Uri,
     headers: &HeaderMap,
     body: Bytes,
     stream: impl Fn(&Value) -> bool,
@@ -340,10 +377,16 @@ async fn handle(
     };
     let key = key_of(headers, kind);
     let anthropic_version = headers.get("anthropic-version").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let recorded_headers = RECORDED_HEADERS
+        .iter()
+        .filter_map(|n| headers.get(*n).and_then(|v| v.to_str().ok()).map(|v| (n.to_string(), v.to_string())))
+        .collect();
     state.requests.lock().unwrap().push(Recorded {
-        path,
+        path: uri.path().to_string(),
         key: key.clone(),
         anthropic_version: anthropic_version.clone(),
+        headers: recorded_headers,
+        query: uri.query().map(str::to_string),
         body: value.clone(),
     });
     let b = state.next();
@@ -416,7 +459,7 @@ async fn openai_chat(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(&state, Kind::Openai, uri.path().to_string(), &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
+    handle(&state, Kind::Openai, uri, &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
         let model = req["model"].as_str().unwrap_or("gpt-fake").to_string();
         let legacy = req.get("prompt").is_some();
         let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens, "total_tokens": r.input_tokens + r.output_tokens,
@@ -473,14 +516,19 @@ async fn openai_chat(
 // ---------------------------------------------------------------------------------------------
 // Anthropic
 
-async fn anthropic_messages(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&state, Kind::Anthropic, "/v1/messages".into(), &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
+async fn anthropic_messages(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(&state, Kind::Anthropic, uri, &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
         let model = req["model"].as_str().unwrap_or("claude-fake").to_string();
         if req["max_tokens"].as_u64().is_none() {
             return (StatusCode::BAD_REQUEST, axum::Json(error_body(Kind::Anthropic, 400, "max_tokens: Field required"))).into_response();
         }
         let stop = if r.tool.is_some() { "tool_use" } else { "end_turn" };
-        let input = r.input_tokens.saturating_sub(r.cached);
+        let input = r.input_tokens.saturating_sub(r.cached).saturating_sub(r.cache_written);
         if !stream {
             let content = match &r.tool {
                 Some((name, args)) => json!([{"type": "tool_use", "id": "toolu_fake1", "name": name, "input": args}]),
@@ -488,13 +536,13 @@ async fn anthropic_messages(State(state): State<Arc<FakeState>>, headers: Header
             };
             return axum::Json(json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
                 "stop_reason": stop, "stop_sequence": null,
-                "usage": {"input_tokens": input, "output_tokens": r.output_tokens, "cache_read_input_tokens": r.cached, "cache_creation_input_tokens": 0}}))
+                "usage": {"input_tokens": input, "output_tokens": r.output_tokens, "cache_read_input_tokens": r.cached, "cache_creation_input_tokens": r.cache_written}}))
             .into_response();
         }
         let mut frames = vec![
             sse(Some("message_start"), &json!({"type": "message_start", "message": {"id": "msg_fake", "type": "message", "role": "assistant", "model": model,
                 "content": [], "stop_reason": null, "stop_sequence": null,
-                "usage": {"input_tokens": input, "output_tokens": 1, "cache_read_input_tokens": r.cached, "cache_creation_input_tokens": 0}}})),
+                "usage": {"input_tokens": input, "output_tokens": 1, "cache_read_input_tokens": r.cached, "cache_creation_input_tokens": r.cache_written}}})),
         ];
         match &r.tool {
             Some((name, args)) => {
@@ -521,6 +569,90 @@ async fn anthropic_messages(State(state): State<Arc<FakeState>>, headers: Header
     .await
 }
 
+/// `POST /v1/messages/count_tokens`: the words of the request, as the fake counts input tokens.
+async fn anthropic_count_tokens(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(&state, Kind::Anthropic, uri, &headers, body, |_| false, |req, r, _, _| {
+        if req.get("max_tokens").is_some() {
+            return (StatusCode::BAD_REQUEST, axum::Json(error_body(Kind::Anthropic, 400, "max_tokens: Extra inputs are not permitted"))).into_response();
+        }
+        axum::Json(json!({"input_tokens": r.input_tokens + count_words(&req["tools"])})).into_response()
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI Responses
+
+async fn openai_responses(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(&state, Kind::Openai, uri, &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
+        let model = req["model"].as_str().unwrap_or("gpt-fake").to_string();
+        if req.get("input").is_none() {
+            return (StatusCode::BAD_REQUEST, axum::Json(error_body(Kind::Openai, 400, "Missing required parameter: 'input'."))).into_response();
+        }
+        let usage = json!({"input_tokens": r.input_tokens, "input_tokens_details": {"cached_tokens": r.cached},
+            "output_tokens": r.output_tokens, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": r.input_tokens + r.output_tokens});
+        let text: String = r.words.concat();
+        let done_item = match &r.tool {
+            Some((name, args)) => json!({"type": "function_call", "id": "fc_fake1", "call_id": "call_fake1", "name": name, "arguments": args.to_string(), "status": "completed"}),
+            None => json!({"type": "message", "id": "msg_fake1", "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}),
+        };
+        let response = |status: &str, output: Value, usage: Value| json!({"id": "resp_fake1", "object": "response", "created_at": 1,
+            "status": status, "model": model, "output": output, "usage": usage, "error": null, "incomplete_details": null,
+            "instructions": req["instructions"], "metadata": {}, "parallel_tool_calls": true, "tool_choice": "auto", "tools": [], "store": req["store"]});
+        if !stream {
+            return axum::Json(response("completed", json!([done_item]), usage)).into_response();
+        }
+        let mut events = vec![
+            json!({"type": "response.created", "response": response("in_progress", json!([]), Value::Null)}),
+            json!({"type": "response.in_progress", "response": response("in_progress", json!([]), Value::Null)}),
+        ];
+        match &r.tool {
+            Some((name, args)) => {
+                let args = args.to_string();
+                let (a, b2) = args.split_at(args.len() / 2);
+                events.push(json!({"type": "response.output_item.added", "output_index": 0, "item": {"type": "function_call", "id": "fc_fake1", "call_id": "call_fake1", "name": name, "arguments": "", "status": "in_progress"}}));
+                for part in [a, b2] {
+                    events.push(json!({"type": "response.function_call_arguments.delta", "item_id": "fc_fake1", "output_index": 0, "delta": part}));
+                }
+                events.push(json!({"type": "response.function_call_arguments.done", "item_id": "fc_fake1", "output_index": 0, "arguments": args}));
+            }
+            None => {
+                events.push(json!({"type": "response.output_item.added", "output_index": 0, "item": {"type": "message", "id": "msg_fake1", "status": "in_progress", "role": "assistant", "content": []}}));
+                events.push(json!({"type": "response.content_part.added", "item_id": "msg_fake1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}));
+                for w in &r.words {
+                    events.push(json!({"type": "response.output_text.delta", "item_id": "msg_fake1", "output_index": 0, "content_index": 0, "delta": w, "logprobs": []}));
+                }
+                events.push(json!({"type": "response.output_text.done", "item_id": "msg_fake1", "output_index": 0, "content_index": 0, "text": text, "logprobs": []}));
+                events.push(json!({"type": "response.content_part.done", "item_id": "msg_fake1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": text, "annotations": []}}));
+            }
+        }
+        events.push(json!({"type": "response.output_item.done", "output_index": 0, "item": done_item}));
+        events.push(json!({"type": "response.completed", "response": response("completed", json!([done_item]), usage)}));
+        let frames = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut e)| {
+                e["sequence_number"] = json!(i);
+                let kind = e["type"].as_str().unwrap_or_default().to_string();
+                sse(Some(&kind), &e)
+            })
+            .collect();
+        stream_body(frames, &b, "text/event-stream; charset=utf-8")
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------------------------
 // Gemini
 
@@ -533,6 +665,7 @@ async fn gemini(
     State(state): State<Arc<FakeState>>,
     Path(call): Path<String>,
     Query(q): Query<GeminiQuery>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -544,7 +677,7 @@ async fn gemini(
         return (StatusCode::NOT_FOUND, axum::Json(error_body(Kind::Gemini, 404, "unknown method"))).into_response();
     }
     let sse_mode = q.alt.as_deref() == Some("sse");
-    handle(&state, Kind::Gemini, format!("/v1beta/models/{call}"), &headers, body, move |_| streaming, move |_req, r, b, stream| {
+    handle(&state, Kind::Gemini, uri, &headers, body, move |_| streaming, move |_req, r, b, stream| {
         let usage = |out: u64| json!({"promptTokenCount": r.input_tokens, "candidatesTokenCount": out, "totalTokenCount": r.input_tokens + out, "cachedContentTokenCount": r.cached});
         let chunk = |parts: Value, finish: Option<&str>, out: u64| {
             let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
@@ -588,12 +721,11 @@ async fn ollama(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let path = uri.path().to_string();
-    let generate = path == "/api/generate";
+    let generate = uri.path() == "/api/generate";
     handle(
         &state,
         Kind::Ollama,
-        path,
+        uri,
         &headers,
         body,
         |v| v["stream"] != false,

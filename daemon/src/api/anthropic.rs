@@ -13,8 +13,10 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Format, read_json, sse_frame};
-use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Message, Part, Role, Tool, ToolChoice, Usage};
+use super::{ApiError, Format, sse_frame};
+use crate::model::{
+    ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, Role, Tool, ToolChoice, Usage, WireFormat,
+};
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -25,14 +27,22 @@ pub struct MessagesRequest {
     system: Option<Value>,
     #[serde(default)]
     stream: bool,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
     #[serde(default)]
     stop_sequences: Vec<String>,
     #[serde(default)]
     tools: Vec<WireTool>,
     tool_choice: Option<Value>,
+    thinking: Option<Value>,
+    /// Everything else the caller sent: forwarded to Anthropic targets, named when refused.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
+
+/// Top-level fields that change nothing in an answer, so a translation may leave them out:
+/// `metadata` (an account-side user id), `service_tier` (capacity, not content).
+const HARMLESS: &[&str] = &["metadata", "service_tier"];
 
 #[derive(Debug, Deserialize)]
 struct WireMessage {
@@ -43,27 +53,28 @@ struct WireMessage {
 #[derive(Debug, Deserialize)]
 struct WireTool {
     name: String,
+    #[serde(rename = "type")]
+    kind: Option<String>,
     description: Option<String>,
-    input_schema: Value,
+    input_schema: Option<Value>,
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, Format::Anthropic, message)
 }
 
-/// Text of a `system` value or a `tool_result` content: a string or an array of text blocks.
-fn blocks_text(v: &Value, at: &str) -> Result<String, ApiError> {
+/// Text of a `system` value or a `tool_result` content: a string or an array of blocks, of which
+/// text is read and any other kind is named in `unmapped`.
+fn blocks_text(v: &Value, at: &str, unmapped: &mut Vec<String>) -> Result<String, ApiError> {
     match v {
         Value::Null => Ok(String::new()),
         Value::String(s) => Ok(s.clone()),
         Value::Array(blocks) => {
             let mut out = Vec::new();
-            for b in blocks {
+            for (j, b) in blocks.iter().enumerate() {
                 match b["type"].as_str() {
                     Some("text") => out.push(b["text"].as_str().unwrap_or_default().to_string()),
-                    other => {
-                        return Err(bad(format!("{at}: blocks of type {other:?} are not supported here; send text")));
-                    }
+                    other => unmapped.push(format!("{at}.{j} ({} block)", other.unwrap_or("untyped"))),
                 }
             }
             Ok(out.join("\n"))
@@ -73,10 +84,20 @@ fn blocks_text(v: &Value, at: &str) -> Result<String, ApiError> {
 }
 
 impl MessagesRequest {
+    /// The typed request. Cache-control marks are hints with no counterpart elsewhere (other
+    /// providers cache prompts on their own) and thinking blocks of earlier turns can only be
+    /// checked by the provider that wrote them, so a translation leaves both out; everything else
+    /// without a mapping is listed in `unmapped`.
     pub fn into_internal(self) -> Result<ChatRequest, ApiError> {
+        let mut unmapped = super::unmapped_fields(&self.rest, HARMLESS);
+        if let Some(thinking) = &self.thinking
+            && thinking["type"] != "disabled"
+        {
+            unmapped.push("thinking".into());
+        }
         let mut messages = Vec::with_capacity(self.messages.len() + 1);
         if let Some(system) = &self.system {
-            let text = blocks_text(system, "system")?;
+            let text = blocks_text(system, "system", &mut unmapped)?;
             if !text.is_empty() {
                 messages.push(Message::text(Role::System, text));
             }
@@ -86,8 +107,9 @@ impl MessagesRequest {
             let role = match m.role.as_str() {
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                "system" => Role::System,
                 other => {
-                    return Err(bad(format!("{at}.role: {other:?} is not user or assistant")));
+                    return Err(bad(format!("{at}.role: {other:?} is not user, assistant or system")));
                 }
             };
             let content = match m.content {
@@ -96,29 +118,30 @@ impl MessagesRequest {
                     let mut parts = Vec::with_capacity(blocks.len());
                     for (j, b) in blocks.into_iter().enumerate() {
                         let at = format!("{at}.content.{j}");
-                        parts.push(match b["type"].as_str() {
-                            Some("text") => Part::Text { text: b["text"].as_str().unwrap_or_default().to_string() },
-                            Some("tool_use") => Part::ToolCall {
+                        match b["type"].as_str() {
+                            Some("text") => {
+                                parts.push(Part::Text { text: b["text"].as_str().unwrap_or_default().to_string() })
+                            }
+                            Some("tool_use") => parts.push(Part::ToolCall {
                                 id: b["id"].as_str().unwrap_or_default().to_string(),
                                 name: b["name"]
                                     .as_str()
                                     .ok_or_else(|| bad(format!("{at}: tool_use needs a name")))?
                                     .to_string(),
                                 arguments: b["input"].to_string(),
-                            },
-                            Some("tool_result") => Part::ToolResult {
+                            }),
+                            Some("tool_result") => parts.push(Part::ToolResult {
                                 tool_call_id: b["tool_use_id"]
                                     .as_str()
                                     .ok_or_else(|| bad(format!("{at}: tool_result needs tool_use_id")))?
                                     .to_string(),
                                 name: None,
-                                content: blocks_text(&b["content"], &at)?,
+                                content: blocks_text(&b["content"], &format!("{at}.content"), &mut unmapped)?,
                                 is_error: b["is_error"].as_bool().unwrap_or(false),
-                            },
-                            other => {
-                                return Err(bad(format!("{at}: content blocks of type {other:?} are not supported")));
-                            }
-                        });
+                            }),
+                            Some("thinking" | "redacted_thinking") => {}
+                            other => unmapped.push(format!("{at} ({} block)", other.unwrap_or("untyped"))),
+                        }
                     }
                     parts
                 }
@@ -143,6 +166,15 @@ impl MessagesRequest {
                 _ => return Err(bad("tool_choice.type must be auto, any, tool or none")),
             }),
         };
+        let mut tools = Vec::with_capacity(self.tools.len());
+        for (i, t) in self.tools.into_iter().enumerate() {
+            match (t.kind.as_deref(), t.input_schema) {
+                (None | Some("custom"), Some(schema)) => {
+                    tools.push(Tool { name: t.name, description: t.description, parameters: schema })
+                }
+                (kind, _) => unmapped.push(format!("tools.{i} ({} tool {:?})", kind.unwrap_or("schemaless"), t.name)),
+            }
+        }
         Ok(ChatRequest {
             model: self.model,
             messages,
@@ -150,41 +182,95 @@ impl MessagesRequest {
             temperature: self.temperature,
             top_p: self.top_p,
             stop: self.stop_sequences,
-            tools: self
-                .tools
-                .into_iter()
-                .map(|t| Tool { name: t.name, description: t.description, parameters: t.input_schema })
-                .collect(),
+            tools,
             tool_choice,
             response_format: None,
             raw_prompt: None,
             stream: self.stream,
+            unmapped,
+            native: None,
         })
     }
 }
 
-pub async fn messages(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
+/// The caller's version and beta headers, which an Anthropic target receives as sent.
+pub const FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
+
+pub async fn messages(
+    State(state): State<super::State>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let received = Instant::now();
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let wire: MessagesRequest = read_json(body, &headers, limit, Format::Anthropic).await?;
-        let req = wire.into_internal()?;
+        let req = read_request(body, &uri, &headers, limit).await?;
+        let render = super::Render { whole: render, stream: render_stream, frame: forward_frame };
         Ok::<_, ApiError>(
-            super::serve_chat(
-                &state,
-                &headers,
-                received,
-                EntryPoint::Anthropic,
-                Format::Anthropic,
-                req,
-                "msg_",
-                render,
-                render_stream,
-            )
-            .await,
+            super::serve_chat(&state, &headers, received, EntryPoint::Anthropic, Format::Anthropic, req, "msg_", render)
+                .await,
         )
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /v1/messages/count_tokens`: Anthropic targets count their own tokens (the request masked
+/// as a call would send it); for any other the count is tollgate's estimate, marked so in
+/// `x-tollgate-estimate`.
+pub async fn count_tokens(
+    State(state): State<super::State>,
+    uri: http::Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
+    let result = async {
+        let req = read_request(body, &uri, &headers, limit).await?;
+        let ctx = super::context(EntryPoint::Anthropic, &headers, Instant::now());
+        let count = state
+            .gateway
+            .count_tokens(req, &ctx)
+            .await
+            .map_err(|e| ApiError::from_gateway(&e, Format::Anthropic))?;
+        let mut response = axum::Json(json!({"input_tokens": count.input_tokens})).into_response();
+        if count.estimated {
+            response.headers_mut().insert("x-tollgate-estimate", http::HeaderValue::from_static("o200k"));
+        }
+        Ok::<_, ApiError>(response)
+    };
+    result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A Messages request: typed, with the caller's own body, headers and query kept for an Anthropic
+/// target. A token count has no `max_tokens`; the typed form gets 1.
+pub async fn read_request(body: Body, uri: &http::Uri, headers: &HeaderMap, limit: usize) -> Result<ChatRequest, ApiError> {
+    let value = super::read_value(body, headers, limit, Format::Anthropic).await?;
+    let mut typed = value.clone();
+    if uri.path().ends_with("/count_tokens")
+        && let Some(obj) = typed.as_object_mut()
+    {
+        obj.entry("max_tokens").or_insert(json!(1));
+    }
+    let wire: MessagesRequest = super::parse(typed, Format::Anthropic)?;
+    let mut req = wire.into_internal()?;
+    req.native = Some(Native {
+        format: WireFormat::AnthropicMessages,
+        body: value,
+        headers: super::forwarded_headers(headers, FORWARDED),
+        query: uri.query().map(str::to_string),
+    });
+    Ok(req)
+}
+
+/// A frame of an Anthropic target's stream, as it came; a failure after it as an `error` event.
+fn forward_frame(frame: Result<(Option<&str>, &str), String>) -> Option<Bytes> {
+    match frame {
+        Ok((event, data)) => super::raw_frame(event, data),
+        Err(message) => {
+            Some(sse_frame(Some("error"), &ApiError::new(StatusCode::BAD_GATEWAY, Format::Anthropic, message).body()))
+        }
+    }
 }
 
 fn stop_str(r: FinishReason) -> &'static str {
@@ -198,10 +284,10 @@ fn stop_str(r: FinishReason) -> &'static str {
 
 fn usage_json(u: &Usage) -> Value {
     json!({
-        "input_tokens": u.input_tokens.saturating_sub(u.cached_tokens),
+        "input_tokens": u.input_tokens.saturating_sub(u.cached_tokens).saturating_sub(u.cache_write_tokens),
         "output_tokens": u.output_tokens,
         "cache_read_input_tokens": u.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "cache_creation_input_tokens": u.cache_write_tokens,
     })
 }
 
@@ -325,6 +411,7 @@ fn render_stream(
                 }
                 Event::Usage { usage } => s.usage.merge(usage),
                 Event::Finish { reason } => s.stop = Some(reason),
+                Event::Frame { .. } | Event::Body { .. } => {}
             },
             Some(Err(e)) => {
                 s.done = true;
@@ -375,7 +462,7 @@ mod tests {
 
     #[test]
     fn cached_tokens_are_reported_apart_from_input() {
-        let u = usage_json(&Usage { input_tokens: 10, output_tokens: 2, cached_tokens: 4 });
+        let u = usage_json(&Usage { input_tokens: 10, output_tokens: 2, cached_tokens: 4, cache_write_tokens: 0 });
         assert_eq!(u["input_tokens"], 6);
         assert_eq!(u["cache_read_input_tokens"], 4);
     }

@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod auth;
 pub mod native;
 pub mod openai;
+pub mod responses;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::pipeline::{EntryPoint, Gateway, GatewayError, RequestContext, Served};
 
@@ -48,6 +50,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/models", get(native::models))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/v1/responses", post(responses::responses))
         .route("/v1/usage", get(native::usage))
         .route("/v1/budget", get(native::budget))
         .route("/v1/log", get(native::log))
@@ -92,16 +96,23 @@ pub struct ApiError {
     pub message: String,
     pub format: Format,
     pub retry_after: Option<Duration>,
+    /// OpenAI's error `code`, when the status alone does not say it.
+    pub code: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, format: Format, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), format, retry_after: None }
+        Self { status, message: message.into(), format, retry_after: None, code: None }
     }
 
     pub fn from_gateway(err: &GatewayError, format: Format) -> Self {
         let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
-        Self { status, message: err.to_string(), format, retry_after: err.retry_after() }
+        Self { status, message: err.to_string(), format, retry_after: err.retry_after(), code: None }
+    }
+
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
     }
 
     /// The error as a JSON body in the caller's format (also used as a stream's error event).
@@ -111,7 +122,7 @@ impl ApiError {
                 "message": self.message,
                 "type": openai_type(self.status),
                 "param": null,
-                "code": openai_code(self.status),
+                "code": self.code.or_else(|| openai_code(self.status)),
             }}),
             Format::Anthropic => serde_json::json!({"type": "error", "error": {
                 "type": anthropic_type(self.status),
@@ -175,6 +186,13 @@ pub async fn read_json<T: DeserializeOwned>(
     limit: usize,
     format: Format,
 ) -> Result<T, ApiError> {
+    let value = read_value(body, headers, limit, format).await?;
+    parse(value, format)
+}
+
+/// Reads a request body as JSON within the size limit: too large, unreadable, not UTF-8 and not
+/// JSON each get their own error.
+pub async fn read_value(body: Body, headers: &HeaderMap, limit: usize, format: Format) -> Result<Value, ApiError> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -208,14 +226,34 @@ pub async fn read_json<T: DeserializeOwned>(
             format!("the request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
         ));
     }
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(StatusCode::BAD_REQUEST, format, format!("the request body is not valid JSON: {e}"))
-    })?;
+    })
+}
+
+/// A request type from a JSON value; the error names the path of what is wrong.
+pub fn parse<T: DeserializeOwned>(value: Value, format: Format) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." { String::new() } else { format!(" at {path}") };
         ApiError::new(StatusCode::BAD_REQUEST, format, format!("invalid request{at}: {}", e.inner()))
     })
+}
+
+/// The caller's version and beta headers, forwarded to a target of its own format.
+pub fn forwarded_headers(headers: &HeaderMap, names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .flat_map(|name| {
+            headers.get_all(*name).iter().filter_map(|v| v.to_str().ok()).map(|v| (name.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// The top-level fields of a request that the typed form does not read: each is unmapped (refused
+/// across formats by name), except those in `harmless`, which change nothing in an answer.
+pub fn unmapped_fields(rest: &serde_json::Map<String, Value>, harmless: &[&str]) -> Vec<String> {
+    rest.iter().filter(|(k, v)| !v.is_null() && !harmless.contains(&k.as_str())).map(|(k, _)| k.clone()).collect()
 }
 
 /// The context of a request, from the headers tollgate's own clients set.
@@ -260,11 +298,38 @@ pub fn served_headers(served: &Served, ctx: &RequestContext, headers: &mut Heade
     set("x-tollgate-added-ms", &format!("{:.3}", added.as_secs_f64() * 1000.0));
 }
 
+/// How a door renders answers in its format: whole, as a stream of typed events, and, for a
+/// target of its own format, each forwarded frame (`None` leaves a frame out) or the failure that
+/// ended such a stream (`Err` with its message).
+pub struct Render<W, S, F> {
+    pub whole: W,
+    pub stream: S,
+    pub frame: F,
+}
+
+/// A forwarded frame as it came: `event:` and `data:` lines.
+pub fn raw_frame(event: Option<&str>, data: &str) -> Option<Bytes> {
+    let mut s = String::with_capacity(data.len() + 32);
+    if let Some(event) = event {
+        s.push_str("event: ");
+        s.push_str(event);
+        s.push('\n');
+    }
+    for line in data.split('\n') {
+        s.push_str("data: ");
+        s.push_str(line);
+        s.push('\n');
+    }
+    s.push('\n');
+    Some(Bytes::from(s))
+}
+
 /// What every chat entry point shares once it has translated the caller's request: the pipeline,
-/// errors in the caller's format, the answer rendered whole (`whole`) or streamed (`stream`), and
-/// the served headers.
+/// errors in the caller's format, the answer rendered whole or streamed, and the served headers.
+/// An answer from a target of the caller's own format goes back as the provider sent it
+/// (placeholders restored): its body, or its frames.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve_chat<S>(
+pub async fn serve_chat<W, S, F, B>(
     state: &State,
     headers: &HeaderMap,
     received: std::time::Instant,
@@ -272,12 +337,15 @@ pub async fn serve_chat<S>(
     format: Format,
     req: crate::model::ChatRequest,
     id_prefix: &str,
-    whole: impl FnOnce(&crate::model::ChatResponse, &str, &str) -> serde_json::Value,
-    stream: impl FnOnce(crate::model::EventStream, String, String) -> S,
+    render: Render<W, S, F>,
 ) -> Response
 where
-    S: futures_util::Stream<Item = Bytes> + Send + 'static,
+    W: FnOnce(&crate::model::ChatResponse, &str, &str) -> serde_json::Value,
+    S: FnOnce(crate::model::EventStream, String, String) -> B,
+    F: FnMut(Result<(Option<&str>, &str), String>) -> Option<Bytes> + Send + 'static,
+    B: futures_util::Stream<Item = Bytes> + Send + 'static,
 {
+    use futures_util::StreamExt;
     let mut ctx = context(entry, headers, received);
     if ctx.project.is_none() {
         // The caller's repository: its project comes from the git remote.
@@ -295,8 +363,31 @@ where
     let mut served_h = HeaderMap::new();
     served_headers(&served, &ctx, &mut served_h);
     let mut response = match (streamed, served.answer) {
-        (true, answer) => sse_response(stream(crate::pipeline::events(answer), id, model)),
-        (false, crate::pipeline::Answer::Complete(r)) => axum::Json(whole(&r, &id, &model)).into_response(),
+        (true, answer) => {
+            let mut events = crate::pipeline::events(answer);
+            match events.next().await {
+                // A target of the caller's format: its frames go back as they came.
+                Some(Ok(first @ crate::model::Event::Frame { .. })) => {
+                    let mut frame = render.frame;
+                    let frames = futures_util::stream::iter([Ok(first)]).chain(events).filter_map(move |e| {
+                        std::future::ready(match e {
+                            Ok(crate::model::Event::Frame { event, data, .. }) => frame(Ok((event.as_deref(), &data))),
+                            Ok(_) => None,
+                            Err(e) => frame(Err(format!("the provider failed mid-stream: {e}"))),
+                        })
+                    });
+                    sse_response(frames)
+                }
+                first => {
+                    let events = Box::pin(futures_util::stream::iter(first).chain(events));
+                    sse_response((render.stream)(events, id, model))
+                }
+            }
+        }
+        (false, crate::pipeline::Answer::Complete(r)) => match &r.wire {
+            Some(body) => axum::Json(body).into_response(),
+            None => axum::Json((render.whole)(&r, &id, &model)).into_response(),
+        },
         (false, crate::pipeline::Answer::Stream(_)) => unreachable!("the pipeline streams only when asked"),
     };
     response.headers_mut().extend(served_h);

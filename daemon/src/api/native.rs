@@ -265,5 +265,7 @@ pub async fn metrics(State(state): State<super::State>) -> Response {
 
 pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
     let format = Format::of(uri.path(), &headers);
-    ApiError::new(StatusCode::NOT_FOUND, format, format!("no such endpoint: {}", uri.path())).into_response()
+    ApiError::new(StatusCode::NOT_FOUND, format, format!("no such endpoint: {}", uri.path()))
+        .with_code("unknown_url")
+        .into_response()
 }

@@ -11,9 +11,10 @@ use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, Format, OneOrMany, read_json, sse_frame, unix_now};
+use super::{ApiError, Format, OneOrMany, sse_frame, unix_now};
 use crate::model::{
-    ChatRequest, ChatResponse, Event, FinishReason, Message, Part, ResponseFormat, Role, Tool, ToolChoice, Usage,
+    ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, ResponseFormat, Role, Tool, ToolChoice,
+    Usage, WireFormat,
 };
 use crate::pipeline::EntryPoint;
 
@@ -27,15 +28,26 @@ pub struct ChatCompletionRequest {
     stream_options: Option<StreamOptions>,
     max_tokens: Option<u32>,
     max_completion_tokens: Option<u32>,
-    temperature: Option<f32>,
-    top_p: Option<f32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
     stop: Option<OneOrMany>,
     n: Option<u32>,
     #[serde(default)]
     tools: Vec<WireTool>,
     tool_choice: Option<Value>,
     response_format: Option<Value>,
+    /// Everything else the caller sent: forwarded to OpenAI-format targets, named when refused.
+    #[serde(flatten)]
+    rest: serde_json::Map<String, Value>,
 }
+
+/// Top-level fields that change nothing in an answer, so a translation may leave them out: an
+/// end-user id (`user`, `safety_identifier`), account-side tags and storage (`metadata`,
+/// `store`), capacity (`service_tier`), cache routing (`prompt_cache_key`).
+const HARMLESS: &[&str] = &["user", "safety_identifier", "metadata", "store", "service_tier", "prompt_cache_key"];
+
+/// The caller's beta header, which an OpenAI-format target receives as sent.
+pub const FORWARDED: &[&str] = &["openai-beta"];
 
 #[derive(Debug, Deserialize)]
 struct StreamOptions {
@@ -69,7 +81,9 @@ struct WireFunctionCall {
 
 #[derive(Debug, Deserialize)]
 struct WireTool {
-    function: WireFunction,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    function: Option<WireFunction>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -88,19 +102,18 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, message)
 }
 
-/// Text content: a string, or an array of `{"type":"text"}` parts.
-fn content_text(content: Option<&Value>, at: &str) -> Result<String, ApiError> {
+/// Text content: a string, or an array of parts of which text is read and any other kind (an
+/// image, audio, a file) is named in `unmapped`.
+fn content_text(content: Option<&Value>, at: &str, unmapped: &mut Vec<String>) -> Result<String, ApiError> {
     match content {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
         Some(Value::Array(parts)) => {
             let mut out = String::new();
-            for part in parts {
+            for (j, part) in parts.iter().enumerate() {
                 match part["type"].as_str() {
                     Some("text") => out.push_str(part["text"].as_str().unwrap_or_default()),
-                    Some(other) => {
-                        return Err(bad(format!("{at}: content parts of type {other:?} are not supported; send text")));
-                    }
+                    Some(other) => unmapped.push(format!("{at}.content[{j}] ({other} part)")),
                     None => return Err(bad(format!("{at}: a content part has no type"))),
                 }
             }
@@ -115,10 +128,11 @@ impl ChatCompletionRequest {
         if self.n.is_some_and(|n| n != 1) {
             return Err(bad("n other than 1 is not supported"));
         }
+        let mut unmapped = super::unmapped_fields(&self.rest, HARMLESS);
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let at = format!("messages[{i}]");
-            let text = content_text(m.content.as_ref(), &at)?;
+            let text = content_text(m.content.as_ref(), &at, &mut unmapped)?;
             let msg = match m.role.as_str() {
                 "system" | "developer" => Message::text(Role::System, text),
                 "user" => Message::text(Role::User, text),
@@ -185,6 +199,15 @@ impl ChatCompletionRequest {
             }),
         };
         let include_usage = self.stream_options.is_some_and(|o| o.include_usage);
+        let mut tools = Vec::with_capacity(self.tools.len());
+        for (i, t) in self.tools.into_iter().enumerate() {
+            match (t.kind.as_deref(), t.function) {
+                (None | Some("function"), Some(f)) => {
+                    tools.push(Tool { name: f.name, description: f.description, parameters: f.parameters })
+                }
+                (kind, _) => unmapped.push(format!("tools[{i}] ({} tool)", kind.unwrap_or("untyped"))),
+            }
+        }
         let req = ChatRequest {
             model: self.model,
             messages,
@@ -192,19 +215,13 @@ impl ChatCompletionRequest {
             temperature: self.temperature,
             top_p: self.top_p,
             stop: self.stop.map(OneOrMany::into_vec).unwrap_or_default(),
-            tools: self
-                .tools
-                .into_iter()
-                .map(|t| Tool {
-                    name: t.function.name,
-                    description: t.function.description,
-                    parameters: t.function.parameters,
-                })
-                .collect(),
+            tools,
             tool_choice,
             response_format,
             raw_prompt: None,
             stream: self.stream.unwrap_or(false),
+            unmapped,
+            native: None,
         };
         Ok((req, include_usage))
     }
@@ -214,24 +231,46 @@ pub async fn chat_completions(State(state): State<super::State>, headers: Header
     let received = Instant::now();
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let wire: ChatCompletionRequest = read_json(body, &headers, limit, Format::Openai).await?;
-        let (req, include_usage) = wire.into_internal()?;
+        let value = super::read_value(body, &headers, limit, Format::Openai).await?;
+        let wire: ChatCompletionRequest = super::parse(value.clone(), Format::Openai)?;
+        let (mut req, include_usage) = wire.into_internal()?;
+        req.native = Some(Native {
+            format: WireFormat::OpenaiChat,
+            body: value,
+            headers: super::forwarded_headers(&headers, FORWARDED),
+            query: None,
+        });
+        let render = super::Render {
+            whole: render,
+            stream: move |events, id, model| render_stream(events, id, model, include_usage),
+            frame: move |frame: Result<(Option<&str>, &str), String>| forward_frame(frame, include_usage),
+        };
         Ok::<_, ApiError>(
-            super::serve_chat(
-                &state,
-                &headers,
-                received,
-                EntryPoint::Openai,
-                Format::Openai,
-                req,
-                "chatcmpl-",
-                render,
-                move |events, id, model| render_stream(events, id, model, include_usage),
-            )
-            .await,
+            super::serve_chat(&state, &headers, received, EntryPoint::Openai, Format::Openai, req, "chatcmpl-", render)
+                .await,
         )
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// A frame of an OpenAI-format target's stream, as it came. tollgate asks every such stream for its
+/// usage (the ledger needs it); a caller that did not ask does not get the usage chunk. A failure
+/// after the first frame becomes an error chunk, with no `[DONE]` after it.
+fn forward_frame(frame: Result<(Option<&str>, &str), String>, include_usage: bool) -> Option<Bytes> {
+    match frame {
+        Ok((event, data)) => {
+            if !include_usage && data.starts_with('{') && data.contains("\"usage\"") {
+                let v: Value = serde_json::from_str(data).ok()?;
+                if v["choices"].as_array().is_some_and(Vec::is_empty) && v["usage"].is_object() {
+                    return None;
+                }
+            }
+            super::raw_frame(event, data)
+        }
+        Err(message) => {
+            Some(sse_frame(None, &ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, message).body()))
+        }
+    }
 }
 
 fn finish_str(r: FinishReason) -> &'static str {
@@ -328,6 +367,7 @@ fn render_stream(
                 )),
                 Event::Usage { usage } => s.usage.merge(usage),
                 Event::Finish { reason } => out.push(sse_frame(None, &(s.chunk)(json!({}), Some(finish_str(reason)), include_usage))),
+                Event::Frame { .. } | Event::Body { .. } => {}
             },
             Some(Err(e)) => {
                 s.done = true;

@@ -33,6 +33,8 @@ pub struct Row {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
     /// `None`: unknown price.
     pub cost_micros: Option<Micros>,
     pub latency_ms: f64,
@@ -44,13 +46,15 @@ pub struct Row {
 }
 
 const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provider, model, input_tokens, output_tokens, \
-                       cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note";
+                       cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note, \
+                       cache_write_tokens";
 
 pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
          ON CONFLICT (request_id) DO UPDATE SET provider = excluded.provider, model = excluded.model, \
          input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens, \
+         cache_write_tokens = excluded.cache_write_tokens, \
          cost_micros = excluded.cost_micros, latency_ms = excluded.latency_ms, added_ms = excluded.added_ms, \
          cache_hit = excluded.cache_hit, redactions = excluded.redactions, outcome = excluded.outcome, note = excluded.note"
     ))?
@@ -73,6 +77,7 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
         r.redactions,
         r.outcome,
         r.note,
+        r.cache_write_tokens as i64,
     ])?;
     Ok(())
 }
@@ -244,6 +249,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         redactions: r.get(15)?,
         outcome: r.get(16)?,
         note: r.get(17)?,
+        cache_write_tokens: r.get::<_, i64>(18)? as u64,
     })
 }
 

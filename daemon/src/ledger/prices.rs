@@ -18,22 +18,32 @@ pub struct Price {
     pub input: Micros,
     pub output: Micros,
     pub cached_input: Micros,
+    /// Input written to the provider's prompt cache (Anthropic: 1.25 times input).
+    pub cache_write_input: Micros,
 }
 
 impl Price {
-    /// The cost of a call: cached input at the cached price, the rest at the input price.
+    /// The cost of a call: cached input at the cached price, input written to the cache at the
+    /// cache-write price, the rest at the input price.
     pub fn cost(&self, usage: &Usage) -> Micros {
         let cached = usage.cached_tokens.min(usage.input_tokens) as i128;
-        let fresh = usage.input_tokens as i128 - cached;
+        let written = (usage.cache_write_tokens as i128).min(usage.input_tokens as i128 - cached);
+        let fresh = usage.input_tokens as i128 - cached - written;
         let total = fresh * self.input as i128
             + cached * self.cached_input as i128
+            + written * self.cache_write_input as i128
             + usage.output_tokens as i128 * self.output as i128;
         ((total + 500_000) / 1_000_000) as Micros
     }
 }
 
 const fn usd(input: Micros, output: Micros, cached_input: Micros) -> Price {
-    Price { input, output, cached_input }
+    Price { input, output, cached_input, cache_write_input: input }
+}
+
+/// Anthropic's prompt cache: reads at a tenth of input, (five-minute) writes at 1.25 times.
+const fn anthropic(input: Micros, output: Micros) -> Price {
+    Price { input, output, cached_input: input / 10, cache_write_input: input / 4 * 5 }
 }
 
 /// List prices, USD per million tokens x 1e6. Keys match a model name exactly or as a prefix
@@ -51,13 +61,13 @@ const BUILT_IN: &[(&str, Price)] = &[
     ("o3", usd(2_000_000, 8_000_000, 500_000)),
     ("o4-mini", usd(1_100_000, 4_400_000, 275_000)),
     // Anthropic
-    ("claude-opus-4-1", usd(15_000_000, 75_000_000, 1_500_000)),
-    ("claude-opus-4", usd(15_000_000, 75_000_000, 1_500_000)),
-    ("claude-sonnet-4-5", usd(3_000_000, 15_000_000, 300_000)),
-    ("claude-sonnet-4", usd(3_000_000, 15_000_000, 300_000)),
-    ("claude-3-7-sonnet", usd(3_000_000, 15_000_000, 300_000)),
-    ("claude-haiku-4-5", usd(1_000_000, 5_000_000, 100_000)),
-    ("claude-3-5-haiku", usd(800_000, 4_000_000, 80_000)),
+    ("claude-opus-4-1", anthropic(15_000_000, 75_000_000)),
+    ("claude-opus-4", anthropic(15_000_000, 75_000_000)),
+    ("claude-sonnet-4-5", anthropic(3_000_000, 15_000_000)),
+    ("claude-sonnet-4", anthropic(3_000_000, 15_000_000)),
+    ("claude-3-7-sonnet", anthropic(3_000_000, 15_000_000)),
+    ("claude-haiku-4-5", anthropic(1_000_000, 5_000_000)),
+    ("claude-3-5-haiku", anthropic(800_000, 4_000_000)),
     // Google
     ("gemini-2.5-pro", usd(1_250_000, 10_000_000, 310_000)),
     ("gemini-2.5-flash", usd(300_000, 2_500_000, 75_000)),
@@ -78,6 +88,9 @@ pub struct PriceConfig {
     pub output: Decimal,
     #[serde(default)]
     pub cached_input: Option<Decimal>,
+    /// Input written to the provider's prompt cache; defaults to the input price.
+    #[serde(default)]
+    pub cache_write_input: Option<Decimal>,
 }
 
 /// An exact decimal amount of dollars, held as micro-dollars.
@@ -159,7 +172,12 @@ impl Prices {
             .map(|(k, p)| {
                 (
                     k.clone(),
-                    Price { input: p.input.0, output: p.output.0, cached_input: p.cached_input.unwrap_or(p.input).0 },
+                    Price {
+                        input: p.input.0,
+                        output: p.output.0,
+                        cached_input: p.cached_input.unwrap_or(p.input).0,
+                        cache_write_input: p.cache_write_input.unwrap_or(p.input).0,
+                    },
                 )
             })
             .collect();
@@ -208,22 +226,26 @@ mod tests {
 
     #[test]
     fn cost_charges_cached_input_at_its_own_price_and_rounds_to_the_micro_dollar() {
-        let price = Price { input: 2_000_000, output: 8_000_000, cached_input: 500_000 };
+        let price = Price { input: 2_000_000, output: 8_000_000, cached_input: 500_000, cache_write_input: 2_000_000 };
         // 1000 fresh + 1000 cached input, 500 output: 0.002 + 0.0005 + 0.004 USD
-        assert_eq!(price.cost(&Usage { input_tokens: 2000, output_tokens: 500, cached_tokens: 1000 }), 6_500);
-        assert_eq!(price.cost(&Usage { input_tokens: 0, output_tokens: 0, cached_tokens: 0 }), 0);
+        assert_eq!(price.cost(&Usage { input_tokens: 2000, output_tokens: 500, cached_tokens: 1000, cache_write_tokens: 0 }), 6_500);
+        assert_eq!(price.cost(&Usage { input_tokens: 0, output_tokens: 0, cached_tokens: 0, cache_write_tokens: 0 }), 0);
+        // Anthropic: 1,000 read at $0.30/M, 2,000 written at $3.75/M, 1,000 fresh at $3/M, 100 out at $15/M.
+        let sonnet = Prices::new(&BTreeMap::new()).lookup("anthropic", "claude-sonnet-4-5").unwrap();
+        let usage = Usage { input_tokens: 4000, output_tokens: 100, cached_tokens: 1000, cache_write_tokens: 2000 };
+        assert_eq!(sonnet.cost(&usage), 300 + 7_500 + 3_000 + 1_500);
     }
 
     #[test]
     fn overrides_win_by_provider_then_model() {
         let mut o = BTreeMap::new();
-        o.insert("gpt-4.1".to_string(), PriceConfig { input: Decimal(1), output: Decimal(2), cached_input: None });
+        o.insert("gpt-4.1".to_string(), PriceConfig { input: Decimal(1), output: Decimal(2), cached_input: None, cache_write_input: None });
         o.insert(
             "azure/gpt-4.1".to_string(),
-            PriceConfig { input: Decimal(5), output: Decimal(6), cached_input: Some(Decimal(7)) },
+            PriceConfig { input: Decimal(5), output: Decimal(6), cached_input: Some(Decimal(7)), cache_write_input: None },
         );
         let p = Prices::new(&o);
-        assert_eq!(p.lookup("openai", "gpt-4.1").unwrap(), Price { input: 1, output: 2, cached_input: 1 });
-        assert_eq!(p.lookup("azure", "gpt-4.1").unwrap(), Price { input: 5, output: 6, cached_input: 7 });
+        assert_eq!(p.lookup("openai", "gpt-4.1").unwrap(), Price { input: 1, output: 2, cached_input: 1, cache_write_input: 1 });
+        assert_eq!(p.lookup("azure", "gpt-4.1").unwrap(), Price { input: 5, output: 6, cached_input: 7, cache_write_input: 5 });
     }
 }

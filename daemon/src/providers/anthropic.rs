@@ -69,7 +69,7 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
     }
     let mut headers: Vec<(&'static str, String)> = auth_header(target, "x-api-key", false).into_iter().collect();
     headers.push(("anthropic-version", API_VERSION.to_string()));
-    WireRequest { url: join_url(&target.config.base_url, "v1/messages"), headers, body: Value::Object(body) }
+    WireRequest::new(join_url(&target.config.base_url, "v1/messages"), headers, Value::Object(body))
 }
 
 /// Anthropic has no JSON mode: the format becomes an instruction in the system prompt.
@@ -127,10 +127,12 @@ pub fn stop_reason(s: &str) -> FinishReason {
 
 fn usage(u: &Value) -> Usage {
     let cached = u64_at(&u["cache_read_input_tokens"]);
+    let written = u64_at(&u["cache_creation_input_tokens"]);
     Usage {
-        input_tokens: u64_at(&u["input_tokens"]) + cached + u64_at(&u["cache_creation_input_tokens"]),
+        input_tokens: u64_at(&u["input_tokens"]).saturating_add(cached).saturating_add(written),
         output_tokens: u64_at(&u["output_tokens"]),
         cached_tokens: cached,
+        cache_write_tokens: written,
     }
 }
 
@@ -154,6 +156,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, String> {
         content,
         finish_reason: stop_reason(v["stop_reason"].as_str().unwrap_or("end_turn")),
         usage: usage(&v["usage"]),
+        wire: None,
     })
 }
 
@@ -167,6 +170,19 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
+    fn locate(&self, v: &Value) -> Option<crate::model::DeltaAt> {
+        if v["type"] != "content_block_delta" {
+            return None;
+        }
+        let (field, json) = match v["delta"]["type"].as_str()? {
+            "text_delta" => ("text", false),
+            "thinking_delta" => ("thinking", false),
+            "input_json_delta" => ("partial_json", true),
+            _ => return None,
+        };
+        Some(crate::model::DeltaAt { channel: format!("block {}", v["index"]), pointer: format!("/delta/{field}"), json })
+    }
+
     fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {
         let Frame::Sse { data, .. } = frame else {
             return Ok(());
@@ -218,6 +234,7 @@ impl StreamDecoder for Decoder {
                     if u.get("input_tokens").is_none() {
                         later.input_tokens = self.usage.input_tokens;
                         later.cached_tokens = self.usage.cached_tokens;
+                        later.cache_write_tokens = self.usage.cache_write_tokens;
                     }
                     self.usage.merge(later);
                     out.push_back(Event::Usage { usage: self.usage });

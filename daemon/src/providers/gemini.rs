@@ -95,11 +95,7 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
         };
         body.insert("toolConfig".into(), json!({"functionCallingConfig": config}));
     }
-    WireRequest {
-        url,
-        headers: auth_header(target, "x-goog-api-key", false).into_iter().collect(),
-        body: Value::Object(body),
-    }
+    WireRequest::new(url, auth_header(target, "x-goog-api-key", false).into_iter().collect(), Value::Object(body))
 }
 
 fn finish_reason(s: &str, saw_call: bool) -> FinishReason {
@@ -118,6 +114,7 @@ fn usage(u: &Value) -> Usage {
         input_tokens: u64_at(&u["promptTokenCount"]),
         output_tokens: u64_at(&u["candidatesTokenCount"]) + u64_at(&u["thoughtsTokenCount"]),
         cached_tokens: u64_at(&u["cachedContentTokenCount"]),
+        cache_write_tokens: 0,
     }
 }
 
@@ -152,6 +149,7 @@ pub fn parse_response(v: &Value, model: &str) -> Result<ChatResponse, String> {
         finish_reason: finish_reason(candidate["finishReason"].as_str().unwrap_or("STOP"), calls > 0),
         content,
         usage: usage(&v["usageMetadata"]),
+        wire: None,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod frame;
 pub mod gemini;
 pub mod ollama;
 pub mod openai;
+pub mod responses;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use crate::config::{Limits, ProviderConfig, ProviderKind};
 use crate::keychain::Secret;
-use crate::model::{ChatRequest, ChatResponse, Event, EventStream};
+use crate::model::{ChatRequest, ChatResponse, DeltaAt, Event, EventStream, Native, WireFormat};
 use frame::{Frame, Framer};
 
 /// Why a provider call failed, classified for the router.
@@ -33,8 +34,39 @@ pub enum ProviderError {
     Protocol(String),
     #[error("cut the stream: {0}")]
     Cut(String),
+    /// The request has what this provider's format cannot express (checked before any call).
+    #[error("{0}")]
+    Unsupported(String),
     #[error("has no credentials: run `tollgate login {0}` (or set {env})", env = crate::keychain::env_var(.0))]
     NoCredentials(String),
+}
+
+/// The wire formats a provider can be called in, the first its default.
+pub fn formats(config: &ProviderConfig) -> &'static [WireFormat] {
+    match config.kind {
+        ProviderKind::Anthropic => &[WireFormat::AnthropicMessages],
+        ProviderKind::Openai if config.serves_responses() => &[WireFormat::OpenaiChat, WireFormat::OpenaiResponses],
+        ProviderKind::Openai => &[WireFormat::OpenaiChat],
+        ProviderKind::Gemini | ProviderKind::Ollama => &[],
+    }
+}
+
+/// The caller's own request, when this target speaks its format: it is then forwarded as sent.
+fn native_for<'r>(config: &ProviderConfig, req: &'r ChatRequest) -> Option<&'r Native> {
+    req.native.as_ref().filter(|n| formats(config).contains(&n.format))
+}
+
+/// Whether a target can serve the request: it speaks the caller's format, or the request has
+/// nothing that translation would lose. The error names what cannot be translated.
+pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String> {
+    if req.unmapped.is_empty() || native_for(config, req).is_some() {
+        return Ok(());
+    }
+    let kind = serde_json::to_value(config.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    Err(format!(
+        "{} cannot be translated for a {kind} provider (send it to a provider of the caller's own format)",
+        req.unmapped.join(", ")
+    ))
 }
 
 impl ProviderError {
@@ -44,7 +76,7 @@ impl ProviderError {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Cut(_) => true,
             Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::Unsupported(_) => false,
             // Another target may have credentials.
             Self::NoCredentials(_) => true,
         }
@@ -70,7 +102,16 @@ pub struct Target<'a> {
 pub struct WireRequest {
     pub url: String,
     pub headers: Vec<(&'static str, String)>,
+    /// Headers forwarded from the caller (version and betas), sent after `headers` and replacing
+    /// one of the same name.
+    pub forwarded: Vec<(String, String)>,
     pub body: Value,
+}
+
+impl WireRequest {
+    pub fn new(url: String, headers: Vec<(&'static str, String)>, body: Value) -> Self {
+        Self { url, headers, forwarded: Vec::new(), body }
+    }
 }
 
 /// The framing of a provider's streamed answer.
@@ -83,6 +124,11 @@ pub enum Framing {
 /// Turns one provider's stream frames into events.
 pub trait StreamDecoder: Send + 'static {
     fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError>;
+    /// Where a frame of this format carries a piece of streamed text (for restoring placeholders
+    /// in a forwarded frame); `None` for a frame whose strings are each whole.
+    fn locate(&self, _data: &Value) -> Option<DeltaAt> {
+        None
+    }
     /// Whether the provider said the answer is complete; a stream that ends before is a cut.
     fn finished(&self) -> bool;
 }
@@ -108,6 +154,7 @@ pub async fn complete(
 ) -> Result<ChatResponse, ProviderError> {
     let wire = build(target, req, false)?;
     let kind = target.config.kind;
+    let format = native_for(target.config, req).map(|n| n.format);
     let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
     let response = send(http, wire, kind, deadline).await?;
     let body = tokio::time::timeout(deadline, response.bytes())
@@ -115,13 +162,18 @@ pub async fn complete(
         .map_err(|_| ProviderError::Timeout("reading the answer"))?
         .map_err(|e| ProviderError::Cut(e.to_string()))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
-    let parsed = match kind {
-        ProviderKind::Openai => openai::parse_response(&value),
-        ProviderKind::Anthropic => anthropic::parse_response(&value),
-        ProviderKind::Gemini => gemini::parse_response(&value, target.model),
-        ProviderKind::Ollama => ollama::parse_response(&value),
+    let parsed = match (format, kind) {
+        (Some(WireFormat::OpenaiResponses), _) => responses::parse_response(&value),
+        (_, ProviderKind::Openai) => openai::parse_response(&value),
+        (_, ProviderKind::Anthropic) => anthropic::parse_response(&value),
+        (_, ProviderKind::Gemini) => gemini::parse_response(&value, target.model),
+        (_, ProviderKind::Ollama) => ollama::parse_response(&value),
     };
-    parsed.map_err(ProviderError::Protocol)
+    let mut parsed = parsed.map_err(ProviderError::Protocol)?;
+    if format.is_some() {
+        parsed.wire = Some(value);
+    }
+    Ok(parsed)
 }
 
 /// Sends a streamed request; the stream yields events until the provider's end marker, an error
@@ -134,14 +186,17 @@ pub async fn stream(
 ) -> Result<EventStream, ProviderError> {
     let wire = build(target, req, true)?;
     let kind = target.config.kind;
+    let format = native_for(target.config, req).map(|n| n.format);
     let response = send(http, wire, kind, Duration::from_millis(limits.first_byte_timeout_ms)).await?;
-    let (framing, decoder): (Framing, Box<dyn StreamDecoder>) = match kind {
-        ProviderKind::Openai => (Framing::Sse, Box::new(openai::Decoder::default())),
-        ProviderKind::Anthropic => (Framing::Sse, Box::new(anthropic::Decoder::default())),
-        ProviderKind::Gemini => (Framing::Sse, Box::new(gemini::Decoder::default())),
-        ProviderKind::Ollama => (Framing::Ndjson, Box::new(ollama::Decoder::default())),
+    let (framing, decoder): (Framing, Box<dyn StreamDecoder>) = match (format, kind) {
+        (Some(WireFormat::OpenaiResponses), _) => (Framing::Sse, Box::new(responses::Decoder::default())),
+        (_, ProviderKind::Openai) => (Framing::Sse, Box::new(openai::Decoder::default())),
+        (_, ProviderKind::Anthropic) => (Framing::Sse, Box::new(anthropic::Decoder::default())),
+        (_, ProviderKind::Gemini) => (Framing::Sse, Box::new(gemini::Decoder::default())),
+        (_, ProviderKind::Ollama) => (Framing::Ndjson, Box::new(ollama::Decoder::default())),
     };
-    let events = decode_stream(response, framing, decoder, Duration::from_millis(limits.stream_idle_timeout_ms));
+    let idle = Duration::from_millis(limits.stream_idle_timeout_ms);
+    let events = decode_stream(response, framing, decoder, idle, format.is_some());
     Ok(match (&target.config.tokenize_path, kind) {
         (Some(path), ProviderKind::Openai) => {
             let url = reqwest::Url::parse(&target.config.base_url)
@@ -154,11 +209,15 @@ pub async fn stream(
 }
 
 fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, ProviderError> {
-    let mut wire = match target.config.kind {
-        ProviderKind::Openai => openai::build(target, req, stream),
-        ProviderKind::Anthropic => anthropic::build(target, req, stream),
-        ProviderKind::Gemini => gemini::build(target, req, stream),
-        ProviderKind::Ollama => ollama::build(target, req, stream),
+    supports(target.config, req).map_err(ProviderError::Unsupported)?;
+    let mut wire = match native_for(target.config, req) {
+        Some(native) => passthrough(target, native, stream),
+        None => match target.config.kind {
+            ProviderKind::Openai => openai::build(target, req, stream),
+            ProviderKind::Anthropic => anthropic::build(target, req, stream),
+            ProviderKind::Gemini => gemini::build(target, req, stream),
+            ProviderKind::Ollama => ollama::build(target, req, stream),
+        },
     };
     if !target.config.query.is_empty() {
         let mut url = reqwest::Url::parse(&wire.url).map_err(|e| ProviderError::Protocol(e.to_string()))?;
@@ -166,6 +225,75 @@ fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireReq
         wire.url = url.into();
     }
     Ok(wire)
+}
+
+/// The caller's request for a target of its own format: the body as sent (already masked), with
+/// the routed model and the stream flag set; the caller's version and beta headers and query.
+fn passthrough(target: &Target<'_>, native: &Native, stream: bool) -> WireRequest {
+    let mut body = native.body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.insert("model".into(), Value::String(target.model.to_string()));
+        if stream {
+            obj.insert("stream".into(), Value::Bool(true));
+            if native.format == WireFormat::OpenaiChat {
+                // The ledger needs the usage; the door leaves the usage chunk out for a caller
+                // that did not ask for it.
+                obj.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
+            }
+        } else if obj.contains_key("stream") {
+            obj.insert("stream".into(), Value::Bool(false));
+        }
+    }
+    let mut wire = match native.format {
+        WireFormat::AnthropicMessages => {
+            let mut headers: Vec<(&'static str, String)> =
+                auth_header(target, "x-api-key", false).into_iter().collect();
+            if !native.headers.iter().any(|(n, _)| n == "anthropic-version") {
+                headers.push(("anthropic-version", anthropic::API_VERSION.to_string()));
+            }
+            WireRequest::new(join_url(&target.config.base_url, "v1/messages"), headers, body)
+        }
+        WireFormat::OpenaiChat => WireRequest::new(
+            join_url(&target.config.base_url, "chat/completions"),
+            auth_header(target, "authorization", true).into_iter().collect(),
+            body,
+        ),
+        WireFormat::OpenaiResponses => WireRequest::new(
+            join_url(&target.config.base_url, "responses"),
+            auth_header(target, "authorization", true).into_iter().collect(),
+            body,
+        ),
+    };
+    wire.forwarded = native.headers.clone();
+    if let Some(q) = native.query.as_deref().filter(|q| !q.is_empty()) {
+        wire.url.push('?');
+        wire.url.push_str(q);
+    }
+    wire
+}
+
+/// Anthropic's token count for a Messages request (`/v1/messages/count_tokens`), its body as the
+/// caller sent it (masked) with the routed model. The answer's `input_tokens`.
+pub async fn count_tokens(
+    http: &reqwest::Client,
+    target: &Target<'_>,
+    native: &Native,
+    limits: &Limits,
+) -> Result<u64, ProviderError> {
+    let mut wire = passthrough(target, native, false);
+    wire.url = join_url(&target.config.base_url, "v1/messages/count_tokens");
+    if let Some(q) = native.query.as_deref().filter(|q| !q.is_empty()) {
+        wire.url.push('?');
+        wire.url.push_str(q);
+    }
+    let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
+    let response = send(http, wire, ProviderKind::Anthropic, deadline).await?;
+    let body = tokio::time::timeout(deadline, response.bytes())
+        .await
+        .map_err(|_| ProviderError::Timeout("reading the answer"))?
+        .map_err(|e| ProviderError::Cut(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+    value["input_tokens"].as_u64().ok_or_else(|| ProviderError::Protocol("no input_tokens in the count".into()))
 }
 
 /// Joins a base URL and a path without doubling or dropping the slash.
@@ -208,6 +336,9 @@ async fn send(
 ) -> Result<reqwest::Response, ProviderError> {
     let mut builder = http.post(&wire.url).json(&wire.body);
     for (name, value) in wire.headers {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in wire.forwarded {
         builder = builder.header(name, value);
     }
     let response = tokio::time::timeout(deadline, builder.send())
@@ -301,6 +432,7 @@ fn decode_stream(
     framing: Framing,
     decoder: Box<dyn StreamDecoder>,
     idle: Duration,
+    forward: bool,
 ) -> EventStream {
     struct State {
         body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
@@ -310,9 +442,18 @@ fn decode_stream(
         frames: Vec<Frame>,
         idle: Duration,
         ended: bool,
+        forward: bool,
     }
     fn decode_frames(s: &mut State) -> Result<(), ProviderError> {
         for frame in s.frames.drain(..) {
+            if s.forward
+                && let Frame::Sse { event, data } = &frame
+            {
+                // The caller speaks this format: the frame goes to it as it came, ahead of the
+                // typed events the ledger and the cache read from it.
+                let delta = serde_json::from_str::<Value>(data).ok().and_then(|v| s.decoder.locate(&v));
+                s.pending.push_back(Event::Frame { event: event.clone(), data: data.clone(), delta });
+            }
             s.decoder.decode(frame, &mut s.pending)?;
         }
         Ok(())
@@ -325,6 +466,7 @@ fn decode_stream(
         frames: Vec::new(),
         idle,
         ended: false,
+        forward,
     };
     Box::pin(futures_util::stream::unfold(state, |mut s| async move {
         loop {

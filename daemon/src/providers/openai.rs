@@ -50,11 +50,7 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
         body.insert("stream".into(), json!(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    WireRequest {
-        url: join_url(&target.config.base_url, path),
-        headers: auth_header(target, "authorization", true).into_iter().collect(),
-        body: Value::Object(body),
-    }
+    WireRequest::new(join_url(&target.config.base_url, path), auth_header(target, "authorization", true).into_iter().collect(), Value::Object(body))
 }
 
 pub fn tool_choice(choice: &ToolChoice) -> Value {
@@ -123,6 +119,7 @@ fn usage(u: &Value) -> Usage {
         input_tokens: u64_at(&u["prompt_tokens"]),
         output_tokens: u64_at(&u["completion_tokens"]),
         cached_tokens: u64_at(&u["prompt_tokens_details"]["cached_tokens"]),
+        cache_write_tokens: 0,
     }
 }
 
@@ -148,6 +145,7 @@ pub fn parse_response(v: &Value) -> Result<ChatResponse, String> {
         content,
         finish_reason: finish_reason(choice["finish_reason"].as_str().unwrap_or("stop")),
         usage: usage(&v["usage"]),
+        wire: None,
     })
 }
 
@@ -158,6 +156,25 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
+    fn locate(&self, v: &Value) -> Option<crate::model::DeltaAt> {
+        let choices = v["choices"].as_array()?;
+        let [choice] = choices.as_slice() else { return None };
+        let i = &choice["index"];
+        let delta = &choice["delta"];
+        let calls = delta["tool_calls"].as_array().map_or(0, Vec::len);
+        match (delta["content"].is_string(), calls) {
+            (true, 0) => {
+                Some(crate::model::DeltaAt { channel: format!("choice {i}"), pointer: "/choices/0/delta/content".into(), json: false })
+            }
+            (false, 1) if delta["tool_calls"][0]["function"]["arguments"].is_string() => Some(crate::model::DeltaAt {
+                channel: format!("choice {i} tool {}", delta["tool_calls"][0]["index"]),
+                pointer: "/choices/0/delta/tool_calls/0/function/arguments".into(),
+                json: true,
+            }),
+            _ => None,
+        }
+    }
+
     fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {
         let Frame::Sse { data, .. } = frame else {
             return Ok(());
@@ -256,7 +273,7 @@ pub fn count_usage(
                 });
                 Some((
                     Ok(Event::Usage {
-                        usage: Usage { input_tokens: input, output_tokens: s.chunks, cached_tokens: 0 },
+                        usage: Usage { input_tokens: input, output_tokens: s.chunks, cached_tokens: 0, cache_write_tokens: 0 },
                     }),
                     s,
                 ))

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChatRequest, Part};
+use crate::model::{ChatRequest, Part, ResponseFormat};
 pub use scan::{Finding, Scanner};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -140,7 +140,9 @@ impl Redactor {
         *text = out;
     }
 
-    /// Every text the request carries, with where it is, for masking or checking.
+    /// Every text a provider can see in the request, with where it is, for masking or checking:
+    /// the messages, tool descriptions and schemas, stop sequences, the response schema, and every
+    /// string of the caller's own body (pass-through) but its opaque blobs ([`OPAQUE`]).
     fn texts(req: &mut ChatRequest) -> Vec<(String, &mut String)> {
         let mut out: Vec<(String, &mut String)> = Vec::new();
         if let Some(p) = req.raw_prompt.as_mut() {
@@ -154,6 +156,22 @@ impl Redactor {
                     Part::ToolResult { content, .. } => out.push((format!("messages[{i}] tool result"), content)),
                 }
             }
+        }
+        for (i, tool) in req.tools.iter_mut().enumerate() {
+            let at = format!("tools[{i}]");
+            if let Some(d) = tool.description.as_mut() {
+                out.push((at.clone(), d));
+            }
+            strings_mut(&mut tool.parameters, "", &at, &mut out);
+        }
+        for stop in req.stop.iter_mut() {
+            out.push(("stop".into(), stop));
+        }
+        if let Some(ResponseFormat::JsonSchema { schema, .. }) = req.response_format.as_mut() {
+            strings_mut(schema, "", "the response schema", &mut out);
+        }
+        if let Some(native) = req.native.as_mut() {
+            strings_mut(&mut native.body, "", "the request body", &mut out);
         }
         out
     }
@@ -171,6 +189,7 @@ impl Redactor {
                     Part::ToolResult { content, .. } => content.len(),
                 })
                 .sum::<usize>()
+            + req.native.as_ref().map_or(0, |n| strings_len(&n.body))
     }
 
     /// Masks every text of the request; returns the vault for restoring the answer.
@@ -212,6 +231,55 @@ impl Redactor {
             }
         }
         Ok(())
+    }
+}
+
+/// Keys whose strings are opaque to a model and must reach the provider unchanged: signatures and
+/// encrypted reasoning it checks, base64 payloads (images, documents), data URLs, and the
+/// structural words of the formats.
+const OPAQUE: &[&str] =
+    &["type", "role", "model", "signature", "encrypted_content", "data", "media_type", "image_url", "file_data"];
+
+/// Every string of a JSON value, with `at` as its place, except those under an [`OPAQUE`] key and
+/// data URLs.
+fn strings_mut<'a>(v: &'a mut serde_json::Value, key: &str, at: &str, out: &mut Vec<(String, &'a mut String)>) {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if !OPAQUE.contains(&key) && !s.starts_with("data:") => out.push((at.to_string(), s)),
+        Value::Array(items) => items.iter_mut().for_each(|item| strings_mut(item, key, at, out)),
+        Value::Object(map) => map.iter_mut().for_each(|(k, item)| strings_mut(item, k, at, out)),
+        _ => {}
+    }
+}
+
+fn strings_len(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(strings_len).sum(),
+        Value::Object(map) => map.values().map(strings_len).sum(),
+        _ => 0,
+    }
+}
+
+/// Keys whose strings are JSON text (tool call arguments), so a restored value is JSON-escaped.
+fn is_json_text(key: &str) -> bool {
+    key == "arguments" || key == "partial_json"
+}
+
+/// Restores every string of a JSON value (a provider's whole answer or a frame of it).
+pub fn restore_value(vault: &Vault, v: &mut serde_json::Value) {
+    fn walk(vault: &Vault, v: &mut serde_json::Value, key: &str) {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if s.contains(stream::PREFIX) => *s = restore(vault, s, is_json_text(key)),
+            Value::Array(items) => items.iter_mut().for_each(|item| walk(vault, item, key)),
+            Value::Object(map) => map.iter_mut().for_each(|(k, item)| walk(vault, item, k)),
+            _ => {}
+        }
+    }
+    if !vault.is_empty() {
+        walk(vault, v, "");
     }
 }
 
@@ -273,6 +341,9 @@ pub fn restore_response(r: &mut crate::model::ChatResponse, vault: &Vault) {
             Part::ToolResult { .. } => {}
         }
     }
+    if let Some(wire) = r.wire.as_mut() {
+        restore_value(vault, wire);
+    }
 }
 
 /// Restores a streamed answer: text deltas through one restorer, each tool call's arguments
@@ -288,6 +359,7 @@ pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> c
         events: crate::model::EventStream,
         text: stream::Restorer<Arc<Vault>>,
         tools: BTreeMap<u32, stream::Restorer<Arc<Vault>>>,
+        frames: FrameRestorer,
         vault: Arc<Vault>,
         queue: std::collections::VecDeque<Result<Event, crate::providers::ProviderError>>,
         done: bool,
@@ -310,6 +382,7 @@ pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> c
         events,
         text: stream::Restorer::new(Arc::clone(&vault), false),
         tools: BTreeMap::new(),
+        frames: FrameRestorer::new(Arc::clone(&vault)),
         vault,
         queue: Default::default(),
         done: false,
@@ -341,19 +414,94 @@ pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> c
                     s.flush();
                     s.queue.push_back(Ok(e));
                 }
+                Some(Ok(Event::Frame { event, data, delta })) => s.frames.push(event, data, delta, &mut s.queue),
+                Some(Ok(Event::Body { mut body })) => {
+                    restore_value(&s.vault, &mut body);
+                    s.queue.push_back(Ok(Event::Body { body }));
+                }
                 Some(Ok(e)) => s.queue.push_back(Ok(e)),
                 Some(Err(e)) => {
                     s.flush();
+                    s.frames.flush(&mut s.queue);
                     s.queue.push_back(Err(e));
                     s.done = true;
                 }
                 None => {
                     s.flush();
+                    s.frames.flush(&mut s.queue);
                     s.done = true;
                 }
             }
         }
     }))
+}
+
+/// Restores the frames of a pass-through stream. A frame that carries a piece of streamed text has
+/// that piece restored through its channel's [`stream::Restorer`] (a placeholder may be split
+/// across frames); what a channel holds back is released in one more frame of the same shape
+/// before the next frame that carries no text piece. Every string of any other frame is restored
+/// whole.
+struct FrameRestorer {
+    vault: Arc<Vault>,
+    /// Per channel: its restorer and its last frame (event name, JSON, pointer) as the template of
+    /// a release.
+    channels: BTreeMap<String, (stream::Restorer<Arc<Vault>>, Option<String>, serde_json::Value, crate::model::DeltaAt)>,
+}
+
+type Queue = std::collections::VecDeque<Result<crate::model::Event, crate::providers::ProviderError>>;
+
+impl FrameRestorer {
+    fn new(vault: Arc<Vault>) -> Self {
+        Self { vault, channels: BTreeMap::new() }
+    }
+
+    fn push(&mut self, event: Option<String>, data: String, delta: Option<crate::model::DeltaAt>, out: &mut Queue) {
+        use crate::model::Event;
+        let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&data) else {
+            // Not JSON (`[DONE]`): no text in it.
+            self.flush(out);
+            out.push_back(Ok(Event::Frame { event, data, delta }));
+            return;
+        };
+        match delta {
+            Some(at) => {
+                let Some(piece) = value.pointer_mut(&at.pointer).and_then(|p| p.as_str().map(str::to_string)) else {
+                    out.push_back(Ok(Event::Frame { event, data, delta: Some(at) }));
+                    return;
+                };
+                let vault = Arc::clone(&self.vault);
+                let entry = self.channels.entry(at.channel.clone()).or_insert_with(|| {
+                    (stream::Restorer::new(vault, at.json), event.clone(), value.clone(), at.clone())
+                });
+                let released = entry.0.push(&piece);
+                if let Some(slot) = value.pointer_mut(&at.pointer) {
+                    *slot = serde_json::Value::String(released);
+                }
+                entry.1 = event.clone();
+                entry.2 = value.clone();
+                out.push_back(Ok(Event::Frame { event, data: value.to_string(), delta: Some(at) }));
+            }
+            None => {
+                self.flush(out);
+                restore_value(&self.vault, &mut value);
+                out.push_back(Ok(Event::Frame { event, data: value.to_string(), delta: None }));
+            }
+        }
+    }
+
+    /// Releases what each channel holds, each in a frame shaped like its last one.
+    fn flush(&mut self, out: &mut Queue) {
+        for (_, (mut restorer, event, mut template, at)) in std::mem::take(&mut self.channels) {
+            let rest = restorer.finish();
+            if rest.is_empty() {
+                continue;
+            }
+            if let Some(slot) = template.pointer_mut(&at.pointer) {
+                *slot = serde_json::Value::String(rest);
+            }
+            out.push_back(Ok(crate::model::Event::Frame { event, data: template.to_string(), delta: Some(at) }));
+        }
+    }
 }
 
 #[cfg(test)]

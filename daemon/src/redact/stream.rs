@@ -11,7 +11,7 @@ use super::Vault;
 /// The longest tail held back; a placeholder is far shorter.
 pub const MAX_HOLD: usize = 128;
 
-const PREFIX: &str = "TOLLGATE_";
+pub const PREFIX: &str = "TOLLGATE_";
 
 /// Whether the text since the last whitespace contains `://`, tracked across chunks.
 #[derive(Debug, Default, Clone, Copy)]

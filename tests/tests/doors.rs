@@ -1,0 +1,347 @@
+//! End to end: every door passes a caller of the target's own format through (unknown fields,
+//! betas, version headers and cache marks kept; only masked strings and the routed model changed)
+//! and translates across formats only what it can, refusing the rest by name. The fakes record
+//! what reached the provider.
+
+use serde_json::{Value, json};
+use tollgate_tests::fake::{Behaviour, FakeProvider};
+use tollgate_tests::{Daemon, ENV_KEYS, init, sse_events, standard_config};
+
+// Fake values shaped like real ones.
+const PAT: &str = "glpat-riGp_58WAm-dX3a5IDnO";
+const MAIL: &str = "raj.patel54@acme.io";
+
+/// A Responses-capable OpenAI provider (`or`) beside the standard ones.
+const EXTRA: &str = r#"
+[providers.or]
+kind = "openai"
+base_url = "URL/v1"
+local = false
+responses_api = true
+"#;
+
+async fn setup() -> (FakeProvider, Daemon) {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    let extra = EXTRA.replace("URL", &a.url());
+    let mut keys = ENV_KEYS.to_vec();
+    keys.push(("TOLLGATE_OR_API_KEY", "sk-test-or-0000000000000000"));
+    let d = Daemon::start_with_env(&standard_config(&a, &b, &extra), &keys);
+    (a, d)
+}
+
+fn contains(haystack: &Value, needle: &str) -> bool {
+    haystack.to_string().contains(needle)
+}
+
+/// A request shaped like the one Claude Code 2.1 sends: system blocks with cache marks, a
+/// system-role message, adaptive thinking, context management, output config, metadata, tools with
+/// cache marks, and a secret in a tool description and in the user's text.
+fn claude_code_like(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 32000,
+        "stream": stream,
+        "system": [
+            {"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.0;"},
+            {"type": "text", "text": "You are an agent.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": format!("deploy with {PAT} and tell {MAIL}")}]},
+            {"role": "system", "content": [{"type": "text", "text": "# Environment", "cache_control": {"type": "ephemeral"}}]}
+        ],
+        "tools": [{
+            "name": "Bash",
+            "description": format!("Runs a command. The deploy token is {PAT}."),
+            "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+            "cache_control": {"type": "ephemeral"}
+        }],
+        "metadata": {"user_id": "device-1"},
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "output_config": {"effort": "medium"},
+        "temperature": 0.3
+    })
+}
+
+const BETAS: &str = "claude-code-20250219,interleaved-thinking-2025-05-14,context-management-2025-06-27";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anthropic_caller_passes_through_with_betas_cache_marks_and_unknown_fields() {
+    let (a, d) = setup().await;
+    let r = d
+        .client()
+        .post(d.url("/v1/messages?beta=true"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", BETAS)
+        .json(&claude_code_like("an/claude-x", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    // The provider's own answer (its id), placeholders restored.
+    assert_eq!(v["id"], "msg_fake", "{v}");
+    assert!(v["content"][0]["text"].as_str().unwrap().contains(&format!("deploy with {PAT} and tell {MAIL}")), "{v}");
+
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.query.as_deref(), Some("beta=true"));
+    assert_eq!(sent.headers.get("anthropic-beta").map(String::as_str), Some(BETAS));
+    assert_eq!(sent.headers.get("anthropic-version").map(String::as_str), Some("2023-06-01"));
+    let body = &sent.body;
+    assert_eq!(body["model"], "claude-x");
+    assert_eq!(body["system"][1]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(body["tools"][0]["cache_control"], json!({"type": "ephemeral"}));
+    assert_eq!(body["messages"][1]["role"], "system");
+    assert_eq!(body["thinking"], json!({"type": "adaptive", "display": "omitted"}));
+    assert_eq!(body["context_management"]["edits"][0]["type"], "clear_thinking_20251015");
+    assert_eq!(body["output_config"], json!({"effort": "medium"}));
+    assert_eq!(body["metadata"], json!({"user_id": "device-1"}));
+    // Floats keep their decimal value; the order of fields is the caller's.
+    assert!(body.to_string().contains("\"temperature\":0.3"), "{body}");
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys[..3], ["model", "max_tokens", "stream"]);
+    // Every string a provider reads is masked: the message and the tool description.
+    assert_eq!(body["messages"][0]["content"][0]["text"], "deploy with TOLLGATE_GITLAB_PAT_1 and tell TOLLGATE_EMAIL_1");
+    assert_eq!(body["tools"][0]["description"], "Runs a command. The deploy token is TOLLGATE_GITLAB_PAT_1.");
+    assert!(!contains(body, PAT) && !contains(body, MAIL), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_anthropic_stream_comes_back_frame_for_frame_with_placeholders_restored_across_frames() {
+    let (a, d) = setup().await;
+    // Three characters a frame: every placeholder is cut across frames.
+    a.script([Behaviour { chunk_chars: Some(3), cache_write_tokens: 40, cached_tokens: 8, ..Default::default() }]);
+    let r = d
+        .client()
+        .post(d.url("/v1/messages?beta=true"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", BETAS)
+        .json(&claude_code_like("an/claude-x", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    let events = sse_events(&body);
+    let names: Vec<&str> = events.iter().filter_map(|(e, _)| e.as_deref()).collect();
+    // The fake's own sequence, `ping` included: nothing re-rendered.
+    assert_eq!(names[..3], ["message_start", "content_block_start", "ping"], "{names:?}");
+    assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
+    let start: Value = serde_json::from_str(&events[0].1).unwrap();
+    assert_eq!(start["message"]["id"], "msg_fake");
+    assert_eq!(start["message"]["usage"]["cache_creation_input_tokens"], 40);
+    let text: String = events
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| v["delta"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert!(text.contains(&format!("deploy with {PAT} and tell {MAIL}")), "{text}");
+
+    // The ledger has the provider's figures, cache writes and reads included.
+    let log: Value = d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log["cached_tokens"], 8, "{log}");
+    assert_eq!(log["cache_write_tokens"], 40, "{log}");
+    assert_eq!(log["entry"], "anthropic");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_cannot_be_translated_is_refused_by_name_and_what_can_is_translated() {
+    let (a, d) = setup().await;
+    let r = d
+        .client()
+        .post(d.url("/v1/messages"))
+        .header("anthropic-version", "2023-06-01")
+        .json(&claude_code_like("oa/gpt-a", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    let message = v["error"]["message"].as_str().unwrap();
+    for field in ["thinking", "context_management", "output_config"] {
+        assert!(message.contains(field), "{message}");
+    }
+    assert!(!message.contains("metadata"), "metadata changes no answer: {message}");
+    assert_eq!(a.request_count(), 0, "nothing was sent");
+
+    // The same door with what maps: translated for an OpenAI target, system-role message included.
+    let r = d
+        .client()
+        .post(d.url("/v1/messages"))
+        .json(&json!({"model": "oa/gpt-a", "max_tokens": 50, "temperature": 0.3, "metadata": {"user_id": "u"}, "messages": [
+            {"role": "user", "content": "hi"}, {"role": "system", "content": "be brief"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.requests().pop().unwrap().body;
+    assert_eq!(sent["messages"][1], json!({"role": "system", "content": "be brief"}));
+    assert!(sent.to_string().contains("\"temperature\":0.3"), "{sent}");
+
+    // An image for a Gemini target: named, with where it is.
+    let r = d
+        .client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&json!({"model": "ge/gemini-x", "seed": 7, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("seed") && message.contains("messages[0].content[1] (image_url part)"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_openai_caller_passes_through_with_its_parameters_and_usage_is_booked() {
+    let (a, d) = setup().await;
+    let body = json!({"model": "oa/gpt-a", "temperature": 0.3, "seed": 7, "logprobs": true, "top_logprobs": 2,
+        "frequency_penalty": 0.1, "logit_bias": {"50256": -100}, "reasoning_effort": "low", "user": "u1",
+        "parallel_tool_calls": false, "stream": true,
+        "messages": [{"role": "user", "content": format!("mail {MAIL}")}]});
+    let r = d.client().post(d.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let request_id = r.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+    let text = r.text().await.unwrap();
+    // The caller did not ask for usage: no usage chunk, though tollgate asked upstream for it.
+    let chunks: Vec<Value> = sse_events(&text).iter().filter_map(|(_, d)| serde_json::from_str(d).ok()).collect();
+    assert!(chunks.iter().all(|c| !c["choices"].as_array().unwrap().is_empty()), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+    let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    assert!(streamed.ends_with(&format!("mail {MAIL}")), "{streamed}");
+
+    let sent = a.requests().pop().unwrap().body;
+    for (k, v) in [("seed", json!(7)), ("logprobs", json!(true)), ("top_logprobs", json!(2)), ("reasoning_effort", json!("low")),
+        ("parallel_tool_calls", json!(false)), ("logit_bias", json!({"50256": -100})), ("user", json!("u1"))] {
+        assert_eq!(sent[k], v, "{k}: {sent}");
+    }
+    assert!(sent.to_string().contains("\"temperature\":0.3") && sent.to_string().contains("\"frequency_penalty\":0.1"));
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+    assert_eq!(sent["messages"][0]["content"], "mail TOLLGATE_EMAIL_1");
+
+    let log: Value = d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
+    assert!(log["output_tokens"].as_u64().unwrap() > 0, "{log}");
+
+    // The same parameters across formats are refused, each by name.
+    let mut anthropic = body.clone();
+    anthropic["model"] = json!("an/claude-x");
+    let r = d.client().post(d.url("/v1/chat/completions")).json(&anthropic).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let message = r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
+    for field in ["seed", "logprobs", "top_logprobs", "logit_bias", "reasoning_effort", "frequency_penalty"] {
+        assert!(message.contains(field), "{field}: {message}");
+    }
+    assert!(!message.contains("user"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_responses_door_passes_through_to_a_responses_target_and_translates_for_others() {
+    let (a, d) = setup().await;
+    let body = json!({"model": "or/gpt-5-codex", "stream": true, "instructions": "be brief", "store": false,
+        "include": ["reasoning.encrypted_content"], "reasoning": {"summary": "auto"},
+        "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": format!("token {PAT}")}]}],
+        "tools": [{"type": "function", "name": "exec", "description": format!("uses {PAT}"), "parameters": {"type": "object"}},
+                  {"type": "web_search"}]});
+    a.script([Behaviour { chunk_chars: Some(4), ..Default::default() }]);
+    let r = d.client().post(d.url("/v1/responses")).header("openai-beta", "responses=v1").json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let request_id = r.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = sse_events(&text).iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i as u64, "{text}");
+    }
+    let deltas: String =
+        events.iter().filter(|e| e["type"] == "response.output_text.delta").map(|e| e["delta"].as_str().unwrap()).collect();
+    assert!(deltas.ends_with(&format!("token {PAT}")), "{deltas}");
+    let done = events.iter().find(|e| e["type"] == "response.completed").unwrap();
+    assert_eq!(done["response"]["id"], "resp_fake1");
+    assert!(done["response"]["output"][0]["content"][0]["text"].as_str().unwrap().ends_with(PAT));
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/responses");
+    assert_eq!(sent.headers.get("openai-beta").map(String::as_str), Some("responses=v1"));
+    assert_eq!(sent.body["tools"][1], json!({"type": "web_search"}));
+    assert_eq!(sent.body["include"], json!(["reasoning.encrypted_content"]));
+    assert_eq!(sent.body["tools"][0]["description"], "uses TOLLGATE_GITLAB_PAT_1");
+    assert!(!contains(&sent.body, PAT));
+    let log: Value = d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log["entry"], "responses");
+    assert!(log["input_tokens"].as_u64().unwrap() > 0, "{log}");
+
+    // To an Anthropic target: web_search has no mapping, and is named.
+    let mut to_claude = body.clone();
+    to_claude["model"] = json!("an/claude-x");
+    let r = d.client().post(d.url("/v1/responses")).json(&to_claude).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("tools[1] (web_search tool)"));
+
+    // Without it: translated, and rendered as the Responses event sequence.
+    to_claude["tools"] = json!([to_claude["tools"][0]]);
+    let r = d.client().post(d.url("/v1/responses")).json(&to_claude).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let events: Vec<Value> = sse_events(&text).iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    assert_eq!(events[0]["type"], "response.created");
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/messages");
+    assert_eq!(sent.body["system"], "be brief");
+    assert_eq!(sent.body["tools"][0]["description"], "uses TOLLGATE_GITLAB_PAT_1");
+    let out = &events.last().unwrap()["response"]["output"][0]["content"][0]["text"];
+    assert!(out.as_str().unwrap().ends_with(&format!("token {PAT}")), "{out}");
+
+    // Not streamed, to the Responses target: the provider's own object.
+    let mut whole = body.clone();
+    whole["stream"] = json!(false);
+    let v: Value = d.client().post(d.url("/v1/responses")).json(&whole).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["id"], "resp_fake1");
+    assert!(v["output"][0]["content"][0]["text"].as_str().unwrap().ends_with(PAT), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn count_tokens_asks_anthropic_targets_and_estimates_for_others() {
+    let (a, d) = setup().await;
+    let body = json!({"model": "an/claude-x", "messages": [{"role": "user", "content": format!("count {PAT} words")}],
+        "tools": [{"name": "t", "description": "one two", "input_schema": {"type": "object"}}]});
+    let r = d
+        .client()
+        .post(d.url("/v1/messages/count_tokens?beta=true"))
+        .header("anthropic-beta", "token-counting-2024-11-01")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-tollgate-estimate").is_none());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["input_tokens"], 6, "three words in the message, three in the tool (name, description): {v}");
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/messages/count_tokens");
+    assert_eq!(sent.query.as_deref(), Some("beta=true"));
+    assert_eq!(sent.body["model"], "claude-x");
+    assert!(sent.body.get("max_tokens").is_none());
+    assert_eq!(sent.body["messages"][0]["content"], "count TOLLGATE_GITLAB_PAT_1 words");
+
+    let mut other = body.clone();
+    other["model"] = json!("oa/gpt-a");
+    let before = a.request_count();
+    let r = d.client().post(d.url("/v1/messages/count_tokens")).json(&other).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-tollgate-estimate"], "o200k");
+    assert!(r.json::<Value>().await.unwrap()["input_tokens"].as_u64().unwrap() > 3);
+    assert_eq!(a.request_count(), before, "an estimate asks no provider");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_endpoint_is_an_unknown_url_not_a_missing_model() {
+    let (_a, d) = setup().await;
+    let r = d.client().post(d.url("/v1/nothing-here")).json(&json!({})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unknown_url");
+}
