@@ -72,6 +72,24 @@ if ! cargo deb --version 2>/dev/null | grep -q '3\.8\.0'; then
   log "installing cargo-deb (about 2 minutes)"
   cargo install cargo-deb --locked --version 3.8.0 -q
 fi
+# --- real coding agents: Claude Code and Codex CLIs (npm), aider (PyPI, a venv of its own) ------
+AGENTS_DIR="$CACHE/agents"
+AGENT_PKGS=("@anthropic-ai/claude-code@2.1.332" "@openai/codex@0.171.0")
+agents_stamp="$AGENTS_DIR/.tollgate-$(printf '%s ' "${AGENT_PKGS[@]}" | sha1sum | cut -c1-12)"
+if [ ! -f "$agents_stamp" ]; then
+  log "installing the Claude Code and Codex CLIs"
+  mkdir -p "$AGENTS_DIR"
+  [ -f "$AGENTS_DIR/package.json" ] || printf '{"name":"tollgate-test-agents","private":true}\n' >"$AGENTS_DIR/package.json"
+  (cd "$AGENTS_DIR" && npm install --no-audit --no-fund --loglevel=error --save-exact "${AGENT_PKGS[@]}")
+  touch "$agents_stamp"
+fi
+AIDER_VENV="$CACHE/aider-venv"
+if ! "$AIDER_VENV/bin/aider" --version 2>/dev/null | grep -q '0\.86\.2'; then
+  log "installing aider (a venv of its own: its pins differ from the SDKs')"
+  python3 -m venv "$AIDER_VENV"
+  "$AIDER_VENV/bin/pip" install -q --upgrade pip
+  "$AIDER_VENV/bin/pip" install -q "aider-chat==0.86.2"
+fi
 VSCODE_DIR="$(cd "$(dirname "$0")/.." && pwd)/editor-clients/vscode"
 lock_stamp="$VSCODE_DIR/node_modules/.tollgate-$(sha1sum "$VSCODE_DIR/package-lock.json" | cut -c1-12)"
 if [ ! -f "$lock_stamp" ]; then
@@ -79,4 +97,4 @@ if [ ! -f "$lock_stamp" ]; then
   (cd "$VSCODE_DIR" && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts)
   touch "$lock_stamp"
 fi
-log "ready: venv=$VENV model=$MODEL nvim=$VENV/bin/nvim"
+log "ready: venv=$VENV model=$MODEL nvim=$VENV/bin/nvim agents=$AGENTS_DIR/node_modules/.bin aider=$AIDER_VENV/bin/aider"

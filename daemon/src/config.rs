@@ -44,6 +44,10 @@ pub struct Config {
     /// Routing rules (after the policy's): local-only and route choice by task, path, project.
     #[serde(default)]
     pub routing: Vec<crate::route::RoutingRule>,
+    /// Model names as tools send them, by glob: the provider or route that serves each (after the
+    /// policy's; the first match wins).
+    #[serde(default)]
+    pub model_names: Vec<crate::route::ModelName>,
     pub models: Allowlist,
     pub tasks: Allowlist,
     pub review: ReviewConfig,
@@ -473,6 +477,13 @@ impl Config {
                         ),
                     ));
                 }
+            }
+        }
+        for (i, name) in self.model_names.iter().enumerate() {
+            if let Some(problem) =
+                name.problem(|p| self.providers.contains_key(p), |r| self.routes.contains_key(r))
+            {
+                return Err((format!("model_names[{i}]"), problem));
             }
         }
         for (alias, route) in &self.routes {

