@@ -49,8 +49,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the bearer token that local HTTP callers present.
-    Token,
+    /// Print the bearer token that local HTTP callers present; or make, list and revoke named
+    /// tokens, one per tool, so that usage and budgets can tell the tools apart.
+    Token {
+        #[command(subcommand)]
+        command: Option<crate::commands::token::TokenCommand>,
+    },
+    /// Point a coding tool at tollgate in its own config file, with a token of its own
+    /// (claude-code, codex, aider).
+    Setup {
+        #[arg(value_enum)]
+        tool: crate::commands::setup::Tool,
+        /// Show what would be written; change nothing
+        #[arg(long)]
+        print: bool,
+        /// Remove what setup wrote and revoke the tool's token
+        #[arg(long)]
+        undo: bool,
+    },
     /// Print OPENAI_/ANTHROPIC_ base URL and key lines to eval in a shell.
     Env,
     /// Tokens and money spent: today, this week, this month, and a breakdown.
@@ -291,6 +307,7 @@ pub enum GroupArg {
     Project,
     Task,
     Provider,
+    Caller,
 }
 
 impl GroupArg {
@@ -300,6 +317,7 @@ impl GroupArg {
             GroupArg::Project => "project",
             GroupArg::Task => "task",
             GroupArg::Provider => "provider",
+            GroupArg::Caller => "caller",
         }
     }
 }
@@ -397,9 +415,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { json } => status(cli.config.as_ref(), &paths, json),
-        Command::Token => {
+        Command::Token { command: None } => {
             println!("{}", paths::load_or_create_token(&paths).context("cannot read or create the token file")?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command: Some(command) } => crate::commands::token::run(&paths, command),
+        Command::Setup { tool, print, undo } => {
+            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            crate::commands::setup::run(&paths, tool, print, undo, loaded.config.server.port)
         }
         Command::Env => {
             let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;

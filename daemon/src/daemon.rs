@@ -99,8 +99,10 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     let control =
         Control::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
     control.start();
-    tokio::spawn(housekeeping(store, Arc::clone(&gateway)));
-    let state = Arc::new(AppState { gateway, control, token, started, projects: Default::default() });
+    tokio::spawn(housekeeping(store.clone(), Arc::clone(&gateway)));
+    let callers = Arc::new(crate::callers::Callers::default());
+    callers.refresh(&store).await;
+    let state = Arc::new(AppState { gateway, control, token, callers, started, projects: Default::default() });
     let app = api::router(state);
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);

@@ -21,7 +21,9 @@
 
 pub mod api;
 pub mod cache;
+pub mod callers;
 pub mod cli;
+pub mod commands;
 pub mod complete;
 pub mod config;
 pub mod daemon;

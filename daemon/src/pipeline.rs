@@ -68,6 +68,8 @@ pub struct RequestContext {
     pub project: Option<String>,
     /// completion, explain, review, chat, or api (`x-tollgate-task`).
     pub task: String,
+    /// Who called: the named token presented ([`crate::callers`]).
+    pub caller: String,
     /// A sensitivity label for routing rules (`x-tollgate-sensitivity`).
     pub sensitivity: Option<String>,
     /// `Cache-Control: no-cache`: do not answer from the cache.
@@ -88,6 +90,7 @@ impl RequestContext {
             path: None,
             project: None,
             task: "api".into(),
+            caller: crate::callers::LOCAL.into(),
             sensitivity: None,
             no_cache: false,
             no_store: false,
@@ -342,6 +345,7 @@ impl Gateway {
             project: ctx.project.clone(),
             task: ctx.task.clone(),
             entry: ctx.entry.name().into(),
+            caller: ctx.caller.clone(),
             outcome: "pending".into(),
             ..Default::default()
         }

@@ -63,9 +63,19 @@ CREATE TABLE IF NOT EXISTS ledger (
     redactions    INTEGER NOT NULL DEFAULT 0,
     outcome       TEXT NOT NULL,
     note          TEXT,
-    cache_write_tokens INTEGER NOT NULL DEFAULT 0
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    caller        TEXT                -- the named token (or default, local) that made the call
 );
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    hash       BLOB NOT NULL,          -- SHA-256 of the token; the token itself is never kept
+    created_ms INTEGER NOT NULL,
+    revoked_ms INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_name ON tokens (name) WHERE revoked_ms IS NULL;
 
 CREATE TABLE IF NOT EXISTS cache (
     key          BLOB PRIMARY KEY,
@@ -97,6 +107,9 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     };
     if !has("ledger", "cache_write_tokens")? {
         conn.execute_batch("ALTER TABLE ledger ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0")?;
+    }
+    if !has("ledger", "caller")? {
+        conn.execute_batch("ALTER TABLE ledger ADD COLUMN caller TEXT")?;
     }
     Ok(())
 }

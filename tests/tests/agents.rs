@@ -70,6 +70,13 @@ provider = "or"
     (a, d)
 }
 
+/// `tollgate setup TOOL` for a user whose home is `home`: the tool's own config file, a token of
+/// its own.
+fn setup_tool(d: &Daemon, home: &std::path::Path, tool: &str) {
+    let out = d.command().env("HOME", home).env("CODEX_HOME", home.join(".codex")).args(["setup", tool]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
 async fn last_call(d: &Daemon) -> Value {
     let log: Value = d.client().get(d.url("/v1/log?limit=1")).send().await.unwrap().json().await.unwrap();
     log["calls"][0].clone()
@@ -79,13 +86,13 @@ async fn last_call(d: &Daemon) -> Value {
 async fn claude_code_works_through_tollgate_with_its_betas_and_cache_marks() {
     let (a, d) = setup().await;
     let home = tempfile::tempdir().unwrap();
+    // Its settings.json points it at tollgate, with a token of its own; nothing in its environment.
+    setup_tool(&d, home.path(), "claude-code");
     let mut c = Command::new(agent("claude"));
     c.current_dir(home.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", home.path())
-        .env("ANTHROPIC_BASE_URL", d.url(""))
-        .env("ANTHROPIC_AUTH_TOKEN", &d.token)
         .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
         .env("DISABLE_AUTOUPDATER", "1")
         .args(["-p", &format!("say hi; the deploy token is {PAT}"), "--model", "claude-sonnet-4-5"]);
@@ -110,6 +117,7 @@ async fn claude_code_works_through_tollgate_with_its_betas_and_cache_marks() {
 
     let call = last_call(&d).await;
     assert_eq!((call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()), (Some("anthropic"), Some("an"), Some("ok")), "{call}");
+    assert_eq!(call["caller"], "claude-code", "the ledger names the tool's own token");
     assert!(call["input_tokens"].as_u64().unwrap() > 0);
 }
 
@@ -119,22 +127,14 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
     let home = tempfile::tempdir().unwrap();
     let codex_home = home.path().join(".codex");
     std::fs::create_dir_all(&codex_home).unwrap();
-    std::fs::write(
-        codex_home.join("config.toml"),
-        format!(
-            "model = \"gpt-5-codex\"\nmodel_provider = \"tollgate\"\n\n[model_providers.tollgate]\nname = \"tollgate\"\n\
-             base_url = \"{}\"\nenv_key = \"TOLLGATE_TOKEN\"\nwire_api = \"responses\"\n",
-            d.url("/v1")
-        ),
-    )
-    .unwrap();
+    std::fs::write(codex_home.join("config.toml"), "model = \"gpt-5-codex\"\n").unwrap();
+    setup_tool(&d, home.path(), "codex");
     let mut c = Command::new(agent("codex"));
     c.current_dir(home.path())
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", home.path())
         .env("CODEX_HOME", &codex_home)
-        .env("TOLLGATE_TOKEN", &d.token)
         .args(["exec", "--skip-git-repo-check", &format!("say hi; the deploy token is {PAT}")]);
     let out = run(c, Duration::from_secs(120));
     let shown = text(&out);
@@ -153,4 +153,16 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
 
     let call = last_call(&d).await;
     assert_eq!((call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()), (Some("responses"), Some("or"), Some("ok")), "{call}");
+    assert_eq!(call["caller"], "codex", "the ledger names the tool's own token");
+
+    // Usage by caller tells the tools apart; a revoked token is refused at once.
+    let usage: Value = d.client().get(d.url("/v1/usage?by=caller")).send().await.unwrap().json().await.unwrap();
+    assert!(usage["lines"].as_array().unwrap().iter().any(|l| l["key"] == "codex"), "{usage}");
+    let config: toml::Table = std::fs::read_to_string(codex_home.join("config.toml")).unwrap().parse().unwrap();
+    let bearer = config["model_providers"]["tollgate"]["http_headers"]["Authorization"].as_str().unwrap().to_string();
+    let undo = d.command().env("HOME", home.path()).env("CODEX_HOME", &codex_home).args(["setup", "codex", "--undo"]).output().unwrap();
+    assert!(undo.status.success(), "{}", text(&undo));
+    assert_eq!(std::fs::read_to_string(codex_home.join("config.toml")).unwrap(), "model = \"gpt-5-codex\"\n");
+    let refused = reqwest::Client::new().get(d.url("/v1/models")).header("authorization", bearer).send().await.unwrap();
+    assert_eq!(refused.status(), 401, "a revoked token is refused");
 }

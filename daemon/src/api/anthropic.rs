@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -17,6 +17,7 @@ use super::{ApiError, Format, sse_frame};
 use crate::model::{
     ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, Role, Tool, ToolChoice, Usage, WireFormat,
 };
+use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +199,7 @@ pub const FORWARDED: &[&str] = &["anthropic-version", "anthropic-beta"];
 
 pub async fn messages(
     State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
     uri: http::Uri,
     headers: HeaderMap,
     body: Body,
@@ -208,7 +210,7 @@ pub async fn messages(
         let req = read_request(body, &uri, &headers, limit).await?;
         let render = super::Render { whole: render, stream: render_stream, frame: forward_frame };
         Ok::<_, ApiError>(
-            super::serve_chat(&state, &headers, received, EntryPoint::Anthropic, Format::Anthropic, req, "msg_", render)
+            super::serve_chat(&state, super::context(EntryPoint::Anthropic, &headers, received, &caller), &headers, Format::Anthropic, req, "msg_", render)
                 .await,
         )
     };
@@ -220,6 +222,7 @@ pub async fn messages(
 /// `x-tollgate-estimate`.
 pub async fn count_tokens(
     State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
     uri: http::Uri,
     headers: HeaderMap,
     body: Body,
@@ -227,7 +230,7 @@ pub async fn count_tokens(
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
         let req = read_request(body, &uri, &headers, limit).await?;
-        let ctx = super::context(EntryPoint::Anthropic, &headers, Instant::now());
+        let ctx = super::context(EntryPoint::Anthropic, &headers, Instant::now(), &caller);
         let count = state
             .gateway
             .count_tokens(req, &ctx)

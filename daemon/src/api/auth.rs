@@ -9,7 +9,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::{ApiError, Format, Listener};
 
-pub async fn guard(State(state): State<super::State>, request: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<super::State>, mut request: Request, next: Next) -> Response {
     let listener = request.extensions().get::<Listener>().copied().unwrap_or(Listener::Tcp);
     let format = Format::of(request.uri().path(), request.headers());
     let deny = |status: StatusCode, message: &str| ApiError::new(status, format, message).into_response();
@@ -27,6 +27,8 @@ pub async fn guard(State(state): State<super::State>, request: Request, next: Ne
             "requests from a browser origin are refused: tollgate serves local tools, not web pages",
         );
     }
+    let presented = presented_token(request.headers()).map(str::to_string);
+    let named = presented.as_deref().and_then(|p| state.callers.who(p));
     if listener == Listener::Tcp {
         if !host_is_loopback(request.headers()) {
             return deny(
@@ -38,13 +40,21 @@ pub async fn guard(State(state): State<super::State>, request: Request, next: Ne
         if path.starts_with("/v1/admin/") {
             return deny(StatusCode::FORBIDDEN, "administrative endpoints are served on the local socket only");
         }
-        if path != "/healthz" && !token_matches(request.headers(), &state.token) {
+        let main = presented.as_deref().is_some_and(|p| constant_time_eq(p.as_bytes(), state.token.as_bytes()));
+        if path != "/healthz" && !main && named.is_none() {
             return deny(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key: send the token from `tollgate token` as `Authorization: Bearer ...` (or `x-api-key`)",
             );
         }
     }
+    // Who called: a named token's name; the main token's `default`; on the socket, `local`.
+    let caller = match (named, listener) {
+        (Some(name), _) => name,
+        (None, Listener::Tcp) => crate::callers::DEFAULT.into(),
+        (None, Listener::Local) => crate::callers::LOCAL.into(),
+    };
+    request.extensions_mut().insert(crate::callers::Caller(caller));
     next.run(request).await
 }
 
@@ -68,13 +78,20 @@ pub fn host_is_loopback(headers: &HeaderMap) -> bool {
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn token_matches(headers: &HeaderMap, token: &str) -> bool {
-    let presented = headers
+/// The token a caller presents: `Authorization: Bearer ...` or `x-api-key` (as the Anthropic SDKs
+/// send it).
+fn presented_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    presented.is_some_and(|p| constant_time_eq(p.trim().as_bytes(), token.as_bytes()))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+#[cfg(test)]
+fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+    presented_token(headers).is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -36,6 +36,8 @@ pub struct AppState {
     pub gateway: Arc<Gateway>,
     pub control: Arc<crate::policy::sync::Control>,
     pub token: String,
+    /// The named tokens ([`crate::callers`]).
+    pub callers: Arc<crate::callers::Callers>,
     pub started: std::time::Instant,
     /// Projects of the repositories callers name (`x-tollgate-repo`).
     pub projects: crate::identity::Projects,
@@ -65,6 +67,8 @@ pub fn router(state: State) -> Router {
         .route("/v1/admin/policy/sync", post(native::policy_sync))
         .route("/v1/admin/config", get(native::config))
         .route("/v1/admin/credentials/reload", post(native::reload_credentials))
+        .route("/v1/admin/tokens", get(native::list_tokens).post(native::create_token))
+        .route("/v1/admin/tokens/{name}", axum::routing::delete(native::revoke_token))
         .fallback(native::not_found)
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::guard))
         .with_state(state)
@@ -257,7 +261,12 @@ pub fn unmapped_fields(rest: &serde_json::Map<String, Value>, harmless: &[&str])
 }
 
 /// The context of a request, from the headers tollgate's own clients set.
-pub fn context(entry: EntryPoint, headers: &HeaderMap, received: std::time::Instant) -> RequestContext {
+pub fn context(
+    entry: EntryPoint,
+    headers: &HeaderMap,
+    received: std::time::Instant,
+    caller: &crate::callers::Caller,
+) -> RequestContext {
     let text = |name: &str| {
         headers.get(name).and_then(|v| v.to_str().ok()).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
     };
@@ -267,6 +276,7 @@ pub fn context(entry: EntryPoint, headers: &HeaderMap, received: std::time::Inst
     let directives: Vec<&str> = cache_control.split(',').map(str::trim).collect();
     let mut ctx = RequestContext::new(entry);
     ctx.received = received;
+    ctx.caller.clone_from(&caller.0);
     ctx.local_only = local_only;
     ctx.path = text("x-tollgate-path");
     ctx.project = text("x-tollgate-project");
@@ -331,9 +341,8 @@ pub fn raw_frame(event: Option<&str>, data: &str) -> Option<Bytes> {
 #[allow(clippy::too_many_arguments)]
 pub async fn serve_chat<W, S, F, B>(
     state: &State,
+    mut ctx: RequestContext,
     headers: &HeaderMap,
-    received: std::time::Instant,
-    entry: EntryPoint,
     format: Format,
     req: crate::model::ChatRequest,
     id_prefix: &str,
@@ -346,7 +355,6 @@ where
     B: futures_util::Stream<Item = Bytes> + Send + 'static,
 {
     use futures_util::StreamExt;
-    let mut ctx = context(entry, headers, received);
     if ctx.project.is_none() {
         // The caller's repository: its project comes from the git remote.
         if let Some(dir) = headers.get("x-tollgate-repo").and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty()) {

@@ -1,5 +1,7 @@
 //! tollgate's own endpoints: health, status, the model list, and administration over the socket.
 
+use axum::extract::Extension;
+use crate::callers::Caller;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, Uri};
@@ -93,6 +95,7 @@ pub async fn prompts(State(state): State<super::State>) -> Response {
 /// prompt's version and who served it out.
 pub async fn run_prompt(
     State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Body,
@@ -103,7 +106,7 @@ pub async fn run_prompt(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, &headers, received);
+    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, &headers, received, &caller);
     if !headers.contains_key("x-tollgate-task") {
         ctx.task = name.clone();
     }
@@ -127,11 +130,12 @@ pub async fn run_prompt(
 /// Request context for the editor endpoints: task, project from the repository directory.
 async fn editor_context(
     state: &super::State,
+    caller: &Caller,
     headers: &HeaderMap,
     task: &str,
     repo: Option<String>,
 ) -> crate::pipeline::RequestContext {
-    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, headers, std::time::Instant::now());
+    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, headers, std::time::Instant::now(), caller);
     ctx.task = task.into();
     if ctx.project.is_none()
         && let Some(repo) = repo
@@ -142,13 +146,18 @@ async fn editor_context(
 }
 
 /// An inline completion for the language server (`POST /v1/complete`).
-pub async fn complete(State(state): State<super::State>, headers: HeaderMap, body: axum::body::Body) -> Response {
+pub async fn complete(
+    State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let req: tollgate_lsp::CompletionRequest = match super::read_json(body, &headers, limit, Format::Openai).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let mut ctx = editor_context(&state, &headers, "completion", req.repo.clone()).await;
+    let mut ctx = editor_context(&state, &caller, &headers, "completion", req.repo.clone()).await;
     ctx.path = Some(req.path.clone());
     match crate::complete::run(&state.gateway, req, &ctx).await {
         Ok(answer) => axum::Json(answer).into_response(),
@@ -167,13 +176,18 @@ pub struct ReviewLines {
 }
 
 /// Reviews some lines of a file for an editor (`POST /v1/review`): `{"findings": [...]}`.
-pub async fn review(State(state): State<super::State>, headers: HeaderMap, body: axum::body::Body) -> Response {
+pub async fn review(
+    State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let req: ReviewLines = match super::read_json(body, &headers, limit, Format::Openai).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    let ctx = editor_context(&state, &headers, "review", req.repo.clone()).await;
+    let ctx = editor_context(&state, &caller, &headers, "review", req.repo.clone()).await;
     let runner = crate::review::Runner::InProcess(std::sync::Arc::clone(&state.gateway));
     match crate::review::review_lines(&runner, &req.path, &req.text, req.first, req.last, ctx.project).await {
         Ok(findings) => axum::Json(json!({ "findings": findings })).into_response(),
@@ -261,6 +275,58 @@ pub async fn metrics(State(state): State<super::State>) -> Response {
     let gw = &state.gateway;
     let body = gw.metrics.render(&gw.runtime().budgets.report(crate::utc::now_ms()));
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub struct NewToken {
+    name: String,
+}
+
+fn token_error(e: crate::callers::CallerError) -> Response {
+    use crate::callers::CallerError;
+    let status = match e {
+        CallerError::BadName(_) | CallerError::Reserved(_) => StatusCode::BAD_REQUEST,
+        CallerError::Exists(_) => StatusCode::CONFLICT,
+        CallerError::Unknown(_) => StatusCode::NOT_FOUND,
+        CallerError::Db(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, Format::Openai, e.to_string()).into_response()
+}
+
+/// `POST /v1/admin/tokens {"name"}`: a new named token, shown this once.
+pub async fn create_token(State(state): State<super::State>, axum::Json(req): axum::Json<NewToken>) -> Response {
+    let name = req.name.clone();
+    let made = state.gateway.store.call_durable(move |c| crate::callers::create(c, &name, crate::utc::now_ms())).await;
+    match made {
+        Ok(Ok(token)) => {
+            state.callers.refresh(&state.gateway.store).await;
+            axum::Json(json!({"name": req.name, "token": token})).into_response()
+        }
+        Ok(Err(e)) => token_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// `GET /v1/admin/tokens`: the named tokens in force (never the tokens).
+pub async fn list_tokens(State(state): State<super::State>) -> Response {
+    match state.gateway.store.read(crate::callers::list).await {
+        Ok(Ok(tokens)) => axum::Json(json!({"tokens": tokens})).into_response(),
+        Ok(Err(e)) => token_error(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// `DELETE /v1/admin/tokens/{name}`: revokes a named token at once.
+pub async fn revoke_token(State(state): State<super::State>, Path(name): Path<String>) -> Response {
+    let gone = state.gateway.store.call_durable(move |c| crate::callers::revoke(c, &name, crate::utc::now_ms())).await;
+    match gone {
+        Ok(Ok(())) => {
+            state.callers.refresh(&state.gateway.store).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Err(e)) => token_error(e),
+        Err(e) => internal(e),
+    }
 }
 
 pub async fn not_found(uri: Uri, headers: HeaderMap) -> Response {

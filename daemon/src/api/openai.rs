@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -16,6 +16,7 @@ use crate::model::{
     ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, ResponseFormat, Role, Tool, ToolChoice,
     Usage, WireFormat,
 };
+use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -227,7 +228,12 @@ impl ChatCompletionRequest {
     }
 }
 
-pub async fn chat_completions(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
+pub async fn chat_completions(
+    State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let received = Instant::now();
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
@@ -246,7 +252,7 @@ pub async fn chat_completions(State(state): State<super::State>, headers: Header
             frame: move |frame: Result<(Option<&str>, &str), String>| forward_frame(frame, include_usage),
         };
         Ok::<_, ApiError>(
-            super::serve_chat(&state, &headers, received, EntryPoint::Openai, Format::Openai, req, "chatcmpl-", render)
+            super::serve_chat(&state, super::context(EntryPoint::Openai, &headers, received, &caller), &headers, Format::Openai, req, "chatcmpl-", render)
                 .await,
         )
     };

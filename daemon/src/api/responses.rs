@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -21,6 +21,7 @@ use crate::model::{
     ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, ResponseFormat, Role, Tool, ToolChoice,
     Usage, WireFormat,
 };
+use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -219,7 +220,12 @@ impl ResponsesRequest {
     }
 }
 
-pub async fn responses(State(state): State<super::State>, headers: HeaderMap, body: Body) -> Response {
+pub async fn responses(
+    State(state): State<super::State>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let received = Instant::now();
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
@@ -239,7 +245,7 @@ pub async fn responses(State(state): State<super::State>, headers: HeaderMap, bo
             frame: move |frame: Result<(Option<&str>, &str), String>| forward_frame(frame, &mut seq),
         };
         Ok::<_, ApiError>(
-            super::serve_chat(&state, &headers, received, EntryPoint::Responses, Format::Openai, req, "resp_", render)
+            super::serve_chat(&state, super::context(EntryPoint::Responses, &headers, received, &caller), &headers, Format::Openai, req, "resp_", render)
                 .await,
         )
     };

@@ -28,6 +28,8 @@ pub struct Row {
     pub project: Option<String>,
     pub task: String,
     pub entry: String,
+    /// The named token that made the call (`default` for the main token, `local` on the socket).
+    pub caller: String,
     pub provider: Option<String>,
     pub model: Option<String>,
     pub input_tokens: u64,
@@ -47,11 +49,11 @@ pub struct Row {
 
 const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provider, model, input_tokens, output_tokens, \
                        cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note, \
-                       cache_write_tokens";
+                       cache_write_tokens, caller";
 
 pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
+        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
          ON CONFLICT (request_id) DO UPDATE SET provider = excluded.provider, model = excluded.model, \
          input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens, \
          cache_write_tokens = excluded.cache_write_tokens, \
@@ -78,6 +80,7 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
         r.outcome,
         r.note,
         r.cache_write_tokens as i64,
+        r.caller,
     ])?;
     Ok(())
 }
@@ -147,6 +150,7 @@ pub enum GroupBy {
     Project,
     Task,
     Provider,
+    Caller,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,6 +182,7 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
         GroupBy::Project => "COALESCE(project, '-')",
         GroupBy::Task => "task",
         GroupBy::Provider => "COALESCE(provider, '-')",
+        GroupBy::Caller => "COALESCE(NULLIF(caller, ''), '-')",
     };
     let sql = format!(
         "SELECT {key}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), COALESCE(SUM(cost_micros), 0), \
@@ -250,6 +255,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         outcome: r.get(16)?,
         note: r.get(17)?,
         cache_write_tokens: r.get::<_, i64>(18)? as u64,
+        caller: r.get::<_, Option<String>>(19)?.unwrap_or_default(),
     })
 }
 

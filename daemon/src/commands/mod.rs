@@ -1,0 +1,4 @@
+//! Command bodies, one file per command: `cli` parses and dispatches, these do the work.
+
+pub mod setup;
+pub mod token;

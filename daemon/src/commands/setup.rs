@@ -1,0 +1,215 @@
+//! `tollgate setup TOOL [--print] [--undo]`: points a coding tool at tollgate in that tool's own
+//! config file, with a named token of its own (`tollgate token new TOOL`), so that its spend shows
+//! apart in `tollgate usage --by caller` and budgets. Idempotent: a second run leaves one entry
+//! (with a fresh token, the old one revoked); `--undo` removes what setup wrote and revokes the
+//! token; `--print` shows what would be written and changes nothing.
+//!
+//! | tool | file | what |
+//! | --- | --- | --- |
+//! | claude-code | `~/.claude/settings.json` | `env.ANTHROPIC_BASE_URL`, `env.ANTHROPIC_AUTH_TOKEN` |
+//! | codex | `$CODEX_HOME/config.toml` (`~/.codex`) | `model_provider = "tollgate"`, `[model_providers.tollgate]` on the Responses API |
+//! | aider | `~/.aider.conf.yml` | `openai-api-base`, `openai-api-key` |
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::paths::Paths;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tool {
+    ClaudeCode,
+    Codex,
+    Aider,
+}
+
+impl Tool {
+    fn name(self) -> &'static str {
+        match self {
+            Tool::ClaudeCode => "claude-code",
+            Tool::Codex => "codex",
+            Tool::Aider => "aider",
+        }
+    }
+
+    fn file(self, home: &Path) -> PathBuf {
+        match self {
+            Tool::ClaudeCode => home.join(".claude/settings.json"),
+            Tool::Codex => std::env::var_os("CODEX_HOME").map_or_else(|| home.join(".codex"), PathBuf::from).join("config.toml"),
+            Tool::Aider => home.join(".aider.conf.yml"),
+        }
+    }
+}
+
+/// Where the daemon listens: the running one's port, else the configured one.
+fn base_url(paths: &Paths, port: u16) -> String {
+    let port = std::fs::read_to_string(paths.port_file()).ok().and_then(|p| p.trim().parse().ok()).unwrap_or(port);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// The tool's config with tollgate in it (`Some(token)`) or taken out (`None`).
+fn edit(tool: Tool, current: &str, base: &str, token: Option<&str>) -> anyhow::Result<String> {
+    match tool {
+        Tool::ClaudeCode => {
+            let mut v: Value = if current.trim().is_empty() { json!({}) } else { serde_json::from_str(current).context("it is not valid JSON")? };
+            let obj = v.as_object_mut().context("it is not a JSON object")?;
+            let env = obj.entry("env").or_insert_with(|| json!({}));
+            let env = env.as_object_mut().context("its \"env\" is not an object")?;
+            match token {
+                Some(t) => {
+                    env.insert("ANTHROPIC_BASE_URL".into(), json!(base));
+                    env.insert("ANTHROPIC_AUTH_TOKEN".into(), json!(t));
+                }
+                None => {
+                    env.shift_remove("ANTHROPIC_BASE_URL");
+                    env.shift_remove("ANTHROPIC_AUTH_TOKEN");
+                }
+            }
+            if env.is_empty() {
+                obj.shift_remove("env");
+            }
+            Ok(serde_json::to_string_pretty(&v)? + "\n")
+        }
+        Tool::Codex => {
+            let mut doc: toml_edit::DocumentMut = current.parse().context("it is not valid TOML")?;
+            match token {
+                Some(t) => {
+                    doc["model_provider"] = toml_edit::value("tollgate");
+                    let mut provider = toml_edit::Table::new();
+                    provider["name"] = toml_edit::value("tollgate");
+                    provider["base_url"] = toml_edit::value(format!("{base}/v1"));
+                    provider["wire_api"] = toml_edit::value("responses");
+                    let mut headers = toml_edit::InlineTable::new();
+                    headers.insert("Authorization", format!("Bearer {t}").into());
+                    provider["http_headers"] = toml_edit::value(headers);
+                    if !doc.contains_key("model_providers") {
+                        let mut parent = toml_edit::Table::new();
+                        parent.set_implicit(true);
+                        doc["model_providers"] = toml_edit::Item::Table(parent);
+                    }
+                    doc["model_providers"]["tollgate"] = toml_edit::Item::Table(provider);
+                }
+                None => {
+                    if doc.get("model_provider").and_then(|v| v.as_str()) == Some("tollgate") {
+                        doc.remove("model_provider");
+                    }
+                    if let Some(providers) = doc.get_mut("model_providers").and_then(|p| p.as_table_like_mut()) {
+                        providers.remove("tollgate");
+                        if providers.is_empty() {
+                            doc.remove("model_providers");
+                        }
+                    }
+                }
+            }
+            Ok(doc.to_string())
+        }
+        Tool::Aider => {
+            const MARK: &str = "# written by `tollgate setup aider`";
+            let mut lines: Vec<String> = current
+                .lines()
+                .filter(|l| *l != MARK && !l.starts_with("openai-api-base:") && !l.starts_with("openai-api-key:"))
+                .map(str::to_string)
+                .collect();
+            if let Some(t) = token {
+                lines.push(MARK.into());
+                lines.push(format!("openai-api-base: {base}/v1"));
+                lines.push(format!("openai-api-key: {t}"));
+            }
+            Ok(if lines.is_empty() { String::new() } else { lines.join("\n") + "\n" })
+        }
+    }
+}
+
+pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> anyhow::Result<ExitCode> {
+    let home = directories::BaseDirs::new().context("cannot find the home directory")?.home_dir().to_path_buf();
+    let file = tool.file(&home);
+    let current = match std::fs::read_to_string(&file) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+    };
+    let base = base_url(paths, port);
+    let name = tool.name();
+    let check = |s: &str| edit(tool, s, &base, None).with_context(|| format!("cannot edit {}", file.display()));
+    check(&current)?;
+    if print {
+        let shown = if undo { check(&current)? } else { edit(tool, &current, &base, Some(&format!("$(tollgate token new {name})")))? };
+        println!("# {}", file.display());
+        print!("{shown}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A new token for the tool; the one a previous setup made is revoked.
+    let revoked = super::token::revoke_if_present(paths, name)?;
+    let next = if undo {
+        check(&current)?
+    } else {
+        let token = super::token::make(paths, name)?;
+        edit(tool, &current, &base, Some(&token))?
+    };
+    if next.is_empty() && undo {
+        let _ = std::fs::remove_file(&file);
+    } else {
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // The file holds a token: readable by the user alone.
+        crate::paths::write_private_file(&file, next.as_bytes()).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    if undo {
+        println!("{name}: tollgate removed from {}{}", file.display(), if revoked { "; its token revoked" } else { "" });
+    } else {
+        println!("{name}: {} now points at {base} with its own token (`tollgate usage --by caller`)", file.display());
+        if tool == Tool::ClaudeCode {
+            println!("  model names it sends (claude-*) go to the anthropic provider; see model_names in the config");
+        }
+    }
+    if !undo && !paths.socket.exists() {
+        eprintln!("note: no daemon is running; start it (`tollgate daemon` or `tollgate service install`) before using {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claude_code_settings_keep_what_was_there_and_undo_removes_only_ours() {
+        let before = r#"{"model": "opus", "env": {"FOO": "1"}}"#;
+        let on = edit(Tool::ClaudeCode, before, "http://127.0.0.1:8788", Some("tg-x")).unwrap();
+        let v: Value = serde_json::from_str(&on).unwrap();
+        assert_eq!(v["model"], "opus");
+        assert_eq!(v["env"], json!({"FOO": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:8788", "ANTHROPIC_AUTH_TOKEN": "tg-x"}));
+        assert_eq!(edit(Tool::ClaudeCode, &on, "x", Some("tg-x")).unwrap(), on, "idempotent");
+        let off: Value = serde_json::from_str(&edit(Tool::ClaudeCode, &on, "x", None).unwrap()).unwrap();
+        assert_eq!(off, json!({"model": "opus", "env": {"FOO": "1"}}));
+        assert!(edit(Tool::ClaudeCode, "[1]", "x", None).is_err());
+    }
+
+    #[test]
+    fn codex_config_keeps_comments_and_other_providers() {
+        let before = "# mine\nmodel = \"gpt-5-codex\"\n\n[model_providers.other]\nname = \"o\"\n";
+        let on = edit(Tool::Codex, before, "http://127.0.0.1:9", Some("tg-y")).unwrap();
+        assert!(on.starts_with("# mine\nmodel = \"gpt-5-codex\"\nmodel_provider = \"tollgate\""), "{on}");
+        let v: toml::Table = on.parse().unwrap();
+        let p = &v["model_providers"]["tollgate"];
+        assert_eq!(p["base_url"].as_str(), Some("http://127.0.0.1:9/v1"));
+        assert_eq!(p["wire_api"].as_str(), Some("responses"));
+        assert_eq!(p["http_headers"]["Authorization"].as_str(), Some("Bearer tg-y"));
+        assert!(v["model_providers"].get("other").is_some());
+        assert_eq!(edit(Tool::Codex, &on, "http://127.0.0.1:9", Some("tg-y")).unwrap(), on, "idempotent");
+        let off = edit(Tool::Codex, &on, "x", None).unwrap();
+        assert_eq!(off, before);
+    }
+
+    #[test]
+    fn aider_config_lines_are_replaced_not_repeated() {
+        let before = "model: gpt-4.1\nopenai-api-key: old\n";
+        let on = edit(Tool::Aider, before, "http://127.0.0.1:1", Some("tg-z")).unwrap();
+        assert_eq!(on, "model: gpt-4.1\n# written by `tollgate setup aider`\nopenai-api-base: http://127.0.0.1:1/v1\nopenai-api-key: tg-z\n");
+        assert_eq!(edit(Tool::Aider, &on, "http://127.0.0.1:1", Some("tg-z")).unwrap(), on);
+        assert_eq!(edit(Tool::Aider, &on, "x", None).unwrap(), "model: gpt-4.1\n");
+    }
+}
