@@ -37,12 +37,18 @@ pub struct Hit {
 pub fn key(req: &ChatRequest, targets: &[String], scope: &str) -> [u8; 32] {
     let mut canonical = req.clone();
     canonical.stream = false;
+    // Streamed or not, the answer is the same: a stream is replayed from a whole answer and back.
+    if let Some(body) = canonical.native.as_mut().and_then(|n| n.body.as_object_mut()) {
+        body.shift_remove("stream");
+        body.shift_remove("stream_options");
+    }
     let mut h = Sha256::new();
     h.update(scope.as_bytes());
     h.update([0x1f]);
     h.update(targets.join(",").as_bytes());
     h.update([0x1f]);
-    // serde_json writes struct fields in order and object keys sorted: a canonical form.
+    // serde_json writes struct fields in order, and a caller's body in its own key order: the
+    // same request text gives the same key.
     h.update(serde_json::to_vec(&canonical).expect("a request serializes"));
     h.finalize().into()
 }

@@ -166,3 +166,37 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
     let refused = reqwest::Client::new().get(d.url("/v1/models")).header("authorization", bearer).send().await.unwrap();
     assert_eq!(refused.status(), 401, "a revoked token is refused");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn aider_works_through_tollgate_on_chat_completions() {
+    let (a, d) = setup().await;
+    let aider = std::env::var_os("TOLLGATE_AIDER").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate-tests/aider-venv/bin/aider")
+    });
+    assert!(aider.exists(), "{} is missing: run tests/setup.sh (it installs aider-chat), or set TOLLGATE_AIDER", aider.display());
+    let home = tempfile::tempdir().unwrap();
+    setup_tool(&d, home.path(), "aider");
+    let mut c = Command::new(aider);
+    c.current_dir(home.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        // litellm's price list from its own package, not from the network.
+        .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        .args(["--model", "openai/gpt-4.1", "--no-git", "--yes-always", "--no-check-update", "--no-show-model-warnings"])
+        .args(["--analytics-disable", "--no-pretty", "--no-fancy-input", "--no-show-release-notes"])
+        .args(["--message", &format!("say hi; the deploy token is {PAT}")]);
+    let out = run(c, Duration::from_secs(180));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Hello from fake openai") && stdout.contains(PAT), "{shown}");
+
+    let sent = a.requests().into_iter().find(|r| r.path == "/v1/chat/completions").expect("a chat call");
+    assert_eq!(sent.body["model"], "gpt-4.1");
+    let body = sent.body.to_string();
+    assert!(!body.contains(PAT) && body.contains("TOLLGATE_GITLAB_PAT_1"), "the secret left as a placeholder");
+    let call = last_call(&d).await;
+    assert_eq!((call["entry"].as_str(), call["caller"].as_str(), call["outcome"].as_str()), (Some("openai"), Some("aider"), Some("ok")), "{call}");
+    assert!(call["output_tokens"].as_u64().unwrap() > 0, "usage booked though aider asked for none: {call}");
+}

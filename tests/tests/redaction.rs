@@ -76,7 +76,8 @@ async fn providers_see_placeholders_and_callers_get_their_values_back() {
         .unwrap();
     let v: Value = r.json().await.unwrap();
     assert!(v["content"][0]["text"].as_str().unwrap().ends_with(&format!("hi {MAIL}")));
-    assert_eq!(a.requests().last().unwrap().body["messages"][0]["content"][0]["text"], "hi TOLLGATE_EMAIL_1");
+    // Passed through to the Anthropic target as the caller wrote it (a string), masked.
+    assert_eq!(a.requests().last().unwrap().body["messages"][0]["content"], "hi TOLLGATE_EMAIL_1");
 
     // A cache hit restores with the new request's own values.
     let r = d.client().post(d.url("/v1/chat/completions")).json(&body).send().await.unwrap();

@@ -432,13 +432,20 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_input_is_a_clear_400() {
+    fn what_translation_cannot_carry_is_named_and_malformed_input_is_a_400() {
         let wire: ChatCompletionRequest = serde_json::from_value(json!({
-            "model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+            "model": "m", "seed": 1, "user": "u", "tools": [{"type": "custom", "custom": {"name": "x"}}],
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+        }))
+        .unwrap();
+        let (req, _) = wire.into_internal().unwrap();
+        assert_eq!(req.unmapped, ["seed", "messages[0].content[0] (image_url part)", "tools[0] (custom tool)"]);
+        let wire: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "m", "messages": [{"role": "user", "content": [{"text": "no type"}]}]
         }))
         .unwrap();
         let err = wire.into_internal().unwrap_err();
         assert_eq!(err.status, StatusCode::BAD_REQUEST);
-        assert!(err.message.contains("image_url"), "{}", err.message);
+        assert!(err.message.contains("no type"), "{}", err.message);
     }
 }

@@ -182,7 +182,7 @@ mod tests {
         let v: Value = serde_json::from_str(&on).unwrap();
         assert_eq!(v["model"], "opus");
         assert_eq!(v["env"], json!({"FOO": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:8788", "ANTHROPIC_AUTH_TOKEN": "tg-x"}));
-        assert_eq!(edit(Tool::ClaudeCode, &on, "x", Some("tg-x")).unwrap(), on, "idempotent");
+        assert_eq!(edit(Tool::ClaudeCode, &on, "http://127.0.0.1:8788", Some("tg-x")).unwrap(), on, "idempotent");
         let off: Value = serde_json::from_str(&edit(Tool::ClaudeCode, &on, "x", None).unwrap()).unwrap();
         assert_eq!(off, json!({"model": "opus", "env": {"FOO": "1"}}));
         assert!(edit(Tool::ClaudeCode, "[1]", "x", None).is_err());
