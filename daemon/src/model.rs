@@ -122,6 +122,10 @@ pub struct ChatRequest {
     /// them, instead of dropping them in silence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmapped: Vec<String>,
+    /// An embeddings request: the texts to embed (then `messages` is empty and the answer is an
+    /// OpenAI embedding list in [`ChatResponse::wire`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed: Option<Vec<String>>,
     /// The request as the caller sent it, for a target that speaks the same wire format
     /// (pass-through). Redaction masks every string of it a provider reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +142,8 @@ pub enum WireFormat {
     OpenaiChat,
     /// OpenAI Responses (`/v1/responses`).
     OpenaiResponses,
+    /// OpenAI Embeddings (`/v1/embeddings`).
+    OpenaiEmbeddings,
 }
 
 /// The caller's own request, forwarded as sent to a target of the same format: unknown fields,

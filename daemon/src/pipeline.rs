@@ -353,7 +353,8 @@ impl Gateway {
 
     fn cacheable(rt: &Runtime, req: &ChatRequest, ctx: &RequestContext) -> bool {
         let c = &rt.config.cache;
-        c.enabled && (req.temperature == Some(0.0) || c.tasks.contains(&ctx.task))
+        // Embeddings are deterministic; so is an answer at temperature 0, near enough.
+        c.enabled && (req.embed.is_some() || req.temperature == Some(0.0) || c.tasks.contains(&ctx.task))
     }
 
     /// Serves one request: the whole pipeline. Every request leaves a ledger row.
@@ -677,6 +678,20 @@ impl Gateway {
             };
         }
         Ok(estimate())
+    }
+
+    /// Whether `model` (an alias, `provider/model`, or a name `model_names` maps) can be served
+    /// now: one of its targets is enabled, allowed, and local or has credentials.
+    pub async fn servable(&self, model: &str) -> bool {
+        let rt = self.runtime();
+        let Ok(targets) = rt.router.resolve(model) else { return false };
+        for t in targets {
+            let Some(config) = rt.config.providers.get(&t.provider) else { continue };
+            if config.is_local() || self.credentials.get(&t.provider).await.is_some() {
+                return true;
+            }
+        }
+        false
     }
 
     /// The redaction mode of a route: its own setting, or the global one.

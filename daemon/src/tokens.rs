@@ -27,13 +27,17 @@ pub fn count(text: &str) -> u64 {
 /// the most it may write.
 pub fn estimate(req: &ChatRequest, default_max_output: u32) -> (u64, u64) {
     let input = count_input(req);
+    if req.embed.is_some() {
+        // An embedding has no output tokens.
+        return (input, 0);
+    }
     (input + input * INPUT_MARGIN_PERCENT / 100, u64::from(req.max_tokens.unwrap_or(default_max_output)))
 }
 
 /// The request's input tokens as o200k counts them, without a margin: what `count_tokens`
 /// answers for a target that cannot count its own.
 pub fn count_input(req: &ChatRequest) -> u64 {
-    let mut input = 0;
+    let mut input = req.embed.iter().flatten().map(|t| count(t)).sum::<u64>();
     if let Some(p) = &req.raw_prompt {
         input += count(p);
     }

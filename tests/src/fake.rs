@@ -146,6 +146,8 @@ pub fn router(state: Arc<FakeState>) -> Router {
         .route("/v1/messages", post(anthropic_messages))
         .route("/v1/messages/count_tokens", post(anthropic_count_tokens))
         .route("/v1/responses", post(openai_responses))
+        .route("/v1/embeddings", post(openai_embeddings))
+        .route("/api/embed", post(ollama_embed))
         .route("/v1beta/models/{call}", post(gemini))
         .route("/api/chat", post(ollama))
         .route("/api/generate", post(ollama))
@@ -585,6 +587,68 @@ async fn anthropic_count_tokens(
     .await
 }
 
+/// A deterministic vector of 8 numbers for a text: equal texts, equal vectors.
+pub fn fake_vector(text: &str) -> Vec<f64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    (0..8)
+        .map(|i| {
+            for b in text.bytes().chain([i as u8]) {
+                h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+            }
+            f64::from((h % 2000) as u32) / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// The texts of an embeddings input: a string or an array of strings.
+fn embed_inputs(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().map(|x| x.as_str().map_or_else(|| x.to_string(), str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// `POST /v1/embeddings` (floats, or base64 little-endian f32s when asked).
+async fn openai_embeddings(State(state): State<Arc<FakeState>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&state, Kind::Openai, uri, &headers, body, |_| false, |req, _, _, _| {
+        let inputs = embed_inputs(&req["input"]);
+        if inputs.is_empty() {
+            return (StatusCode::BAD_REQUEST, axum::Json(error_body(Kind::Openai, 400, "'input' is required"))).into_response();
+        }
+        let base64 = req["encoding_format"] == "base64";
+        let data: Vec<Value> = inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let v = fake_vector(t);
+                let embedding = if base64 {
+                    use base64::Engine;
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                } else {
+                    json!(v)
+                };
+                json!({"object": "embedding", "index": i, "embedding": embedding})
+            })
+            .collect();
+        let tokens: u64 = inputs.iter().map(|t| t.split_whitespace().count() as u64).sum();
+        axum::Json(json!({"object": "list", "data": data, "model": req["model"], "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})).into_response()
+    })
+    .await
+}
+
+/// Ollama's `POST /api/embed`.
+async fn ollama_embed(State(state): State<Arc<FakeState>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+    handle(&state, Kind::Ollama, uri, &headers, body, |_| false, |req, _, _, _| {
+        let inputs = embed_inputs(&req["input"]);
+        let vectors: Vec<Vec<f64>> = inputs.iter().map(|t| fake_vector(t)).collect();
+        let tokens: u64 = inputs.iter().map(|t| t.split_whitespace().count() as u64).sum();
+        axum::Json(json!({"model": req["model"], "embeddings": vectors, "prompt_eval_count": tokens})).into_response()
+    })
+    .await
+}
+
 // ---------------------------------------------------------------------------------------------
 // OpenAI Responses
 
@@ -672,6 +736,18 @@ async fn gemini(
     let Some((model, method)) = call.split_once(':').map(|(m, x)| (m.to_string(), x.to_string())) else {
         return (StatusCode::NOT_FOUND, axum::Json(error_body(Kind::Gemini, 404, "not found"))).into_response();
     };
+    if method == "batchEmbedContents" {
+        return handle(&state, Kind::Gemini, uri, &headers, body, |_| false, |req, _, _, _| {
+            let embeddings: Vec<Value> = req["requests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| json!({"values": fake_vector(r["content"]["parts"][0]["text"].as_str().unwrap_or_default())}))
+                .collect();
+            axum::Json(json!({"embeddings": embeddings})).into_response()
+        })
+        .await;
+    }
     let streaming = method == "streamGenerateContent";
     if !streaming && method != "generateContent" {
         return (StatusCode::NOT_FOUND, axum::Json(error_body(Kind::Gemini, 404, "unknown method"))).into_response();

@@ -345,3 +345,50 @@ async fn a_missing_endpoint_is_an_unknown_url_not_a_missing_model() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "unknown_url");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_reach_every_kind_that_has_them_masked_cached_and_booked() {
+    use tollgate_tests::fake::fake_vector;
+    let (a, d) = setup().await;
+    let input = format!("deploy key {PAT}");
+    let masked = "deploy key TOLLGATE_GITLAB_PAT_1";
+    // Not OpenAI's own format: Gemini and Ollama answer in theirs, read into OpenAI's list.
+    for model in ["ge/text-embedding-004", "ol/nomic-embed-text"] {
+        let r = d.client().post(d.url("/v1/embeddings")).json(&json!({"model": model, "input": [input, "plain"]})).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{model}: {}", r.text().await.unwrap());
+        let v: Value = r.json().await.unwrap();
+        let got: Vec<f64> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
+        assert_eq!(got, fake_vector(masked), "{model}: the provider embedded the masked text");
+        assert_eq!(v["data"][1]["index"], 1);
+        assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    }
+    assert!(!a.requests().iter().any(|r| r.body.to_string().contains(PAT)));
+
+    // An OpenAI-format target gets the body as sent (base64 asked, base64 answered), then the cache.
+    let body = json!({"model": "oa/text-embedding-3-small", "input": input, "encoding_format": "base64", "dimensions": 8});
+    let r = d.client().post(d.url("/v1/embeddings")).json(&body).send().await.unwrap();
+    assert_eq!(r.headers()["x-tollgate-cache"], "miss");
+    let first: Value = r.json().await.unwrap();
+    assert!(first["data"][0]["embedding"].is_string(), "{first}");
+    let sent = a.requests().pop().unwrap();
+    assert_eq!((sent.path.as_str(), &sent.body["dimensions"], &sent.body["input"]), ("/v1/embeddings", &json!(8), &json!(masked)));
+    let count = a.request_count();
+    let r = d.client().post(d.url("/v1/embeddings")).json(&body).send().await.unwrap();
+    assert_eq!(r.headers()["x-tollgate-cache"], "hit", "embeddings are deterministic");
+    assert_eq!(r.json::<Value>().await.unwrap(), first);
+    assert_eq!(a.request_count(), count);
+    let call: Value = d.client().get(d.url("/v1/log?limit=3")).send().await.unwrap().json().await.unwrap();
+    let miss = call["calls"].as_array().unwrap().iter().find(|c| c["cache_hit"] == false).unwrap().clone();
+    assert_eq!((miss["model"].as_str(), miss["outcome"].as_str()), (Some("text-embedding-3-small"), Some("ok")), "{miss}");
+    assert!(miss["cost_micros"].is_number(), "priced: {miss}");
+
+    // Base64 asked of a translated answer: encoded by tollgate as OpenAI does.
+    let r = d.client().post(d.url("/v1/embeddings")).json(&json!({"model": "ol/nomic", "input": "x", "encoding_format": "base64"})).send().await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"][0]["embedding"].as_str().unwrap().len(), 44, "8 f32s in base64: {v}");
+
+    // Anthropic has none: said so.
+    let r = d.client().post(d.url("/v1/embeddings")).json(&json!({"model": "an/claude-x", "input": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("offers no embeddings"));
+}

@@ -190,6 +190,7 @@ impl MessagesRequest {
             stream: self.stream,
             unmapped,
             native: None,
+            embed: None,
         })
     }
 }

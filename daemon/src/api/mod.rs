@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod auth;
+pub mod embeddings;
 pub mod native;
 pub mod openai;
 pub mod responses;
@@ -50,10 +51,12 @@ pub fn router(state: State) -> Router {
         .route("/healthz", get(native::healthz))
         .route("/v1/status", get(native::status))
         .route("/v1/models", get(native::models))
+        .route("/v1/models/{*id}", get(native::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/responses", post(responses::responses))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/usage", get(native::usage))
         .route("/v1/budget", get(native::budget))
         .route("/v1/log", get(native::log))

@@ -46,21 +46,50 @@ pub async fn status(State(state): State<super::State>) -> Response {
 
 /// The aliases and `provider/model` names the routes make available, in OpenAI's list format, or
 /// Anthropic's when the caller sends `anthropic-version`.
+/// One model in the caller's format (Anthropic's when it sends `anthropic-version`).
+fn model_object(id: &str, anthropic: bool) -> Value {
+    if anthropic {
+        json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"})
+    } else {
+        json!({"id": id, "object": "model", "created": 0, "owned_by": "tollgate"})
+    }
+}
+
+/// The aliases and `provider/model` names that can be served now: a cloud model whose provider
+/// has no credentials is not offered.
 pub async fn models(State(state): State<super::State>, headers: HeaderMap) -> Response {
-    let names = state.gateway.runtime().router.model_names();
-    if headers.contains_key("anthropic-version") {
-        let data: Vec<Value> = names
-            .iter()
-            .map(|n| json!({"type": "model", "id": n, "display_name": n, "created_at": "1970-01-01T00:00:00Z"}))
-            .collect();
+    let mut names = Vec::new();
+    for name in state.gateway.runtime().router.model_names() {
+        if state.gateway.servable(&name).await {
+            names.push(name);
+        }
+    }
+    let anthropic = headers.contains_key("anthropic-version");
+    let data: Vec<Value> = names.iter().map(|n| model_object(n, anthropic)).collect();
+    if anthropic {
         return axum::Json(
             json!({"data": data, "has_more": false, "first_id": names.first(), "last_id": names.last()}),
         )
         .into_response();
     }
-    let data: Vec<Value> =
-        names.iter().map(|n| json!({"id": n, "object": "model", "created": 0, "owned_by": "tollgate"})).collect();
     axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+/// `GET /v1/models/{id}`: the model when it can be served now (an alias, `provider/model`, or a
+/// name the `model_names` table maps); 404 `model_not_found` otherwise.
+pub async fn model(State(state): State<super::State>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let anthropic = headers.contains_key("anthropic-version");
+    if state.gateway.servable(&id).await {
+        return axum::Json(model_object(&id, anthropic)).into_response();
+    }
+    let format = if anthropic { Format::Anthropic } else { Format::Openai };
+    let why = match state.gateway.runtime().router.resolve(&id) {
+        Ok(_) => "none of its providers has credentials (`tollgate login PROVIDER`) or runs locally".to_string(),
+        Err(e) => e.to_string(),
+    };
+    ApiError::new(StatusCode::NOT_FOUND, format, format!("the model {id:?} cannot be served: {why}"))
+        .with_code("model_not_found")
+        .into_response()
 }
 
 /// The policy: source, commit, age, the last error, what was ignored.

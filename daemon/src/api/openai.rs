@@ -223,6 +223,7 @@ impl ChatCompletionRequest {
             stream: self.stream.unwrap_or(false),
             unmapped,
             native: None,
+            embed: None,
         };
         Ok((req, include_usage))
     }

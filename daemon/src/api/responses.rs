@@ -216,6 +216,7 @@ impl ResponsesRequest {
             stream: self.stream,
             unmapped,
             native: None,
+            embed: None,
         })
     }
 }

@@ -60,6 +60,8 @@ const BUILT_IN: &[(&str, Price)] = &[
     ("gpt-4o-mini", usd(150_000, 600_000, 75_000)),
     ("o3", usd(2_000_000, 8_000_000, 500_000)),
     ("o4-mini", usd(1_100_000, 4_400_000, 275_000)),
+    ("text-embedding-3-small", usd(20_000, 0, 20_000)),
+    ("text-embedding-3-large", usd(130_000, 0, 130_000)),
     // Anthropic
     ("claude-opus-4-1", anthropic(15_000_000, 75_000_000)),
     ("claude-opus-4", anthropic(15_000_000, 75_000_000)),

@@ -4,6 +4,7 @@
 //! NDJSON). The provider files only build request bodies and parse answers.
 
 pub mod anthropic;
+pub mod embeddings;
 pub mod frame;
 pub mod gemini;
 pub mod ollama;
@@ -45,8 +46,10 @@ pub enum ProviderError {
 pub fn formats(config: &ProviderConfig) -> &'static [WireFormat] {
     match config.kind {
         ProviderKind::Anthropic => &[WireFormat::AnthropicMessages],
-        ProviderKind::Openai if config.serves_responses() => &[WireFormat::OpenaiChat, WireFormat::OpenaiResponses],
-        ProviderKind::Openai => &[WireFormat::OpenaiChat],
+        ProviderKind::Openai if config.serves_responses() => {
+            &[WireFormat::OpenaiChat, WireFormat::OpenaiEmbeddings, WireFormat::OpenaiResponses]
+        }
+        ProviderKind::Openai => &[WireFormat::OpenaiChat, WireFormat::OpenaiEmbeddings],
         ProviderKind::Gemini | ProviderKind::Ollama => &[],
     }
 }
@@ -59,10 +62,13 @@ fn native_for<'r>(config: &ProviderConfig, req: &'r ChatRequest) -> Option<&'r N
 /// Whether a target can serve the request: it speaks the caller's format, or the request has
 /// nothing that translation would lose. The error names what cannot be translated.
 pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String> {
+    let kind = serde_json::to_value(config.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    if req.embed.is_some() && config.kind == ProviderKind::Anthropic {
+        return Err(format!("a {kind} provider offers no embeddings"));
+    }
     if req.unmapped.is_empty() || native_for(config, req).is_some() {
         return Ok(());
     }
-    let kind = serde_json::to_value(config.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     Err(format!(
         "{} cannot be translated for a {kind} provider (send it to a provider of the caller's own format)",
         req.unmapped.join(", ")
@@ -162,8 +168,13 @@ pub async fn complete(
         .map_err(|_| ProviderError::Timeout("reading the answer"))?
         .map_err(|e| ProviderError::Cut(e.to_string()))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+    if let Some(inputs) = &req.embed {
+        let tokens = inputs.iter().map(|t| crate::tokens::count(t)).sum();
+        return embeddings::parse(kind, target.model, &value, tokens).map_err(ProviderError::Protocol);
+    }
     let parsed = match (format, kind) {
         (Some(WireFormat::OpenaiResponses), _) => responses::parse_response(&value),
+        (Some(WireFormat::OpenaiEmbeddings), _) => unreachable!("an embeddings request has inputs"),
         (_, ProviderKind::Openai) => openai::parse_response(&value),
         (_, ProviderKind::Anthropic) => anthropic::parse_response(&value),
         (_, ProviderKind::Gemini) => gemini::parse_response(&value, target.model),
@@ -190,6 +201,7 @@ pub async fn stream(
     let response = send(http, wire, kind, Duration::from_millis(limits.first_byte_timeout_ms)).await?;
     let (framing, decoder): (Framing, Box<dyn StreamDecoder>) = match (format, kind) {
         (Some(WireFormat::OpenaiResponses), _) => (Framing::Sse, Box::new(responses::Decoder::default())),
+        (Some(WireFormat::OpenaiEmbeddings), _) => return Err(ProviderError::Protocol("embeddings are not streamed".into())),
         (_, ProviderKind::Openai) => (Framing::Sse, Box::new(openai::Decoder::default())),
         (_, ProviderKind::Anthropic) => (Framing::Sse, Box::new(anthropic::Decoder::default())),
         (_, ProviderKind::Gemini) => (Framing::Sse, Box::new(gemini::Decoder::default())),
@@ -210,9 +222,10 @@ pub async fn stream(
 
 fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, ProviderError> {
     supports(target.config, req).map_err(ProviderError::Unsupported)?;
-    let mut wire = match native_for(target.config, req) {
-        Some(native) => passthrough(target, native, stream),
-        None => match target.config.kind {
+    let mut wire = match (native_for(target.config, req), &req.embed) {
+        (Some(native), _) => passthrough(target, native, stream),
+        (None, Some(inputs)) => embeddings::build(target, inputs),
+        (None, None) => match target.config.kind {
             ProviderKind::Openai => openai::build(target, req, stream),
             ProviderKind::Anthropic => anthropic::build(target, req, stream),
             ProviderKind::Gemini => gemini::build(target, req, stream),
@@ -260,6 +273,11 @@ fn passthrough(target: &Target<'_>, native: &Native, stream: bool) -> WireReques
         ),
         WireFormat::OpenaiResponses => WireRequest::new(
             join_url(&target.config.base_url, "responses"),
+            auth_header(target, "authorization", true).into_iter().collect(),
+            body,
+        ),
+        WireFormat::OpenaiEmbeddings => WireRequest::new(
+            join_url(&target.config.base_url, "embeddings"),
             auth_header(target, "authorization", true).into_iter().collect(),
             body,
         ),

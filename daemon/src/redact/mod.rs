@@ -148,6 +148,9 @@ impl Redactor {
         if let Some(p) = req.raw_prompt.as_mut() {
             out.push(("the prompt".into(), p));
         }
+        for (i, input) in req.embed.iter_mut().flatten().enumerate() {
+            out.push((format!("input[{i}]"), input));
+        }
         for (i, m) in req.messages.iter_mut().enumerate() {
             for part in m.content.iter_mut() {
                 match part {
@@ -179,6 +182,7 @@ impl Redactor {
     /// The request's text size, to decide where to scan it.
     pub fn text_len(req: &ChatRequest) -> usize {
         req.raw_prompt.as_ref().map_or(0, String::len)
+            + req.embed.iter().flatten().map(String::len).sum::<usize>()
             + req
                 .messages
                 .iter()
