@@ -144,6 +144,8 @@ pub enum WireFormat {
     OpenaiResponses,
     /// OpenAI Embeddings (`/v1/embeddings`).
     OpenaiEmbeddings,
+    /// OpenAI's legacy Completions (`/v1/completions`: prompt and suffix).
+    OpenaiCompletions,
 }
 
 /// The caller's own request, forwarded as sent to a target of the same format: unknown fields,

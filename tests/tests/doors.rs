@@ -392,3 +392,47 @@ async fn embeddings_reach_every_kind_that_has_them_masked_cached_and_booked() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("offers no embeddings"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn completions_with_a_suffix_go_native_where_served_and_as_fill_in_the_middle_elsewhere() {
+    let (a, d) = setup().await;
+    let body = |model: &str, stream: bool| {
+        json!({"model": model, "prompt": "def add(a, b):\n    ", "suffix": "\n\nprint(add(1, 2))", "max_tokens": 16,
+            "temperature": 0.2, "stream": stream})
+    };
+    // An OpenAI-format server serves /v1/completions itself: the body as sent.
+    let v: Value = d.client().post(d.url("/v1/completions")).json(&body("oa/qwen-coder", false)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v["object"], "text_completion", "{v}");
+    assert!(!v["choices"][0]["text"].as_str().unwrap().is_empty());
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/completions");
+    assert_eq!(sent.body["suffix"], "\n\nprint(add(1, 2))");
+    assert_eq!(sent.body["prompt"], "def add(a, b):\n    ");
+
+    // Ollama with a FIM family: its own tokens around prefix and suffix, raw.
+    let r = d.client().post(d.url("/v1/completions")).json(&body("ol/qwen2.5-coder:1.5b", true)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let chunks: Vec<Value> = sse_events(&text).iter().filter_map(|(_, d)| serde_json::from_str(d).ok()).collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"), "{text}");
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.path, "/api/generate");
+    assert_eq!(sent.body["raw"], true);
+    assert_eq!(sent.body["prompt"], "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))<|fim_middle|>");
+
+    // A chat-only model: the chat form, with the cursor between prefix and suffix.
+    let r = d.client().post(d.url("/v1/completions")).json(&body("an/claude-x", false)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.requests().pop().unwrap();
+    assert_eq!(sent.path, "/v1/messages");
+    assert!(sent.body.to_string().contains("<CURSOR>"), "{}", sent.body);
+
+    // What a translation cannot carry is named.
+    let mut several = body("an/claude-x", false);
+    several["n"] = json!(3);
+    let r = d.client().post(d.url("/v1/completions")).json(&several).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let message = r.text().await.unwrap();
+    assert!(message.contains("n cannot be translated"), "n has no mapping: {message}");
+}

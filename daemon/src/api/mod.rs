@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod auth;
+pub mod completions;
 pub mod embeddings;
 pub mod native;
 pub mod openai;
@@ -57,6 +58,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/responses", post(responses::responses))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/v1/completions", post(completions::completions))
         .route("/v1/usage", get(native::usage))
         .route("/v1/budget", get(native::budget))
         .route("/v1/log", get(native::log))

@@ -263,7 +263,7 @@ pub async fn chat_completions(
 /// A frame of an OpenAI-format target's stream, as it came. tollgate asks every such stream for its
 /// usage (the ledger needs it); a caller that did not ask does not get the usage chunk. A failure
 /// after the first frame becomes an error chunk, with no `[DONE]` after it.
-fn forward_frame(frame: Result<(Option<&str>, &str), String>, include_usage: bool) -> Option<Bytes> {
+pub fn forward_frame(frame: Result<(Option<&str>, &str), String>, include_usage: bool) -> Option<Bytes> {
     match frame {
         Ok((event, data)) => {
             if !include_usage && data.starts_with('{') && data.contains("\"usage\"") {

@@ -47,9 +47,9 @@ pub fn formats(config: &ProviderConfig) -> &'static [WireFormat] {
     match config.kind {
         ProviderKind::Anthropic => &[WireFormat::AnthropicMessages],
         ProviderKind::Openai if config.serves_responses() => {
-            &[WireFormat::OpenaiChat, WireFormat::OpenaiEmbeddings, WireFormat::OpenaiResponses]
+            &[WireFormat::OpenaiChat, WireFormat::OpenaiCompletions, WireFormat::OpenaiEmbeddings, WireFormat::OpenaiResponses]
         }
-        ProviderKind::Openai => &[WireFormat::OpenaiChat, WireFormat::OpenaiEmbeddings],
+        ProviderKind::Openai => &[WireFormat::OpenaiChat, WireFormat::OpenaiCompletions, WireFormat::OpenaiEmbeddings],
         ProviderKind::Gemini | ProviderKind::Ollama => &[],
     }
 }
@@ -248,7 +248,7 @@ fn passthrough(target: &Target<'_>, native: &Native, stream: bool) -> WireReques
         obj.insert("model".into(), Value::String(target.model.to_string()));
         if stream {
             obj.insert("stream".into(), Value::Bool(true));
-            if native.format == WireFormat::OpenaiChat {
+            if matches!(native.format, WireFormat::OpenaiChat | WireFormat::OpenaiCompletions) {
                 // The ledger needs the usage; the door leaves the usage chunk out for a caller
                 // that did not ask for it.
                 obj.insert("stream_options".into(), serde_json::json!({"include_usage": true}));
@@ -273,6 +273,11 @@ fn passthrough(target: &Target<'_>, native: &Native, stream: bool) -> WireReques
         ),
         WireFormat::OpenaiResponses => WireRequest::new(
             join_url(&target.config.base_url, "responses"),
+            auth_header(target, "authorization", true).into_iter().collect(),
+            body,
+        ),
+        WireFormat::OpenaiCompletions => WireRequest::new(
+            join_url(&target.config.base_url, "completions"),
             auth_header(target, "authorization", true).into_iter().collect(),
             body,
         ),

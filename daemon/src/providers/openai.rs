@@ -160,6 +160,10 @@ impl StreamDecoder for Decoder {
         let choices = v["choices"].as_array()?;
         let [choice] = choices.as_slice() else { return None };
         let i = &choice["index"];
+        if choice["text"].is_string() {
+            // A legacy completion chunk.
+            return Some(crate::model::DeltaAt { channel: format!("choice {i}"), pointer: "/choices/0/text".into(), json: false });
+        }
         let delta = &choice["delta"];
         let calls = delta["tool_calls"].as_array().map_or(0, Vec::len);
         match (delta["content"].is_string(), calls) {
