@@ -30,6 +30,7 @@ KEYS = {
     "TOLLGATE_OA_API_KEY": "sk-test-oa-python-000000000000",
     "TOLLGATE_AN_API_KEY": "sk-ant-test-python-0000000000",
     "TOLLGATE_GE_API_KEY": "AIzaTestPython00000000000000",
+    "TOLLGATE_OR_API_KEY": "sk-test-or-python-000000000000",
 }
 
 
@@ -136,6 +137,11 @@ local = false
 [providers.ol]
 kind = "ollama"
 base_url = "{fake_url}"
+[providers.or]
+kind = "openai"
+base_url = "{fake_url}/v1"
+local = false
+responses_api = true
 {extra}
 """
 

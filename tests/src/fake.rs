@@ -62,6 +62,9 @@ pub struct Behaviour {
     pub chunk_chars: Option<usize>,
 }
 
+/// The signature of the fake's thinking blocks (opaque, as Anthropic's are).
+pub const FAKE_SIGNATURE: &str = "EqQBCkgIARABGAIiQFakeSignatureOfTheThinkingBlock0000000000000000==";
+
 /// One request as it reached the fake.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Recorded {
@@ -531,11 +534,17 @@ async fn anthropic_messages(
         }
         let stop = if r.tool.is_some() { "tool_use" } else { "end_turn" };
         let input = r.input_tokens.saturating_sub(r.cached).saturating_sub(r.cache_written);
+        // Extended thinking asked for: a thinking block with its signature comes first.
+        let thinking = matches!(req["thinking"]["type"].as_str(), Some("enabled" | "adaptive"));
+        let first = usize::from(thinking);
         if !stream {
-            let content = match &r.tool {
+            let mut content = match &r.tool {
                 Some((name, args)) => json!([{"type": "tool_use", "id": "toolu_fake1", "name": name, "input": args}]),
                 None => json!([{"type": "text", "text": r.words.concat()}]),
             };
+            if thinking {
+                content.as_array_mut().unwrap().insert(0, json!({"type": "thinking", "thinking": "Let me think.", "signature": FAKE_SIGNATURE}));
+            }
             return axum::Json(json!({"id": "msg_fake", "type": "message", "role": "assistant", "model": model, "content": content,
                 "stop_reason": stop, "stop_sequence": null,
                 "usage": {"input_tokens": input, "output_tokens": r.output_tokens, "cache_read_input_tokens": r.cached, "cache_creation_input_tokens": r.cache_written}}))
@@ -546,24 +555,30 @@ async fn anthropic_messages(
                 "content": [], "stop_reason": null, "stop_sequence": null,
                 "usage": {"input_tokens": input, "output_tokens": 1, "cache_read_input_tokens": r.cached, "cache_creation_input_tokens": r.cache_written}}})),
         ];
+        if thinking {
+            frames.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})));
+            frames.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me think."}})));
+            frames.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": FAKE_SIGNATURE}})));
+            frames.push(sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})));
+        }
         match &r.tool {
             Some((name, args)) => {
-                frames.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "toolu_fake1", "name": name, "input": {}}})));
+                frames.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": first, "content_block": {"type": "tool_use", "id": "toolu_fake1", "name": name, "input": {}}})));
                 let args = args.to_string();
                 let (a, b2) = args.split_at(args.len() / 2);
                 for part in [a, b2] {
-                    frames.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": part}})));
+                    frames.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": first, "delta": {"type": "input_json_delta", "partial_json": part}})));
                 }
             }
             None => {
-                frames.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})));
+                frames.push(sse(Some("content_block_start"), &json!({"type": "content_block_start", "index": first, "content_block": {"type": "text", "text": ""}})));
                 frames.push(sse(Some("ping"), &json!({"type": "ping"})));
                 for w in &r.words {
-                    frames.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": w}})));
+                    frames.push(sse(Some("content_block_delta"), &json!({"type": "content_block_delta", "index": first, "delta": {"type": "text_delta", "text": w}})));
                 }
             }
         }
-        frames.push(sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": 0})));
+        frames.push(sse(Some("content_block_stop"), &json!({"type": "content_block_stop", "index": first})));
         frames.push(sse(Some("message_delta"), &json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": {"output_tokens": r.output_tokens}})));
         frames.push(sse(Some("message_stop"), &json!({"type": "message_stop"})));
         stream_body(frames, &b, "text/event-stream; charset=utf-8")
