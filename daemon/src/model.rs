@@ -31,6 +31,11 @@ pub enum Part {
         name: String,
         arguments: String,
     },
+    /// An image or a document (PDF), as a data URL (`data:image/png;base64,...`) or an https URL.
+    /// Opaque to redaction; each provider gets it in its own form.
+    Media {
+        url: String,
+    },
     /// The result of a tool call, sent back by the caller.
     ToolResult {
         tool_call_id: String,
@@ -59,10 +64,15 @@ impl Message {
             match part {
                 Part::Text { text } => out.push_str(text),
                 Part::ToolResult { content, .. } => out.push_str(content),
-                Part::ToolCall { .. } => {}
+                Part::ToolCall { .. } | Part::Media { .. } => {}
             }
         }
         out
+    }
+
+    /// The media of the message (images, documents).
+    pub fn media(&self) -> impl Iterator<Item = &str> {
+        self.content.iter().filter_map(|p| if let Part::Media { url } = p { Some(url.as_str()) } else { None })
     }
 
     pub fn tool_calls(&self) -> impl Iterator<Item = (&str, &str, &str)> {
@@ -290,7 +300,7 @@ impl ChatResponse {
                     events.push(Event::ToolCallDelta { index: tool_index, arguments });
                     tool_index += 1;
                 }
-                Part::ToolResult { .. } => {}
+                Part::ToolResult { .. } | Part::Media { .. } => {}
             }
         }
         events.push(Event::Usage { usage: self.usage });
@@ -354,6 +364,14 @@ impl Collector {
 
 /// A stream of answer events; an `Err` item ends it (a provider cut or timed out mid-answer).
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, crate::providers::ProviderError>> + Send>>;
+
+/// A data URL's media type and base64 payload (`data:image/png;base64,AAAA` -> `image/png`, `AAAA`).
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media_type = meta.strip_suffix(";base64")?;
+    Some((media_type, data))
+}
 
 /// A short random id for answers that the gateway names itself.
 pub fn new_id(prefix: &str) -> String {

@@ -25,6 +25,9 @@ pub fn count(text: &str) -> u64 {
 
 /// The most tokens a request may cost, as (input, output): its prompt, counted with a margin, and
 /// the most it may write.
+/// The estimate of one image or document.
+const MEDIA_TOKENS: u64 = 1_600;
+
 pub fn estimate(req: &ChatRequest, default_max_output: u32) -> (u64, u64) {
     let input = count_input(req);
     if req.embed.is_some() {
@@ -48,6 +51,9 @@ pub fn count_input(req: &ChatRequest) -> u64 {
                 Part::Text { text } => count(text),
                 Part::ToolCall { name, arguments, .. } => count(name) + count(arguments),
                 Part::ToolResult { content, .. } => count(content),
+                // Providers bill an image by its size, a page of a document by its text; a fixed
+                // estimate stands in (about a 1,000 x 1,000 image).
+                Part::Media { .. } => MEDIA_TOKENS,
             };
         }
     }

@@ -154,3 +154,32 @@ def test_anthropic_thinking_to_another_format_is_refused_by_name(daemon):
         daemon.anthropic().messages.create(model="oa/gpt-4.1", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
                                            messages=[{"role": "user", "content": PROMPT}])
     assert "thinking" in str(e.value)
+
+
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+
+
+@pytest.mark.parametrize("model", ["oa/gpt-4.1", "an/claude-sonnet-4-5", "ge/gemini-2.5-flash", "ol/llava"])
+def test_images_through_the_openai_sdk(daemon, model):
+    r = daemon.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64," + PNG}}]}])
+    assert r.choices[0].message.content.endswith("what is this?")
+
+
+@pytest.mark.parametrize("model", ["an/claude-sonnet-4-5", "oa/gpt-4.1", "ge/gemini-2.5-flash"])
+def test_images_through_the_anthropic_sdk(daemon, fake, model):
+    m = daemon.anthropic().messages.create(model=model, max_tokens=100, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+        {"type": "text", "text": "what is this?"}]}])
+    assert m.content[0].text.endswith("what is this?")
+    assert PNG in str(fake.requests()[-1]["body"])
+
+
+@pytest.mark.parametrize("model", ["or/gpt-5-codex", "an/claude-sonnet-4-5"])
+def test_images_through_the_responses_api(daemon, fake, model):
+    r = daemon.openai().responses.create(model=model, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "what is this?"},
+        {"type": "input_image", "image_url": "data:image/png;base64," + PNG}]}])
+    assert r.output_text.endswith("what is this?")
+    assert PNG in str(fake.requests()[-1]["body"])

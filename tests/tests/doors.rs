@@ -83,7 +83,10 @@ async fn an_anthropic_caller_passes_through_with_betas_cache_marks_and_unknown_f
     let v: Value = r.json().await.unwrap();
     // The provider's own answer (its id), placeholders restored.
     assert_eq!(v["id"], "msg_fake", "{v}");
-    assert!(v["content"][0]["text"].as_str().unwrap().contains(&format!("deploy with {PAT} and tell {MAIL}")), "{v}");
+    // Thinking was asked for: the signed thinking block comes back as it was sent.
+    assert_eq!(v["content"][0]["type"], "thinking", "{v}");
+    assert_eq!(v["content"][0]["signature"], tollgate_tests::fake::FAKE_SIGNATURE);
+    assert!(v["content"][1]["text"].as_str().unwrap().contains(&format!("deploy with {PAT} and tell {MAIL}")), "{v}");
 
     let sent = a.requests().pop().unwrap();
     assert_eq!(sent.query.as_deref(), Some("beta=true"));
@@ -127,8 +130,10 @@ async fn an_anthropic_stream_comes_back_frame_for_frame_with_placeholders_restor
     let body = r.text().await.unwrap();
     let events = sse_events(&body);
     let names: Vec<&str> = events.iter().filter_map(|(e, _)| e.as_deref()).collect();
-    // The fake's own sequence, `ping` included: nothing re-rendered.
-    assert_eq!(names[..3], ["message_start", "content_block_start", "ping"], "{names:?}");
+    // The fake's own sequence, thinking and its signature and `ping` included: nothing re-rendered.
+    assert_eq!(names[..2], ["message_start", "content_block_start"], "{names:?}");
+    assert!(names.contains(&"ping"), "{names:?}");
+    assert!(body.contains("\"signature_delta\"") && body.contains(tollgate_tests::fake::FAKE_SIGNATURE));
     assert_eq!(names[names.len() - 3..], ["content_block_stop", "message_delta", "message_stop"]);
     let start: Value = serde_json::from_str(&events[0].1).unwrap();
     assert_eq!(start["message"]["id"], "msg_fake");
@@ -182,19 +187,19 @@ async fn what_cannot_be_translated_is_refused_by_name_and_what_can_is_translated
     assert_eq!(sent["messages"][1], json!({"role": "system", "content": "be brief"}));
     assert!(sent.to_string().contains("\"temperature\":0.3"), "{sent}");
 
-    // An image for a Gemini target: named, with where it is.
+    // Audio for a Gemini target: named, with where it is.
     let r = d
         .client()
         .post(d.url("/v1/chat/completions"))
         .json(&json!({"model": "ge/gemini-x", "seed": 7, "messages": [{"role": "user", "content": [
-            {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}))
+            {"type": "text", "text": "what is this?"}, {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("seed") && message.contains("messages[0].content[1] (image_url part)"), "{message}");
+    assert!(message.contains("seed") && message.contains("messages[0].content[1] (input_audio part)"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -435,4 +440,64 @@ async fn completions_with_a_suffix_go_native_where_served_and_as_fill_in_the_mid
     assert_eq!(r.status(), 400);
     let message = r.text().await.unwrap();
     assert!(message.contains("n cannot be translated"), "n has no mapping: {message}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn images_and_documents_reach_every_provider_in_its_own_form() {
+    let (a, d) = setup().await;
+    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    let data_url = format!("data:image/png;base64,{PNG}");
+    let openai = |model: &str, url: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}]}]})
+    };
+    // OpenAI door -> Anthropic: a base64 image block.
+    let r = d.client().post(d.url("/v1/chat/completions")).json(&openai("an/claude-x", &data_url)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.requests().pop().unwrap().body;
+    assert_eq!(sent["messages"][0]["content"][1], json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}));
+    // ... -> Gemini: inline data; -> Ollama: the message's images.
+    d.client().post(d.url("/v1/chat/completions")).json(&openai("ge/gemini-x", &data_url)).send().await.unwrap();
+    let sent = a.requests().pop().unwrap().body;
+    assert_eq!(sent["contents"][0]["parts"][1], json!({"inline_data": {"mime_type": "image/png", "data": PNG}}));
+    d.client().post(d.url("/v1/chat/completions")).json(&openai("ol/llava", &data_url)).send().await.unwrap();
+    let sent = a.requests().pop().unwrap().body;
+    assert_eq!(sent["messages"][0]["images"], json!([PNG]));
+    // Ollama cannot fetch a URL: said so, nothing sent.
+    let count = a.request_count();
+    let r = d.client().post(d.url("/v1/chat/completions")).json(&openai("ol/llava", "https://example.com/cat.png")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("inline images only"));
+    assert_eq!(a.request_count(), count);
+
+    // Anthropic door -> OpenAI: an image_url part; a PDF document -> a file part.
+    let r = d
+        .client()
+        .post(d.url("/v1/messages"))
+        .json(&json!({"model": "oa/gpt-a", "max_tokens": 50, "messages": [{"role": "user", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}},
+            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}},
+            {"type": "text", "text": "describe both"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.requests().pop().unwrap().body;
+    let parts = &sent["messages"][0]["content"];
+    assert_eq!(parts[0], json!({"type": "image_url", "image_url": {"url": data_url}}));
+    assert_eq!(parts[1]["file"]["file_data"], "data:application/pdf;base64,JVBERi0x");
+    assert_eq!(parts[2], json!({"type": "text", "text": "describe both"}));
+
+    // The Responses door -> Anthropic: a URL image becomes a URL source.
+    let r = d
+        .client()
+        .post(d.url("/v1/responses"))
+        .json(&json!({"model": "an/claude-x", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what is this?"}, {"type": "input_image", "image_url": "https://example.com/cat.png"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let sent = a.requests().pop().unwrap().body;
+    assert_eq!(sent["messages"][0]["content"][1], json!({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}));
 }

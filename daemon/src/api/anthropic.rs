@@ -141,6 +141,24 @@ impl MessagesRequest {
                                 is_error: b["is_error"].as_bool().unwrap_or(false),
                             }),
                             Some("thinking" | "redacted_thinking") => {}
+                            Some(kind @ ("image" | "document")) => {
+                                let source = &b["source"];
+                                let url = match source["type"].as_str() {
+                                    Some("base64") => source["media_type"]
+                                        .as_str()
+                                        .zip(source["data"].as_str())
+                                        .map(|(t, d)| format!("data:{t};base64,{d}")),
+                                    Some("url") => source["url"].as_str().map(str::to_string),
+                                    _ => None,
+                                };
+                                match url {
+                                    Some(url) => parts.push(Part::Media { url }),
+                                    None => unmapped.push(format!(
+                                        "{at} ({kind} with a {} source)",
+                                        source["type"].as_str().unwrap_or("missing")
+                                    )),
+                                }
+                            }
                             other => unmapped.push(format!("{at} ({} block)", other.unwrap_or("untyped"))),
                         }
                     }
@@ -305,7 +323,7 @@ pub fn render(r: &ChatResponse, id: &str, model: &str) -> Value {
                 let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                 Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
             }
-            Part::ToolResult { .. } => None,
+            Part::ToolResult { .. } | Part::Media { .. } => None,
         })
         .collect();
     json!({

@@ -259,6 +259,73 @@ pub fn forwarded_headers(headers: &HeaderMap, names: &[&str]) -> Vec<(String, St
         .collect()
 }
 
+/// The parts of an OpenAI-style content value (Chat Completions' and the Responses API's): a
+/// string, or an array of text parts (`text`, `input_text`, `output_text`, `refusal`) and media
+/// (`image_url`, `input_image`, `file`, `input_file` with inline data), in order, adjacent text
+/// merged. Anything else is named in `unmapped`.
+pub fn openai_parts(
+    v: &Value,
+    at: &str,
+    unmapped: &mut Vec<String>,
+) -> Result<Vec<crate::model::Part>, ApiError> {
+    use crate::model::Part;
+    let mut out: Vec<Part> = Vec::new();
+    let push_text = |out: &mut Vec<Part>, t: &str| match out.last_mut() {
+        Some(Part::Text { text }) => text.push_str(t),
+        _ => out.push(Part::Text { text: t.to_string() }),
+    };
+    match v {
+        Value::Null => {}
+        Value::String(s) => push_text(&mut out, s),
+        Value::Array(parts) => {
+            for (j, p) in parts.iter().enumerate() {
+                let media = match p["type"].as_str() {
+                    Some("text" | "input_text" | "output_text") => {
+                        push_text(&mut out, p["text"].as_str().unwrap_or_default());
+                        continue;
+                    }
+                    Some("refusal") => {
+                        push_text(&mut out, p["refusal"].as_str().unwrap_or_default());
+                        continue;
+                    }
+                    Some("image_url") => p["image_url"]["url"].as_str().or(p["image_url"].as_str()),
+                    Some("input_image") => p["image_url"].as_str(),
+                    Some("file") => p["file"]["file_data"].as_str(),
+                    Some("input_file") => p["file_data"].as_str(),
+                    None => {
+                        return Err(ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, format!("{at}: a content part has no type")));
+                    }
+                    Some(_) => None,
+                };
+                match media {
+                    Some(url) => out.push(Part::Media { url: url.to_string() }),
+                    None => unmapped.push(format!("{at}.content[{j}] ({} part)", p["type"].as_str().unwrap_or_default())),
+                }
+            }
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                Format::Openai,
+                format!("{at}: content must be a string or an array of parts"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Text parts joined; media in a role that cannot carry it is named in `unmapped`.
+pub fn text_only(parts: Vec<crate::model::Part>, at: &str, unmapped: &mut Vec<String>) -> String {
+    let mut text = String::new();
+    for p in parts {
+        match p {
+            crate::model::Part::Text { text: t } => text.push_str(&t),
+            _ => unmapped.push(format!("{at} (media outside a user turn)")),
+        }
+    }
+    text
+}
+
 /// The top-level fields of a request that the typed form does not read: each is unmapped (refused
 /// across formats by name), except those in `harmless`, which change nothing in an answer.
 pub fn unmapped_fields(rest: &serde_json::Map<String, Value>, harmless: &[&str]) -> Vec<String> {

@@ -103,27 +103,6 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, message)
 }
 
-/// Text content: a string, or an array of parts of which text is read and any other kind (an
-/// image, audio, a file) is named in `unmapped`.
-fn content_text(content: Option<&Value>, at: &str, unmapped: &mut Vec<String>) -> Result<String, ApiError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = String::new();
-            for (j, part) in parts.iter().enumerate() {
-                match part["type"].as_str() {
-                    Some("text") => out.push_str(part["text"].as_str().unwrap_or_default()),
-                    Some(other) => unmapped.push(format!("{at}.content[{j}] ({other} part)")),
-                    None => return Err(bad(format!("{at}: a content part has no type"))),
-                }
-            }
-            Ok(out)
-        }
-        Some(_) => Err(bad(format!("{at}: content must be a string or an array of parts"))),
-    }
-}
-
 impl ChatCompletionRequest {
     pub fn into_internal(self) -> Result<(ChatRequest, bool), ApiError> {
         if self.n.is_some_and(|n| n != 1) {
@@ -133,10 +112,14 @@ impl ChatCompletionRequest {
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let at = format!("messages[{i}]");
-            let text = content_text(m.content.as_ref(), &at, &mut unmapped)?;
+            let parts = super::openai_parts(m.content.as_ref().unwrap_or(&Value::Null), &at, &mut unmapped)?;
+            if m.role == "user" {
+                messages.push(Message { role: Role::User, content: parts });
+                continue;
+            }
+            let text = super::text_only(parts, &at, &mut unmapped);
             let msg = match m.role.as_str() {
                 "system" | "developer" => Message::text(Role::System, text),
-                "user" => Message::text(Role::User, text),
                 "assistant" => {
                     let mut content = Vec::new();
                     if !text.is_empty() {
@@ -436,11 +419,15 @@ mod tests {
     fn what_translation_cannot_carry_is_named_and_malformed_input_is_a_400() {
         let wire: ChatCompletionRequest = serde_json::from_value(json!({
             "model": "m", "seed": 1, "user": "u", "tools": [{"type": "custom", "custom": {"name": "x"}}],
-            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+            "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "what is this?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                {"type": "input_audio", "input_audio": {"data": "x", "format": "wav"}}]}]
         }))
         .unwrap();
         let (req, _) = wire.into_internal().unwrap();
-        assert_eq!(req.unmapped, ["seed", "messages[0].content[0] (image_url part)", "tools[0] (custom tool)"]);
+        assert_eq!(req.unmapped, ["seed", "messages[0].content[2] (input_audio part)", "tools[0] (custom tool)"]);
+        assert_eq!(req.messages[0].media().collect::<Vec<_>>(), ["data:image/png;base64,AAAA"]);
         let wire: ChatCompletionRequest = serde_json::from_value(json!({
             "model": "m", "messages": [{"role": "user", "content": [{"text": "no type"}]}]
         }))

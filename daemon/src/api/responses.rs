@@ -67,27 +67,6 @@ fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, message)
 }
 
-/// Text of a message's content: a string or parts, of which text is read and any other kind (an
-/// image, a file) named in `unmapped`.
-fn content_text(v: &Value, at: &str, unmapped: &mut Vec<String>) -> Result<String, ApiError> {
-    match v {
-        Value::String(s) => Ok(s.clone()),
-        Value::Array(parts) => {
-            let mut out = String::new();
-            for (j, p) in parts.iter().enumerate() {
-                match p["type"].as_str() {
-                    Some("input_text" | "output_text" | "text") => out.push_str(p["text"].as_str().unwrap_or_default()),
-                    Some("refusal") => out.push_str(p["refusal"].as_str().unwrap_or_default()),
-                    other => unmapped.push(format!("{at}.content[{j}] ({} part)", other.unwrap_or("untyped"))),
-                }
-            }
-            Ok(out)
-        }
-        Value::Null => Ok(String::new()),
-        _ => Err(bad(format!("{at}.content: must be a string or an array of parts"))),
-    }
-}
-
 impl ResponsesRequest {
     /// The typed request. Reasoning items of earlier turns are opaque to any other provider (only
     /// the one that wrote them can read them), so a translation leaves them out; every other item,
@@ -118,8 +97,12 @@ impl ResponsesRequest {
                                 Some("system" | "developer") => Role::System,
                                 other => return Err(bad(format!("{at}.role: {other:?} is not user, assistant, system or developer"))),
                             };
-                            let text = content_text(&item["content"], &at, &mut unmapped)?;
-                            messages.push(Message::text(role, text));
+                            let parts = super::openai_parts(&item["content"], &at, &mut unmapped)?;
+                            if role == Role::User {
+                                messages.push(Message { role, content: parts });
+                            } else {
+                                messages.push(Message::text(role, super::text_only(parts, &at, &mut unmapped)));
+                            }
                         }
                         "function_call" => {
                             let call = Part::ToolCall {
@@ -136,7 +119,10 @@ impl ResponsesRequest {
                         "function_call_output" => {
                             let content = match &item["output"] {
                                 Value::String(s) => s.clone(),
-                                other => content_text(other, &at, &mut unmapped)?,
+                                other => {
+                                    let parts = super::openai_parts(other, &at, &mut unmapped)?;
+                                    super::text_only(parts, &at, &mut unmapped)
+                                }
                             };
                             messages.push(Message {
                                 role: Role::Tool,
@@ -492,7 +478,7 @@ mod tests {
             "model": "m", "instructions": "be brief", "max_output_tokens": 50, "temperature": 0.3,
             "input": [
                 {"role": "developer", "content": "rules"},
-                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "weather?"}, {"type": "input_image", "image_url": "data:x"}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "weather?"}, {"type": "input_image", "file_id": "file-1"}, {"type": "input_image", "image_url": "https://example.com/a.png"}]},
                 {"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "opaque"},
                 {"type": "function_call", "call_id": "c1", "name": "get", "arguments": "{\"city\":\"Oslo\"}"},
                 {"type": "function_call_output", "call_id": "c1", "output": "sunny"}
@@ -503,6 +489,7 @@ mod tests {
         }));
         assert_eq!(req.system_text().as_deref(), Some("be brief\n\nrules"));
         assert_eq!(req.messages.len(), 5);
+        assert_eq!(req.messages[2].media().collect::<Vec<_>>(), ["https://example.com/a.png"]);
         assert_eq!(req.messages[3].tool_calls().next(), Some(("c1", "get", "{\"city\":\"Oslo\"}")));
         assert!(matches!(&req.messages[4].content[0], Part::ToolResult { content, .. } if content == "sunny"));
         assert_eq!(req.tool_choice, Some(ToolChoice::Required));

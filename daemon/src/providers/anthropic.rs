@@ -103,6 +103,7 @@ pub fn messages(messages: &[Message]) -> Vec<Value> {
                     let input: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                     Some(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
                 }
+                Part::Media { url } => Some(media_block(url)),
                 Part::ToolResult { tool_call_id, content, is_error, .. } => {
                     Some(json!({"type": "tool_result", "tool_use_id": tool_call_id, "content": content, "is_error": is_error}))
                 }
@@ -114,6 +115,20 @@ pub fn messages(messages: &[Message]) -> Vec<Value> {
         }
     }
     out.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect()
+}
+
+/// An image or document as an Anthropic block: base64 from a data URL, or a URL source.
+fn media_block(url: &str) -> Value {
+    let kind = |media_type: &str| if media_type == "application/pdf" { "document" } else { "image" };
+    match crate::model::data_url(url) {
+        Some((media_type, data)) => {
+            json!({"type": kind(media_type), "source": {"type": "base64", "media_type": media_type, "data": data}})
+        }
+        None => {
+            let kind = if url.to_ascii_lowercase().ends_with(".pdf") { "document" } else { "image" };
+            json!({"type": kind, "source": {"type": "url", "url": url}})
+        }
+    }
 }
 
 pub fn stop_reason(s: &str) -> FinishReason {

@@ -28,6 +28,10 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
                     .iter()
                     .map(|p| match p {
                         Part::Text { text } => json!({"text": text}),
+                        Part::Media { url } => match crate::model::data_url(url) {
+                            Some((mime_type, data)) => json!({"inline_data": {"mime_type": mime_type, "data": data}}),
+                            None => json!({"file_data": {"file_uri": url}}),
+                        },
                         Part::ToolCall { name, arguments, .. } => {
                             let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                             json!({"functionCall": {"name": name, "args": args}})

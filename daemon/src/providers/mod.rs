@@ -66,6 +66,15 @@ pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String
     if req.embed.is_some() && config.kind == ProviderKind::Anthropic {
         return Err(format!("a {kind} provider offers no embeddings"));
     }
+    if config.kind == ProviderKind::Ollama
+        && native_for(config, req).is_none()
+        && let Some(url) = req.messages.iter().flat_map(|m| m.media()).find(|u| {
+            !crate::model::data_url(u).is_some_and(|(t, _)| t.starts_with("image/"))
+        })
+    {
+        let what = if url.starts_with("data:") { "a document" } else { "an image by URL" };
+        return Err(format!("an {kind} provider takes inline images only, not {what}"));
+    }
     if req.unmapped.is_empty() || native_for(config, req).is_some() {
         return Ok(());
     }

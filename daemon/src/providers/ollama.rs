@@ -67,9 +67,12 @@ fn message(m: &crate::model::Message) -> Vec<Value> {
     let mut out = Vec::new();
     let mut text = String::new();
     let mut calls = Vec::new();
+    let mut images = Vec::new();
     for part in &m.content {
         match part {
             Part::Text { text: t } => text.push_str(t),
+            // Only inline images reach here (`providers::supports`).
+            Part::Media { url } => images.extend(crate::model::data_url(url).map(|(_, data)| data)),
             Part::ToolCall { name, arguments, .. } => {
                 let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                 calls.push(json!({"function": {"name": name, "arguments": args}}));
@@ -87,6 +90,9 @@ fn message(m: &crate::model::Message) -> Vec<Value> {
         let mut msg = json!({"role": role, "content": text});
         if !calls.is_empty() {
             msg["tool_calls"] = Value::Array(calls);
+        }
+        if !images.is_empty() {
+            msg["images"] = json!(images);
         }
         out.insert(0, msg);
     }

@@ -83,6 +83,7 @@ fn message(m: &crate::model::Message) -> Vec<Value> {
                         out.push(json!({"role": "tool", "tool_call_id": tool_call_id, "content": content}))
                     }
                     Part::Text { text } => out.push(json!({"role": "user", "content": text})),
+                    Part::Media { url } => out.push(json!({"role": "user", "content": [media_part(url)]})),
                     Part::ToolCall { .. } => {}
                 }
             }
@@ -101,7 +102,27 @@ fn message(m: &crate::model::Message) -> Vec<Value> {
             vec![msg]
         }
         Role::System => vec![json!({"role": "system", "content": m.joined_text()})],
+        Role::User | Role::Tool if m.media().next().is_some() => {
+            let parts: Vec<Value> = m
+                .content
+                .iter()
+                .filter_map(|p| match p {
+                    Part::Text { text } => Some(json!({"type": "text", "text": text})),
+                    Part::Media { url } => Some(media_part(url)),
+                    _ => None,
+                })
+                .collect();
+            vec![json!({"role": "user", "content": parts})]
+        }
         Role::User | Role::Tool => vec![json!({"role": "user", "content": m.joined_text()})],
+    }
+}
+
+/// An image as an `image_url` part; a document (PDF) as a `file` part.
+fn media_part(url: &str) -> Value {
+    match crate::model::data_url(url) {
+        Some(("application/pdf", _)) => json!({"type": "file", "file": {"filename": "document.pdf", "file_data": url}}),
+        _ => json!({"type": "image_url", "image_url": {"url": url}}),
     }
 }
 

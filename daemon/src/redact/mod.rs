@@ -157,6 +157,8 @@ impl Redactor {
                     Part::Text { text } => out.push((format!("messages[{i}]"), text)),
                     Part::ToolCall { arguments, .. } => out.push((format!("messages[{i}] tool call"), arguments)),
                     Part::ToolResult { content, .. } => out.push((format!("messages[{i}] tool result"), content)),
+                    // Opaque: pixels and document bytes are not text.
+                    Part::Media { .. } => {}
                 }
             }
         }
@@ -191,6 +193,7 @@ impl Redactor {
                     Part::Text { text } => text.len(),
                     Part::ToolCall { arguments, .. } => arguments.len(),
                     Part::ToolResult { content, .. } => content.len(),
+                    Part::Media { .. } => 0,
                 })
                 .sum::<usize>()
             + req.native.as_ref().map_or(0, |n| strings_len(&n.body))
@@ -342,7 +345,7 @@ pub fn restore_response(r: &mut crate::model::ChatResponse, vault: &Vault) {
         match part {
             Part::Text { text } => *text = restore(vault, text, false),
             Part::ToolCall { arguments, .. } => *arguments = restore(vault, arguments, true),
-            Part::ToolResult { .. } => {}
+            Part::ToolResult { .. } | Part::Media { .. } => {}
         }
     }
     if let Some(wire) = r.wire.as_mut() {
