@@ -132,6 +132,10 @@ pub struct ChatRequest {
     /// them, instead of dropping them in silence.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unmapped: Vec<String>,
+    /// How hard the model should think before it answers (OpenAI's reasoning effort, Anthropic's
+    /// thinking, Gemini's thinking budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<Reasoning>,
     /// An embeddings request: the texts to embed (then `messages` is empty and the answer is an
     /// OpenAI embedding list in [`ChatResponse::wire`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +144,65 @@ pub struct ChatRequest {
     /// (pass-through). Redaction masks every string of it a provider reads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub native: Option<Native>,
+}
+
+/// Reasoning asked for: an effort, a token budget, or both (each provider reads the one it has and
+/// derives it from the other when it lacks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reasoning {
+    pub effort: Option<Effort>,
+    pub budget_tokens: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Effort {
+    Minimal,
+    Low,
+    Medium,
+    High,
+}
+
+impl Effort {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "minimal" => Some(Self::Minimal),
+            "low" => Some(Self::Low),
+            "medium" => Some(Self::Medium),
+            "high" | "max" | "xhigh" => Some(Self::High),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Minimal => "minimal",
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+}
+
+impl Reasoning {
+    /// The effort, or one read from the budget (under 2,048 tokens low, under 8,192 medium).
+    pub fn effort(&self) -> Effort {
+        self.effort.unwrap_or(match self.budget_tokens {
+            Some(b) if b < 2_048 => Effort::Low,
+            Some(b) if b < 8_192 => Effort::Medium,
+            Some(_) => Effort::High,
+            None => Effort::Medium,
+        })
+    }
+
+    /// The budget, or one read from the effort (Anthropic's minimum of 1,024 for minimal and low).
+    pub fn budget(&self) -> u32 {
+        self.budget_tokens.unwrap_or(match self.effort() {
+            Effort::Minimal | Effort::Low => 1_024,
+            Effort::Medium => 4_096,
+            Effort::High => 16_384,
+        })
+    }
 }
 
 /// A wire format a caller can speak and a provider can be reached in.

@@ -149,11 +149,23 @@ def test_anthropic_thinking_and_cache_marks_round_trip(daemon, fake):
     assert final.content[0].type == "thinking" and final.content[0].signature
 
 
-def test_anthropic_thinking_to_another_format_is_refused_by_name(daemon):
-    with pytest.raises(anthropic.BadRequestError) as e:
-        daemon.anthropic().messages.create(model="oa/gpt-4.1", max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
+@pytest.mark.parametrize("model,path,field", [
+    ("oa/gpt-4.1", "/v1/chat/completions", lambda b: b["reasoning_effort"] == "low"),
+    ("ge/gemini-2.5-flash", "/v1beta/models/gemini-2.5-flash:generateContent", lambda b: b["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 1024),
+    ("ol/qwen3", "/api/chat", lambda b: b["think"] is True),
+])
+def test_anthropic_thinking_becomes_each_providers_reasoning(daemon, fake, model, path, field):
+    m = daemon.anthropic().messages.create(model=model, max_tokens=2048, thinking={"type": "enabled", "budget_tokens": 1024},
                                            messages=[{"role": "user", "content": PROMPT}])
-    assert "thinking" in str(e.value)
+    assert m.content[0].text.endswith(PROMPT)
+    assert field(last(fake, path)["body"])
+
+
+def test_responses_reasoning_effort_becomes_anthropic_thinking(daemon, fake):
+    daemon.openai().responses.create(model="an/claude-sonnet-4-5", input=PROMPT, max_output_tokens=500, reasoning={"effort": "high"})
+    sent = last(fake, "/v1/messages")["body"]
+    assert sent["thinking"] == {"type": "enabled", "budget_tokens": 16384}
+    assert sent["max_tokens"] == 500 + 16384, "the answer keeps the room it was given"
 
 
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="

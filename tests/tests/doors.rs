@@ -155,6 +155,8 @@ async fn an_anthropic_stream_comes_back_frame_for_frame_with_placeholders_restor
 #[tokio::test(flavor = "multi_thread")]
 async fn what_cannot_be_translated_is_refused_by_name_and_what_can_is_translated() {
     let (a, d) = setup().await;
+    // Claude Code's request for an OpenAI target: adaptive thinking and its effort become a
+    // reasoning effort; clearing old thinking is what a translation does anyway.
     let r = d
         .client()
         .post(d.url("/v1/messages"))
@@ -163,15 +165,27 @@ async fn what_cannot_be_translated_is_refused_by_name_and_what_can_is_translated
         .send()
         .await
         .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "message", "rendered in the caller's format: {v}");
+    let sent = a.requests().pop().unwrap().body;
+    assert_eq!(sent["reasoning_effort"], "medium", "{sent}");
+    assert_eq!(sent["tools"][0]["function"]["name"], "Bash");
+    assert!(sent.get("thinking").is_none() && sent.get("context_management").is_none());
+
+    // A server tool of Anthropic's own has no counterpart: refused by name, nothing sent.
+    let mut with_server_tool = claude_code_like("oa/gpt-a", false);
+    with_server_tool["tools"].as_array_mut().unwrap().push(json!({"type": "web_search_20250305", "name": "web_search"}));
+    with_server_tool["context_management"] = json!({"edits": [{"type": "clear_tool_uses_20250919"}]});
+    let count = a.request_count();
+    let r = d.client().post(d.url("/v1/messages")).json(&with_server_tool).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
     let message = v["error"]["message"].as_str().unwrap();
-    for field in ["thinking", "context_management", "output_config"] {
-        assert!(message.contains(field), "{message}");
-    }
+    assert!(message.contains("tools.1 (web_search_20250305 tool \"web_search\")") && message.contains("context_management"), "{message}");
     assert!(!message.contains("metadata"), "metadata changes no answer: {message}");
-    assert_eq!(a.request_count(), 0, "nothing was sent");
+    assert_eq!(a.request_count(), count, "nothing was sent");
 
     // The same door with what maps: translated for an OpenAI target, system-role message included.
     let r = d
@@ -238,7 +252,7 @@ async fn an_openai_caller_passes_through_with_its_parameters_and_usage_is_booked
     let r = d.client().post(d.url("/v1/chat/completions")).json(&anthropic).send().await.unwrap();
     assert_eq!(r.status(), 400);
     let message = r.json::<Value>().await.unwrap()["error"]["message"].as_str().unwrap().to_string();
-    for field in ["seed", "logprobs", "top_logprobs", "logit_bias", "reasoning_effort", "frequency_penalty"] {
+    for field in ["seed", "logprobs", "top_logprobs", "logit_bias", "frequency_penalty", "parallel_tool_calls"] {
         assert!(message.contains(field), "{field}: {message}");
     }
     assert!(!message.contains("user"), "{message}");

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Format, sse_frame};
 use crate::model::{
-    ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, Role, Tool, ToolChoice, Usage, WireFormat,
+    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, Role, Tool, ToolChoice,
+    Usage, WireFormat,
 };
 use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
@@ -90,12 +91,30 @@ impl MessagesRequest {
     /// checked by the provider that wrote them, so a translation leaves both out; everything else
     /// without a mapping is listed in `unmapped`.
     pub fn into_internal(self) -> Result<ChatRequest, ApiError> {
-        let mut unmapped = super::unmapped_fields(&self.rest, HARMLESS);
-        if let Some(thinking) = &self.thinking
-            && thinking["type"] != "disabled"
-        {
-            unmapped.push("thinking".into());
+        let mut rest = self.rest;
+        // Adaptive thinking's effort; clearing old thinking blocks, which a translation does anyway
+        // (it leaves thinking blocks of earlier turns out).
+        let effort = rest.get("output_config").and_then(|o| o["effort"].as_str()).and_then(Effort::parse);
+        if rest.get("output_config").and_then(Value::as_object).is_some_and(|o| o.keys().all(|k| k == "effort")) {
+            rest.shift_remove("output_config");
         }
+        if rest.get("context_management").is_some_and(|c| {
+            c["edits"].as_array().is_some_and(|e| e.iter().all(|e| e["type"].as_str().is_some_and(|t| t.starts_with("clear_thinking"))))
+        }) {
+            rest.shift_remove("context_management");
+        }
+        let mut unmapped = super::unmapped_fields(&rest, HARMLESS);
+        let reasoning = match self.thinking.as_ref().map(|t| (t["type"].as_str(), t["budget_tokens"].as_u64())) {
+            None | Some((Some("disabled"), _)) => None,
+            Some((Some("enabled"), Some(budget))) => {
+                Some(Reasoning { effort, budget_tokens: Some(u32::try_from(budget).unwrap_or(u32::MAX)) })
+            }
+            Some((Some("adaptive"), _)) => Some(Reasoning { effort: effort.or(Some(Effort::Medium)), budget_tokens: None }),
+            Some(_) => {
+                unmapped.push("thinking".into());
+                None
+            }
+        };
         let mut messages = Vec::with_capacity(self.messages.len() + 1);
         if let Some(system) = &self.system {
             let text = blocks_text(system, "system", &mut unmapped)?;
@@ -207,6 +226,7 @@ impl MessagesRequest {
             raw_prompt: None,
             stream: self.stream,
             unmapped,
+            reasoning,
             native: None,
             embed: None,
         })

@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Format, OneOrMany, sse_frame, unix_now};
 use crate::model::{
-    ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, ResponseFormat, Role, Tool, ToolChoice,
-    Usage, WireFormat,
+    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, ResponseFormat, Role,
+    Tool, ToolChoice, Usage, WireFormat,
 };
 use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
@@ -37,6 +37,7 @@ pub struct ChatCompletionRequest {
     tools: Vec<WireTool>,
     tool_choice: Option<Value>,
     response_format: Option<Value>,
+    reasoning_effort: Option<String>,
     /// Everything else the caller sent: forwarded to OpenAI-format targets, named when refused.
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
@@ -109,6 +110,16 @@ impl ChatCompletionRequest {
             return Err(bad("n other than 1 is not supported"));
         }
         let mut unmapped = super::unmapped_fields(&self.rest, HARMLESS);
+        let reasoning = match self.reasoning_effort.as_deref() {
+            None | Some("none") => None,
+            Some(e) => match Effort::parse(e) {
+                Some(effort) => Some(Reasoning { effort: Some(effort), budget_tokens: None }),
+                None => {
+                    unmapped.push("reasoning_effort".into());
+                    None
+                }
+            },
+        };
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let at = format!("messages[{i}]");
@@ -205,6 +216,7 @@ impl ChatCompletionRequest {
             raw_prompt: None,
             stream: self.stream.unwrap_or(false),
             unmapped,
+            reasoning,
             native: None,
             embed: None,
         };

@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Format, sse_frame, unix_now};
 use crate::model::{
-    ChatRequest, ChatResponse, Event, FinishReason, Message, Native, Part, ResponseFormat, Role, Tool, ToolChoice,
-    Usage, WireFormat,
+    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, ResponseFormat, Role,
+    Tool, ToolChoice, Usage, WireFormat,
 };
 use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
@@ -76,9 +76,16 @@ impl ResponsesRequest {
         if self.parallel_tool_calls == Some(false) {
             unmapped.push("parallel_tool_calls".into());
         }
-        if self.reasoning.as_ref().is_some_and(|r| r["effort"].as_str().is_some_and(|e| e != "none")) {
-            unmapped.push("reasoning.effort".into());
-        }
+        let reasoning = match self.reasoning.as_ref().and_then(|r| r["effort"].as_str()) {
+            None | Some("none") => None,
+            Some(e) => match Effort::parse(e) {
+                Some(effort) => Some(Reasoning { effort: Some(effort), budget_tokens: None }),
+                None => {
+                    unmapped.push("reasoning.effort".into());
+                    None
+                }
+            },
+        };
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions.filter(|i| !i.is_empty()) {
             messages.push(Message::text(Role::System, instructions));
@@ -201,6 +208,7 @@ impl ResponsesRequest {
             raw_prompt: None,
             stream: self.stream,
             unmapped,
+            reasoning,
             native: None,
             embed: None,
         })

@@ -20,7 +20,15 @@ pub const DEFAULT_MAX_TOKENS: u32 = 4096;
 pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireRequest {
     let mut body = Map::new();
     body.insert("model".into(), json!(target.model));
-    body.insert("max_tokens".into(), json!(req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)));
+    let mut max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
+    if let Some(r) = &req.reasoning {
+        // The thinking budget counts within max_tokens and must stay below it: the answer keeps
+        // the room the caller gave it.
+        let budget = r.budget().max(1_024);
+        max_tokens = max_tokens.saturating_add(budget);
+        body.insert("thinking".into(), json!({"type": "enabled", "budget_tokens": budget}));
+    }
+    body.insert("max_tokens".into(), json!(max_tokens));
     let mut system = req.system_text().unwrap_or_default();
     if let Some(instruction) = req.response_format.as_ref().and_then(json_instruction) {
         if !system.is_empty() {
@@ -36,7 +44,8 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
         None => messages(&req.messages),
     };
     body.insert("messages".into(), Value::Array(messages));
-    if let Some(t) = req.temperature {
+    // Anthropic takes no temperature with thinking on.
+    if let (Some(t), None) = (req.temperature, &req.reasoning) {
         body.insert("temperature".into(), json!(t));
     }
     if let Some(p) = req.top_p {

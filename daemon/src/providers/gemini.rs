@@ -79,6 +79,9 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
         }
         _ => {}
     }
+    if let Some(r) = &req.reasoning {
+        generation.insert("thinkingConfig".into(), json!({"thinkingBudget": r.budget()}));
+    }
     if !generation.is_empty() {
         body.insert("generationConfig".into(), Value::Object(generation));
     }

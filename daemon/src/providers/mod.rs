@@ -64,7 +64,7 @@ fn native_for<'r>(config: &ProviderConfig, req: &'r ChatRequest) -> Option<&'r N
 pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String> {
     let kind = serde_json::to_value(config.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     if req.embed.is_some() && config.kind == ProviderKind::Anthropic {
-        return Err(format!("a {kind} provider offers no embeddings"));
+        return Err(format!("{kind} offers no embeddings"));
     }
     if config.kind == ProviderKind::Ollama
         && native_for(config, req).is_none()
@@ -73,13 +73,13 @@ pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String
         })
     {
         let what = if url.starts_with("data:") { "a document" } else { "an image by URL" };
-        return Err(format!("an {kind} provider takes inline images only, not {what}"));
+        return Err(format!("{kind} takes inline images only, not {what}"));
     }
     if req.unmapped.is_empty() || native_for(config, req).is_some() {
         return Ok(());
     }
     Err(format!(
-        "{} cannot be translated for a {kind} provider (send it to a provider of the caller's own format)",
+        "{} cannot be translated for {kind} (send it to a provider of the caller's own format)",
         req.unmapped.join(", ")
     ))
 }

@@ -21,6 +21,9 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
         body.insert("messages".into(), Value::Array(req.messages.iter().flat_map(message).collect()));
         "api/chat"
     };
+    if req.reasoning.is_some() {
+        body.insert("think".into(), json!(true));
+    }
     let mut options = Map::new();
     if let Some(t) = req.temperature {
         options.insert("temperature".into(), json!(t));

@@ -46,6 +46,9 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
     if let Some(format) = &req.response_format {
         body.insert("response_format".into(), response_format(format));
     }
+    if let Some(r) = &req.reasoning {
+        body.insert("reasoning_effort".into(), json!(r.effort().name()));
+    }
     if stream {
         body.insert("stream".into(), json!(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
