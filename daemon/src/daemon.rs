@@ -180,6 +180,7 @@ async fn housekeeping(store: Store, gateway: Arc<Gateway>) {
             let now = utc::now_ms();
             let _ = cache::prune(c, now);
             let _ = ledger::prune_audit(c, now - retention);
+            let _ = crate::stored::prune(c, now);
         });
     }
 }

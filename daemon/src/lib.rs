@@ -49,6 +49,7 @@ pub mod route;
 pub mod runtime;
 pub mod service;
 pub mod store;
+pub mod stored;
 pub mod tasks;
 pub mod tokens;
 pub mod utc;

@@ -77,6 +77,10 @@ pub struct RequestContext {
     /// `Cache-Control: no-store`: do not keep this answer.
     pub no_store: bool,
     pub request_id: String,
+    /// The id the caller will be given for the answer, when the door names it itself.
+    pub answer_id: Option<String>,
+    /// Keep the answer under `answer_id` (Responses API `store`), when no provider keeps it.
+    pub keep: bool,
     /// When the request arrived, for the gateway's own added time, and as wall-clock time.
     pub received: Instant,
     pub ts_ms: i64,
@@ -94,6 +98,8 @@ impl RequestContext {
             sensitivity: None,
             no_cache: false,
             no_store: false,
+            answer_id: None,
+            keep: false,
             request_id: crate::model::new_id("req_"),
             received: Instant::now(),
             ts_ms: utc::now_ms(),
@@ -258,6 +264,8 @@ struct Settle {
     local: bool,
     cache_key: Option<([u8; 32], String)>,
     audit_request: Option<serde_json::Value>,
+    /// Keep the answer for the Responses API: (id, scope, the masked turns).
+    keep: Option<(String, String, Vec<crate::model::Message>)>,
     received: Instant,
     provider_time: Duration,
 }
@@ -265,7 +273,7 @@ struct Settle {
 impl Settle {
     /// Whether the events must be kept for the cache or the audit log.
     fn keeps_events(&self) -> bool {
-        self.cache_key.is_some() || self.audit_request.is_some()
+        self.cache_key.is_some() || self.audit_request.is_some() || self.keep.is_some()
     }
 
     async fn finish(mut self, usage: Usage, events: Option<Vec<Event>>, outcome: &str) {
@@ -294,12 +302,19 @@ impl Settle {
             let (provider, model) = (row.provider.clone().unwrap_or_default(), row.model.clone().unwrap_or_default());
             cache::store(&self.store, key, scope, provider, model, events, row.ts_ms, &self.config.cache);
         }
-        if let (Some(request), Some(events)) = (self.audit_request, events) {
+        if let Some(events) = events
+            && (self.audit_request.is_some() || self.keep.is_some())
+        {
             let mut c = Collector::default();
             events.into_iter().for_each(|e| c.push(e));
-            let response =
-                serde_json::to_value(c.finish(None, row.model.clone().unwrap_or_default())).unwrap_or_default();
-            ledger::audit(&self.store, row.request_id.clone(), request, response);
+            let answer = c.finish(None, row.model.clone().unwrap_or_default());
+            if let (Some((id, scope, turns)), "ok") = (self.keep, outcome) {
+                crate::stored::keep(&self.store, id, scope, &turns, &answer);
+            }
+            if let Some(request) = self.audit_request {
+                let response = serde_json::to_value(answer).unwrap_or_default();
+                ledger::audit(&self.store, row.request_id.clone(), request, response);
+            }
         }
         ledger::write(&self.store, row);
     }
@@ -562,6 +577,12 @@ impl Gateway {
                                     .audit
                                     .enabled
                                     .then(|| serde_json::to_value(&req).unwrap_or_default()),
+                                // A Responses target keeps its own; tollgate keeps the others'.
+                                keep: ctx
+                                    .answer_id
+                                    .clone()
+                                    .filter(|_| ctx.keep && !providers::passes_through(provider_cfg, &req))
+                                    .map(|id| (id, rt.identity.username.clone(), req.messages.clone())),
                                 received: ctx.received,
                                 provider_time,
                             };

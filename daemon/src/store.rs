@@ -77,6 +77,15 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_name ON tokens (name) WHERE revoked_ms IS NULL;
 
+CREATE TABLE IF NOT EXISTS responses (
+    id     TEXT PRIMARY KEY,          -- the id the Responses API caller was given
+    ts_ms  INTEGER NOT NULL,
+    scope  TEXT NOT NULL,             -- the user it belongs to
+    turns  TEXT NOT NULL,             -- the masked turns it was given (JSON)
+    answer TEXT NOT NULL              -- the masked answer (JSON)
+);
+CREATE INDEX IF NOT EXISTS responses_ts ON responses (ts_ms);
+
 CREATE TABLE IF NOT EXISTS cache (
     key          BLOB PRIMARY KEY,
     scope        TEXT NOT NULL,

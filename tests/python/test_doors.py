@@ -3,6 +3,8 @@ their outputs), legacy completions with a suffix, embeddings, model lookup, Anth
 count, extended thinking and cache marks; in every format-to-provider combination the README
 lists. The fake providers answer; what reached them is checked where it matters."""
 
+import json
+
 import anthropic
 import openai
 import pytest
@@ -195,3 +197,34 @@ def test_images_through_the_responses_api(daemon, fake, model):
         {"type": "input_image", "image_url": "data:image/png;base64," + PNG}]}])
     assert r.output_text.endswith("what is this?")
     assert PNG in str(fake.requests()[-1]["body"])
+
+
+def test_responses_kept_continued_retrieved_and_deleted_for_a_translated_target(daemon, fake):
+    client = daemon.openai()
+    first = client.responses.create(model="an/claude-sonnet-4-5", instructions="be brief", input="my mail is raj.patel54@acme.io")
+    second = client.responses.create(model="an/claude-sonnet-4-5", previous_response_id=first.id, input="and again?")
+    assert second.output_text.endswith("and again?")
+    sent = last(fake, "/v1/messages")["body"]
+    turns = [(m["role"], json.dumps(m["content"])) for m in sent["messages"]]
+    assert [r for r, _ in turns] == ["user", "assistant", "user"], turns
+    assert "TOLLGATE_EMAIL_1" in turns[0][1] and "raj.patel54" not in json.dumps(sent), "the earlier turn as it was kept: masked"
+    assert "system" not in sent, "instructions do not carry over to the next response"
+
+    got = client.responses.retrieve(first.id)
+    assert got.id == first.id and got.output_text.startswith("Hello from fake anthropic")
+    client.responses.delete(first.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(first.id)
+
+    unkept = client.responses.create(model="an/claude-sonnet-4-5", input="hi", store=False)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(unkept.id)
+
+
+def test_responses_previous_id_of_a_responses_target_is_its_own(daemon, fake):
+    client = daemon.openai()
+    client.responses.create(model="or/gpt-5-codex", previous_response_id="resp_upstream1", input="go on")
+    assert last(fake, "/v1/responses")["body"]["previous_response_id"] == "resp_upstream1"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model="an/claude-sonnet-4-5", previous_response_id="resp_upstream1", input="go on")
+    assert "is not kept here" in str(e.value)

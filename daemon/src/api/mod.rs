@@ -57,6 +57,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/v1/responses", post(responses::responses))
+        .route("/v1/responses/{id}", get(responses::get).delete(responses::delete))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/usage", get(native::usage))
@@ -439,7 +440,7 @@ where
         Err(e) => return ApiError::from_gateway(&e, format).into_response(),
     };
     let model = served.target.to_string();
-    let id = crate::model::new_id(id_prefix);
+    let id = ctx.answer_id.clone().unwrap_or_else(|| crate::model::new_id(id_prefix));
     let mut served_h = HeaderMap::new();
     served_headers(&served, &ctx, &mut served_h);
     let mut response = match (streamed, served.answer) {

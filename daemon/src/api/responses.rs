@@ -40,6 +40,7 @@ pub struct ResponsesRequest {
     text: Option<Value>,
     reasoning: Option<Value>,
     parallel_tool_calls: Option<bool>,
+    store: Option<bool>,
     /// Everything else the caller sent: forwarded to Responses targets, named when refused.
     #[serde(flatten)]
     rest: serde_json::Map<String, Value>,
@@ -226,6 +227,7 @@ pub async fn responses(
     let result = async {
         let value = super::read_value(body, &headers, limit, Format::Openai).await?;
         let wire: ResponsesRequest = super::parse(value.clone(), Format::Openai)?;
+        let store = wire.store != Some(false);
         let mut req = wire.into_internal()?;
         req.native = Some(Native {
             format: WireFormat::OpenaiResponses,
@@ -233,18 +235,87 @@ pub async fn responses(
             headers: super::forwarded_headers(&headers, FORWARDED),
             query: None,
         });
+        continue_stored(&state, &mut req).await?;
+        let mut ctx = super::context(EntryPoint::Responses, &headers, received, &caller);
+        ctx.answer_id = Some(crate::model::new_id("resp_"));
+        ctx.keep = store;
         let mut seq = 0u64;
         let render = super::Render {
             whole: render,
             stream: render_stream,
             frame: move |frame: Result<(Option<&str>, &str), String>| forward_frame(frame, &mut seq),
         };
-        Ok::<_, ApiError>(
-            super::serve_chat(&state, super::context(EntryPoint::Responses, &headers, received, &caller), &headers, Format::Openai, req, "resp_", render)
-                .await,
-        )
+        Ok::<_, ApiError>(super::serve_chat(&state, ctx, &headers, Format::Openai, req, "resp_", render).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `previous_response_id` naming a response tollgate keeps: its conversation goes before this
+/// request's turns (after this request's instructions), and the request is translated (a
+/// provider does not know tollgate's ids). One that tollgate does not keep stays in the body for a
+/// Responses target, which keeps its own.
+async fn continue_stored(state: &super::State, req: &mut ChatRequest) -> Result<(), ApiError> {
+    let Some(id) = req.native.as_ref().and_then(|n| n.body["previous_response_id"].as_str()).map(str::to_string) else {
+        return Ok(());
+    };
+    let scope = state.gateway.runtime().identity.username.clone();
+    let lookup = id.clone();
+    let stored = state
+        .gateway
+        .store
+        .read(move |c| crate::stored::get(c, &lookup, &scope))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}")))?;
+    let Some(stored) = stored else {
+        for u in req.unmapped.iter_mut().filter(|u| *u == "previous_response_id") {
+            *u = format!("previous_response_id ({id:?} is not kept here; only a Responses provider knows it)");
+        }
+        return Ok(());
+    };
+    req.unmapped.retain(|u| u != "previous_response_id");
+    req.native = None;
+    let system = req.messages.iter().take_while(|m| m.role == Role::System).count();
+    let earlier = stored.conversation();
+    req.messages.splice(system..system, earlier);
+    Ok(())
+}
+
+/// `GET /v1/responses/{id}`: a response tollgate keeps (masked, as it is kept).
+pub async fn get(State(state): State<super::State>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let scope = state.gateway.runtime().identity.username.clone();
+    let lookup = id.clone();
+    match state.gateway.store.read(move |c| crate::stored::get(c, &lookup, &scope)).await {
+        Ok(Ok(Some(stored))) => {
+            let mut v = render(&stored.answer, &id, &stored.answer.model);
+            v["created_at"] = json!(stored.ts_ms / 1000);
+            axum::Json(v).into_response()
+        }
+        Ok(Ok(None)) => not_kept(&id),
+        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}")).into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()).into_response(),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete(State(state): State<super::State>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let scope = state.gateway.runtime().identity.username.clone();
+    let lookup = id.clone();
+    match state.gateway.store.call_durable(move |c| crate::stored::delete(c, &lookup, &scope)).await {
+        Ok(Ok(true)) => axum::Json(json!({"id": id, "object": "response.deleted", "deleted": true})).into_response(),
+        Ok(Ok(false)) => not_kept(&id),
+        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}")).into_response(),
+        Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()).into_response(),
+    }
+}
+
+fn not_kept(id: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Format::Openai,
+        format!("no response {id:?} is kept here (a Responses provider keeps its own; one made with store=false is not kept)"),
+    )
+    .into_response()
 }
 
 /// A frame of a Responses target's stream, as it came but numbered in order (restoring

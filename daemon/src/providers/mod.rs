@@ -59,6 +59,11 @@ fn native_for<'r>(config: &ProviderConfig, req: &'r ChatRequest) -> Option<&'r N
     req.native.as_ref().filter(|n| formats(config).contains(&n.format))
 }
 
+/// Whether the target gets the caller's own request (it speaks the caller's format).
+pub fn passes_through(config: &ProviderConfig, req: &ChatRequest) -> bool {
+    native_for(config, req).is_some()
+}
+
 /// Whether a target can serve the request: it speaks the caller's format, or the request has
 /// nothing that translation would lose. The error names what cannot be translated.
 pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String> {

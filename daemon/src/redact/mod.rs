@@ -49,6 +49,9 @@ pub struct RedactionConfig {
 pub struct Vault {
     entries: Vec<(String, String)>,
     counts: BTreeMap<String, u32>,
+    /// Per kind, the highest number a placeholder already in the request carries (an earlier
+    /// turn kept masked): new ones are numbered after it, so none stands for two values.
+    floor: BTreeMap<String, u32>,
 }
 
 impl Vault {
@@ -58,7 +61,8 @@ impl Vault {
         }
         let n = self.counts.entry(kind.to_string()).or_default();
         *n += 1;
-        let p = format!("TOLLGATE_{}_{}", kind.to_ascii_uppercase(), n);
+        let number = *n + self.floor.get(&kind.to_ascii_uppercase()).copied().unwrap_or(0);
+        let p = format!("TOLLGATE_{}_{}", kind.to_ascii_uppercase(), number);
         self.entries.push((p.clone(), value.to_string()));
         p
     }
@@ -206,6 +210,12 @@ impl Redactor {
     pub fn mask(&self, req: &mut ChatRequest) -> Vault {
         let mut vault = Vault::default();
         let mut texts = Self::texts(req);
+        for (_, text) in texts.iter() {
+            for (kind, n) in placeholders_in(text) {
+                let floor = vault.floor.entry(kind.to_string()).or_default();
+                *floor = (*floor).max(n);
+            }
+        }
         for (_, text) in texts.iter_mut() {
             self.mask_text(text, &mut vault);
         }
@@ -288,6 +298,16 @@ pub fn restore_value(vault: &Vault, v: &mut serde_json::Value) {
     if !vault.is_empty() {
         walk(vault, v, "");
     }
+}
+
+/// The placeholders a text already carries, as (KIND, number).
+fn placeholders_in(text: &str) -> impl Iterator<Item = (&str, u32)> {
+    text.match_indices(stream::PREFIX).filter_map(|(at, _)| {
+        let rest = &text[at + stream::PREFIX.len()..];
+        let word = &rest[..rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len())];
+        let (kind, n) = word.rsplit_once('_')?;
+        Some((kind, n.parse().ok()?)).filter(|(k, _): &(&str, u32)| !k.is_empty())
+    })
 }
 
 /// Widens a byte range to character boundaries (rules match bytes, texts are UTF-8).
@@ -532,6 +552,22 @@ pub(crate) mod tests {
 
     fn redactor() -> Redactor {
         Redactor::new(Arc::new(Scanner::new(rules::built_in())))
+    }
+
+    #[test]
+    fn new_placeholders_are_numbered_after_those_an_earlier_turn_left() {
+        let r = redactor();
+        let mut req = ChatRequest {
+            messages: vec![
+                Message::text(Role::User, "earlier: TOLLGATE_GITLAB_PAT_2 and TOLLGATE_EMAIL_1"),
+                Message::text(Role::User, "now glpat-riGp_58WAm-dX3a5IDnO"),
+            ],
+            ..Default::default()
+        };
+        let vault = r.mask(&mut req);
+        assert_eq!(req.messages[1].joined_text(), "now TOLLGATE_GITLAB_PAT_3");
+        assert_eq!(vault.summary(), "gitlab_pat=1");
+        assert_eq!(restore(&vault, "TOLLGATE_GITLAB_PAT_2 TOLLGATE_GITLAB_PAT_3", false), "TOLLGATE_GITLAB_PAT_2 glpat-riGp_58WAm-dX3a5IDnO");
     }
 
     #[test]

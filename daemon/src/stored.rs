@@ -1,0 +1,64 @@
+//! Stored responses, for the Responses API's `previous_response_id` and `GET`/`DELETE
+//! /v1/responses/{id}` on targets that keep none themselves (every target but a Responses one,
+//! which keeps its own). What is kept is what the cache keeps: the masked request's turns and the
+//! masked answer, never a secret; a later turn that names one continues the conversation with the
+//! placeholders as they were (a value from an earlier turn comes back as its placeholder).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{ChatResponse, Message, Role};
+use crate::store::Store;
+
+/// How long a stored response is kept.
+pub const KEEP_DAYS: i64 = 30;
+
+/// Keeps a response: the turns it was given (system turns left out: instructions do not carry
+/// over) and its answer, both masked.
+pub fn keep(store: &Store, id: String, scope: String, messages: &[Message], answer: &ChatResponse) {
+    let turns: Vec<&Message> = messages.iter().filter(|m| m.role != Role::System).collect();
+    let (Ok(turns), Ok(answer)) = (serde_json::to_string(&turns), serde_json::to_string(answer)) else { return };
+    store.write(move |c| {
+        let r = c.execute(
+            "INSERT OR REPLACE INTO responses (id, ts_ms, scope, turns, answer) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![id, crate::utc::now_ms(), scope, turns, answer],
+        );
+        if let Err(e) = r {
+            tracing::error!(error = %e, "keeping a response failed");
+        }
+    });
+}
+
+/// A stored response: its turns and its answer.
+pub struct Stored {
+    pub turns: Vec<Message>,
+    pub answer: ChatResponse,
+    pub ts_ms: i64,
+}
+
+impl Stored {
+    /// The conversation to continue: the turns, then the answer as the assistant's.
+    pub fn conversation(self) -> Vec<Message> {
+        let mut turns = self.turns;
+        turns.push(Message { role: Role::Assistant, content: self.answer.content });
+        turns
+    }
+}
+
+pub fn get(c: &Connection, id: &str, scope: &str) -> rusqlite::Result<Option<Stored>> {
+    let row: Option<(String, String, i64)> = c
+        .query_row("SELECT turns, answer, ts_ms FROM responses WHERE id = ?1 AND scope = ?2", [id, scope], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    Ok(row.and_then(|(turns, answer, ts_ms)| {
+        Some(Stored { turns: serde_json::from_str(&turns).ok()?, answer: serde_json::from_str(&answer).ok()?, ts_ms })
+    }))
+}
+
+pub fn delete(c: &Connection, id: &str, scope: &str) -> rusqlite::Result<bool> {
+    Ok(c.execute("DELETE FROM responses WHERE id = ?1 AND scope = ?2", [id, scope])? > 0)
+}
+
+pub fn prune(c: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
+    c.execute("DELETE FROM responses WHERE ts_ms < ?1", [now_ms - KEEP_DAYS * crate::utc::DAY_MS])
+}
