@@ -14,6 +14,11 @@
 //! one-character edit, and the gateway's own time for one completion (`/v1/complete` against the
 //! fake's `/v1/completions` called directly, same prompt size).
 //!
+//! `--scenario first-event` measures the time to the first streamed event, straight to the fake and
+//! through tollgate, on each door: Chat Completions (the baseline), an Anthropic pass-through
+//! (a Claude Code-sized request: system blocks, tools, cache marks, betas), the Responses API passed
+//! through and translated to Anthropic.
+//!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
 use std::sync::Arc;
@@ -32,7 +37,7 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, db-size, scan, redact, review, or lsp
+    /// overhead, cache, first-event, db-size, scan, redact, review, or lsp
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
@@ -248,6 +253,98 @@ fn bench_daemon(fake: &FakeProvider, extra: &str) -> Daemon {
     )
 }
 
+/// Milliseconds until the first chunk of a streamed answer (closed loop, one at a time), and the
+/// gateway's reported added time.
+async fn first_chunk(client: &reqwest::Client, url: &str, headers: &[(&str, &str)], body: &serde_json::Value, n: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut first, mut added) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let body = body.to_string();
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut req = client.post(url).header("content-type", "application/json").body(body.clone());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let mut r = req.send().await.expect("the request is answered");
+        assert!(r.status().is_success(), "{url}: {}", r.status());
+        if let Some(a) = r.headers().get("x-tollgate-added-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            added.push(a);
+        }
+        let _ = r.chunk().await;
+        first.push(t.elapsed().as_secs_f64() * 1000.0);
+        while let Ok(Some(_)) = r.chunk().await {}
+    }
+    (first, added)
+}
+
+async fn first_event(seconds: u64) {
+    let fake = FakeProvider::start().await;
+    let extra = format!(
+        "[providers.an]\nkind = \"anthropic\"\nbase_url = \"{a}\"\nlocal = false\n\
+         [providers.or]\nkind = \"openai\"\nbase_url = \"{a}/v1\"\nlocal = false\nresponses_api = true\n",
+        a = fake.url()
+    );
+    let config = format!(
+        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n{extra}",
+        fake.url()
+    );
+    let daemon = Daemon::start_with_env(
+        &config,
+        &[
+            ("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"),
+            ("TOLLGATE_AN_API_KEY", "sk-ant-bench-0000000000000000"),
+            ("TOLLGATE_OR_API_KEY", "sk-bench-or-000000000000000000"),
+            ("TOLLGATE_LOG", "warn"),
+        ],
+    );
+    let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+    let key = "sk-bench-00000000000000000000";
+    let tool = |i: usize| json!({"name": format!("tool_{i}"), "description": "Runs a command in the project. ".repeat(20),
+        "input_schema": {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}}, "cache_control": {"type": "ephemeral"}});
+    let anthropic = json!({"model": "claude-x", "max_tokens": 1024, "stream": true,
+        "system": [{"type": "text", "text": "You are an agent. ".repeat(200), "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "say hi"}]}],
+        "tools": (0..12).map(tool).collect::<Vec<_>>(), "thinking": {"type": "adaptive"}, "metadata": {"user_id": "u"}});
+    let mut gated_anthropic = anthropic.clone();
+    gated_anthropic["model"] = json!("an/claude-x");
+    let chat = json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "say hi"}]});
+    let mut gated_chat = chat.clone();
+    gated_chat["model"] = json!("oa/gpt-x");
+    let responses = json!({"model": "gpt-x", "stream": true, "input": "say hi", "store": false});
+    let mut gated_responses = responses.clone();
+    gated_responses["model"] = json!("or/gpt-x");
+    let mut translated = responses.clone();
+    translated["model"] = json!("an/claude-x");
+    let betas = [("anthropic-version", "2023-06-01"), ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14")];
+    let n = (seconds as usize * 50).max(50);
+    println!("first streamed event, {n} requests each, one at a time");
+    println!("{:<34}  {:>20}  {:>20}  {:>16}  {:>22}", "door -> target", "direct p50 / p99 ms", "tollgate p50 / p99", "added p50 / p99", "reported added p50/p99");
+    let anthropic_direct = [("x-api-key", key), betas[0], betas[1]];
+    let gated_auth = format!("Bearer {}", daemon.token);
+    let anthropic_gated = [("authorization", gated_auth.as_str()), betas[0], betas[1]];
+    let direct_auth = format!("Bearer {key}");
+    let cases: Vec<(&str, String, Vec<(&str, &str)>, &serde_json::Value, String, Vec<(&str, &str)>, &serde_json::Value)> = vec![
+        ("chat -> openai (baseline)", format!("{}/v1/chat/completions", fake.url()), vec![("authorization", &direct_auth)], &chat,
+            daemon.url("/v1/chat/completions"), vec![("authorization", &gated_auth)], &gated_chat),
+        ("messages -> anthropic (pass-through)", format!("{}/v1/messages?beta=true", fake.url()), anthropic_direct.to_vec(), &anthropic,
+            daemon.url("/v1/messages?beta=true"), anthropic_gated.to_vec(), &gated_anthropic),
+        ("responses -> openai (pass-through)", format!("{}/v1/responses", fake.url()), vec![("authorization", &direct_auth)], &responses,
+            daemon.url("/v1/responses"), vec![("authorization", &gated_auth)], &gated_responses),
+        ("responses -> anthropic (translated)", format!("{}/v1/responses", fake.url()), vec![("authorization", &direct_auth)], &responses,
+            daemon.url("/v1/responses"), vec![("authorization", &gated_auth)], &translated),
+    ];
+    for (name, direct_url, direct_h, direct_b, gated_url, gated_h, gated_b) in cases {
+        // Warm both paths.
+        first_chunk(&client, &direct_url, &direct_h, direct_b, 20).await;
+        first_chunk(&client, &gated_url, &gated_h, gated_b, 20).await;
+        let (d, _) = first_chunk(&client, &direct_url, &direct_h, direct_b, n).await;
+        let (g, added) = first_chunk(&client, &gated_url, &gated_h, gated_b, n).await;
+        let (d50, d99) = millis(d);
+        let (g50, g99) = millis(g);
+        let (a50, a99) = millis(added);
+        println!("{name:<34}  {d50:>9.3} / {d99:>8.3}  {g50:>9.3} / {g99:>8.3}  {:>7.3} / {:>6.3}  {a50:>10.3} / {a99:>9.3}", g50 - d50, g99 - d99);
+    }
+}
+
 fn millis(mut v: Vec<f64>) -> (f64, f64) {
     v.sort_by(f64::total_cmp);
     (pct(&v, 50.0), pct(&v, 99.0))
@@ -425,6 +522,7 @@ async fn main() {
         "redact" => return redact(),
         "review" => return review(if args.provider_delay_ms == 0 { 500 } else { args.provider_delay_ms }).await,
         "lsp" => return lsp().await,
+        "first-event" => return first_event(args.seconds).await,
         _ => {}
     }
     let fake = FakeProvider::start().await;
