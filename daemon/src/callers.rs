@@ -59,9 +59,8 @@ fn check_name(name: &str) -> Result<(), CallerError> {
 /// Makes a token named `name`; returns the token (the only time it is seen).
 pub fn create(c: &Connection, name: &str, now_ms: i64) -> Result<String, CallerError> {
     check_name(name)?;
-    let exists: Option<i64> = c
-        .query_row("SELECT 1 FROM tokens WHERE name = ?1 AND revoked_ms IS NULL", [name], |r| r.get(0))
-        .optional()?;
+    let exists: Option<i64> =
+        c.query_row("SELECT 1 FROM tokens WHERE name = ?1 AND revoked_ms IS NULL", [name], |r| r.get(0)).optional()?;
     if exists.is_some() {
         return Err(CallerError::Exists(name.into()));
     }
@@ -77,7 +76,8 @@ pub fn create(c: &Connection, name: &str, now_ms: i64) -> Result<String, CallerE
 
 /// Revokes the token named `name`.
 pub fn revoke(c: &Connection, name: &str, now_ms: i64) -> Result<(), CallerError> {
-    let n = c.execute("UPDATE tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL", params![name, now_ms])?;
+    let n =
+        c.execute("UPDATE tokens SET revoked_ms = ?2 WHERE name = ?1 AND revoked_ms IS NULL", params![name, now_ms])?;
     if n == 0 { Err(CallerError::Unknown(name.into())) } else { Ok(()) }
 }
 
@@ -87,7 +87,8 @@ pub fn list(c: &Connection) -> Result<Vec<TokenInfo>, CallerError> {
         "SELECT t.name, t.created_ms, (SELECT MAX(ts_ms) FROM ledger WHERE caller = t.name) \
          FROM tokens t WHERE revoked_ms IS NULL ORDER BY t.name",
     )?;
-    let rows = stmt.query_map([], |r| Ok(TokenInfo { name: r.get(0)?, created_ms: r.get(1)?, last_used_ms: r.get(2)? }))?;
+    let rows =
+        stmt.query_map([], |r| Ok(TokenInfo { name: r.get(0)?, created_ms: r.get(1)?, last_used_ms: r.get(2)? }))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -151,7 +152,10 @@ mod tests {
         assert!(matches!(create(&c, "claude-code", 2), Err(CallerError::Exists(_))));
         let map = load(&c).unwrap();
         assert_eq!(map.get(&hash(&t)).map(String::as_str), Some("claude-code"));
-        assert_eq!(list(&c).unwrap(), vec![TokenInfo { name: "claude-code".into(), created_ms: 1, last_used_ms: None }]);
+        assert_eq!(
+            list(&c).unwrap(),
+            vec![TokenInfo { name: "claude-code".into(), created_ms: 1, last_used_ms: None }]
+        );
         revoke(&c, "claude-code", 3).unwrap();
         assert!(load(&c).unwrap().is_empty());
         assert!(matches!(revoke(&c, "claude-code", 4), Err(CallerError::Unknown(_))));

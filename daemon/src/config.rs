@@ -480,9 +480,7 @@ impl Config {
             }
         }
         for (i, name) in self.model_names.iter().enumerate() {
-            if let Some(problem) =
-                name.problem(|p| self.providers.contains_key(p), |r| self.routes.contains_key(r))
-            {
+            if let Some(problem) = name.problem(|p| self.providers.contains_key(p), |r| self.routes.contains_key(r)) {
                 return Err((format!("model_names[{i}]"), problem));
             }
         }

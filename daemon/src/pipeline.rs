@@ -517,7 +517,14 @@ impl Gateway {
                 let est_micros = if local {
                     Some(0)
                 } else {
-                    price.map(|p| p.cost(&Usage { input_tokens: est_in, output_tokens: est_out, cached_tokens: 0, cache_write_tokens: 0 }))
+                    price.map(|p| {
+                        p.cost(&Usage {
+                            input_tokens: est_in,
+                            output_tokens: est_out,
+                            cached_tokens: 0,
+                            cache_write_tokens: 0,
+                        })
+                    })
                 };
                 let facts =
                     Facts { project: ctx.project.as_deref(), target: &name, tokens: est_tokens, micros: est_micros };

@@ -593,12 +593,24 @@ async fn anthropic_count_tokens(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(&state, Kind::Anthropic, uri, &headers, body, |_| false, |req, r, _, _| {
-        if req.get("max_tokens").is_some() {
-            return (StatusCode::BAD_REQUEST, axum::Json(error_body(Kind::Anthropic, 400, "max_tokens: Extra inputs are not permitted"))).into_response();
-        }
-        axum::Json(json!({"input_tokens": r.input_tokens + count_words(&req["tools"])})).into_response()
-    })
+    handle(
+        &state,
+        Kind::Anthropic,
+        uri,
+        &headers,
+        body,
+        |_| false,
+        |req, r, _, _| {
+            if req.get("max_tokens").is_some() {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(error_body(Kind::Anthropic, 400, "max_tokens: Extra inputs are not permitted")),
+                )
+                    .into_response();
+            }
+            axum::Json(json!({"input_tokens": r.input_tokens + count_words(&req["tools"])})).into_response()
+        },
+    )
     .await
 }
 
@@ -625,7 +637,12 @@ fn embed_inputs(v: &Value) -> Vec<String> {
 }
 
 /// `POST /v1/embeddings` (floats, or base64 little-endian f32s when asked).
-async fn openai_embeddings(State(state): State<Arc<FakeState>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn openai_embeddings(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     handle(&state, Kind::Openai, uri, &headers, body, |_| false, |req, _, _, _| {
         let inputs = embed_inputs(&req["input"]);
         if inputs.is_empty() {
@@ -654,13 +671,27 @@ async fn openai_embeddings(State(state): State<Arc<FakeState>>, uri: axum::http:
 }
 
 /// Ollama's `POST /api/embed`.
-async fn ollama_embed(State(state): State<Arc<FakeState>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
-    handle(&state, Kind::Ollama, uri, &headers, body, |_| false, |req, _, _, _| {
-        let inputs = embed_inputs(&req["input"]);
-        let vectors: Vec<Vec<f64>> = inputs.iter().map(|t| fake_vector(t)).collect();
-        let tokens: u64 = inputs.iter().map(|t| t.split_whitespace().count() as u64).sum();
-        axum::Json(json!({"model": req["model"], "embeddings": vectors, "prompt_eval_count": tokens})).into_response()
-    })
+async fn ollama_embed(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(
+        &state,
+        Kind::Ollama,
+        uri,
+        &headers,
+        body,
+        |_| false,
+        |req, _, _, _| {
+            let inputs = embed_inputs(&req["input"]);
+            let vectors: Vec<Vec<f64>> = inputs.iter().map(|t| fake_vector(t)).collect();
+            let tokens: u64 = inputs.iter().map(|t| t.split_whitespace().count() as u64).sum();
+            axum::Json(json!({"model": req["model"], "embeddings": vectors, "prompt_eval_count": tokens}))
+                .into_response()
+        },
+    )
     .await
 }
 
@@ -752,15 +783,23 @@ async fn gemini(
         return (StatusCode::NOT_FOUND, axum::Json(error_body(Kind::Gemini, 404, "not found"))).into_response();
     };
     if method == "batchEmbedContents" {
-        return handle(&state, Kind::Gemini, uri, &headers, body, |_| false, |req, _, _, _| {
-            let embeddings: Vec<Value> = req["requests"]
+        return handle(
+            &state,
+            Kind::Gemini,
+            uri,
+            &headers,
+            body,
+            |_| false,
+            |req, _, _, _| {
+                let embeddings: Vec<Value> = req["requests"]
                 .as_array()
                 .into_iter()
                 .flatten()
                 .map(|r| json!({"values": fake_vector(r["content"]["parts"][0]["text"].as_str().unwrap_or_default())}))
                 .collect();
-            axum::Json(json!({"embeddings": embeddings})).into_response()
-        })
+                axum::Json(json!({"embeddings": embeddings})).into_response()
+            },
+        )
         .await;
     }
     let streaming = method == "streamGenerateContent";

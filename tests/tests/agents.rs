@@ -20,7 +20,11 @@ fn agent(name: &str) -> PathBuf {
         PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate-tests/agents/node_modules/.bin")
     });
     let p = dir.join(name);
-    assert!(p.exists(), "{} is missing: run tests/setup.sh (it installs the agents from npm), or set TOLLGATE_AGENTS", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run tests/setup.sh (it installs the agents from npm), or set TOLLGATE_AGENTS",
+        p.display()
+    );
     p
 }
 
@@ -40,7 +44,12 @@ fn run(mut c: Command, limit: Duration) -> Output {
 }
 
 fn text(out: &Output) -> String {
-    format!("status {:?}\nstdout:\n{}\nstderr:\n{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }
 
 async fn setup() -> (FakeProvider, Daemon) {
@@ -73,7 +82,8 @@ provider = "or"
 /// `tollgate setup TOOL` for a user whose home is `home`: the tool's own config file, a token of
 /// its own.
 fn setup_tool(d: &Daemon, home: &std::path::Path, tool: &str) {
-    let out = d.command().env("HOME", home).env("CODEX_HOME", home.join(".codex")).args(["setup", tool]).output().unwrap();
+    let out =
+        d.command().env("HOME", home).env("CODEX_HOME", home.join(".codex")).args(["setup", tool]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -116,7 +126,11 @@ async fn claude_code_works_through_tollgate_with_its_betas_and_cache_marks() {
     assert!(!body.contains(PAT) && body.contains("TOLLGATE_GITLAB_PAT_1"), "the secret left as a placeholder");
 
     let call = last_call(&d).await;
-    assert_eq!((call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()), (Some("anthropic"), Some("an"), Some("ok")), "{call}");
+    assert_eq!(
+        (call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()),
+        (Some("anthropic"), Some("an"), Some("ok")),
+        "{call}"
+    );
     assert_eq!(call["caller"], "claude-code", "the ledger names the tool's own token");
     assert!(call["input_tokens"].as_u64().unwrap() > 0);
 }
@@ -152,7 +166,11 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
     assert!(!body.contains(PAT) && body.contains("TOLLGATE_GITLAB_PAT_1"), "the secret left as a placeholder");
 
     let call = last_call(&d).await;
-    assert_eq!((call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()), (Some("responses"), Some("or"), Some("ok")), "{call}");
+    assert_eq!(
+        (call["entry"].as_str(), call["provider"].as_str(), call["outcome"].as_str()),
+        (Some("responses"), Some("or"), Some("ok")),
+        "{call}"
+    );
     assert_eq!(call["caller"], "codex", "the ledger names the tool's own token");
 
     // Usage by caller tells the tools apart; a revoked token is refused at once.
@@ -160,7 +178,13 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
     assert!(usage["lines"].as_array().unwrap().iter().any(|l| l["key"] == "codex"), "{usage}");
     let config: toml::Table = std::fs::read_to_string(codex_home.join("config.toml")).unwrap().parse().unwrap();
     let bearer = config["model_providers"]["tollgate"]["http_headers"]["Authorization"].as_str().unwrap().to_string();
-    let undo = d.command().env("HOME", home.path()).env("CODEX_HOME", &codex_home).args(["setup", "codex", "--undo"]).output().unwrap();
+    let undo = d
+        .command()
+        .env("HOME", home.path())
+        .env("CODEX_HOME", &codex_home)
+        .args(["setup", "codex", "--undo"])
+        .output()
+        .unwrap();
     assert!(undo.status.success(), "{}", text(&undo));
     assert_eq!(std::fs::read_to_string(codex_home.join("config.toml")).unwrap(), "model = \"gpt-5-codex\"\n");
     let refused = reqwest::Client::new().get(d.url("/v1/models")).header("authorization", bearer).send().await.unwrap();
@@ -173,7 +197,11 @@ async fn aider_works_through_tollgate_on_chat_completions() {
     let aider = std::env::var_os("TOLLGATE_AIDER").map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate-tests/aider-venv/bin/aider")
     });
-    assert!(aider.exists(), "{} is missing: run tests/setup.sh (it installs aider-chat), or set TOLLGATE_AIDER", aider.display());
+    assert!(
+        aider.exists(),
+        "{} is missing: run tests/setup.sh (it installs aider-chat), or set TOLLGATE_AIDER",
+        aider.display()
+    );
     let home = tempfile::tempdir().unwrap();
     setup_tool(&d, home.path(), "aider");
     let mut c = Command::new(aider);
@@ -183,7 +211,14 @@ async fn aider_works_through_tollgate_on_chat_completions() {
         .env("HOME", home.path())
         // litellm's price list from its own package, not from the network.
         .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-        .args(["--model", "openai/gpt-4.1", "--no-git", "--yes-always", "--no-check-update", "--no-show-model-warnings"])
+        .args([
+            "--model",
+            "openai/gpt-4.1",
+            "--no-git",
+            "--yes-always",
+            "--no-check-update",
+            "--no-show-model-warnings",
+        ])
         .args(["--analytics-disable", "--no-pretty", "--no-fancy-input", "--no-show-release-notes"])
         .args(["--message", &format!("say hi; the deploy token is {PAT}")]);
     let out = run(c, Duration::from_secs(180));
@@ -197,6 +232,10 @@ async fn aider_works_through_tollgate_on_chat_completions() {
     let body = sent.body.to_string();
     assert!(!body.contains(PAT) && body.contains("TOLLGATE_GITLAB_PAT_1"), "the secret left as a placeholder");
     let call = last_call(&d).await;
-    assert_eq!((call["entry"].as_str(), call["caller"].as_str(), call["outcome"].as_str()), (Some("openai"), Some("aider"), Some("ok")), "{call}");
+    assert_eq!(
+        (call["entry"].as_str(), call["caller"].as_str(), call["outcome"].as_str()),
+        (Some("openai"), Some("aider"), Some("ok")),
+        "{call}"
+    );
     assert!(call["output_tokens"].as_u64().unwrap() > 0, "usage booked though aider asked for none: {call}");
 }

@@ -106,7 +106,10 @@ async fn an_anthropic_caller_passes_through_with_betas_cache_marks_and_unknown_f
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys[..3], ["model", "max_tokens", "stream"]);
     // Every string a provider reads is masked: the message and the tool description.
-    assert_eq!(body["messages"][0]["content"][0]["text"], "deploy with TOLLGATE_GITLAB_PAT_1 and tell TOLLGATE_EMAIL_1");
+    assert_eq!(
+        body["messages"][0]["content"][0]["text"],
+        "deploy with TOLLGATE_GITLAB_PAT_1 and tell TOLLGATE_EMAIL_1"
+    );
     assert_eq!(body["tools"][0]["description"], "Runs a command. The deploy token is TOLLGATE_GITLAB_PAT_1.");
     assert!(!contains(body, PAT) && !contains(body, MAIL), "{body}");
 }
@@ -146,7 +149,8 @@ async fn an_anthropic_stream_comes_back_frame_for_frame_with_placeholders_restor
     assert!(text.contains(&format!("deploy with {PAT} and tell {MAIL}")), "{text}");
 
     // The ledger has the provider's figures, cache writes and reads included.
-    let log: Value = d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
+    let log: Value =
+        d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(log["cached_tokens"], 8, "{log}");
     assert_eq!(log["cache_write_tokens"], 40, "{log}");
     assert_eq!(log["entry"], "anthropic");
@@ -175,7 +179,10 @@ async fn what_cannot_be_translated_is_refused_by_name_and_what_can_is_translated
 
     // A server tool of Anthropic's own has no counterpart: refused by name, nothing sent.
     let mut with_server_tool = claude_code_like("oa/gpt-a", false);
-    with_server_tool["tools"].as_array_mut().unwrap().push(json!({"type": "web_search_20250305", "name": "web_search"}));
+    with_server_tool["tools"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "web_search_20250305", "name": "web_search"}));
     with_server_tool["context_management"] = json!({"edits": [{"type": "clear_tool_uses_20250919"}]});
     let count = a.request_count();
     let r = d.client().post(d.url("/v1/messages")).json(&with_server_tool).send().await.unwrap();
@@ -183,7 +190,10 @@ async fn what_cannot_be_translated_is_refused_by_name_and_what_can_is_translated
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
     let message = v["error"]["message"].as_str().unwrap();
-    assert!(message.contains("tools.1 (web_search_20250305 tool \"web_search\")") && message.contains("context_management"), "{message}");
+    assert!(
+        message.contains("tools.1 (web_search_20250305 tool \"web_search\")") && message.contains("context_management"),
+        "{message}"
+    );
     assert!(!message.contains("metadata"), "metadata changes no answer: {message}");
     assert_eq!(a.request_count(), count, "nothing was sent");
 
@@ -235,15 +245,23 @@ async fn an_openai_caller_passes_through_with_its_parameters_and_usage_is_booked
     assert!(streamed.ends_with(&format!("mail {MAIL}")), "{streamed}");
 
     let sent = a.requests().pop().unwrap().body;
-    for (k, v) in [("seed", json!(7)), ("logprobs", json!(true)), ("top_logprobs", json!(2)), ("reasoning_effort", json!("low")),
-        ("parallel_tool_calls", json!(false)), ("logit_bias", json!({"50256": -100})), ("user", json!("u1"))] {
+    for (k, v) in [
+        ("seed", json!(7)),
+        ("logprobs", json!(true)),
+        ("top_logprobs", json!(2)),
+        ("reasoning_effort", json!("low")),
+        ("parallel_tool_calls", json!(false)),
+        ("logit_bias", json!({"50256": -100})),
+        ("user", json!("u1")),
+    ] {
         assert_eq!(sent[k], v, "{k}: {sent}");
     }
     assert!(sent.to_string().contains("\"temperature\":0.3") && sent.to_string().contains("\"frequency_penalty\":0.1"));
     assert_eq!(sent["stream_options"], json!({"include_usage": true}));
     assert_eq!(sent["messages"][0]["content"], "mail TOLLGATE_EMAIL_1");
 
-    let log: Value = d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
+    let log: Value =
+        d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
     assert!(log["output_tokens"].as_u64().unwrap() > 0, "{log}");
 
     // The same parameters across formats are refused, each by name.
@@ -267,7 +285,8 @@ async fn the_responses_door_passes_through_to_a_responses_target_and_translates_
         "tools": [{"type": "function", "name": "exec", "description": format!("uses {PAT}"), "parameters": {"type": "object"}},
                   {"type": "web_search"}]});
     a.script([Behaviour { chunk_chars: Some(4), ..Default::default() }]);
-    let r = d.client().post(d.url("/v1/responses")).header("openai-beta", "responses=v1").json(&body).send().await.unwrap();
+    let r =
+        d.client().post(d.url("/v1/responses")).header("openai-beta", "responses=v1").json(&body).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let request_id = r.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
     let text = r.text().await.unwrap();
@@ -275,8 +294,11 @@ async fn the_responses_door_passes_through_to_a_responses_target_and_translates_
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["sequence_number"], i as u64, "{text}");
     }
-    let deltas: String =
-        events.iter().filter(|e| e["type"] == "response.output_text.delta").map(|e| e["delta"].as_str().unwrap()).collect();
+    let deltas: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
     assert!(deltas.ends_with(&format!("token {PAT}")), "{deltas}");
     let done = events.iter().find(|e| e["type"] == "response.completed").unwrap();
     assert_eq!(done["response"]["id"], "resp_fake1");
@@ -288,7 +310,8 @@ async fn the_responses_door_passes_through_to_a_responses_target_and_translates_
     assert_eq!(sent.body["include"], json!(["reasoning.encrypted_content"]));
     assert_eq!(sent.body["tools"][0]["description"], "uses TOLLGATE_GITLAB_PAT_1");
     assert!(!contains(&sent.body, PAT));
-    let log: Value = d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
+    let log: Value =
+        d.client().get(d.url(&format!("/v1/log/{request_id}"))).send().await.unwrap().json().await.unwrap();
     assert_eq!(log["entry"], "responses");
     assert!(log["input_tokens"].as_u64().unwrap() > 0, "{log}");
 
@@ -373,7 +396,13 @@ async fn embeddings_reach_every_kind_that_has_them_masked_cached_and_booked() {
     let masked = "deploy key TOLLGATE_GITLAB_PAT_1";
     // Not OpenAI's own format: Gemini and Ollama answer in theirs, read into OpenAI's list.
     for model in ["ge/text-embedding-004", "ol/nomic-embed-text"] {
-        let r = d.client().post(d.url("/v1/embeddings")).json(&json!({"model": model, "input": [input, "plain"]})).send().await.unwrap();
+        let r = d
+            .client()
+            .post(d.url("/v1/embeddings"))
+            .json(&json!({"model": model, "input": [input, "plain"]}))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{model}: {}", r.text().await.unwrap());
         let v: Value = r.json().await.unwrap();
         let got: Vec<f64> = serde_json::from_value(v["data"][0]["embedding"].clone()).unwrap();
@@ -384,13 +413,17 @@ async fn embeddings_reach_every_kind_that_has_them_masked_cached_and_booked() {
     assert!(!a.requests().iter().any(|r| r.body.to_string().contains(PAT)));
 
     // An OpenAI-format target gets the body as sent (base64 asked, base64 answered), then the cache.
-    let body = json!({"model": "oa/text-embedding-3-small", "input": input, "encoding_format": "base64", "dimensions": 8});
+    let body =
+        json!({"model": "oa/text-embedding-3-small", "input": input, "encoding_format": "base64", "dimensions": 8});
     let r = d.client().post(d.url("/v1/embeddings")).json(&body).send().await.unwrap();
     assert_eq!(r.headers()["x-tollgate-cache"], "miss");
     let first: Value = r.json().await.unwrap();
     assert!(first["data"][0]["embedding"].is_string(), "{first}");
     let sent = a.requests().pop().unwrap();
-    assert_eq!((sent.path.as_str(), &sent.body["dimensions"], &sent.body["input"]), ("/v1/embeddings", &json!(8), &json!(masked)));
+    assert_eq!(
+        (sent.path.as_str(), &sent.body["dimensions"], &sent.body["input"]),
+        ("/v1/embeddings", &json!(8), &json!(masked))
+    );
     let count = a.request_count();
     let r = d.client().post(d.url("/v1/embeddings")).json(&body).send().await.unwrap();
     assert_eq!(r.headers()["x-tollgate-cache"], "hit", "embeddings are deterministic");
@@ -398,16 +431,32 @@ async fn embeddings_reach_every_kind_that_has_them_masked_cached_and_booked() {
     assert_eq!(a.request_count(), count);
     let call: Value = d.client().get(d.url("/v1/log?limit=3")).send().await.unwrap().json().await.unwrap();
     let miss = call["calls"].as_array().unwrap().iter().find(|c| c["cache_hit"] == false).unwrap().clone();
-    assert_eq!((miss["model"].as_str(), miss["outcome"].as_str()), (Some("text-embedding-3-small"), Some("ok")), "{miss}");
+    assert_eq!(
+        (miss["model"].as_str(), miss["outcome"].as_str()),
+        (Some("text-embedding-3-small"), Some("ok")),
+        "{miss}"
+    );
     assert!(miss["cost_micros"].is_number(), "priced: {miss}");
 
     // Base64 asked of a translated answer: encoded by tollgate as OpenAI does.
-    let r = d.client().post(d.url("/v1/embeddings")).json(&json!({"model": "ol/nomic", "input": "x", "encoding_format": "base64"})).send().await.unwrap();
+    let r = d
+        .client()
+        .post(d.url("/v1/embeddings"))
+        .json(&json!({"model": "ol/nomic", "input": "x", "encoding_format": "base64"}))
+        .send()
+        .await
+        .unwrap();
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"][0]["embedding"].as_str().unwrap().len(), 44, "8 f32s in base64: {v}");
 
     // Anthropic has none: said so.
-    let r = d.client().post(d.url("/v1/embeddings")).json(&json!({"model": "an/claude-x", "input": "x"})).send().await.unwrap();
+    let r = d
+        .client()
+        .post(d.url("/v1/embeddings"))
+        .json(&json!({"model": "an/claude-x", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("offers no embeddings"));
 }
@@ -420,7 +469,16 @@ async fn completions_with_a_suffix_go_native_where_served_and_as_fill_in_the_mid
             "temperature": 0.2, "stream": stream})
     };
     // An OpenAI-format server serves /v1/completions itself: the body as sent.
-    let v: Value = d.client().post(d.url("/v1/completions")).json(&body("oa/qwen-coder", false)).send().await.unwrap().json().await.unwrap();
+    let v: Value = d
+        .client()
+        .post(d.url("/v1/completions"))
+        .json(&body("oa/qwen-coder", false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["object"], "text_completion", "{v}");
     assert!(!v["choices"][0]["text"].as_str().unwrap().is_empty());
     let sent = a.requests().pop().unwrap();
@@ -438,7 +496,10 @@ async fn completions_with_a_suffix_go_native_where_served_and_as_fill_in_the_mid
     let sent = a.requests().pop().unwrap();
     assert_eq!(sent.path, "/api/generate");
     assert_eq!(sent.body["raw"], true);
-    assert_eq!(sent.body["prompt"], "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))<|fim_middle|>");
+    assert_eq!(
+        sent.body["prompt"],
+        "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n\nprint(add(1, 2))<|fim_middle|>"
+    );
 
     // A chat-only model: the chat form, with the cursor between prefix and suffix.
     let r = d.client().post(d.url("/v1/completions")).json(&body("an/claude-x", false)).send().await.unwrap();
@@ -459,17 +520,22 @@ async fn completions_with_a_suffix_go_native_where_served_and_as_fill_in_the_mid
 #[tokio::test(flavor = "multi_thread")]
 async fn images_and_documents_reach_every_provider_in_its_own_form() {
     let (a, d) = setup().await;
-    const PNG: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    const PNG: &str =
+        "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
     let data_url = format!("data:image/png;base64,{PNG}");
     let openai = |model: &str, url: &str| {
         json!({"model": model, "messages": [{"role": "user", "content": [
             {"type": "text", "text": "what is this?"}, {"type": "image_url", "image_url": {"url": url}}]}]})
     };
     // OpenAI door -> Anthropic: a base64 image block.
-    let r = d.client().post(d.url("/v1/chat/completions")).json(&openai("an/claude-x", &data_url)).send().await.unwrap();
+    let r =
+        d.client().post(d.url("/v1/chat/completions")).json(&openai("an/claude-x", &data_url)).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let sent = a.requests().pop().unwrap().body;
-    assert_eq!(sent["messages"][0]["content"][1], json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}));
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}})
+    );
     // ... -> Gemini: inline data; -> Ollama: the message's images.
     d.client().post(d.url("/v1/chat/completions")).json(&openai("ge/gemini-x", &data_url)).send().await.unwrap();
     let sent = a.requests().pop().unwrap().body;
@@ -479,7 +545,13 @@ async fn images_and_documents_reach_every_provider_in_its_own_form() {
     assert_eq!(sent["messages"][0]["images"], json!([PNG]));
     // Ollama cannot fetch a URL: said so, nothing sent.
     let count = a.request_count();
-    let r = d.client().post(d.url("/v1/chat/completions")).json(&openai("ol/llava", "https://example.com/cat.png")).send().await.unwrap();
+    let r = d
+        .client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&openai("ol/llava", "https://example.com/cat.png"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("inline images only"));
     assert_eq!(a.request_count(), count);
@@ -513,5 +585,8 @@ async fn images_and_documents_reach_every_provider_in_its_own_form() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     let sent = a.requests().pop().unwrap().body;
-    assert_eq!(sent["messages"][0]["content"][1], json!({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}));
+    assert_eq!(
+        sent["messages"][0]["content"][1],
+        json!({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}})
+    );
 }

@@ -14,11 +14,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Format, sse_frame};
+use crate::callers::Caller;
 use crate::model::{
     ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, Role, Tool, ToolChoice,
     Usage, WireFormat,
 };
-use crate::callers::Caller;
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +99,9 @@ impl MessagesRequest {
             rest.shift_remove("output_config");
         }
         if rest.get("context_management").is_some_and(|c| {
-            c["edits"].as_array().is_some_and(|e| e.iter().all(|e| e["type"].as_str().is_some_and(|t| t.starts_with("clear_thinking"))))
+            c["edits"]
+                .as_array()
+                .is_some_and(|e| e.iter().all(|e| e["type"].as_str().is_some_and(|t| t.starts_with("clear_thinking"))))
         }) {
             rest.shift_remove("context_management");
         }
@@ -109,7 +111,9 @@ impl MessagesRequest {
             Some((Some("enabled"), Some(budget))) => {
                 Some(Reasoning { effort, budget_tokens: Some(u32::try_from(budget).unwrap_or(u32::MAX)) })
             }
-            Some((Some("adaptive"), _)) => Some(Reasoning { effort: effort.or(Some(Effort::Medium)), budget_tokens: None }),
+            Some((Some("adaptive"), _)) => {
+                Some(Reasoning { effort: effort.or(Some(Effort::Medium)), budget_tokens: None })
+            }
             Some(_) => {
                 unmapped.push("thinking".into());
                 None
@@ -222,13 +226,10 @@ impl MessagesRequest {
             stop: self.stop_sequences,
             tools,
             tool_choice,
-            response_format: None,
-            raw_prompt: None,
             stream: self.stream,
             unmapped,
             reasoning,
-            native: None,
-            embed: None,
+            ..Default::default()
         })
     }
 }
@@ -249,8 +250,16 @@ pub async fn messages(
         let req = read_request(body, &uri, &headers, limit).await?;
         let render = super::Render { whole: render, stream: render_stream, frame: forward_frame };
         Ok::<_, ApiError>(
-            super::serve_chat(&state, super::context(EntryPoint::Anthropic, &headers, received, &caller), &headers, Format::Anthropic, req, "msg_", render)
-                .await,
+            super::serve_chat(
+                &state,
+                super::context(EntryPoint::Anthropic, &headers, received, &caller),
+                &headers,
+                Format::Anthropic,
+                req,
+                "msg_",
+                render,
+            )
+            .await,
         )
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -270,11 +279,8 @@ pub async fn count_tokens(
     let result = async {
         let req = read_request(body, &uri, &headers, limit).await?;
         let ctx = super::context(EntryPoint::Anthropic, &headers, Instant::now(), &caller);
-        let count = state
-            .gateway
-            .count_tokens(req, &ctx)
-            .await
-            .map_err(|e| ApiError::from_gateway(&e, Format::Anthropic))?;
+        let count =
+            state.gateway.count_tokens(req, &ctx).await.map_err(|e| ApiError::from_gateway(&e, Format::Anthropic))?;
         let mut response = axum::Json(json!({"input_tokens": count.input_tokens})).into_response();
         if count.estimated {
             response.headers_mut().insert("x-tollgate-estimate", http::HeaderValue::from_static("o200k"));
@@ -286,7 +292,12 @@ pub async fn count_tokens(
 
 /// A Messages request: typed, with the caller's own body, headers and query kept for an Anthropic
 /// target. A token count has no `max_tokens`; the typed form gets 1.
-pub async fn read_request(body: Body, uri: &http::Uri, headers: &HeaderMap, limit: usize) -> Result<ChatRequest, ApiError> {
+pub async fn read_request(
+    body: Body,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<ChatRequest, ApiError> {
     let value = super::read_value(body, headers, limit, Format::Anthropic).await?;
     let mut typed = value.clone();
     if uri.path().ends_with("/count_tokens")

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Format, OneOrMany, sse_frame, unix_now};
 use crate::callers::Caller;
-use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Native, Usage, WireFormat};
+use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Usage, WireFormat};
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -50,22 +50,25 @@ pub async fn completions(
     body: Body,
 ) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let value = super::read_value(body, &headers, limit, Format::Openai).await?;
-        let wire: CompletionsRequest = super::parse(value.clone(), Format::Openai)?;
+        let (wire, native) = super::read_door::<CompletionsRequest>(
+            &state,
+            body,
+            &headers,
+            Format::Openai,
+            WireFormat::OpenaiCompletions,
+            super::openai::FORWARDED,
+        )
+        .await?;
         let include_usage = wire.stream_options.as_ref().is_some_and(|o| o["include_usage"] == true);
         let mut req = into_internal(&state, wire)?;
-        req.native = Some(Native {
-            format: WireFormat::OpenaiCompletions,
-            body: value,
-            headers: super::forwarded_headers(&headers, super::openai::FORWARDED),
-            query: None,
-        });
+        req.native = Some(native);
         let render = super::Render {
             whole: render,
             stream: move |events, id, model| render_stream(events, id, model, include_usage),
-            frame: move |frame: Result<(Option<&str>, &str), String>| super::openai::forward_frame(frame, include_usage),
+            frame: move |frame: Result<(Option<&str>, &str), String>| {
+                super::openai::forward_frame(frame, include_usage)
+            },
         };
         let ctx = super::context(EntryPoint::Openai, &headers, received, &caller);
         Ok::<_, ApiError>(super::serve_chat(&state, ctx, &headers, Format::Openai, req, "cmpl-", render).await)

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{ApiError, Format};
 use crate::callers::Caller;
-use crate::model::{ChatRequest, Native, WireFormat};
+use crate::model::{ChatRequest, WireFormat};
 use crate::pipeline::{Answer, EntryPoint};
 
 #[derive(Debug, Deserialize)]
@@ -59,19 +59,29 @@ pub async fn embeddings(
     body: Body,
 ) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let value = super::read_value(body, &headers, limit, Format::Openai).await?;
-        let wire: EmbeddingsRequest = super::parse(value.clone(), Format::Openai)?;
+        let (wire, native) = super::read_door::<EmbeddingsRequest>(
+            &state,
+            body,
+            &headers,
+            Format::Openai,
+            WireFormat::OpenaiEmbeddings,
+            &[],
+        )
+        .await?;
         let base64 = wire.encoding_format.as_deref() == Some("base64");
         let mut req = wire.into_internal()?;
-        req.native = Some(Native { format: WireFormat::OpenaiEmbeddings, body: value, headers: Vec::new(), query: None });
+        req.native = Some(native);
         let ctx = super::context(EntryPoint::Openai, &headers, received, &caller);
         let served = state.gateway.handle(req, &ctx).await.map_err(|e| ApiError::from_gateway(&e, Format::Openai))?;
         let mut served_h = HeaderMap::new();
         super::served_headers(&served, &ctx, &mut served_h);
         let Answer::Complete(r) = served.answer else {
-            return Err(ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, "an embeddings answer came as a stream"));
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                Format::Openai,
+                "an embeddings answer came as a stream",
+            ));
         };
         let mut body = r.wire.unwrap_or_default();
         if base64 {
@@ -132,11 +142,13 @@ mod tests {
 
     #[test]
     fn inputs_are_strings_and_token_ids_are_named() {
-        let r: EmbeddingsRequest = serde_json::from_value(json!({"model": "m", "input": ["a", "b"], "user": "u"})).unwrap();
+        let r: EmbeddingsRequest =
+            serde_json::from_value(json!({"model": "m", "input": ["a", "b"], "user": "u"})).unwrap();
         let req = r.into_internal().unwrap();
         assert_eq!(req.embed, Some(vec!["a".to_string(), "b".to_string()]));
         assert!(req.unmapped.is_empty());
-        let r: EmbeddingsRequest = serde_json::from_value(json!({"model": "m", "input": [[1, 2]], "dimensions": 8})).unwrap();
+        let r: EmbeddingsRequest =
+            serde_json::from_value(json!({"model": "m", "input": [[1, 2]], "dimensions": 8})).unwrap();
         assert_eq!(r.into_internal().unwrap().unmapped, ["dimensions", "input (token ids)"]);
         let r: EmbeddingsRequest = serde_json::from_value(json!({"model": "m", "input": []})).unwrap();
         assert!(r.into_internal().is_err());

@@ -236,9 +236,26 @@ pub async fn read_value(body: Body, headers: &HeaderMap, limit: usize, format: F
             format!("the request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
         ));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(StatusCode::BAD_REQUEST, format, format!("the request body is not valid JSON: {e}"))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format, format!("the request body is not valid JSON: {e}")))
+}
+
+/// A door's request: its typed wire form, and the caller's own body (with its version and beta
+/// headers) for a target of the same format.
+pub async fn read_door<T: DeserializeOwned>(
+    state: &State,
+    body: Body,
+    headers: &HeaderMap,
+    format: Format,
+    wire: crate::model::WireFormat,
+    forwarded: &[&str],
+) -> Result<(T, crate::model::Native), ApiError> {
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
+    let value = read_value(body, headers, limit, format).await?;
+    let typed = parse(value.clone(), format)?;
+    let native =
+        crate::model::Native { format: wire, body: value, headers: forwarded_headers(headers, forwarded), query: None };
+    Ok((typed, native))
 }
 
 /// A request type from a JSON value; the error names the path of what is wrong.
@@ -264,11 +281,7 @@ pub fn forwarded_headers(headers: &HeaderMap, names: &[&str]) -> Vec<(String, St
 /// string, or an array of text parts (`text`, `input_text`, `output_text`, `refusal`) and media
 /// (`image_url`, `input_image`, `file`, `input_file` with inline data), in order, adjacent text
 /// merged. Anything else is named in `unmapped`.
-pub fn openai_parts(
-    v: &Value,
-    at: &str,
-    unmapped: &mut Vec<String>,
-) -> Result<Vec<crate::model::Part>, ApiError> {
+pub fn openai_parts(v: &Value, at: &str, unmapped: &mut Vec<String>) -> Result<Vec<crate::model::Part>, ApiError> {
     use crate::model::Part;
     let mut out: Vec<Part> = Vec::new();
     let push_text = |out: &mut Vec<Part>, t: &str| match out.last_mut() {
@@ -294,13 +307,19 @@ pub fn openai_parts(
                     Some("file") => p["file"]["file_data"].as_str(),
                     Some("input_file") => p["file_data"].as_str(),
                     None => {
-                        return Err(ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, format!("{at}: a content part has no type")));
+                        return Err(ApiError::new(
+                            StatusCode::BAD_REQUEST,
+                            Format::Openai,
+                            format!("{at}: a content part has no type"),
+                        ));
                     }
                     Some(_) => None,
                 };
                 match media {
                     Some(url) => out.push(Part::Media { url: url.to_string() }),
-                    None => unmapped.push(format!("{at}.content[{j}] ({} part)", p["type"].as_str().unwrap_or_default())),
+                    None => {
+                        unmapped.push(format!("{at}.content[{j}] ({} part)", p["type"].as_str().unwrap_or_default()))
+                    }
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! tollgate's own endpoints: health, status, the model list, and administration over the socket.
 
-use axum::extract::Extension;
 use crate::callers::Caller;
+use axum::extract::Extension;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, Uri};

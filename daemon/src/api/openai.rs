@@ -12,11 +12,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Format, OneOrMany, sse_frame, unix_now};
-use crate::model::{
-    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, ResponseFormat, Role,
-    Tool, ToolChoice, Usage, WireFormat,
-};
 use crate::callers::Caller;
+use crate::model::{
+    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Part, Reasoning, ResponseFormat, Role, Tool,
+    ToolChoice, Usage, WireFormat,
+};
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -213,12 +213,10 @@ impl ChatCompletionRequest {
             tools,
             tool_choice,
             response_format,
-            raw_prompt: None,
             stream: self.stream.unwrap_or(false),
             unmapped,
             reasoning,
-            native: None,
-            embed: None,
+            ..Default::default()
         };
         Ok((req, include_usage))
     }
@@ -231,25 +229,34 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let value = super::read_value(body, &headers, limit, Format::Openai).await?;
-        let wire: ChatCompletionRequest = super::parse(value.clone(), Format::Openai)?;
+        let (wire, native) = super::read_door::<ChatCompletionRequest>(
+            &state,
+            body,
+            &headers,
+            Format::Openai,
+            WireFormat::OpenaiChat,
+            FORWARDED,
+        )
+        .await?;
         let (mut req, include_usage) = wire.into_internal()?;
-        req.native = Some(Native {
-            format: WireFormat::OpenaiChat,
-            body: value,
-            headers: super::forwarded_headers(&headers, FORWARDED),
-            query: None,
-        });
+        req.native = Some(native);
         let render = super::Render {
             whole: render,
             stream: move |events, id, model| render_stream(events, id, model, include_usage),
             frame: move |frame: Result<(Option<&str>, &str), String>| forward_frame(frame, include_usage),
         };
         Ok::<_, ApiError>(
-            super::serve_chat(&state, super::context(EntryPoint::Openai, &headers, received, &caller), &headers, Format::Openai, req, "chatcmpl-", render)
-                .await,
+            super::serve_chat(
+                &state,
+                super::context(EntryPoint::Openai, &headers, received, &caller),
+                &headers,
+                Format::Openai,
+                req,
+                "chatcmpl-",
+                render,
+            )
+            .await,
         )
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -269,9 +276,7 @@ pub fn forward_frame(frame: Result<(Option<&str>, &str), String>, include_usage:
             }
             super::raw_frame(event, data)
         }
-        Err(message) => {
-            Some(sse_frame(None, &ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, message).body()))
-        }
+        Err(message) => Some(sse_frame(None, &ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, message).body())),
     }
 }
 

@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, Format, sse_frame, unix_now};
-use crate::model::{
-    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, ResponseFormat, Role,
-    Tool, ToolChoice, Usage, WireFormat,
-};
 use crate::callers::Caller;
+use crate::model::{
+    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Part, Reasoning, ResponseFormat, Role, Tool,
+    ToolChoice, Usage, WireFormat,
+};
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
@@ -103,7 +103,11 @@ impl ResponsesRequest {
                                 Some("user") => Role::User,
                                 Some("assistant") => Role::Assistant,
                                 Some("system" | "developer") => Role::System,
-                                other => return Err(bad(format!("{at}.role: {other:?} is not user, assistant, system or developer"))),
+                                other => {
+                                    return Err(bad(format!(
+                                        "{at}.role: {other:?} is not user, assistant, system or developer"
+                                    )));
+                                }
                             };
                             let parts = super::openai_parts(&item["content"], &at, &mut unmapped)?;
                             if role == Role::User {
@@ -114,13 +118,24 @@ impl ResponsesRequest {
                         }
                         "function_call" => {
                             let call = Part::ToolCall {
-                                id: item["call_id"].as_str().ok_or_else(|| bad(format!("{at}: function_call needs call_id")))?.to_string(),
-                                name: item["name"].as_str().ok_or_else(|| bad(format!("{at}: function_call needs name")))?.to_string(),
+                                id: item["call_id"]
+                                    .as_str()
+                                    .ok_or_else(|| bad(format!("{at}: function_call needs call_id")))?
+                                    .to_string(),
+                                name: item["name"]
+                                    .as_str()
+                                    .ok_or_else(|| bad(format!("{at}: function_call needs name")))?
+                                    .to_string(),
                                 arguments: item["arguments"].as_str().unwrap_or("{}").to_string(),
                             };
                             // Calls of one turn go in one assistant message.
                             match messages.last_mut() {
-                                Some(m) if m.role == Role::Assistant && m.content.iter().all(|p| matches!(p, Part::ToolCall { .. })) => m.content.push(call),
+                                Some(m)
+                                    if m.role == Role::Assistant
+                                        && m.content.iter().all(|p| matches!(p, Part::ToolCall { .. })) =>
+                                {
+                                    m.content.push(call)
+                                }
                                 _ => messages.push(Message { role: Role::Assistant, content: vec![call] }),
                             }
                         }
@@ -135,7 +150,10 @@ impl ResponsesRequest {
                             messages.push(Message {
                                 role: Role::Tool,
                                 content: vec![Part::ToolResult {
-                                    tool_call_id: item["call_id"].as_str().ok_or_else(|| bad(format!("{at}: function_call_output needs call_id")))?.to_string(),
+                                    tool_call_id: item["call_id"]
+                                        .as_str()
+                                        .ok_or_else(|| bad(format!("{at}: function_call_output needs call_id")))?
+                                        .to_string(),
                                     name: None,
                                     content,
                                     is_error: false,
@@ -143,7 +161,9 @@ impl ResponsesRequest {
                             });
                         }
                         "reasoning" => {}
-                        other => unmapped.push(format!("{at} ({} item)", if other.is_empty() { "untyped" } else { other })),
+                        other => {
+                            unmapped.push(format!("{at} ({} item)", if other.is_empty() { "untyped" } else { other }))
+                        }
                     }
                 }
             }
@@ -158,7 +178,10 @@ impl ResponsesRequest {
                 (Some("function"), Some(name)) => tools.push(Tool {
                     name: name.to_string(),
                     description: t["description"].as_str().map(str::to_string),
-                    parameters: t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    parameters: t
+                        .get("parameters")
+                        .cloned()
+                        .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
                 }),
                 (kind, _) => unmapped.push(format!("tools[{i}] ({} tool)", kind.unwrap_or("untyped"))),
             }
@@ -202,16 +225,13 @@ impl ResponsesRequest {
             max_tokens: self.max_output_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
-            stop: Vec::new(),
             tools,
             tool_choice,
             response_format,
-            raw_prompt: None,
             stream: self.stream,
             unmapped,
             reasoning,
-            native: None,
-            embed: None,
+            ..Default::default()
         })
     }
 }
@@ -223,18 +243,19 @@ pub async fn responses(
     body: Body,
 ) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let value = super::read_value(body, &headers, limit, Format::Openai).await?;
-        let wire: ResponsesRequest = super::parse(value.clone(), Format::Openai)?;
+        let (wire, native) = super::read_door::<ResponsesRequest>(
+            &state,
+            body,
+            &headers,
+            Format::Openai,
+            WireFormat::OpenaiResponses,
+            FORWARDED,
+        )
+        .await?;
         let store = wire.store != Some(false);
         let mut req = wire.into_internal()?;
-        req.native = Some(Native {
-            format: WireFormat::OpenaiResponses,
-            body: value,
-            headers: super::forwarded_headers(&headers, FORWARDED),
-            query: None,
-        });
+        req.native = Some(native);
         continue_stored(&state, &mut req).await?;
         let mut ctx = super::context(EntryPoint::Responses, &headers, received, &caller);
         ctx.answer_id = Some(crate::model::new_id("resp_"));
@@ -266,7 +287,9 @@ async fn continue_stored(state: &super::State, req: &mut ChatRequest) -> Result<
         .read(move |c| crate::stored::get(c, &lookup, &scope))
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}"))
+        })?;
     let Some(stored) = stored else {
         for u in req.unmapped.iter_mut().filter(|u| *u == "previous_response_id") {
             *u = format!("previous_response_id ({id:?} is not kept here; only a Responses provider knows it)");
@@ -292,19 +315,28 @@ pub async fn get(State(state): State<super::State>, axum::extract::Path(id): axu
             axum::Json(v).into_response()
         }
         Ok(Ok(None)) => not_kept(&id),
-        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}")).into_response(),
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}"))
+                .into_response()
+        }
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()).into_response(),
     }
 }
 
 /// `DELETE /v1/responses/{id}`.
-pub async fn delete(State(state): State<super::State>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+pub async fn delete(
+    State(state): State<super::State>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
     let scope = state.gateway.runtime().identity.username.clone();
     let lookup = id.clone();
     match state.gateway.store.call_durable(move |c| crate::stored::delete(c, &lookup, &scope)).await {
         Ok(Ok(true)) => axum::Json(json!({"id": id, "object": "response.deleted", "deleted": true})).into_response(),
         Ok(Ok(false)) => not_kept(&id),
-        Ok(Err(e)) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}")).into_response(),
+        Ok(Err(e)) => {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("the response store: {e}"))
+                .into_response()
+        }
         Err(e) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()).into_response(),
     }
 }
@@ -373,7 +405,14 @@ fn call_item(id: &str, call_id: &str, name: &str, arguments: &str, status: &str)
 }
 
 /// The response object around `output`.
-fn response_object(id: &str, model: &str, created: u64, status: &str, output: Vec<Value>, usage: Option<&Usage>) -> Value {
+fn response_object(
+    id: &str,
+    model: &str,
+    created: u64,
+    status: &str,
+    output: Vec<Value>,
+    usage: Option<&Usage>,
+) -> Value {
     json!({
         "id": id, "object": "response", "created_at": created, "status": status, "model": model,
         "output": output, "error": null,
@@ -581,7 +620,10 @@ mod tests {
     fn a_string_input_is_one_user_turn_and_a_missing_one_is_refused() {
         let req = parse(json!({"model": "m", "input": "hi"}));
         assert_eq!(req.messages, vec![Message::text(Role::User, "hi")]);
-        let err = serde_json::from_value::<ResponsesRequest>(json!({"model": "m", "input": 3})).unwrap().into_internal().unwrap_err();
+        let err = serde_json::from_value::<ResponsesRequest>(json!({"model": "m", "input": 3}))
+            .unwrap()
+            .into_internal()
+            .unwrap_err();
         assert!(err.message.contains("input"));
     }
 
@@ -601,14 +643,25 @@ mod tests {
         let frames: Vec<Value> =
             text.lines().filter_map(|l| l.strip_prefix("data: ")).map(|d| serde_json::from_str(d).unwrap()).collect();
         let kinds: Vec<&str> = frames.iter().map(|f| f["type"].as_str().unwrap()).collect();
-        assert_eq!(kinds, [
-            "response.created", "response.in_progress",
-            "response.output_item.added", "response.content_part.added",
-            "response.output_text.delta", "response.output_text.delta",
-            "response.output_text.done", "response.content_part.done", "response.output_item.done",
-            "response.output_item.added", "response.function_call_arguments.delta",
-            "response.function_call_arguments.done", "response.output_item.done", "response.completed",
-        ]);
+        assert_eq!(
+            kinds,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
         for (i, f) in frames.iter().enumerate() {
             assert_eq!(f["sequence_number"], i as u64);
         }

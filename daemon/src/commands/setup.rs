@@ -37,7 +37,9 @@ impl Tool {
     fn file(self, home: &Path) -> PathBuf {
         match self {
             Tool::ClaudeCode => home.join(".claude/settings.json"),
-            Tool::Codex => std::env::var_os("CODEX_HOME").map_or_else(|| home.join(".codex"), PathBuf::from).join("config.toml"),
+            Tool::Codex => {
+                std::env::var_os("CODEX_HOME").map_or_else(|| home.join(".codex"), PathBuf::from).join("config.toml")
+            }
             Tool::Aider => home.join(".aider.conf.yml"),
         }
     }
@@ -53,7 +55,11 @@ fn base_url(paths: &Paths, port: u16) -> String {
 fn edit(tool: Tool, current: &str, base: &str, token: Option<&str>) -> anyhow::Result<String> {
     match tool {
         Tool::ClaudeCode => {
-            let mut v: Value = if current.trim().is_empty() { json!({}) } else { serde_json::from_str(current).context("it is not valid JSON")? };
+            let mut v: Value = if current.trim().is_empty() {
+                json!({})
+            } else {
+                serde_json::from_str(current).context("it is not valid JSON")?
+            };
             let obj = v.as_object_mut().context("it is not a JSON object")?;
             let env = obj.entry("env").or_insert_with(|| json!({}));
             let env = env.as_object_mut().context("its \"env\" is not an object")?;
@@ -135,7 +141,11 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
     let check = |s: &str| edit(tool, s, &base, None).with_context(|| format!("cannot edit {}", file.display()));
     check(&current)?;
     if print {
-        let shown = if undo { check(&current)? } else { edit(tool, &current, &base, Some(&format!("$(tollgate token new {name})")))? };
+        let shown = if undo {
+            check(&current)?
+        } else {
+            edit(tool, &current, &base, Some(&format!("$(tollgate token new {name})")))?
+        };
         println!("# {}", file.display());
         print!("{shown}");
         return Ok(ExitCode::SUCCESS);
@@ -155,10 +165,15 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         }
         // The file holds a token: readable by the user alone.
-        crate::paths::write_private_file(&file, next.as_bytes()).with_context(|| format!("cannot write {}", file.display()))?;
+        crate::paths::write_private_file(&file, next.as_bytes())
+            .with_context(|| format!("cannot write {}", file.display()))?;
     }
     if undo {
-        println!("{name}: tollgate removed from {}{}", file.display(), if revoked { "; its token revoked" } else { "" });
+        println!(
+            "{name}: tollgate removed from {}{}",
+            file.display(),
+            if revoked { "; its token revoked" } else { "" }
+        );
     } else {
         println!("{name}: {} now points at {base} with its own token (`tollgate usage --by caller`)", file.display());
         if tool == Tool::ClaudeCode {
@@ -166,7 +181,9 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
         }
     }
     if !undo && !paths.socket.exists() {
-        eprintln!("note: no daemon is running; start it (`tollgate daemon` or `tollgate service install`) before using {name}");
+        eprintln!(
+            "note: no daemon is running; start it (`tollgate daemon` or `tollgate service install`) before using {name}"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -181,7 +198,10 @@ mod tests {
         let on = edit(Tool::ClaudeCode, before, "http://127.0.0.1:8788", Some("tg-x")).unwrap();
         let v: Value = serde_json::from_str(&on).unwrap();
         assert_eq!(v["model"], "opus");
-        assert_eq!(v["env"], json!({"FOO": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:8788", "ANTHROPIC_AUTH_TOKEN": "tg-x"}));
+        assert_eq!(
+            v["env"],
+            json!({"FOO": "1", "ANTHROPIC_BASE_URL": "http://127.0.0.1:8788", "ANTHROPIC_AUTH_TOKEN": "tg-x"})
+        );
         assert_eq!(edit(Tool::ClaudeCode, &on, "http://127.0.0.1:8788", Some("tg-x")).unwrap(), on, "idempotent");
         let off: Value = serde_json::from_str(&edit(Tool::ClaudeCode, &on, "x", None).unwrap()).unwrap();
         assert_eq!(off, json!({"model": "opus", "env": {"FOO": "1"}}));
@@ -208,7 +228,10 @@ mod tests {
     fn aider_config_lines_are_replaced_not_repeated() {
         let before = "model: gpt-4.1\nopenai-api-key: old\n";
         let on = edit(Tool::Aider, before, "http://127.0.0.1:1", Some("tg-z")).unwrap();
-        assert_eq!(on, "model: gpt-4.1\n# written by `tollgate setup aider`\nopenai-api-base: http://127.0.0.1:1/v1\nopenai-api-key: tg-z\n");
+        assert_eq!(
+            on,
+            "model: gpt-4.1\n# written by `tollgate setup aider`\nopenai-api-base: http://127.0.0.1:1/v1\nopenai-api-key: tg-z\n"
+        );
         assert_eq!(edit(Tool::Aider, &on, "http://127.0.0.1:1", Some("tg-z")).unwrap(), on);
         assert_eq!(edit(Tool::Aider, &on, "x", None).unwrap(), "model: gpt-4.1\n");
     }

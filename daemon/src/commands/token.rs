@@ -47,7 +47,9 @@ pub fn make(paths: &Paths, name: &str) -> anyhow::Result<String> {
 fn apply(paths: &Paths, command: &TokenCommand) -> anyhow::Result<Done> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (method, path, body) = match command {
-        TokenCommand::New { name, .. } => (http::Method::POST, "/v1/admin/tokens".to_string(), Some(json!({"name": name}))),
+        TokenCommand::New { name, .. } => {
+            (http::Method::POST, "/v1/admin/tokens".to_string(), Some(json!({"name": name})))
+        }
         TokenCommand::List { .. } => (http::Method::GET, "/v1/admin/tokens".to_string(), None),
         TokenCommand::Revoke { name } => (http::Method::DELETE, format!("/v1/admin/tokens/{name}"), None),
     };
@@ -58,7 +60,9 @@ fn apply(paths: &Paths, command: &TokenCommand) -> anyhow::Result<Done> {
                 bail!("{}", v["error"]["message"].as_str().unwrap_or("the daemon refused"));
             }
             Ok(match command {
-                TokenCommand::New { .. } => Done::Made(v["token"].as_str().context("no token in the answer")?.to_string()),
+                TokenCommand::New { .. } => {
+                    Done::Made(v["token"].as_str().context("no token in the answer")?.to_string())
+                }
                 TokenCommand::List { .. } => Done::Listed(serde_json::from_value(v["tokens"].clone())?),
                 TokenCommand::Revoke { .. } => Done::Revoked,
             })
@@ -91,7 +95,9 @@ pub fn run(paths: &Paths, command: TokenCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", json!({"name": name, "token": token}));
             } else {
                 println!("{token}");
-                eprintln!("token {name:?} made: give it to that tool alone (it is not shown again); `tollgate usage --by caller` shows its spend");
+                eprintln!(
+                    "token {name:?} made: give it to that tool alone (it is not shown again); `tollgate usage --by caller` shows its spend"
+                );
             }
         }
         (Done::Listed(tokens), _) => {
@@ -115,9 +121,7 @@ pub fn run(paths: &Paths, command: TokenCommand) -> anyhow::Result<ExitCode> {
 
 /// Revokes the token named `name` if there is one; whether there was.
 pub fn revoke_if_present(paths: &Paths, name: &str) -> anyhow::Result<bool> {
-    let Done::Listed(tokens) = apply(paths, &TokenCommand::List { json: true })? else {
-        unreachable!("a list lists")
-    };
+    let Done::Listed(tokens) = apply(paths, &TokenCommand::List { json: true })? else { unreachable!("a list lists") };
     if !tokens.iter().any(|t| t.name == name) {
         return Ok(false);
     }

@@ -230,8 +230,14 @@ mod tests {
     fn cost_charges_cached_input_at_its_own_price_and_rounds_to_the_micro_dollar() {
         let price = Price { input: 2_000_000, output: 8_000_000, cached_input: 500_000, cache_write_input: 2_000_000 };
         // 1000 fresh + 1000 cached input, 500 output: 0.002 + 0.0005 + 0.004 USD
-        assert_eq!(price.cost(&Usage { input_tokens: 2000, output_tokens: 500, cached_tokens: 1000, cache_write_tokens: 0 }), 6_500);
-        assert_eq!(price.cost(&Usage { input_tokens: 0, output_tokens: 0, cached_tokens: 0, cache_write_tokens: 0 }), 0);
+        assert_eq!(
+            price.cost(&Usage { input_tokens: 2000, output_tokens: 500, cached_tokens: 1000, cache_write_tokens: 0 }),
+            6_500
+        );
+        assert_eq!(
+            price.cost(&Usage { input_tokens: 0, output_tokens: 0, cached_tokens: 0, cache_write_tokens: 0 }),
+            0
+        );
         // Anthropic: 1,000 read at $0.30/M, 2,000 written at $3.75/M, 1,000 fresh at $3/M, 100 out at $15/M.
         let sonnet = Prices::new(&BTreeMap::new()).lookup("anthropic", "claude-sonnet-4-5").unwrap();
         let usage = Usage { input_tokens: 4000, output_tokens: 100, cached_tokens: 1000, cache_write_tokens: 2000 };
@@ -241,13 +247,27 @@ mod tests {
     #[test]
     fn overrides_win_by_provider_then_model() {
         let mut o = BTreeMap::new();
-        o.insert("gpt-4.1".to_string(), PriceConfig { input: Decimal(1), output: Decimal(2), cached_input: None, cache_write_input: None });
+        o.insert(
+            "gpt-4.1".to_string(),
+            PriceConfig { input: Decimal(1), output: Decimal(2), cached_input: None, cache_write_input: None },
+        );
         o.insert(
             "azure/gpt-4.1".to_string(),
-            PriceConfig { input: Decimal(5), output: Decimal(6), cached_input: Some(Decimal(7)), cache_write_input: None },
+            PriceConfig {
+                input: Decimal(5),
+                output: Decimal(6),
+                cached_input: Some(Decimal(7)),
+                cache_write_input: None,
+            },
         );
         let p = Prices::new(&o);
-        assert_eq!(p.lookup("openai", "gpt-4.1").unwrap(), Price { input: 1, output: 2, cached_input: 1, cache_write_input: 1 });
-        assert_eq!(p.lookup("azure", "gpt-4.1").unwrap(), Price { input: 5, output: 6, cached_input: 7, cache_write_input: 5 });
+        assert_eq!(
+            p.lookup("openai", "gpt-4.1").unwrap(),
+            Price { input: 1, output: 2, cached_input: 1, cache_write_input: 1 }
+        );
+        assert_eq!(
+            p.lookup("azure", "gpt-4.1").unwrap(),
+            Price { input: 5, output: 6, cached_input: 7, cache_write_input: 5 }
+        );
     }
 }

@@ -204,7 +204,11 @@ impl StreamDecoder for Decoder {
             "input_json_delta" => ("partial_json", true),
             _ => return None,
         };
-        Some(crate::model::DeltaAt { channel: format!("block {}", v["index"]), pointer: format!("/delta/{field}"), json })
+        Some(crate::model::DeltaAt {
+            channel: format!("block {}", v["index"]),
+            pointer: format!("/delta/{field}"),
+            json,
+        })
     }
 
     fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {

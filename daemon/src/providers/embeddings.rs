@@ -15,7 +15,9 @@ pub fn build(target: &Target<'_>, inputs: &[String]) -> WireRequest {
         ProviderKind::Gemini => {
             let requests: Vec<Value> = inputs
                 .iter()
-                .map(|text| json!({"model": format!("models/{}", target.model), "content": {"parts": [{"text": text}]}}))
+                .map(
+                    |text| json!({"model": format!("models/{}", target.model), "content": {"parts": [{"text": text}]}}),
+                )
                 .collect();
             WireRequest::new(
                 join_url(&target.config.base_url, &format!("v1beta/models/{}:batchEmbedContents", target.model)),
@@ -76,11 +78,18 @@ mod tests {
 
     #[test]
     fn gemini_and_ollama_answers_become_openai_lists() {
-        let g = parse(ProviderKind::Gemini, "text-embedding-004", &json!({"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3]}]}), 7).unwrap();
+        let g = parse(
+            ProviderKind::Gemini,
+            "text-embedding-004",
+            &json!({"embeddings": [{"values": [0.1, 0.2]}, {"values": [0.3]}]}),
+            7,
+        )
+        .unwrap();
         let w = g.wire.unwrap();
         assert_eq!(w["data"][1], json!({"object": "embedding", "index": 1, "embedding": [0.3]}));
         assert_eq!(g.usage.input_tokens, 7);
-        let o = parse(ProviderKind::Ollama, "nomic", &json!({"embeddings": [[1, 2]], "prompt_eval_count": 4}), 2).unwrap();
+        let o =
+            parse(ProviderKind::Ollama, "nomic", &json!({"embeddings": [[1, 2]], "prompt_eval_count": 4}), 2).unwrap();
         assert_eq!(o.usage.input_tokens, 4);
         assert!(parse(ProviderKind::Ollama, "m", &json!({"embeddings": [["x"]]}), 1).is_err());
     }

@@ -46,9 +46,12 @@ pub enum ProviderError {
 pub fn formats(config: &ProviderConfig) -> &'static [WireFormat] {
     match config.kind {
         ProviderKind::Anthropic => &[WireFormat::AnthropicMessages],
-        ProviderKind::Openai if config.serves_responses() => {
-            &[WireFormat::OpenaiChat, WireFormat::OpenaiCompletions, WireFormat::OpenaiEmbeddings, WireFormat::OpenaiResponses]
-        }
+        ProviderKind::Openai if config.serves_responses() => &[
+            WireFormat::OpenaiChat,
+            WireFormat::OpenaiCompletions,
+            WireFormat::OpenaiEmbeddings,
+            WireFormat::OpenaiResponses,
+        ],
         ProviderKind::Openai => &[WireFormat::OpenaiChat, WireFormat::OpenaiCompletions, WireFormat::OpenaiEmbeddings],
         ProviderKind::Gemini | ProviderKind::Ollama => &[],
     }
@@ -73,9 +76,11 @@ pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String
     }
     if config.kind == ProviderKind::Ollama
         && native_for(config, req).is_none()
-        && let Some(url) = req.messages.iter().flat_map(|m| m.media()).find(|u| {
-            !crate::model::data_url(u).is_some_and(|(t, _)| t.starts_with("image/"))
-        })
+        && let Some(url) = req
+            .messages
+            .iter()
+            .flat_map(|m| m.media())
+            .find(|u| !crate::model::data_url(u).is_some_and(|(t, _)| t.starts_with("image/")))
     {
         let what = if url.starts_with("data:") { "a document" } else { "an image by URL" };
         return Err(format!("{kind} takes inline images only, not {what}"));
@@ -215,7 +220,9 @@ pub async fn stream(
     let response = send(http, wire, kind, Duration::from_millis(limits.first_byte_timeout_ms)).await?;
     let (framing, decoder): (Framing, Box<dyn StreamDecoder>) = match (format, kind) {
         (Some(WireFormat::OpenaiResponses), _) => (Framing::Sse, Box::new(responses::Decoder::default())),
-        (Some(WireFormat::OpenaiEmbeddings), _) => return Err(ProviderError::Protocol("embeddings are not streamed".into())),
+        (Some(WireFormat::OpenaiEmbeddings), _) => {
+            return Err(ProviderError::Protocol("embeddings are not streamed".into()));
+        }
         (_, ProviderKind::Openai) => (Framing::Sse, Box::new(openai::Decoder::default())),
         (_, ProviderKind::Anthropic) => (Framing::Sse, Box::new(anthropic::Decoder::default())),
         (_, ProviderKind::Gemini) => (Framing::Sse, Box::new(gemini::Decoder::default())),

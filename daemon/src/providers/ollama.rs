@@ -57,7 +57,11 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
             .collect();
         body.insert("tools".into(), Value::Array(tools));
     }
-    WireRequest::new(join_url(&target.config.base_url, path), auth_header(target, "authorization", true).into_iter().collect(), Value::Object(body))
+    WireRequest::new(
+        join_url(&target.config.base_url, path),
+        auth_header(target, "authorization", true).into_iter().collect(),
+        Value::Object(body),
+    )
 }
 
 fn message(m: &crate::model::Message) -> Vec<Value> {
@@ -111,7 +115,12 @@ fn finish_reason(v: &Value, saw_call: bool) -> FinishReason {
 }
 
 fn usage(v: &Value) -> Usage {
-    Usage { input_tokens: u64_at(&v["prompt_eval_count"]), output_tokens: u64_at(&v["eval_count"]), cached_tokens: 0, cache_write_tokens: 0 }
+    Usage {
+        input_tokens: u64_at(&v["prompt_eval_count"]),
+        output_tokens: u64_at(&v["eval_count"]),
+        cached_tokens: 0,
+        cache_write_tokens: 0,
+    }
 }
 
 fn tool_calls(v: &Value, first_index: u32) -> Vec<(u32, String, String, String)> {
@@ -236,7 +245,12 @@ mod tests {
         assert!(d.finished());
         let events: Vec<Event> = out.into_iter().collect();
         assert_eq!(events[0], Event::TextDelta { text: "x: i32".into() });
-        assert_eq!(events[1], Event::Usage { usage: Usage { input_tokens: 9, output_tokens: 3, cached_tokens: 0, cache_write_tokens: 0 } });
+        assert_eq!(
+            events[1],
+            Event::Usage {
+                usage: Usage { input_tokens: 9, output_tokens: 3, cached_tokens: 0, cache_write_tokens: 0 }
+            }
+        );
         assert_eq!(events[2], Event::Finish { reason: FinishReason::Stop });
     }
 }

@@ -53,7 +53,11 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
         body.insert("stream".into(), json!(true));
         body.insert("stream_options".into(), json!({"include_usage": true}));
     }
-    WireRequest::new(join_url(&target.config.base_url, path), auth_header(target, "authorization", true).into_iter().collect(), Value::Object(body))
+    WireRequest::new(
+        join_url(&target.config.base_url, path),
+        auth_header(target, "authorization", true).into_iter().collect(),
+        Value::Object(body),
+    )
 }
 
 pub fn tool_choice(choice: &ToolChoice) -> Value {
@@ -186,14 +190,20 @@ impl StreamDecoder for Decoder {
         let i = &choice["index"];
         if choice["text"].is_string() {
             // A legacy completion chunk.
-            return Some(crate::model::DeltaAt { channel: format!("choice {i}"), pointer: "/choices/0/text".into(), json: false });
+            return Some(crate::model::DeltaAt {
+                channel: format!("choice {i}"),
+                pointer: "/choices/0/text".into(),
+                json: false,
+            });
         }
         let delta = &choice["delta"];
         let calls = delta["tool_calls"].as_array().map_or(0, Vec::len);
         match (delta["content"].is_string(), calls) {
-            (true, 0) => {
-                Some(crate::model::DeltaAt { channel: format!("choice {i}"), pointer: "/choices/0/delta/content".into(), json: false })
-            }
+            (true, 0) => Some(crate::model::DeltaAt {
+                channel: format!("choice {i}"),
+                pointer: "/choices/0/delta/content".into(),
+                json: false,
+            }),
             (false, 1) if delta["tool_calls"][0]["function"]["arguments"].is_string() => Some(crate::model::DeltaAt {
                 channel: format!("choice {i} tool {}", delta["tool_calls"][0]["index"]),
                 pointer: "/choices/0/delta/tool_calls/0/function/arguments".into(),
@@ -301,7 +311,12 @@ pub fn count_usage(
                 });
                 Some((
                     Ok(Event::Usage {
-                        usage: Usage { input_tokens: input, output_tokens: s.chunks, cached_tokens: 0, cache_write_tokens: 0 },
+                        usage: Usage {
+                            input_tokens: input,
+                            output_tokens: s.chunks,
+                            cached_tokens: 0,
+                            cache_write_tokens: 0,
+                        },
                     }),
                     s,
                 ))

@@ -82,7 +82,9 @@ impl StreamDecoder for Decoder {
             "response.reasoning_summary_text.delta" => {
                 (format!("summary {} {}", v["output_index"], v["summary_index"]), false)
             }
-            "response.reasoning_text.delta" => (format!("reasoning {} {}", v["output_index"], v["content_index"]), false),
+            "response.reasoning_text.delta" => {
+                (format!("reasoning {} {}", v["output_index"], v["content_index"]), false)
+            }
             _ => return None,
         };
         v["delta"].is_string().then(|| DeltaAt { channel, pointer: "/delta".into(), json })
@@ -173,7 +175,8 @@ mod tests {
             json!({"type": "response.completed", "response": {"status": "completed", "usage": {"input_tokens": 3, "output_tokens": 2}}}),
         ] {
             assert!(!d.finished());
-            d.decode(Frame::Sse { event: e["type"].as_str().map(str::to_string), data: e.to_string() }, &mut out).unwrap();
+            d.decode(Frame::Sse { event: e["type"].as_str().map(str::to_string), data: e.to_string() }, &mut out)
+                .unwrap();
         }
         assert!(d.finished());
         let events: Vec<Event> = out.into_iter().collect();
@@ -181,7 +184,9 @@ mod tests {
         assert_eq!(events[1], Event::ToolCallStart { index: 0, id: "c1".into(), name: "f".into() });
         assert_eq!(events[2], Event::ToolCallDelta { index: 0, arguments: "{}".into() });
         assert_eq!(events[4], Event::Finish { reason: FinishReason::ToolCalls });
-        let at = d.locate(&json!({"type": "response.function_call_arguments.delta", "output_index": 1, "delta": "{"})).unwrap();
+        let at = d
+            .locate(&json!({"type": "response.function_call_arguments.delta", "output_index": 1, "delta": "{"}))
+            .unwrap();
         assert!(at.json && at.pointer == "/delta");
         let failed = json!({"type": "response.failed", "response": {"error": {"message": "boom"}}});
         let err = d.decode(Frame::Sse { event: None, data: failed.to_string() }, &mut VecDeque::new()).unwrap_err();

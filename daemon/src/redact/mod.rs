@@ -470,9 +470,16 @@ pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> c
 /// whole.
 struct FrameRestorer {
     vault: Arc<Vault>,
-    /// Per channel: its restorer and its last frame (event name, JSON, pointer) as the template of
-    /// a release.
-    channels: BTreeMap<String, (stream::Restorer<Arc<Vault>>, Option<String>, serde_json::Value, crate::model::DeltaAt)>,
+    channels: BTreeMap<String, Channel>,
+}
+
+/// One streamed text of a forwarded stream: its restorer, and its last frame (event name, JSON,
+/// where the text is) as the shape of a release.
+struct Channel {
+    restorer: stream::Restorer<Arc<Vault>>,
+    event: Option<String>,
+    last: serde_json::Value,
+    at: crate::model::DeltaAt,
 }
 
 type Queue = std::collections::VecDeque<Result<crate::model::Event, crate::providers::ProviderError>>;
@@ -497,15 +504,18 @@ impl FrameRestorer {
                     return;
                 };
                 let vault = Arc::clone(&self.vault);
-                let entry = self.channels.entry(at.channel.clone()).or_insert_with(|| {
-                    (stream::Restorer::new(vault, at.json), event.clone(), value.clone(), at.clone())
+                let channel = self.channels.entry(at.channel.clone()).or_insert_with(|| Channel {
+                    restorer: stream::Restorer::new(vault, at.json),
+                    event: None,
+                    last: serde_json::Value::Null,
+                    at: at.clone(),
                 });
-                let released = entry.0.push(&piece);
+                let released = channel.restorer.push(&piece);
                 if let Some(slot) = value.pointer_mut(&at.pointer) {
                     *slot = serde_json::Value::String(released);
                 }
-                entry.1 = event.clone();
-                entry.2 = value.clone();
+                channel.event.clone_from(&event);
+                channel.last = value.clone();
                 out.push_back(Ok(Event::Frame { event, data: value.to_string(), delta: Some(at) }));
             }
             None => {
@@ -518,15 +528,19 @@ impl FrameRestorer {
 
     /// Releases what each channel holds, each in a frame shaped like its last one.
     fn flush(&mut self, out: &mut Queue) {
-        for (_, (mut restorer, event, mut template, at)) in std::mem::take(&mut self.channels) {
-            let rest = restorer.finish();
+        for (_, mut c) in std::mem::take(&mut self.channels) {
+            let rest = c.restorer.finish();
             if rest.is_empty() {
                 continue;
             }
-            if let Some(slot) = template.pointer_mut(&at.pointer) {
+            if let Some(slot) = c.last.pointer_mut(&c.at.pointer) {
                 *slot = serde_json::Value::String(rest);
             }
-            out.push_back(Ok(crate::model::Event::Frame { event, data: template.to_string(), delta: Some(at) }));
+            out.push_back(Ok(crate::model::Event::Frame {
+                event: c.event,
+                data: c.last.to_string(),
+                delta: Some(c.at),
+            }));
         }
     }
 }
@@ -567,7 +581,10 @@ pub(crate) mod tests {
         let vault = r.mask(&mut req);
         assert_eq!(req.messages[1].joined_text(), "now TOLLGATE_GITLAB_PAT_3");
         assert_eq!(vault.summary(), "gitlab_pat=1");
-        assert_eq!(restore(&vault, "TOLLGATE_GITLAB_PAT_2 TOLLGATE_GITLAB_PAT_3", false), "TOLLGATE_GITLAB_PAT_2 glpat-riGp_58WAm-dX3a5IDnO");
+        assert_eq!(
+            restore(&vault, "TOLLGATE_GITLAB_PAT_2 TOLLGATE_GITLAB_PAT_3", false),
+            "TOLLGATE_GITLAB_PAT_2 glpat-riGp_58WAm-dX3a5IDnO"
+        );
     }
 
     #[test]

@@ -255,18 +255,20 @@ fn bench_daemon(fake: &FakeProvider, extra: &str) -> Daemon {
 
 /// Milliseconds until the first chunk of a streamed answer (closed loop, one at a time), and the
 /// gateway's reported added time.
-async fn first_chunk(client: &reqwest::Client, url: &str, headers: &[(&str, &str)], body: &serde_json::Value, n: usize) -> (Vec<f64>, Vec<f64>) {
+async fn first_chunk(client: &reqwest::Client, leg: &Leg, n: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut first, mut added) = (Vec::with_capacity(n), Vec::with_capacity(n));
-    let body = body.to_string();
+    let body = leg.body.to_string();
     for _ in 0..n {
         let t = Instant::now();
-        let mut req = client.post(url).header("content-type", "application/json").body(body.clone());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
+        let mut req = client.post(&leg.url).header("content-type", "application/json").body(body.clone());
+        for (k, v) in &leg.headers {
+            req = req.header(*k, v);
         }
         let mut r = req.send().await.expect("the request is answered");
-        assert!(r.status().is_success(), "{url}: {}", r.status());
-        if let Some(a) = r.headers().get("x-tollgate-added-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+        assert!(r.status().is_success(), "{}: {}", leg.url, r.status());
+        if let Some(a) =
+            r.headers().get("x-tollgate-added-ms").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+        {
             added.push(a);
         }
         let _ = r.chunk().await;
@@ -298,8 +300,10 @@ async fn first_event(seconds: u64) {
     );
     let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
     let key = "sk-bench-00000000000000000000";
-    let tool = |i: usize| json!({"name": format!("tool_{i}"), "description": "Runs a command in the project. ".repeat(20),
-        "input_schema": {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}}, "cache_control": {"type": "ephemeral"}});
+    let tool = |i: usize| {
+        json!({"name": format!("tool_{i}"), "description": "Runs a command in the project. ".repeat(20),
+        "input_schema": {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}}, "cache_control": {"type": "ephemeral"}})
+    };
     let anthropic = json!({"model": "claude-x", "max_tokens": 1024, "stream": true,
         "system": [{"type": "text", "text": "You are an agent. ".repeat(200), "cache_control": {"type": "ephemeral"}}],
         "messages": [{"role": "user", "content": [{"type": "text", "text": "say hi"}]}],
@@ -314,35 +318,75 @@ async fn first_event(seconds: u64) {
     gated_responses["model"] = json!("or/gpt-x");
     let mut translated = responses.clone();
     translated["model"] = json!("an/claude-x");
-    let betas = [("anthropic-version", "2023-06-01"), ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14")];
+    let betas = [
+        ("anthropic-version", "2023-06-01"),
+        ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
+    ];
     let n = (seconds as usize * 50).max(50);
     println!("first streamed event, {n} requests each, one at a time");
-    println!("{:<34}  {:>20}  {:>20}  {:>16}  {:>22}", "door -> target", "direct p50 / p99 ms", "tollgate p50 / p99", "added p50 / p99", "reported added p50/p99");
-    let anthropic_direct = [("x-api-key", key), betas[0], betas[1]];
-    let gated_auth = format!("Bearer {}", daemon.token);
-    let anthropic_gated = [("authorization", gated_auth.as_str()), betas[0], betas[1]];
-    let direct_auth = format!("Bearer {key}");
-    let cases: Vec<(&str, String, Vec<(&str, &str)>, &serde_json::Value, String, Vec<(&str, &str)>, &serde_json::Value)> = vec![
-        ("chat -> openai (baseline)", format!("{}/v1/chat/completions", fake.url()), vec![("authorization", &direct_auth)], &chat,
-            daemon.url("/v1/chat/completions"), vec![("authorization", &gated_auth)], &gated_chat),
-        ("messages -> anthropic (pass-through)", format!("{}/v1/messages?beta=true", fake.url()), anthropic_direct.to_vec(), &anthropic,
-            daemon.url("/v1/messages?beta=true"), anthropic_gated.to_vec(), &gated_anthropic),
-        ("responses -> openai (pass-through)", format!("{}/v1/responses", fake.url()), vec![("authorization", &direct_auth)], &responses,
-            daemon.url("/v1/responses"), vec![("authorization", &gated_auth)], &gated_responses),
-        ("responses -> anthropic (translated)", format!("{}/v1/responses", fake.url()), vec![("authorization", &direct_auth)], &responses,
-            daemon.url("/v1/responses"), vec![("authorization", &gated_auth)], &translated),
+    println!(
+        "{:<34}  {:>20}  {:>20}  {:>16}  {:>22}",
+        "door -> target", "direct p50 / p99 ms", "tollgate p50 / p99", "added p50 / p99", "reported added p50/p99"
+    );
+    let direct = |path: &str, headers: Vec<(&'static str, String)>, body: &serde_json::Value| Leg {
+        url: format!("{}{path}", fake.url()),
+        headers,
+        body: body.clone(),
+    };
+    let gated = |path: &str, headers: Vec<(&'static str, String)>, body: &serde_json::Value| Leg {
+        url: daemon.url(path),
+        headers,
+        body: body.clone(),
+    };
+    let bearer = |t: &str| vec![("authorization", format!("Bearer {t}"))];
+    let with_betas = |mut h: Vec<(&'static str, String)>| {
+        h.extend(betas.iter().map(|(k, v)| (*k, v.to_string())));
+        h
+    };
+    let cases = [
+        (
+            "chat -> openai (baseline)",
+            direct("/v1/chat/completions", bearer(key), &chat),
+            gated("/v1/chat/completions", bearer(&daemon.token), &gated_chat),
+        ),
+        (
+            "messages -> anthropic (pass-through)",
+            direct("/v1/messages?beta=true", with_betas(vec![("x-api-key", key.to_string())]), &anthropic),
+            gated("/v1/messages?beta=true", with_betas(bearer(&daemon.token)), &gated_anthropic),
+        ),
+        (
+            "responses -> openai (pass-through)",
+            direct("/v1/responses", bearer(key), &responses),
+            gated("/v1/responses", bearer(&daemon.token), &gated_responses),
+        ),
+        (
+            "responses -> anthropic (translated)",
+            direct("/v1/responses", bearer(key), &responses),
+            gated("/v1/responses", bearer(&daemon.token), &translated),
+        ),
     ];
-    for (name, direct_url, direct_h, direct_b, gated_url, gated_h, gated_b) in cases {
+    for (name, direct, gated) in cases {
         // Warm both paths.
-        first_chunk(&client, &direct_url, &direct_h, direct_b, 20).await;
-        first_chunk(&client, &gated_url, &gated_h, gated_b, 20).await;
-        let (d, _) = first_chunk(&client, &direct_url, &direct_h, direct_b, n).await;
-        let (g, added) = first_chunk(&client, &gated_url, &gated_h, gated_b, n).await;
+        first_chunk(&client, &direct, 20).await;
+        first_chunk(&client, &gated, 20).await;
+        let (d, _) = first_chunk(&client, &direct, n).await;
+        let (g, added) = first_chunk(&client, &gated, n).await;
         let (d50, d99) = millis(d);
         let (g50, g99) = millis(g);
         let (a50, a99) = millis(added);
-        println!("{name:<34}  {d50:>9.3} / {d99:>8.3}  {g50:>9.3} / {g99:>8.3}  {:>7.3} / {:>6.3}  {a50:>10.3} / {a99:>9.3}", g50 - d50, g99 - d99);
+        println!(
+            "{name:<34}  {d50:>9.3} / {d99:>8.3}  {g50:>9.3} / {g99:>8.3}  {:>7.3} / {:>6.3}  {a50:>10.3} / {a99:>9.3}",
+            g50 - d50,
+            g99 - d99
+        );
     }
+}
+
+/// One side of a first-event measurement: where, with which headers, what.
+struct Leg {
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    body: serde_json::Value,
 }
 
 fn millis(mut v: Vec<f64>) -> (f64, f64) {
