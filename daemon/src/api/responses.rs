@@ -357,11 +357,13 @@ fn forward_frame(frame: Result<(Option<&str>, &str), String>, seq: &mut u64) -> 
     *seq += 1;
     match frame {
         Ok((event, data)) => {
-            let mut v: Value = match serde_json::from_str(data) {
-                Ok(v) => v,
-                Err(_) => return super::raw_frame(event, data),
-            };
-            if v.get("sequence_number").is_some_and(|s| s.as_u64() != Some(n)) {
+            // Most frames are numbered right already: read the number as text, parse only to fix it.
+            let numbered = data.split_once("\"sequence_number\":").map(|(_, rest)| {
+                rest.trim_start().bytes().take_while(u8::is_ascii_digit).take(19).fold(0u64, |a, d| a * 10 + u64::from(d - b'0'))
+            });
+            if numbered.is_some_and(|k| k != n)
+                && let Ok(mut v) = serde_json::from_str::<Value>(data)
+            {
                 v["sequence_number"] = json!(n);
                 return Some(sse_frame(event, &v));
             }

@@ -494,8 +494,13 @@ fn decode_stream(
                 && let Frame::Sse { event, data } = &frame
             {
                 // The caller speaks this format: the frame goes to it as it came, ahead of the
-                // typed events the ledger and the cache read from it.
-                let delta = serde_json::from_str::<Value>(data).ok().and_then(|v| s.decoder.locate(&v));
+                // typed events the ledger and the cache read from it. Only a frame that says
+                // "delta" can carry a piece of streamed text; no other is parsed for it.
+                let delta = if data.contains("delta") {
+                    serde_json::from_str::<Value>(data).ok().and_then(|v| s.decoder.locate(&v))
+                } else {
+                    None
+                };
                 s.pending.push_back(Event::Frame { event: event.clone(), data: data.clone(), delta });
             }
             s.decoder.decode(frame, &mut s.pending)?;

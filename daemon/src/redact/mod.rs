@@ -123,9 +123,8 @@ impl Redactor {
         &self.scanner
     }
 
-    /// Masks `text` in place, recording placeholders in `vault`.
-    fn mask_text(&self, text: &mut String, vault: &mut Vault) {
-        let found = self.scanner.scan(text.as_bytes());
+    /// Masks `text` in place at what the scanner `found` in it, recording placeholders in `vault`.
+    fn mask_text(&self, text: &mut String, found: Vec<Finding>, vault: &mut Vault) {
         if found.is_empty() {
             return;
         }
@@ -216,8 +215,12 @@ impl Redactor {
                 *floor = (*floor).max(n);
             }
         }
-        for (_, text) in texts.iter_mut() {
-            self.mask_text(text, &mut vault);
+        let found = {
+            let all: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
+            self.scanner.scan_many(&all)
+        };
+        for ((_, text), found) in texts.iter_mut().zip(found) {
+            self.mask_text(text, found, &mut vault);
         }
         if vault.is_empty() {
             return vault;

@@ -106,6 +106,30 @@ impl Scanner {
     }
 
     /// All findings in `text`, sorted by position, none overlapping.
+    /// Scans many texts at once (the strings of one request): one pass over them joined by a line
+    /// break and a record separator, each finding given back to its text with offsets in it; one
+    /// that would run across two texts is none. Cheaper than one scan per text when there are
+    /// hundreds of short strings (a tool schema's descriptions).
+    pub fn scan_many(&self, texts: &[&str]) -> Vec<Vec<Finding>> {
+        const SEP: &[u8] = b"\n\x1e\n";
+        let mut joined = Vec::with_capacity(texts.iter().map(|t| t.len() + SEP.len()).sum());
+        let mut starts = Vec::with_capacity(texts.len());
+        for t in texts {
+            starts.push(joined.len());
+            joined.extend_from_slice(t.as_bytes());
+            joined.extend_from_slice(SEP);
+        }
+        let mut out: Vec<Vec<Finding>> = texts.iter().map(|_| Vec::new()).collect();
+        for f in self.scan(&joined) {
+            let i = starts.partition_point(|&s| s <= f.start) - 1;
+            let (start, end) = (f.start - starts[i], f.end - starts[i]);
+            if end <= texts[i].len() {
+                out[i].push(Finding { rule: f.rule, start, end });
+            }
+        }
+        out
+    }
+
     pub fn scan(&self, text: &[u8]) -> Vec<Finding> {
         // Windows per rule, merged as they come (keyword hits arrive in order of position).
         let mut windows: Vec<Vec<(usize, usize)>> = vec![Vec::new(); self.rules.len()];
@@ -333,6 +357,29 @@ pub fn email(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Scanning a request's strings together finds in each what scanning it alone finds.
+    #[test]
+    fn scanning_many_texts_at_once_finds_what_each_scan_alone_finds() {
+        let scanner = Scanner::new(crate::redact::rules::built_in());
+        let dir = crate::redact::tests::corpus_dir().join("secrets");
+        let mut texts: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .flat_map(|file| file.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect();
+        texts.extend(["mail raj.patel54@acme.io".to_string(), String::new(), "glpat-riGp_58WAm-dX3a5IDnO".to_string()]);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let together = scanner.scan_many(&refs);
+        let mut found = 0;
+        for (text, many) in refs.iter().zip(&together) {
+            let alone: Vec<(usize, usize, usize)> = scanner.scan(text.as_bytes()).iter().map(|f| (f.rule, f.start, f.end)).collect();
+            let many: Vec<(usize, usize, usize)> = many.iter().map(|f| (f.rule, f.start, f.end)).collect();
+            assert_eq!(alone, many, "{text}");
+            found += alone.len();
+        }
+        assert!(found > 50, "the corpus has findings: {found}");
+    }
 
     #[test]
     fn validators_accept_the_real_shapes_and_refuse_lookalikes() {

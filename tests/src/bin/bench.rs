@@ -15,9 +15,9 @@
 //! fake's `/v1/completions` called directly, same prompt size).
 //!
 //! `--scenario first-event` measures the time to the first streamed event, straight to the fake and
-//! through tollgate, on each door: Chat Completions (the baseline), an Anthropic pass-through
-//! (a Claude Code-sized request: system blocks, tools, cache marks, betas), the Responses API passed
-//! through and translated to Anthropic.
+//! through tollgate, on each door with the same Claude Code-sized request in its own shape (a
+//! 3.6 kB system text, 12 tools): Chat Completions (the baseline), an Anthropic pass-through (cache
+//! marks, thinking, betas), the Responses API passed through and translated to Anthropic.
 //!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
@@ -308,12 +308,20 @@ async fn first_event(seconds: u64) {
         "system": [{"type": "text", "text": "You are an agent. ".repeat(200), "cache_control": {"type": "ephemeral"}}],
         "messages": [{"role": "user", "content": [{"type": "text", "text": "say hi"}]}],
         "tools": (0..12).map(tool).collect::<Vec<_>>(), "thinking": {"type": "adaptive"}, "metadata": {"user_id": "u"}});
+    let mut plain_anthropic = anthropic.clone();
+    plain_anthropic.as_object_mut().unwrap().shift_remove("thinking");
     let mut gated_anthropic = anthropic.clone();
     gated_anthropic["model"] = json!("an/claude-x");
-    let chat = json!({"model": "gpt-x", "stream": true, "messages": [{"role": "user", "content": "say hi"}]});
+    // The same system text and tools in each door's own shape: the doors compared at one size.
+    let system = "You are an agent. ".repeat(200);
+    let function = |i: usize| json!({"name": format!("tool_{i}"), "description": "Runs a command in the project. ".repeat(20),
+        "parameters": {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}}});
+    let chat = json!({"model": "gpt-x", "stream": true, "messages": [{"role": "system", "content": system}, {"role": "user", "content": "say hi"}],
+        "tools": (0..12).map(|i| json!({"type": "function", "function": function(i)})).collect::<Vec<_>>()});
     let mut gated_chat = chat.clone();
     gated_chat["model"] = json!("oa/gpt-x");
-    let responses = json!({"model": "gpt-x", "stream": true, "input": "say hi", "store": false});
+    let responses = json!({"model": "gpt-x", "stream": true, "instructions": system, "input": "say hi", "store": false,
+        "tools": (0..12).map(|i| { let mut f = function(i); f["type"] = json!("function"); f }).collect::<Vec<_>>()});
     let mut gated_responses = responses.clone();
     gated_responses["model"] = json!("or/gpt-x");
     let mut translated = responses.clone();
@@ -360,8 +368,9 @@ async fn first_event(seconds: u64) {
             gated("/v1/responses", bearer(&daemon.token), &gated_responses),
         ),
         (
+            // Against the Anthropic endpoint it ends up at, with the same content.
             "responses -> anthropic (translated)",
-            direct("/v1/responses", bearer(key), &responses),
+            direct("/v1/messages", with_betas(vec![("x-api-key", key.to_string())]), &plain_anthropic),
             gated("/v1/responses", bearer(&daemon.token), &translated),
         ),
     ];
