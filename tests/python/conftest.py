@@ -153,18 +153,34 @@ def daemon(fake):
     d.stop()
 
 
+def start_llama(*extra):
+    port = free_port()
+    log = open(pathlib.Path(tempfile.gettempdir(), f"llama-server-{port}.log"), "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", MODEL, "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", "2048", "--n_threads", "2", *extra],
+        stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/v1/models", 180, proc)
+    return url, proc, log
+
+
+@pytest.fixture(scope="session")
+def llama_embedding_server():
+    """The same server and model with embeddings on."""
+    assert pathlib.Path(MODEL).is_file(), f"{MODEL} is missing: run tests/setup.sh"
+    url, proc, log = start_llama("--embedding", "true")
+    yield url
+    proc.terminate()
+    proc.wait(20)
+    log.close()
+
+
 @pytest.fixture(scope="session")
 def llama_server():
     """llama-cpp-python's OpenAI-compatible server with the gemma3 270M GGUF."""
     assert pathlib.Path(MODEL).is_file(), f"{MODEL} is missing: run tests/setup.sh"
-    port = free_port()
-    log = open(pathlib.Path(tempfile.gettempdir(), f"llama-server-{port}.log"), "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", MODEL, "--chat_format", "gemma",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--n_threads", "2"],
-        stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/v1/models", 180, proc)
+    url, proc, log = start_llama("--chat_format", "gemma")
     yield url
     proc.terminate()
     proc.wait(20)

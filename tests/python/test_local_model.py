@@ -67,3 +67,17 @@ def test_anthropic_sdk_streams_from_the_local_model(llama_server):
         assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
     finally:
         d.stop()
+
+
+def test_per_token_vectors_from_a_real_server_are_refused_with_what_to_do(llama_embedding_server):
+    """llama-cpp-python's server answers a vector per token for gemma3 (its CLI has no pooling
+    option); tollgate says so instead of handing the caller vectors it cannot use."""
+    import openai
+    import pytest
+    d = local_daemon(llama_embedding_server)
+    try:
+        with pytest.raises(openai.APIStatusError) as e:
+            d.openai(timeout=120).embeddings.create(model="llamacpp/gemma3-270m", input="hello world", encoding_format="float")
+        assert e.value.status_code == 502 and "pooling" in str(e.value)
+    finally:
+        d.stop()

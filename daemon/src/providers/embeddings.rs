@@ -39,6 +39,14 @@ pub fn parse(kind: ProviderKind, model: &str, v: &Value, input_tokens: u64) -> R
     let (vectors, tokens): (Vec<&Value>, u64) = match kind {
         ProviderKind::Openai => {
             let data = v["data"].as_array().ok_or("no data in the embeddings answer")?;
+            // One vector per input (numbers, or base64 when asked): a server without pooling
+            // answers a vector per token, which no caller can use.
+            let vector = |e: &Value| e.is_string() || e.as_array().is_some_and(|a| a.iter().all(Value::is_number));
+            if !data.iter().all(|d| vector(&d["embedding"])) {
+                return Err("the embeddings are not one vector per input (a server without pooling answers one per token; \
+                            start it with pooling, such as llama.cpp's --pooling mean)"
+                    .into());
+            }
             return Ok(answer(model, v.clone(), u64_at(&v["usage"]["prompt_tokens"]).max(data.len().min(1) as u64)));
         }
         ProviderKind::Gemini => (
@@ -92,5 +100,10 @@ mod tests {
             parse(ProviderKind::Ollama, "nomic", &json!({"embeddings": [[1, 2]], "prompt_eval_count": 4}), 2).unwrap();
         assert_eq!(o.usage.input_tokens, 4);
         assert!(parse(ProviderKind::Ollama, "m", &json!({"embeddings": [["x"]]}), 1).is_err());
+        // Per-token vectors, as llama-cpp-python's server answers for a model without pooling.
+        let per_token = json!({"data": [{"object": "embedding", "index": 0, "embedding": [[0.1, 0.2], [0.3, 0.4]]}]});
+        assert!(parse(ProviderKind::Openai, "gemma", &per_token, 2).unwrap_err().contains("pooling"));
+        let ok = json!({"data": [{"embedding": "AAAAAA=="}], "usage": {"prompt_tokens": 3}});
+        assert_eq!(parse(ProviderKind::Openai, "m", &ok, 1).unwrap().usage.input_tokens, 3);
     }
 }
