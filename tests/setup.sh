@@ -74,10 +74,10 @@ if ! cargo deb --version 2>/dev/null | grep -q '3\.8\.0'; then
 fi
 # --- real coding agents: Claude Code and Codex CLIs (npm), aider (PyPI, a venv of its own) ------
 AGENTS_DIR="$CACHE/agents"
-AGENT_PKGS=("@anthropic-ai/claude-code@2.1.332" "@openai/codex@0.171.0")
+AGENT_PKGS=("@anthropic-ai/claude-code@2.1.332" "@openai/codex@0.171.0" "opencode-ai@1.18.33")
 agents_stamp="$AGENTS_DIR/.tollgate-$(printf '%s ' "${AGENT_PKGS[@]}" | sha1sum | cut -c1-12)"
 if [ ! -f "$agents_stamp" ]; then
-  log "installing the Claude Code and Codex CLIs"
+  log "installing the Claude Code, Codex and opencode CLIs"
   mkdir -p "$AGENTS_DIR"
   [ -f "$AGENTS_DIR/package.json" ] || printf '{"name":"tollgate-test-agents","private":true}\n' >"$AGENTS_DIR/package.json"
   (cd "$AGENTS_DIR" && npm install --no-audit --no-fund --loglevel=error --save-exact "${AGENT_PKGS[@]}")

@@ -1,5 +1,6 @@
 //! End to end with the coding agents developers run, installed from their registries by
-//! tests/setup.sh: Claude Code (`claude -p`), Codex (`codex exec`) and aider (`aider --message`),
+//! tests/setup.sh: Claude Code (`claude -p`), Codex (`codex exec`), opencode (`opencode run`) and
+//! aider (`aider --message`),
 //! each pointed at tollgate the way its own documentation says, each sending what it sends today.
 //! The fakes answer; the tests check that the answer reached the tool, what the provider received
 //! (betas, cache marks, placeholders in place of a planted secret) and the ledger row.
@@ -70,6 +71,8 @@ provider = "an"
 [[model_names]]
 match = "gpt-*"
 provider = "or"
+[routes.code]
+targets = ["oa/gpt-code"]
 "#,
         a = a.url()
     );
@@ -82,8 +85,14 @@ provider = "or"
 /// `tollgate setup TOOL` for a user whose home is `home`: the tool's own config file, a token of
 /// its own.
 fn setup_tool(d: &Daemon, home: &std::path::Path, tool: &str) {
-    let out =
-        d.command().env("HOME", home).env("CODEX_HOME", home.join(".codex")).args(["setup", tool]).output().unwrap();
+    let out = d
+        .command()
+        .env("HOME", home)
+        .env("CODEX_HOME", home.join(".codex"))
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .args(["setup", tool])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -238,4 +247,29 @@ async fn aider_works_through_tollgate_on_chat_completions() {
         "{call}"
     );
     assert!(call["output_tokens"].as_u64().unwrap() > 0, "usage booked though aider asked for none: {call}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn opencode_works_through_tollgate_with_a_route_alias() {
+    let (a, d) = setup().await;
+    let home = tempfile::tempdir().unwrap();
+    setup_tool(&d, home.path(), "opencode");
+    let mut c = Command::new(agent("opencode"));
+    c.current_dir(home.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .args(["run", "--model", "tollgate/code", &format!("say hi; the deploy token is {PAT}")]);
+    let out = run(c, Duration::from_secs(120));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(PAT), "{shown}");
+    let sent: Vec<_> = a.requests().into_iter().filter(|r| r.path == "/v1/chat/completions").collect();
+    assert!(!sent.is_empty(), "{shown}");
+    assert!(sent.iter().all(|r| r.body["model"] == "gpt-code"), "the route alias chose the model");
+    assert!(sent.iter().all(|r| !r.body.to_string().contains(PAT)));
+    let call = last_call(&d).await;
+    assert_eq!((call["caller"].as_str(), call["outcome"].as_str()), (Some("opencode"), Some("ok")), "{call}");
 }

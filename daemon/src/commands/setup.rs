@@ -9,6 +9,7 @@
 //! | claude-code | `~/.claude/settings.json` | `env.ANTHROPIC_BASE_URL`, `env.ANTHROPIC_AUTH_TOKEN` |
 //! | codex | `$CODEX_HOME/config.toml` (`~/.codex`) | `model_provider = "tollgate"`, `[model_providers.tollgate]` on the Responses API |
 //! | aider | `~/.aider.conf.yml` | `openai-api-base`, `openai-api-key` |
+//! | opencode | `~/.config/opencode/opencode.json` | a `tollgate` provider (OpenAI-compatible) with the route aliases as models |
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -23,6 +24,7 @@ pub enum Tool {
     ClaudeCode,
     Codex,
     Aider,
+    Opencode,
 }
 
 impl Tool {
@@ -31,6 +33,7 @@ impl Tool {
             Tool::ClaudeCode => "claude-code",
             Tool::Codex => "codex",
             Tool::Aider => "aider",
+            Tool::Opencode => "opencode",
         }
     }
 
@@ -41,6 +44,9 @@ impl Tool {
                 std::env::var_os("CODEX_HOME").map_or_else(|| home.join(".codex"), PathBuf::from).join("config.toml")
             }
             Tool::Aider => home.join(".aider.conf.yml"),
+            Tool::Opencode => std::env::var_os("XDG_CONFIG_HOME")
+                .map_or_else(|| home.join(".config"), PathBuf::from)
+                .join("opencode/opencode.json"),
         }
     }
 }
@@ -75,6 +81,36 @@ fn edit(tool: Tool, current: &str, base: &str, token: Option<&str>) -> anyhow::R
             }
             if env.is_empty() {
                 obj.shift_remove("env");
+            }
+            Ok(serde_json::to_string_pretty(&v)? + "\n")
+        }
+        Tool::Opencode => {
+            let mut v: Value = if current.trim().is_empty() {
+                json!({"$schema": "https://opencode.ai/config.json"})
+            } else {
+                serde_json::from_str(current).context("it is not valid JSON (comments are not supported here)")?
+            };
+            let obj = v.as_object_mut().context("it is not a JSON object")?;
+            let providers = obj.entry("provider").or_insert_with(|| json!({}));
+            let providers = providers.as_object_mut().context("its \"provider\" is not an object")?;
+            match token {
+                Some(t) => {
+                    let models: serde_json::Map<String, Value> = ["code", "fast", "review", "local"]
+                        .iter()
+                        .map(|m| (m.to_string(), json!({"name": format!("{m} (tollgate)")})))
+                        .collect();
+                    providers.insert(
+                        "tollgate".into(),
+                        json!({"npm": "@ai-sdk/openai-compatible", "name": "tollgate",
+                            "options": {"baseURL": format!("{base}/v1"), "apiKey": t}, "models": models}),
+                    );
+                }
+                None => {
+                    providers.shift_remove("tollgate");
+                }
+            }
+            if providers.is_empty() {
+                obj.shift_remove("provider");
             }
             Ok(serde_json::to_string_pretty(&v)? + "\n")
         }
@@ -140,6 +176,11 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
     let name = tool.name();
     let check = |s: &str| edit(tool, s, &base, None).with_context(|| format!("cannot edit {}", file.display()));
     check(&current)?;
+    if undo && current.is_empty() {
+        let revoked = if print { false } else { super::token::revoke_if_present(paths, name)? };
+        println!("{name}: {} does not exist; nothing to undo{}", file.display(), if revoked { " (its token revoked)" } else { "" });
+        return Ok(ExitCode::SUCCESS);
+    }
     if print {
         let shown = if undo {
             check(&current)?
@@ -222,6 +263,22 @@ mod tests {
         assert_eq!(edit(Tool::Codex, &on, "http://127.0.0.1:9", Some("tg-y")).unwrap(), on, "idempotent");
         let off = edit(Tool::Codex, &on, "x", None).unwrap();
         assert_eq!(off, before);
+    }
+
+    #[test]
+    fn opencode_gets_one_provider_and_undo_takes_it_out() {
+        let before = r#"{"theme": "dark", "provider": {"mine": {"name": "m"}}}"#;
+        let on = edit(Tool::Opencode, before, "http://127.0.0.1:7", Some("tg-o")).unwrap();
+        let v: Value = serde_json::from_str(&on).unwrap();
+        let p = &v["provider"]["tollgate"];
+        assert_eq!(p["npm"], "@ai-sdk/openai-compatible");
+        assert_eq!(p["options"], json!({"baseURL": "http://127.0.0.1:7/v1", "apiKey": "tg-o"}));
+        assert!(p["models"]["code"].is_object() && v["provider"]["mine"].is_object() && v["theme"] == "dark");
+        assert_eq!(edit(Tool::Opencode, &on, "http://127.0.0.1:7", Some("tg-o")).unwrap(), on, "idempotent");
+        let off: Value = serde_json::from_str(&edit(Tool::Opencode, &on, "x", None).unwrap()).unwrap();
+        assert_eq!(off, json!({"theme": "dark", "provider": {"mine": {"name": "m"}}}));
+        let fresh: Value = serde_json::from_str(&edit(Tool::Opencode, "", "http://h", Some("t")).unwrap()).unwrap();
+        assert_eq!(fresh["$schema"], "https://opencode.ai/config.json");
     }
 
     #[test]
