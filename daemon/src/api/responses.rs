@@ -359,7 +359,11 @@ fn forward_frame(frame: Result<(Option<&str>, &str), String>, seq: &mut u64) -> 
         Ok((event, data)) => {
             // Most frames are numbered right already: read the number as text, parse only to fix it.
             let numbered = data.split_once("\"sequence_number\":").map(|(_, rest)| {
-                rest.trim_start().bytes().take_while(u8::is_ascii_digit).take(19).fold(0u64, |a, d| a * 10 + u64::from(d - b'0'))
+                rest.trim_start()
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .take(19)
+                    .fold(0u64, |a, d| a * 10 + u64::from(d - b'0'))
             });
             if numbered.is_some_and(|k| k != n)
                 && let Ok(mut v) = serde_json::from_str::<Value>(data)

@@ -178,7 +178,11 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
     check(&current)?;
     if undo && current.is_empty() {
         let revoked = if print { false } else { super::token::revoke_if_present(paths, name)? };
-        println!("{name}: {} does not exist; nothing to undo{}", file.display(), if revoked { " (its token revoked)" } else { "" });
+        println!(
+            "{name}: {} does not exist; nothing to undo{}",
+            file.display(),
+            if revoked { " (its token revoked)" } else { "" }
+        );
         return Ok(ExitCode::SUCCESS);
     }
     if print {

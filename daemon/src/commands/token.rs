@@ -29,68 +29,75 @@ pub enum TokenCommand {
     Revoke { name: String },
 }
 
-/// What a token command did, whichever way it was done.
-enum Done {
-    Made(String),
-    Listed(Vec<TokenInfo>),
-    Revoked,
-}
-
-/// Makes a named token (through the daemon when one runs); returns it.
-pub fn make(paths: &Paths, name: &str) -> anyhow::Result<String> {
-    match apply(paths, &TokenCommand::New { name: name.into(), json: false })? {
-        Done::Made(token) => Ok(token),
-        _ => unreachable!("a new token makes a token"),
-    }
-}
-
-fn apply(paths: &Paths, command: &TokenCommand) -> anyhow::Result<Done> {
+/// Asks the running daemon over its socket (it learns a change at once); with none running, does
+/// the same on the database directly.
+fn ask<T: Send + 'static>(
+    paths: &Paths,
+    (method, path, body): (http::Method, String, Option<serde_json::Value>),
+    from_reply: impl FnOnce(serde_json::Value) -> anyhow::Result<T>,
+    on_db: impl FnOnce(&rusqlite::Connection) -> Result<T, callers::CallerError> + Send + 'static,
+) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (method, path, body) = match command {
-        TokenCommand::New { name, .. } => {
-            (http::Method::POST, "/v1/admin/tokens".to_string(), Some(json!({"name": name})))
-        }
-        TokenCommand::List { .. } => (http::Method::GET, "/v1/admin/tokens".to_string(), None),
-        TokenCommand::Revoke { name } => (http::Method::DELETE, format!("/v1/admin/tokens/{name}"), None),
-    };
     match rt.block_on(crate::ipc::request(&paths.socket, method, &path, body)) {
         Ok(reply) => {
             let v = reply.json();
             if !reply.status.is_success() {
                 bail!("{}", v["error"]["message"].as_str().unwrap_or("the daemon refused"));
             }
-            Ok(match command {
-                TokenCommand::New { .. } => {
-                    Done::Made(v["token"].as_str().context("no token in the answer")?.to_string())
-                }
-                TokenCommand::List { .. } => Done::Listed(serde_json::from_value(v["tokens"].clone())?),
-                TokenCommand::Revoke { .. } => Done::Revoked,
-            })
+            from_reply(v)
         }
         Err(crate::ipc::ClientError::NotRunning(_)) => {
             let store = crate::store::Store::open(&paths.database()).context("cannot open the database")?;
-            let now = crate::utc::now_ms();
-            let done = match command {
-                TokenCommand::New { name, .. } => {
-                    let name = name.clone();
-                    rt.block_on(store.call_durable(move |c| callers::create(c, &name, now)))?.map(Done::Made)
-                }
-                TokenCommand::List { .. } => rt.block_on(store.read(callers::list))?.map(Done::Listed),
-                TokenCommand::Revoke { name } => {
-                    let name = name.clone();
-                    rt.block_on(store.call_durable(move |c| callers::revoke(c, &name, now)))?.map(|()| Done::Revoked)
-                }
-            };
-            Ok(done?)
+            Ok(rt.block_on(store.call_durable(on_db))??)
         }
         Err(e) => Err(e).context("cannot reach the daemon"),
     }
 }
 
+/// Makes a token named `name`; returns it (the only time it is seen).
+pub fn make(paths: &Paths, name: &str) -> anyhow::Result<String> {
+    let owned = name.to_string();
+    ask(
+        paths,
+        (http::Method::POST, "/v1/admin/tokens".into(), Some(json!({"name": name}))),
+        |v| Ok(v["token"].as_str().context("no token in the answer")?.to_string()),
+        move |c| callers::create(c, &owned, crate::utc::now_ms()),
+    )
+}
+
+/// The named tokens in force.
+pub fn list(paths: &Paths) -> anyhow::Result<Vec<TokenInfo>> {
+    ask(
+        paths,
+        (http::Method::GET, "/v1/admin/tokens".into(), None),
+        |v| Ok(serde_json::from_value(v["tokens"].clone())?),
+        callers::list,
+    )
+}
+
+pub fn revoke(paths: &Paths, name: &str) -> anyhow::Result<()> {
+    let owned = name.to_string();
+    ask(
+        paths,
+        (http::Method::DELETE, format!("/v1/admin/tokens/{name}"), None),
+        |_| Ok(()),
+        move |c| callers::revoke(c, &owned, crate::utc::now_ms()),
+    )
+}
+
+/// Revokes the token named `name` if there is one; whether there was.
+pub fn revoke_if_present(paths: &Paths, name: &str) -> anyhow::Result<bool> {
+    if !list(paths)?.iter().any(|t| t.name == name) {
+        return Ok(false);
+    }
+    revoke(paths, name)?;
+    Ok(true)
+}
+
 pub fn run(paths: &Paths, command: TokenCommand) -> anyhow::Result<ExitCode> {
-    let json = matches!(command, TokenCommand::New { json: true, .. } | TokenCommand::List { json: true });
-    match (apply(paths, &command)?, &command) {
-        (Done::Made(token), TokenCommand::New { name, .. }) => {
+    match command {
+        TokenCommand::New { name, json } => {
+            let token = make(paths, &name)?;
             if json {
                 println!("{}", json!({"name": name, "token": token}));
             } else {
@@ -100,7 +107,8 @@ pub fn run(paths: &Paths, command: TokenCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        (Done::Listed(tokens), _) => {
+        TokenCommand::List { json } => {
+            let tokens = list(paths)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&json!({"tokens": tokens}))?);
             } else if tokens.is_empty() {
@@ -113,18 +121,10 @@ pub fn run(paths: &Paths, command: TokenCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        (Done::Revoked, TokenCommand::Revoke { name }) => println!("revoked {name:?}"),
-        _ => {}
+        TokenCommand::Revoke { name } => {
+            revoke(paths, &name)?;
+            println!("revoked {name:?}");
+        }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Revokes the token named `name` if there is one; whether there was.
-pub fn revoke_if_present(paths: &Paths, name: &str) -> anyhow::Result<bool> {
-    let Done::Listed(tokens) = apply(paths, &TokenCommand::List { json: true })? else { unreachable!("a list lists") };
-    if !tokens.iter().any(|t| t.name == name) {
-        return Ok(false);
-    }
-    apply(paths, &TokenCommand::Revoke { name: name.into() })?;
-    Ok(true)
 }

@@ -43,9 +43,11 @@ pub fn parse(kind: ProviderKind, model: &str, v: &Value, input_tokens: u64) -> R
             // answers a vector per token, which no caller can use.
             let vector = |e: &Value| e.is_string() || e.as_array().is_some_and(|a| a.iter().all(Value::is_number));
             if !data.iter().all(|d| vector(&d["embedding"])) {
-                return Err("the embeddings are not one vector per input (a server without pooling answers one per token; \
+                return Err(
+                    "the embeddings are not one vector per input (a server without pooling answers one per token; \
                             start it with pooling, such as llama.cpp's --pooling mean)"
-                    .into());
+                        .into(),
+                );
             }
             return Ok(answer(model, v.clone(), u64_at(&v["usage"]["prompt_tokens"]).max(data.len().min(1) as u64)));
         }

@@ -193,7 +193,7 @@ pub async fn complete(
     }
     let parsed = match (format, kind) {
         (Some(WireFormat::OpenaiResponses), _) => responses::parse_response(&value),
-        (Some(WireFormat::OpenaiEmbeddings), _) => unreachable!("an embeddings request has inputs"),
+        (Some(WireFormat::OpenaiEmbeddings), _) => Err("an embeddings body without inputs".to_string()),
         (_, ProviderKind::Openai) => openai::parse_response(&value),
         (_, ProviderKind::Anthropic) => anthropic::parse_response(&value),
         (_, ProviderKind::Gemini) => gemini::parse_response(&value, target.model),

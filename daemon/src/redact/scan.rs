@@ -373,7 +373,8 @@ mod tests {
         let together = scanner.scan_many(&refs);
         let mut found = 0;
         for (text, many) in refs.iter().zip(&together) {
-            let alone: Vec<(usize, usize, usize)> = scanner.scan(text.as_bytes()).iter().map(|f| (f.rule, f.start, f.end)).collect();
+            let alone: Vec<(usize, usize, usize)> =
+                scanner.scan(text.as_bytes()).iter().map(|f| (f.rule, f.start, f.end)).collect();
             let many: Vec<(usize, usize, usize)> = many.iter().map(|f| (f.rule, f.start, f.end)).collect();
             assert_eq!(alone, many, "{text}");
             found += alone.len();

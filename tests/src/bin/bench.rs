@@ -314,8 +314,10 @@ async fn first_event(seconds: u64) {
     gated_anthropic["model"] = json!("an/claude-x");
     // The same system text and tools in each door's own shape: the doors compared at one size.
     let system = "You are an agent. ".repeat(200);
-    let function = |i: usize| json!({"name": format!("tool_{i}"), "description": "Runs a command in the project. ".repeat(20),
-        "parameters": {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}}});
+    let function = |i: usize| {
+        json!({"name": format!("tool_{i}"), "description": "Runs a command in the project. ".repeat(20),
+        "parameters": {"type": "object", "properties": {"command": {"type": "string", "description": "the command"}}}})
+    };
     let chat = json!({"model": "gpt-x", "stream": true, "messages": [{"role": "system", "content": system}, {"role": "user", "content": "say hi"}],
         "tools": (0..12).map(|i| json!({"type": "function", "function": function(i)})).collect::<Vec<_>>()});
     let mut gated_chat = chat.clone();
@@ -331,7 +333,12 @@ async fn first_event(seconds: u64) {
         ("anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"),
     ];
     let n = (seconds as usize * 50).max(50);
-    println!("first streamed event, {n} requests each, one at a time");
+    // A model streams over time: 2 ms between events, as a fast provider sends them. With every
+    // event at once, the first chunk a caller reads would also carry the work on all the others.
+    fake.script(
+        (0..(n + 20) * 2 * 4).map(|_| tollgate_tests::fake::Behaviour { chunk_delay_ms: 2, ..Default::default() }),
+    );
+    println!("first streamed event, {n} requests each, one at a time, 2 ms between the provider's events");
     println!(
         "{:<34}  {:>20}  {:>20}  {:>16}  {:>22}",
         "door -> target", "direct p50 / p99 ms", "tollgate p50 / p99", "added p50 / p99", "reported added p50/p99"
