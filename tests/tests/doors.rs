@@ -590,3 +590,41 @@ async fn images_and_documents_reach_every_provider_in_its_own_form() {
         json!({"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}})
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_cut_after_it_began_ends_in_the_callers_format_and_is_booked_as_cut() {
+    let (a, d) = setup().await;
+    // Anthropic pass-through: the frames so far, then an `error` event, never `message_stop`.
+    a.script([Behaviour { cut_after: Some(3), ..Default::default() }]);
+    let r = d
+        .client()
+        .post(d.url("/v1/messages"))
+        .json(&json!({"model": "an/claude-x", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hello there"}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+    let body = r.text().await.unwrap();
+    let names: Vec<String> = sse_events(&body).into_iter().filter_map(|(e, _)| e).collect();
+    assert_eq!(names.first().map(String::as_str), Some("message_start"), "{body}");
+    assert_eq!(names.last().map(String::as_str), Some("error"), "{body}");
+    assert!(!names.iter().any(|n| n == "message_stop"));
+    let log: Value = d.client().get(d.url(&format!("/v1/log/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(log["outcome"], "cut", "{log}");
+
+    // Responses pass-through: `response.failed`, numbered after the frames before it.
+    a.script([Behaviour { cut_after: Some(4), ..Default::default() }]);
+    let r = d
+        .client()
+        .post(d.url("/v1/responses"))
+        .json(&json!({"model": "or/gpt-x", "stream": true, "input": "hello there"}))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    let events: Vec<Value> = sse_events(&body).iter().map(|(_, d)| serde_json::from_str(d).unwrap()).collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{body}");
+    assert_eq!(last["sequence_number"], events.len() as u64 - 1);
+    assert!(!events.iter().any(|e| e["type"] == "response.completed"));
+}
