@@ -150,7 +150,10 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
     let home = tempfile::tempdir().unwrap();
     let codex_home = home.path().join(".codex");
     std::fs::create_dir_all(&codex_home).unwrap();
-    std::fs::write(codex_home.join("config.toml"), "model = \"gpt-5-codex\"\n").unwrap();
+    // No update check and no analytics: nothing but tollgate to call (it still looks up a few
+    // hosts by name; nothing answers here).
+    let own = "model = \"gpt-5-codex\"\ncheck_for_update_on_startup = false\n\n[analytics]\nenabled = false\n";
+    std::fs::write(codex_home.join("config.toml"), own).unwrap();
     setup_tool(&d, home.path(), "codex");
     let mut c = Command::new(agent("codex"));
     c.current_dir(home.path())
@@ -195,7 +198,11 @@ async fn codex_works_through_tollgate_on_the_responses_api() {
         .output()
         .unwrap();
     assert!(undo.status.success(), "{}", text(&undo));
-    assert_eq!(std::fs::read_to_string(codex_home.join("config.toml")).unwrap(), "model = \"gpt-5-codex\"\n");
+    assert_eq!(
+        std::fs::read_to_string(codex_home.join("config.toml")).unwrap(),
+        own,
+        "undo leaves the user's own config"
+    );
     let refused = reqwest::Client::new().get(d.url("/v1/models")).header("authorization", bearer).send().await.unwrap();
     assert_eq!(refused.status(), 401, "a revoked token is refused");
 }
@@ -212,6 +219,17 @@ async fn aider_works_through_tollgate_on_chat_completions() {
         aider.display()
     );
     let home = tempfile::tempdir().unwrap();
+    // aider refreshes its model list from the network unless its cache is fresh: seed the cache
+    // with the copy litellm ships.
+    let site = aider.parent().unwrap().parent().unwrap().join("lib");
+    let shipped = std::fs::read_dir(&site)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|python| python.path().join("site-packages/litellm/model_prices_and_context_window_backup.json"))
+        .find(|p| p.exists())
+        .expect("litellm ships its model list");
+    std::fs::create_dir_all(home.path().join(".aider/caches")).unwrap();
+    std::fs::copy(shipped, home.path().join(".aider/caches/model_prices_and_context_window.json")).unwrap();
     setup_tool(&d, home.path(), "aider");
     let mut c = Command::new(aider);
     c.current_dir(home.path())
@@ -260,7 +278,12 @@ async fn opencode_works_through_tollgate_with_a_route_alias() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("HOME", home.path())
         .env("XDG_CONFIG_HOME", home.path().join(".config"))
+        // Nothing fetched from the network: no update check, model catalog, plugins or LSP servers.
         .env("OPENCODE_DISABLE_AUTOUPDATE", "1")
+        .env("OPENCODE_DISABLE_MODELS_FETCH", "1")
+        .env("OPENCODE_DISABLE_DEFAULT_PLUGINS", "1")
+        .env("OPENCODE_DISABLE_LSP_DOWNLOAD", "1")
+        .env("OPENCODE_DISABLE_SHARE", "1")
         .args(["run", "--model", "tollgate/code", &format!("say hi; the deploy token is {PAT}")]);
     let out = run(c, Duration::from_secs(120));
     let shown = text(&out);
