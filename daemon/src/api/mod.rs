@@ -1,6 +1,8 @@
 //! The HTTP API, served on both listeners (the local socket and TCP on loopback) by one router.
-//! Only this module knows HTTP. Each entry point translates its wire format to the internal model,
-//! calls the pipeline, and renders the answer and any error in the caller's own format.
+//! Only this module knows HTTP. Each entry point translates its wire format to the internal model
+//! (keeping the caller's own body beside it for a target of the same format), calls the pipeline,
+//! and renders the answer and any error in the caller's own format: a pass-through answer as the
+//! provider sent it, any other rendered from the typed events.
 
 pub mod anthropic;
 pub mod auth;
