@@ -62,7 +62,19 @@ const BUILT_IN: &[(&str, Price)] = &[
     ("o4-mini", usd(1_100_000, 4_400_000, 275_000)),
     ("text-embedding-3-small", usd(20_000, 0, 20_000)),
     ("text-embedding-3-large", usd(130_000, 0, 130_000)),
-    // Anthropic
+    // Anthropic. Opus from 4.5 on is priced below Opus 4 and 4.1; Sonnet 5.5 reads its cache at
+    // 0.05 times input. Haiku 5.5 is priced by prompt length, which one price cannot say: it is
+    // left unknown (recorded as such) rather than under-priced.
+    ("claude-opus-5", anthropic(5_000_000, 25_000_000)),
+    ("claude-opus-4-8", anthropic(5_000_000, 25_000_000)),
+    ("claude-opus-4-7", anthropic(5_000_000, 25_000_000)),
+    ("claude-opus-4-6", anthropic(5_000_000, 25_000_000)),
+    ("claude-opus-4-5", anthropic(5_000_000, 25_000_000)),
+    ("claude-sonnet-5", anthropic(2_000_000, 10_000_000)),
+    (
+        "claude-sonnet-5-5",
+        Price { input: 2_000_000, output: 10_000_000, cached_input: 100_000, cache_write_input: 2_500_000 },
+    ),
     ("claude-opus-4-1", anthropic(15_000_000, 75_000_000)),
     ("claude-opus-4", anthropic(15_000_000, 75_000_000)),
     ("claude-sonnet-4-5", anthropic(3_000_000, 15_000_000)),
@@ -224,6 +236,13 @@ mod tests {
         assert_eq!(p.lookup("openai", "gpt-4.1-2025-04-14").unwrap().input, 2_000_000);
         assert_eq!(p.lookup("openai", "gpt-4.10"), None, "a prefix must end at a '-'");
         assert_eq!(p.lookup("x", "mystery-model"), None);
+        // Opus 4.5 and later are not Opus 4's price; Sonnet 5.5 is not Sonnet 5's cache price.
+        assert_eq!(p.lookup("anthropic", "claude-opus-4-5-20251101").unwrap().input, 5_000_000);
+        assert_eq!(p.lookup("anthropic", "claude-opus-4-1").unwrap().input, 15_000_000);
+        assert_eq!(p.lookup("anthropic", "claude-sonnet-5-5").unwrap().cached_input, 100_000);
+        assert_eq!(p.lookup("anthropic", "claude-sonnet-5").unwrap().cached_input, 200_000);
+        assert_eq!(p.lookup("anthropic", "claude-haiku-5-5"), None, "priced by prompt length: unknown");
+        assert_eq!(p.lookup("openai", "gpt-5-codex").unwrap().cached_input, 125_000);
     }
 
     #[test]
