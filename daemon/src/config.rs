@@ -34,6 +34,7 @@ pub struct Config {
     pub redaction: crate::redact::RedactionConfig,
     pub cache: crate::cache::CacheConfig,
     pub audit: AuditConfig,
+    pub responses: crate::stored::ResponsesConfig,
     #[serde(default)]
     pub budgets: Vec<crate::ledger::budgets::BudgetConfig>,
     #[serde(default)]

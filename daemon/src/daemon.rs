@@ -176,11 +176,12 @@ async fn housekeeping(store: Store, gateway: Arc<Gateway>) {
     loop {
         tick.tick().await;
         let retention = i64::from(gateway.runtime().config.audit.retention_days) * utc::DAY_MS;
+        let keep_days = gateway.runtime().config.responses.keep_days;
         store.write(move |c| {
             let now = utc::now_ms();
             let _ = cache::prune(c, now);
             let _ = ledger::prune_audit(c, now - retention);
-            let _ = crate::stored::prune(c, now);
+            let _ = crate::stored::prune(c, now, keep_days);
         });
     }
 }

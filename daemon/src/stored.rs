@@ -5,12 +5,17 @@
 //! placeholders as they were (a value from an earlier turn comes back as its placeholder).
 
 use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
 
 use crate::model::{ChatResponse, Message, Role};
 use crate::store::Store;
 
-/// How long a stored response is kept.
-pub const KEEP_DAYS: i64 = 30;
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponsesConfig {
+    /// Days a response is kept; 0 keeps none.
+    pub keep_days: u32,
+}
 
 /// Keeps a response: the turns it was given (system turns left out: instructions do not carry
 /// over) and its answer, both masked.
@@ -59,6 +64,6 @@ pub fn delete(c: &Connection, id: &str, scope: &str) -> rusqlite::Result<bool> {
     Ok(c.execute("DELETE FROM responses WHERE id = ?1 AND scope = ?2", [id, scope])? > 0)
 }
 
-pub fn prune(c: &Connection, now_ms: i64) -> rusqlite::Result<usize> {
-    c.execute("DELETE FROM responses WHERE ts_ms < ?1", [now_ms - KEEP_DAYS * crate::utc::DAY_MS])
+pub fn prune(c: &Connection, now_ms: i64, keep_days: u32) -> rusqlite::Result<usize> {
+    c.execute("DELETE FROM responses WHERE ts_ms < ?1", [now_ms - i64::from(keep_days) * crate::utc::DAY_MS])
 }

@@ -259,7 +259,7 @@ pub async fn responses(
         continue_stored(&state, &mut req).await?;
         let mut ctx = super::context(EntryPoint::Responses, &headers, received, &caller);
         ctx.answer_id = Some(crate::model::new_id("resp_"));
-        ctx.keep = store;
+        ctx.keep = store && state.gateway.runtime().config.responses.keep_days > 0;
         let mut seq = 0u64;
         let render = super::Render {
             whole: render,
