@@ -92,10 +92,11 @@ fn print_usage(report: &Value) {
         println!(
             "{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}{}",
             l["key"].as_str().unwrap_or(""),
-            l["requests"],
-            l["input_tokens"],
-            l["output_tokens"],
-            l["cached_tokens"],
+            // A JSON value's Display ignores width: as strings, the columns line up.
+            l["requests"].to_string(),
+            l["input_tokens"].to_string(),
+            l["output_tokens"].to_string(),
+            l["cached_tokens"].to_string(),
             l["cost_usd"].as_str().unwrap_or(""),
             unknown_note(l)
         );
@@ -195,8 +196,8 @@ pub fn log(paths: &Paths, _loaded: &Loaded, id: Option<&str>, limit: u32, json: 
             utc::iso(c["ts_ms"].as_i64().unwrap_or(0)),
             c["task"].as_str().unwrap_or(""),
             format!("{}/{}", c["provider"].as_str().unwrap_or("-"), c["model"].as_str().unwrap_or("-")),
-            c["input_tokens"],
-            c["output_tokens"],
+            c["input_tokens"].to_string(),
+            c["output_tokens"].to_string(),
             cost,
             c["latency_ms"].as_f64().unwrap_or(0.0),
             c["outcome"].as_str().unwrap_or(""),

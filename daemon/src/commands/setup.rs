@@ -10,6 +10,7 @@
 //! | codex | `$CODEX_HOME/config.toml` (`~/.codex`) | `model_provider = "tollgate"`, `[model_providers.tollgate]` on the Responses API |
 //! | aider | `~/.aider.conf.yml` | `openai-api-base`, `openai-api-key` |
 //! | opencode | `~/.config/opencode/opencode.json` | a `tollgate` provider (OpenAI-compatible) with the route aliases as models |
+//! | continue | `~/.continue/config.yaml` | models on the `code` route (chat, edit, apply) and the `local` one (autocomplete), between marker comments |
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -25,6 +26,7 @@ pub enum Tool {
     Codex,
     Aider,
     Opencode,
+    Continue,
 }
 
 impl Tool {
@@ -34,6 +36,7 @@ impl Tool {
             Tool::Codex => "codex",
             Tool::Aider => "aider",
             Tool::Opencode => "opencode",
+            Tool::Continue => "continue",
         }
     }
 
@@ -44,6 +47,7 @@ impl Tool {
                 std::env::var_os("CODEX_HOME").map_or_else(|| home.join(".codex"), PathBuf::from).join("config.toml")
             }
             Tool::Aider => home.join(".aider.conf.yml"),
+            Tool::Continue => home.join(".continue/config.yaml"),
             Tool::Opencode => std::env::var_os("XDG_CONFIG_HOME")
                 .map_or_else(|| home.join(".config"), PathBuf::from)
                 .join("opencode/opencode.json"),
@@ -147,6 +151,7 @@ fn edit(tool: Tool, current: &str, base: &str, token: Option<&str>) -> anyhow::R
             }
             Ok(doc.to_string())
         }
+        Tool::Continue => continue_yaml(current, base, token),
         Tool::Aider => {
             const MARK: &str = "# written by `tollgate setup aider`";
             let mut lines: Vec<String> = current
@@ -160,6 +165,70 @@ fn edit(tool: Tool, current: &str, base: &str, token: Option<&str>) -> anyhow::R
                 lines.push(format!("openai-api-key: {t}"));
             }
             Ok(if lines.is_empty() { String::new() } else { lines.join("\n") + "\n" })
+        }
+    }
+}
+
+/// Continue's `config.yaml` with tollgate's models as the first items of `models`, between marker
+/// comments (the only lines setup writes or removes); the items take the indentation of the list
+/// they join. A config whose `models` is written inline (`models: [...]`) is left for the user.
+fn continue_yaml(current: &str, base: &str, token: Option<&str>) -> anyhow::Result<String> {
+    const BEGIN: &str = "# tollgate setup: begin";
+    const END: &str = "# tollgate setup: end";
+    // Take out what an earlier setup wrote.
+    let mut lines: Vec<&str> = Vec::new();
+    let mut inside = false;
+    for line in current.lines() {
+        match line.trim() {
+            BEGIN => inside = true,
+            END => inside = false,
+            _ if !inside => lines.push(line),
+            _ => {}
+        }
+    }
+    let Some(token) = token else {
+        return Ok(if lines.iter().all(|l| l.trim().is_empty()) { String::new() } else { lines.join("\n") + "\n" });
+    };
+    let item = |indent: &str, name: &str, model: &str, roles: &str| {
+        format!(
+            "{indent}- name: {name} (tollgate)\n{indent}  provider: openai\n{indent}  model: {model}\n{indent}  apiBase: {base}/v1\n\
+             {indent}  apiKey: {token}\n{indent}  roles: [{roles}]"
+        )
+    };
+    let block = |indent: &str| {
+        [
+            format!("{indent}{BEGIN}"),
+            item(indent, "code", "code", "chat, edit, apply"),
+            item(indent, "local", "local", "autocomplete"),
+            format!("{indent}{END}"),
+        ]
+        .join("\n")
+    };
+    let models = lines.iter().position(|l| l.starts_with("models:"));
+    match models {
+        None => {
+            if lines.iter().all(|l| l.trim().is_empty()) {
+                lines = vec!["name: tollgate", "version: 1.0.0", "schema: v1"];
+            }
+            Ok(format!("{}\nmodels:\n{}\n", lines.join("\n"), block("  ")))
+        }
+        Some(i) if lines[i].trim_end() != "models:" => {
+            anyhow::bail!(
+                "its models are written inline ({}); write them as a list, one `- name:` per line",
+                lines[i].trim()
+            )
+        }
+        Some(i) => {
+            // The indentation of the list's first item, if it has one.
+            let indent: String = lines[i + 1..]
+                .iter()
+                .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+                .filter(|l| l.trim_start().starts_with("- "))
+                .map_or_else(|| "  ".to_string(), |l| l[..l.len() - l.trim_start().len()].to_string());
+            let mut out: Vec<String> = lines[..=i].iter().map(|l| l.to_string()).collect();
+            out.push(block(&indent));
+            out.extend(lines[i + 1..].iter().map(|l| l.to_string()));
+            Ok(out.join("\n") + "\n")
         }
     }
 }
@@ -283,6 +352,33 @@ mod tests {
         assert_eq!(off, json!({"theme": "dark", "provider": {"mine": {"name": "m"}}}));
         let fresh: Value = serde_json::from_str(&edit(Tool::Opencode, "", "http://h", Some("t")).unwrap()).unwrap();
         assert_eq!(fresh["$schema"], "https://opencode.ai/config.json");
+    }
+
+    #[test]
+    fn continue_models_join_the_list_with_its_indentation_and_undo_restores_it() {
+        let before = "name: mine\nversion: 1.0.0\nschema: v1\nmodels:\n- name: other\n  provider: ollama\n  model: x\nrules:\n- be brief\n";
+        let on = edit(Tool::Continue, before, "http://127.0.0.1:5", Some("tg-c")).unwrap();
+        assert!(on.contains("models:\n# tollgate setup: begin\n- name: code (tollgate)\n  provider: openai\n  model: code\n  apiBase: http://127.0.0.1:5/v1\n  apiKey: tg-c\n"), "{on}");
+        assert!(on.contains("  roles: [autocomplete]\n# tollgate setup: end\n- name: other\n"), "{on}");
+        assert_eq!(edit(Tool::Continue, &on, "http://127.0.0.1:5", Some("tg-c")).unwrap(), on, "idempotent");
+        assert_eq!(edit(Tool::Continue, &on, "x", None).unwrap(), before);
+        // Indented lists keep their indentation; a new file gets the required header.
+        let indented = "name: a\nmodels:\n  - name: b\n";
+        assert!(
+            edit(Tool::Continue, indented, "h", Some("t"))
+                .unwrap()
+                .contains("models:\n  # tollgate setup: begin\n  - name: code")
+        );
+        let fresh = edit(Tool::Continue, "", "h", Some("t")).unwrap();
+        assert!(
+            fresh.starts_with("name: tollgate\nversion: 1.0.0\nschema: v1\nmodels:\n  # tollgate setup: begin\n"),
+            "{fresh}"
+        );
+        assert_eq!(
+            edit(Tool::Continue, &fresh, "h", None).unwrap(),
+            "name: tollgate\nversion: 1.0.0\nschema: v1\nmodels:\n"
+        );
+        assert!(edit(Tool::Continue, "models: [a]\n", "h", Some("t")).unwrap_err().to_string().contains("inline"));
     }
 
     #[test]
