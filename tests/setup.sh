@@ -90,6 +90,13 @@ if ! "$AIDER_VENV/bin/aider" --version 2>/dev/null | grep -q '0\.86\.2'; then
   "$AIDER_VENV/bin/pip" install -q --upgrade pip
   "$AIDER_VENV/bin/pip" install -q "aider-chat==0.86.2"
 fi
+LLM_VENV="$CACHE/llm-venv"
+if ! "$LLM_VENV/bin/llm" --version 2>/dev/null | grep -q '0\.36$'; then
+  log "installing llm (a venv of its own)"
+  python3 -m venv "$LLM_VENV"
+  "$LLM_VENV/bin/pip" install -q --upgrade pip
+  "$LLM_VENV/bin/pip" install -q "llm==0.36"
+fi
 VSCODE_DIR="$(cd "$(dirname "$0")/.." && pwd)/editor-clients/vscode"
 lock_stamp="$VSCODE_DIR/node_modules/.tollgate-$(sha1sum "$VSCODE_DIR/package-lock.json" | cut -c1-12)"
 if [ ! -f "$lock_stamp" ]; then

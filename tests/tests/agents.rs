@@ -1,6 +1,6 @@
 //! End to end with the coding agents developers run, installed from their registries by
-//! tests/setup.sh: Claude Code (`claude -p`), Codex (`codex exec`), opencode (`opencode run`) and
-//! aider (`aider --message`),
+//! tests/setup.sh: Claude Code (`claude -p`), Codex (`codex exec`), opencode (`opencode run`),
+//! aider (`aider --message`) and llm (`llm -m`),
 //! each pointed at tollgate the way its own documentation says, each sending what it sends today.
 //! The fakes answer; the tests check that the answer reached the tool, what the provider received
 //! (betas, cache marks, placeholders in place of a planted secret) and the ledger row.
@@ -90,6 +90,7 @@ fn setup_tool(d: &Daemon, home: &std::path::Path, tool: &str) {
         .env("HOME", home)
         .env("CODEX_HOME", home.join(".codex"))
         .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("LLM_USER_PATH", home.join("llm"))
         .args(["setup", tool])
         .output()
         .unwrap();
@@ -295,4 +296,32 @@ async fn opencode_works_through_tollgate_with_a_route_alias() {
     assert!(sent.iter().all(|r| !r.body.to_string().contains(PAT)));
     let call = last_call(&d).await;
     assert_eq!((call["caller"].as_str(), call["outcome"].as_str()), (Some("opencode"), Some("ok")), "{call}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn llm_works_through_tollgate_with_the_models_setup_gave_it() {
+    let (a, d) = setup().await;
+    let llm = std::env::var_os("TOLLGATE_LLM").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/tollgate-tests/llm-venv/bin/llm")
+    });
+    assert!(llm.exists(), "{} is missing: run tests/setup.sh (it installs llm), or set TOLLGATE_LLM", llm.display());
+    let home = tempfile::tempdir().unwrap();
+    setup_tool(&d, home.path(), "llm");
+    let mut c = Command::new(llm);
+    c.current_dir(home.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("LLM_USER_PATH", home.path().join("llm"))
+        .args(["-m", "tollgate-code", &format!("say hi; the deploy token is {PAT}")]);
+    let out = run(c, Duration::from_secs(60));
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Hello from fake openai") && stdout.contains(PAT), "{shown}");
+    let sent = a.requests().into_iter().find(|r| r.path == "/v1/chat/completions").expect("a chat call");
+    assert_eq!(sent.body["model"], "gpt-code", "the code route chose the model");
+    assert!(!sent.body.to_string().contains(PAT));
+    let call = last_call(&d).await;
+    assert_eq!((call["caller"].as_str(), call["outcome"].as_str()), (Some("llm"), Some("ok")), "{call}");
 }
