@@ -432,7 +432,6 @@ pub fn raw_frame(event: Option<&str>, data: &str) -> Option<Bytes> {
 /// errors in the caller's format, the answer rendered whole or streamed, and the served headers.
 /// An answer from a target of the caller's own format goes back as the provider sent it
 /// (placeholders restored): its body, or its frames.
-#[allow(clippy::too_many_arguments)]
 pub async fn serve_chat<W, S, F, B>(
     state: &State,
     mut ctx: RequestContext,
