@@ -35,9 +35,6 @@ pub enum ProviderError {
     Protocol(String),
     #[error("cut the stream: {0}")]
     Cut(String),
-    /// The request has what this provider's format cannot express (checked before any call).
-    #[error("{0}")]
-    Unsupported(String),
     #[error("has no credentials: run `tollgate login {0}` (or set {env})", env = crate::keychain::env_var(.0))]
     NoCredentials(String),
 }
@@ -68,14 +65,18 @@ pub fn passes_through(config: &ProviderConfig, req: &ChatRequest) -> bool {
 }
 
 /// Whether a target can serve the request: it speaks the caller's format, or the request has
-/// nothing that translation would lose. The error names what cannot be translated.
+/// nothing that translation would lose. The error names what cannot be translated. The pipeline
+/// asks before it calls a target.
 pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String> {
-    let kind = serde_json::to_value(config.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    if native_for(config, req).is_some() {
+        return Ok(());
+    }
+    let kind =
+        || serde_json::to_value(config.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
     if req.embed.is_some() && config.kind == ProviderKind::Anthropic {
-        return Err(format!("{kind} offers no embeddings"));
+        return Err(format!("{} offers no embeddings", kind()));
     }
     if config.kind == ProviderKind::Ollama
-        && native_for(config, req).is_none()
         && let Some(url) = req
             .messages
             .iter()
@@ -83,14 +84,15 @@ pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String
             .find(|u| !crate::model::data_url(u).is_some_and(|(t, _)| t.starts_with("image/")))
     {
         let what = if url.starts_with("data:") { "a document" } else { "an image by URL" };
-        return Err(format!("{kind} takes inline images only, not {what}"));
+        return Err(format!("{} takes inline images only, not {what}", kind()));
     }
-    if req.unmapped.is_empty() || native_for(config, req).is_some() {
+    if req.unmapped.is_empty() {
         return Ok(());
     }
     Err(format!(
-        "{} cannot be translated for {kind} (send it to a provider of the caller's own format)",
-        req.unmapped.join(", ")
+        "{} cannot be translated for {} (send it to a provider of the caller's own format)",
+        req.unmapped.join(", "),
+        kind()
     ))
 }
 
@@ -101,7 +103,7 @@ impl ProviderError {
         match self {
             Self::Connect(_) | Self::Timeout(_) | Self::Cut(_) => true,
             Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
-            Self::Protocol(_) | Self::Unsupported(_) => false,
+            Self::Protocol(_) => false,
             // Another target may have credentials.
             Self::NoCredentials(_) => true,
         }
@@ -242,7 +244,6 @@ pub async fn stream(
 }
 
 fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, ProviderError> {
-    supports(target.config, req).map_err(ProviderError::Unsupported)?;
     let mut wire = match (native_for(target.config, req), &req.embed) {
         (Some(native), _) => passthrough(target, native, stream),
         (None, Some(inputs)) => embeddings::build(target, inputs),
