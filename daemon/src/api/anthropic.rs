@@ -16,15 +16,15 @@ use serde_json::{Value, json};
 use super::{ApiError, Format, sse_frame};
 use crate::callers::Caller;
 use crate::model::{
-    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Native, Part, Reasoning, Role, Tool, ToolChoice,
-    Usage, WireFormat,
+    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Part, Reasoning, Role, Tool, ToolChoice, Usage,
+    WireFormat,
 };
 use crate::pipeline::EntryPoint;
 
 #[derive(Debug, Deserialize)]
 pub struct MessagesRequest {
     model: String,
-    max_tokens: u32,
+    max_tokens: Option<u32>,
     messages: Vec<WireMessage>,
     system: Option<Value>,
     #[serde(default)]
@@ -220,7 +220,7 @@ impl MessagesRequest {
         Ok(ChatRequest {
             model: self.model,
             messages,
-            max_tokens: Some(self.max_tokens),
+            max_tokens: self.max_tokens,
             temperature: self.temperature,
             top_p: self.top_p,
             stop: self.stop_sequences,
@@ -245,9 +245,8 @@ pub async fn messages(
     body: Body,
 ) -> Response {
     let received = Instant::now();
-    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let req = read_request(body, &uri, &headers, limit).await?;
+        let req = read_request(&state, body, &uri, &headers, false).await?;
         let render = super::Render { whole: render, stream: render_stream, frame: forward_frame };
         Ok::<_, ApiError>(
             super::serve_chat(
@@ -275,9 +274,8 @@ pub async fn count_tokens(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let result = async {
-        let req = read_request(body, &uri, &headers, limit).await?;
+        let req = read_request(&state, body, &uri, &headers, true).await?;
         let ctx = super::context(EntryPoint::Anthropic, &headers, Instant::now(), &caller);
         let count =
             state.gateway.count_tokens(req, &ctx).await.map_err(|e| ApiError::from_gateway(&e, Format::Anthropic))?;
@@ -291,28 +289,29 @@ pub async fn count_tokens(
 }
 
 /// A Messages request: typed, with the caller's own body, headers and query kept for an Anthropic
-/// target. A token count has no `max_tokens`; the typed form gets 1.
+/// target. A token count (`counting`) has no `max_tokens`; a call must have one.
 pub async fn read_request(
+    state: &super::State,
     body: Body,
     uri: &http::Uri,
     headers: &HeaderMap,
-    limit: usize,
+    counting: bool,
 ) -> Result<ChatRequest, ApiError> {
-    let value = super::read_value(body, headers, limit, Format::Anthropic).await?;
-    let mut typed = value.clone();
-    if uri.path().ends_with("/count_tokens")
-        && let Some(obj) = typed.as_object_mut()
-    {
-        obj.entry("max_tokens").or_insert(json!(1));
+    let (wire, mut native) = super::read_door::<MessagesRequest>(
+        state,
+        body,
+        headers,
+        Format::Anthropic,
+        WireFormat::AnthropicMessages,
+        FORWARDED,
+    )
+    .await?;
+    if wire.max_tokens.is_none() && !counting {
+        return Err(bad("invalid request: missing field `max_tokens`"));
     }
-    let wire: MessagesRequest = super::parse(typed, Format::Anthropic)?;
+    native.query = uri.query().map(str::to_string);
     let mut req = wire.into_internal()?;
-    req.native = Some(Native {
-        format: WireFormat::AnthropicMessages,
-        body: value,
-        headers: super::forwarded_headers(headers, FORWARDED),
-        query: uri.query().map(str::to_string),
-    });
+    req.native = Some(native);
     Ok(req)
 }
 
