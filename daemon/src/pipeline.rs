@@ -400,17 +400,7 @@ impl Gateway {
         ctx: &RequestContext,
         pending: &mut Option<JoinHandle<()>>,
     ) -> Result<Served, GatewayError> {
-        if !rt.config.tasks.admits(&ctx.task) {
-            return Err(GatewayError::NotAllowed(format!(
-                "the task {:?} is not allowed here (allowed: {})",
-                ctx.task,
-                [&rt.config.tasks.policy, &rt.config.tasks.allowed]
-                    .into_iter()
-                    .find(|l| !l.is_empty() && !l.contains(&ctx.task))
-                    .map(|l| l.join(", "))
-                    .unwrap_or_default()
-            )));
-        }
+        Self::admit_task(rt, ctx)?;
         let wait_start = Instant::now();
         let permit = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| GatewayError::ShuttingDown)?;
         // Waiting for a slot is queueing behind other requests, not the gateway's own work.
@@ -427,19 +417,8 @@ impl Gateway {
             rt.limits.admit(ratelimit::Scope::Project, project, est_tokens, now).map_err(GatewayError::RateLimited)?;
         }
 
-        let decision = rt.router.decide(&RequestFacts {
-            task: &ctx.task,
-            path: ctx.path.as_deref(),
-            project: ctx.project.as_deref(),
-            sensitivity: ctx.sensitivity.as_deref(),
-        });
-        let local_only = ctx.local_only || decision.local_only;
         let mut notes: Vec<(&'static str, String)> = Vec::new();
-        if let Some(route) = decision.route.filter(|r| *r != req.model) {
-            notes.push(("x-tollgate-routed", format!("{} -> {route} (routing rule)", req.model)));
-            req.model = route;
-        }
-        let mut targets = rt.router.resolve(&req.model)?;
+        let (mut targets, local_only) = Self::route(rt, ctx, &mut req, &mut notes)?;
 
         // Redaction: before the cache, the ledger, a log or a provider sees the text.
         let mode = self.redaction_mode(rt, &req.model);
@@ -666,20 +645,8 @@ impl Gateway {
     /// tollgate's o200k estimate, and says so. Nothing is spent, so nothing is booked.
     pub async fn count_tokens(&self, mut req: ChatRequest, ctx: &RequestContext) -> Result<TokenCount, GatewayError> {
         let rt = self.runtime();
-        if !rt.config.tasks.admits(&ctx.task) {
-            return Err(GatewayError::NotAllowed(format!("the task {:?} is not allowed here", ctx.task)));
-        }
-        let decision = rt.router.decide(&RequestFacts {
-            task: &ctx.task,
-            path: ctx.path.as_deref(),
-            project: ctx.project.as_deref(),
-            sensitivity: ctx.sensitivity.as_deref(),
-        });
-        if let Some(route) = decision.route {
-            req.model = route;
-        }
-        let local_only = ctx.local_only || decision.local_only;
-        let targets = rt.router.resolve(&req.model)?;
+        Self::admit_task(&rt, ctx)?;
+        let (targets, local_only) = Self::route(&rt, ctx, &mut req, &mut Vec::new())?;
         let estimate = || TokenCount { input_tokens: tokens::count_input(&req), estimated: true };
         for target in &targets {
             let config = &rt.config.providers[&target.provider];
@@ -720,6 +687,43 @@ impl Gateway {
             }
         }
         false
+    }
+
+    /// Whether the policy and the config serve this task at all.
+    fn admit_task(rt: &Runtime, ctx: &RequestContext) -> Result<(), GatewayError> {
+        if rt.config.tasks.admits(&ctx.task) {
+            return Ok(());
+        }
+        Err(GatewayError::NotAllowed(format!(
+            "the task {:?} is not allowed here (allowed: {})",
+            ctx.task,
+            [&rt.config.tasks.policy, &rt.config.tasks.allowed]
+                .into_iter()
+                .find(|l| !l.is_empty() && !l.contains(&ctx.task))
+                .map(|l| l.join(", "))
+                .unwrap_or_default()
+        )))
+    }
+
+    /// The routing rules' say (another route, local only; a reroute noted for the caller) and the
+    /// targets of the model the request ends up naming.
+    fn route(
+        rt: &Runtime,
+        ctx: &RequestContext,
+        req: &mut ChatRequest,
+        notes: &mut Vec<(&'static str, String)>,
+    ) -> Result<(Vec<TargetRef>, bool), GatewayError> {
+        let decision = rt.router.decide(&RequestFacts {
+            task: &ctx.task,
+            path: ctx.path.as_deref(),
+            project: ctx.project.as_deref(),
+            sensitivity: ctx.sensitivity.as_deref(),
+        });
+        if let Some(route) = decision.route.filter(|r| *r != req.model) {
+            notes.push(("x-tollgate-routed", format!("{} -> {route} (routing rule)", req.model)));
+            req.model = route;
+        }
+        Ok((rt.router.resolve(&req.model)?, ctx.local_only || decision.local_only))
     }
 
     /// The redaction mode of a route: its own setting, or the global one.
