@@ -56,7 +56,7 @@ pub enum Command {
         command: Option<crate::commands::token::TokenCommand>,
     },
     /// Point a coding tool at tollgate in its own config file, with a token of its own
-    /// (claude-code, codex, aider, opencode, continue, llm).
+    /// (claude-code, codex, aider, opencode, continue, llm, goose, zed, copilot, cline, roo).
     Setup {
         #[arg(value_enum)]
         tool: crate::commands::setup::Tool,
