@@ -84,17 +84,24 @@ targets = ["oa/gpt-code"]
 
 /// `tollgate setup TOOL` for a user whose home is `home`: the tool's own config file, a token of
 /// its own.
-fn setup_tool(d: &Daemon, home: &std::path::Path, tool: &str) {
+fn setup_tool(d: &Daemon, home: &std::path::Path, tool: &str) -> Output {
+    setup_args(d, home, &[tool])
+}
+
+fn setup_args(d: &Daemon, home: &std::path::Path, args: &[&str]) -> Output {
     let out = d
         .command()
         .env("HOME", home)
         .env("CODEX_HOME", home.join(".codex"))
         .env("XDG_CONFIG_HOME", home.join(".config"))
         .env("LLM_USER_PATH", home.join("llm"))
-        .args(["setup", tool])
+        .env_remove("CLINE_DIR")
+        .arg("setup")
+        .args(args)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    out
 }
 
 async fn last_call(d: &Daemon) -> Value {
@@ -324,4 +331,91 @@ async fn llm_works_through_tollgate_with_the_models_setup_gave_it() {
     assert!(!sent.body.to_string().contains(PAT));
     let call = last_call(&d).await;
     assert_eq!((call["caller"].as_str(), call["outcome"].as_str()), (Some("llm"), Some("ok")), "{call}");
+}
+
+/// For the tools whose client cannot run here (goose, Zed, Copilot Chat, Cline, Roo Code: desktop
+/// apps and editor extensions), what setup writes is read the way each reads it, and a request
+/// made with that address and key is served and counted as that tool's; `--undo` takes the files
+/// back to what they were and the key stops working.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_setup_writes_for_editor_tools_reaches_tollgate_as_that_tool() {
+    let (_a, d) = setup().await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let read = |rel: &str| -> Value {
+        let text = std::fs::read_to_string(h.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        // VS Code's and Zed's files may hold comments: none written here, so plain JSON reads them.
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{rel}: {e}\n{text}"))
+    };
+    // A settings file of the user's, with a comment, that must come back as it was.
+    let vscode_settings = "{\n  // mine\n  \"editor.fontSize\": 14\n}\n";
+    std::fs::create_dir_all(h.join(".config/Code/User")).unwrap();
+    std::fs::write(h.join(".config/Code/User/settings.json"), vscode_settings).unwrap();
+    let client = reqwest::Client::new();
+    for tool in ["goose", "zed", "copilot", "cline", "roo"] {
+        let out = setup_tool(&d, h, tool);
+        let (url, key) = match tool {
+            "goose" => {
+                let p = read(".config/goose/custom_providers/tollgate.json");
+                let config = std::fs::read_to_string(h.join(".config/goose/config.yaml")).unwrap();
+                assert!(config.contains("GOOSE_PROVIDER: tollgate\nGOOSE_MODEL: code"), "{config}");
+                let auth = p["headers"]["Authorization"].as_str().unwrap();
+                (p["base_url"].as_str().unwrap().to_string(), auth.trim_start_matches("Bearer ").to_string())
+            }
+            "zed" => {
+                let p = &read(".config/zed/settings.json")["language_models"]["openai_compatible"]["tollgate"];
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                let key = stdout.lines().last().unwrap().trim().to_string();
+                assert!(key.starts_with("tg-"), "the key Zed is to keep is printed: {stdout}");
+                (format!("{}/chat/completions", p["api_url"].as_str().unwrap()), key)
+            }
+            "copilot" => {
+                let groups = read(".config/Code/User/chatLanguageModels.json");
+                let g = groups.as_array().unwrap().iter().find(|g| g["name"] == "tollgate").unwrap().clone();
+                assert_eq!(g["vendor"], "customendpoint");
+                (g["models"][0]["url"].as_str().unwrap().to_string(), g["apiKey"].as_str().unwrap().to_string())
+            }
+            "cline" => {
+                let state = read(".cline/data/globalState.json");
+                assert_eq!(state["actModeApiProvider"], "openai");
+                let url = format!("{}/chat/completions", state["openAiBaseUrl"].as_str().unwrap());
+                (url, read(".cline/data/secrets.json")["openAiApiKey"].as_str().unwrap().to_string())
+            }
+            _ => {
+                let settings = std::fs::read_to_string(h.join(".config/Code/User/settings.json")).unwrap();
+                assert!(settings.contains("// mine"), "{settings}");
+                let path = settings.split("\"roo-cline.autoImportSettingsPath\": \"").nth(1).unwrap();
+                let path = &path[..path.find('"').unwrap()];
+                let profile: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+                let p = &profile["providerProfiles"]["apiConfigs"]["tollgate"];
+                let url = format!("{}/chat/completions", p["openAiBaseUrl"].as_str().unwrap());
+                (url, p["openAiApiKey"].as_str().unwrap().to_string())
+            }
+        };
+        let ask = || {
+            client
+                .post(&url)
+                .bearer_auth(&key)
+                .json(&serde_json::json!({"model": "code", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+        };
+        let resp = ask().await.unwrap();
+        assert_eq!(resp.status(), 200, "{tool}: {}", resp.text().await.unwrap());
+        let call = last_call(&d).await;
+        assert_eq!(call["caller"].as_str(), Some(tool), "{tool}: {call}");
+        setup_args(&d, h, &[tool, "--undo"]);
+        assert_eq!(ask().await.unwrap().status(), 401, "{tool}: its token is revoked by --undo");
+    }
+    // Every file setup wrote is gone again, and the user's own is as it was.
+    assert_eq!(std::fs::read_to_string(h.join(".config/Code/User/settings.json")).unwrap(), vscode_settings);
+    for rel in [
+        ".config/goose/custom_providers/tollgate.json",
+        ".config/goose/config.yaml",
+        ".config/zed/settings.json",
+        ".config/Code/User/chatLanguageModels.json",
+        ".cline/data/globalState.json",
+        ".cline/data/secrets.json",
+    ] {
+        assert!(!h.join(rel).exists(), "{rel} is left after --undo");
+    }
 }

@@ -95,6 +95,7 @@ impl Jsonc {
     }
 
     /// The value at `path`, if there is one.
+    #[cfg(test)]
     pub fn get(&self, path: &[&str]) -> Option<Value> {
         let mut value = self.root.value()?;
         for key in path {
