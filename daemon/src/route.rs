@@ -502,18 +502,18 @@ mod tests {
     #[test]
     fn a_target_must_match_every_allowed_list() {
         let mut config = Loaded::load(None, false, &Overrides::default()).unwrap().config;
-        config.models.policy = vec!["anthropic/*".into(), "ollama/*".into(), "openai/gpt-4.1*".into()];
+        config.models.policy = vec!["anthropic/*".into(), "ollama/*".into(), "openai/gpt-5*".into()];
         config.models.allowed = vec!["ollama/*".into(), "openai/*".into()];
         let r = Router::new(&config);
         let names = |m| r.resolve(m).unwrap().iter().map(ToString::to_string).collect::<Vec<_>>();
-        assert_eq!(names("fast"), ["openai/gpt-4.1-mini", "ollama/qwen2.5-coder:1.5b"]);
-        assert_eq!(names("code"), ["openai/gpt-4.1"]);
+        assert_eq!(names("fast"), ["openai/gpt-5-mini", "ollama/qwen2.5-coder:1.5b"]);
+        assert_eq!(names("code"), ["openai/gpt-5"]);
         // A route left with no allowed target says which list refused it.
         config.models.allowed = vec!["ollama/*".into()];
         let r = Router::new(&config);
         let err = r.resolve("code").map(|_| ()).unwrap_err().to_string();
-        assert!(err.contains("\"anthropic/claude-sonnet-4-5\" is not allowed by the local config"), "{err}");
-        assert_eq!(names("openai/gpt-4.1-mini"), ["openai/gpt-4.1-mini"]);
+        assert!(err.contains("\"anthropic/claude-sonnet-5-5\" is not allowed by the local config"), "{err}");
+        assert_eq!(names("openai/gpt-5-mini"), ["openai/gpt-5-mini"]);
         let err = r.resolve("anthropic/claude-x").unwrap_err().to_string();
         assert!(err.contains("not allowed by the local config"), "{err}");
         let err = r.resolve("openai/o3").unwrap_err().to_string();

@@ -246,6 +246,21 @@ mod tests {
     }
 
     #[test]
+    fn every_cloud_target_of_the_default_routes_has_a_price() {
+        // A budget in money counts the default routes' spend only if each is priced.
+        let config = crate::config::Loaded::load(None, false, &Default::default()).unwrap().config;
+        let p = Prices::new(&BTreeMap::new());
+        for (name, route) in &config.routes {
+            for target in &route.targets {
+                let (provider, model) = target.split_once('/').unwrap();
+                if !config.providers[provider].is_local() {
+                    assert!(p.lookup(provider, model).is_some(), "route {name}: {target} has no price");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn cost_charges_cached_input_at_its_own_price_and_rounds_to_the_micro_dollar() {
         let price = Price { input: 2_000_000, output: 8_000_000, cached_input: 500_000, cache_write_input: 2_000_000 };
         // 1000 fresh + 1000 cached input, 500 output: 0.002 + 0.0005 + 0.004 USD
