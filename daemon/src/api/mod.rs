@@ -199,7 +199,7 @@ pub async fn read_json<T: DeserializeOwned>(
     format: Format,
 ) -> Result<T, ApiError> {
     let value = read_value(body, headers, limit, format).await?;
-    parse(value, format)
+    parse(&value, format)
 }
 
 /// Reads a request body as JSON within the size limit: too large, unreadable, not UTF-8 and not
@@ -254,14 +254,14 @@ pub async fn read_door<T: DeserializeOwned>(
 ) -> Result<(T, crate::model::Native), ApiError> {
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
     let value = read_value(body, headers, limit, format).await?;
-    let typed = parse(value.clone(), format)?;
+    let typed = parse(&value, format)?;
     let native =
         crate::model::Native { format: wire, body: value, headers: forwarded_headers(headers, forwarded), query: None };
     Ok((typed, native))
 }
 
 /// A request type from a JSON value; the error names the path of what is wrong.
-pub fn parse<T: DeserializeOwned>(value: Value, format: Format) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned>(value: &Value, format: Format) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let at = if path == "." { String::new() } else { format!(" at {path}") };

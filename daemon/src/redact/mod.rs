@@ -215,9 +215,22 @@ impl Redactor {
                 *floor = (*floor).max(n);
             }
         }
+        // A pass-through request carries most strings twice (typed, and in the caller's own body):
+        // each distinct string is scanned once.
         let found = {
-            let all: Vec<&str> = texts.iter().map(|(_, t)| t.as_str()).collect();
-            self.scanner.scan_many(&all)
+            let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+            let mut distinct: Vec<&str> = Vec::new();
+            let which: Vec<usize> = texts
+                .iter()
+                .map(|(_, t)| {
+                    *seen.entry(t.as_str()).or_insert_with(|| {
+                        distinct.push(t.as_str());
+                        distinct.len() - 1
+                    })
+                })
+                .collect();
+            let found = self.scanner.scan_many(&distinct);
+            which.into_iter().map(|i| found[i].clone()).collect::<Vec<_>>()
         };
         for ((_, text), found) in texts.iter_mut().zip(found) {
             self.mask_text(text, found, &mut vault);
