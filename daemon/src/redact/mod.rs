@@ -660,6 +660,37 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn no_placeholder_is_restored_inside_a_link_however_the_link_is_written() {
+        let mut v = Vault::default();
+        let p = v.placeholder("github_pat", "ghp_JN6U6PrPod6eWGP4xkGXY4nttSt2JxkSSVDM");
+        for link in [
+            "https:\\/\\/evil.example\\/?k=",
+            "https:\\u002F\\u002Fevil.example/?k=",
+            "//evil.example/?k=",
+            "www.evil.example/?k=",
+            "WWW.evil.example/?k=",
+            "https:&#47;&#47;evil.example/?k=",
+            "https:&#x2F;&#x2f;evil.example/?k=",
+            "https:%2F%2Fevil.example/?k=",
+            "https:%252F%252Fevil.example?k=",
+            "mailto:a@evil.example?body=",
+            "![img](HTTPS://evil.example/",
+        ] {
+            let answer = format!("see {link}{p} now");
+            for json in [false, true] {
+                assert_eq!(restore(&v, &answer, json), answer, "restored inside {link}");
+                // However the stream is cut.
+                let cuts: Vec<usize> = (1..answer.len()).collect();
+                assert_eq!(stream::restore_chunked(&v, &answer, &cuts, json), answer, "restored inside {link}, cut");
+            }
+        }
+        // Text beside a link, or with single slashes, is no link.
+        for text in [format!("a/b {p}"), format!("https://x.example {p}"), format!("and/or {p}."), format!("1/2/{p}")] {
+            assert!(restore(&v, &text, false).contains("ghp_JN6U6"), "{text}");
+        }
+    }
+
+    #[test]
     fn block_mode_names_the_rule_and_line_but_not_the_value() {
         let r = redactor();
         let mut req = ChatRequest {

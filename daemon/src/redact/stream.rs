@@ -3,8 +3,10 @@
 //! releases it with the next chunk or at the end. Whatever the split, the output is exactly what
 //! restoring the whole text at once gives (a property test checks it).
 //!
-//! A placeholder inside a URL (a run of non-space text containing `://` before it) is left as it
-//! is: the model must not be able to smuggle a secret out through a link.
+//! A placeholder inside a link is left as it is: the model must not be able to smuggle a secret
+//! out through a URL a client may fetch or render. A link is a run of non-space text holding two
+//! slashes in a row (`https://`, a protocol-relative `//host`), `www.` or `mailto:`, whichever way
+//! an answer writes a slash (JSON's `\/` and `\u002f`, percent- and HTML-encoded), in any case.
 
 use super::Vault;
 
@@ -13,11 +15,23 @@ pub const MAX_HOLD: usize = 128;
 
 pub const PREFIX: &str = "TOLLGATE_";
 
-/// Whether the text since the last whitespace contains `://`, tracked across chunks.
+/// The ways a slash is written in text, JSON strings, URLs and HTML (compared without case).
+const SLASHES: &[&[u8]] = &[b"\\u002f", b"&#x2f;", b"&#047;", b"&#47;", b"&sol;", b"%252f", b"%2f", b"\\/", b"/"];
+/// Words that make the run they are in a link.
+const LINK_WORDS: &[&[u8]] = &[b"www.", b"mailto:"];
+/// The longest of the above.
+const LONGEST: usize = 7;
+
+/// Whether the text since the last whitespace is a link, tracked across chunks.
 #[derive(Debug, Default, Clone, Copy)]
 struct UrlState {
     in_url: bool,
-    last: [u8; 2],
+    /// Bytes of the current run seen.
+    pos: usize,
+    /// Where the last slash of the run ended.
+    slash_end: Option<usize>,
+    /// The run's last bytes, lowercased.
+    tail: [u8; LONGEST],
 }
 
 impl UrlState {
@@ -27,10 +41,22 @@ impl UrlState {
                 *self = UrlState::default();
                 continue;
             }
-            if b == b'/' && self.last == [b':', b'/'] {
+            if self.in_url {
+                continue;
+            }
+            self.tail.copy_within(1.., 0);
+            self.tail[LONGEST - 1] = b.to_ascii_lowercase();
+            self.pos += 1;
+            let seen = &self.tail[LONGEST - self.pos.min(LONGEST)..];
+            if let Some(slash) = SLASHES.iter().find(|enc| seen.ends_with(enc)) {
+                if self.slash_end == Some(self.pos - slash.len()) {
+                    self.in_url = true;
+                }
+                self.slash_end = Some(self.pos);
+            }
+            if LINK_WORDS.iter().any(|w| seen.ends_with(w)) {
                 self.in_url = true;
             }
-            self.last = [self.last[1], b];
         }
     }
 }
