@@ -53,11 +53,17 @@ fn label(v: &str) -> String {
 }
 
 impl Metrics {
+    /// The counters; a panic elsewhere while they were held leaves them usable (they are counts,
+    /// each update whole), rather than failing every later request and `/metrics`.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts a settled call.
     pub fn record(&self, row: &Row) {
         let provider = label(row.provider.as_deref().unwrap_or("-"));
         let model = label(row.model.as_deref().unwrap_or("-"));
-        let mut m = self.inner.lock().expect("metrics lock");
+        let mut m = self.lock();
         *m.requests
             .entry(format!(
                 "entry=\"{}\",provider=\"{provider}\",model=\"{model}\",outcome=\"{}\"",
@@ -65,11 +71,14 @@ impl Metrics {
                 label(&row.outcome)
             ))
             .or_default() += 1;
+        // Figures come bounded from the pipeline; a counter saturates rather than wraps all the same.
         for (kind, n) in [("input", row.input_tokens), ("output", row.output_tokens), ("cached", row.cached_tokens)] {
-            *m.tokens.entry(format!("provider=\"{provider}\",model=\"{model}\",kind=\"{kind}\"")).or_default() += n;
+            let t = m.tokens.entry(format!("provider=\"{provider}\",model=\"{model}\",kind=\"{kind}\"")).or_default();
+            *t = t.saturating_add(n);
         }
         if let Some(c) = row.cost_micros {
-            *m.cost_micros.entry(format!("provider=\"{provider}\",model=\"{model}\"")).or_default() += c;
+            let total = m.cost_micros.entry(format!("provider=\"{provider}\",model=\"{model}\"")).or_default();
+            *total = total.saturating_add(c);
         }
         if row.cache_hit {
             m.cache_hits += 1;
@@ -82,11 +91,11 @@ impl Metrics {
     }
 
     pub fn cache_miss(&self) {
-        self.inner.lock().expect("metrics lock").cache_misses += 1;
+        self.lock().cache_misses += 1;
     }
 
     pub fn render(&self, budgets: &[BudgetReport]) -> String {
-        let m = self.inner.lock().expect("metrics lock");
+        let m = self.lock();
         let mut out = String::new();
         let o = &mut out;
         head(o, "tollgate_requests_total", "counter", "Requests, by entry point, provider, model and outcome.");

@@ -256,7 +256,32 @@ pub struct Usage {
     pub cache_write_tokens: u64,
 }
 
+/// More tokens than any model reads or writes in one call: a provider's figure above it is taken
+/// as this (never wrapping a counter or a cost, and over- rather than under-counting a budget).
+pub const MAX_REPORTED_TOKENS: u64 = 100_000_000;
+
 impl Usage {
+    /// The figures within [`MAX_REPORTED_TOKENS`], and a note naming any that were not.
+    pub fn bounded(self) -> (Usage, Option<String>) {
+        let mut absurd = Vec::new();
+        let mut bound = |name: &str, n: u64| {
+            if n > MAX_REPORTED_TOKENS {
+                absurd.push(format!("{name} {n}"));
+            }
+            n.min(MAX_REPORTED_TOKENS)
+        };
+        let usage = Usage {
+            input_tokens: bound("input", self.input_tokens),
+            output_tokens: bound("output", self.output_tokens),
+            cached_tokens: bound("cached", self.cached_tokens),
+            cache_write_tokens: bound("cache write", self.cache_write_tokens),
+        };
+        let note = (!absurd.is_empty()).then(|| {
+            format!("the provider reported {} tokens; counted as {MAX_REPORTED_TOKENS}", absurd.join(", "))
+        });
+        (usage, note)
+    }
+
     /// Merges a later usage report into this one: providers send partial figures at several
     /// points of a stream (Anthropic: input at the start, output at the end).
     pub fn merge(&mut self, other: Usage) {

@@ -281,9 +281,19 @@ impl Settle {
         if let Some(p) = self.pending.take() {
             let _ = p.await;
         }
+        // A provider's figures are not trusted: bounded before any sum, cost or budget sees them.
+        let (usage, absurd) = usage.bounded();
+        if let Some(note) = &absurd {
+            tracing::warn!(provider = ?self.row.provider, "{note}");
+        }
         let cost = if self.local { Some(0) } else { self.price.map(|p| p.cost(&usage)) };
         let elapsed = self.received.elapsed();
+        let note = match (self.row.note.take(), absurd) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b),
+        };
         let row = Row {
+            note,
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
             cached_tokens: usage.cached_tokens,
@@ -295,7 +305,7 @@ impl Settle {
             ..self.row
         };
         self.metrics.record(&row);
-        self.reservation.settle(cost, usage.input_tokens + usage.output_tokens);
+        self.reservation.settle(cost, usage.input_tokens.saturating_add(usage.output_tokens));
         if outcome == "ok"
             && let (Some((key, scope)), Some(events)) = (self.cache_key, &events)
         {
@@ -614,9 +624,10 @@ impl Gateway {
                             rt.router.record_failure(&target, &err.to_string(), err.retry_after());
                             let wait = rt.router.wait_before_retry(attempt, err.retry_after());
                             reasons.push(format!("{target}: {err}"));
+                            let again = err.worth_retrying();
                             last_error = Some(err);
                             match wait {
-                                Some(wait) if rt.router.check(&target, local_only).is_ok() => {
+                                Some(wait) if again && rt.router.check(&target, local_only).is_ok() => {
                                     let t = Instant::now();
                                     tokio::time::sleep(wait).await;
                                     provider_time += t.elapsed();

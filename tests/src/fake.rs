@@ -60,6 +60,11 @@ pub struct Behaviour {
     pub cache_write_tokens: u64,
     /// Streams: split the text into chunks of this many characters instead of words.
     pub chunk_chars: Option<usize>,
+    /// Answer 307 pointing at this base URL (the request's path and query kept), as a provider
+    /// (or anyone on the path to it) may.
+    pub redirect_to: Option<String>,
+    /// Report this many output tokens, whatever was written (a provider's figures are untrusted).
+    pub output_tokens: Option<u64>,
 }
 
 /// The signature of the fake's thinking blocks (opaque, as Anthropic's are).
@@ -273,7 +278,7 @@ fn reply(kind: Kind, body: &Value, b: &Behaviour) -> Reply {
         + count_words(&body["system"])
         + count_words(&body["systemInstruction"])
         + count_words(&body["prompt"]);
-    let output_tokens = if b.tool_call.is_some() { 7 } else { words.len() as u64 };
+    let output_tokens = b.output_tokens.unwrap_or(if b.tool_call.is_some() { 7 } else { words.len() as u64 });
     Reply {
         words,
         tool: b.tool_call.clone(),
@@ -395,6 +400,10 @@ async fn handle(
         body: value.clone(),
     });
     let b = state.next();
+    if let Some(to) = &b.redirect_to {
+        let location = format!("{to}{}", uri.path_and_query().map_or("", |p| p.as_str()));
+        return (StatusCode::TEMPORARY_REDIRECT, [("location", location)]).into_response();
+    }
     if b.hang {
         std::future::pending::<()>().await;
     }
@@ -467,7 +476,7 @@ async fn openai_chat(
     handle(&state, Kind::Openai, uri, &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
         let model = req["model"].as_str().unwrap_or("gpt-fake").to_string();
         let legacy = req.get("prompt").is_some();
-        let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens, "total_tokens": r.input_tokens + r.output_tokens,
+        let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens, "total_tokens": r.input_tokens.saturating_add(r.output_tokens),
             "prompt_tokens_details": {"cached_tokens": r.cached}, "completion_tokens_details": {"reasoning_tokens": 0}});
         let finish = if r.tool.is_some() { "tool_calls" } else { "stop" };
         if !stream {
@@ -710,7 +719,7 @@ async fn openai_responses(
             return (StatusCode::BAD_REQUEST, axum::Json(error_body(Kind::Openai, 400, "Missing required parameter: 'input'."))).into_response();
         }
         let usage = json!({"input_tokens": r.input_tokens, "input_tokens_details": {"cached_tokens": r.cached},
-            "output_tokens": r.output_tokens, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": r.input_tokens + r.output_tokens});
+            "output_tokens": r.output_tokens, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": r.input_tokens.saturating_add(r.output_tokens)});
         let text: String = r.words.concat();
         let done_item = match &r.tool {
             Some((name, args)) => json!({"type": "function_call", "id": "fc_fake1", "call_id": "call_fake1", "name": name, "arguments": args.to_string(), "status": "completed"}),
@@ -808,7 +817,7 @@ async fn gemini(
     }
     let sse_mode = q.alt.as_deref() == Some("sse");
     handle(&state, Kind::Gemini, uri, &headers, body, move |_| streaming, move |_req, r, b, stream| {
-        let usage = |out: u64| json!({"promptTokenCount": r.input_tokens, "candidatesTokenCount": out, "totalTokenCount": r.input_tokens + out, "cachedContentTokenCount": r.cached});
+        let usage = |out: u64| json!({"promptTokenCount": r.input_tokens, "candidatesTokenCount": out, "totalTokenCount": r.input_tokens.saturating_add(out), "cachedContentTokenCount": r.cached});
         let chunk = |parts: Value, finish: Option<&str>, out: u64| {
             let mut candidate = json!({"content": {"parts": parts, "role": "model"}, "index": 0});
             if let Some(f) = finish {

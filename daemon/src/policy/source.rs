@@ -191,6 +191,9 @@ impl Gitlab<'_> {
         if resp.status().is_success() {
             return Ok(resp);
         }
+        if let Some(refusal) = crate::providers::redirect_refusal(&resp) {
+            return Err(failed(format!("GitLab at {} {refusal}", self.api)));
+        }
         let retry_after = resp
             .headers()
             .get("retry-after")

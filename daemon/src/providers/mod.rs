@@ -35,6 +35,8 @@ pub enum ProviderError {
     Protocol(String),
     #[error("cut the stream: {0}")]
     Cut(String),
+    #[error("{0}")]
+    Redirected(String),
     #[error("has no credentials: run `tollgate login {0}` (or set {env})", env = crate::keychain::env_var(.0))]
     NoCredentials(String),
 }
@@ -104,9 +106,15 @@ impl ProviderError {
             Self::Connect(_) | Self::Timeout(_) | Self::Cut(_) => true,
             Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
             Self::Protocol(_) => false,
-            // Another target may have credentials.
-            Self::NoCredentials(_) => true,
+            // Another target may have credentials, or answer where it is configured.
+            Self::NoCredentials(_) | Self::Redirected(_) => true,
         }
+    }
+
+    /// Whether trying the same target again may help: not when it redirects (it will again) or
+    /// has no key (it still will not).
+    pub fn worth_retrying(&self) -> bool {
+        !matches!(self, Self::Redirected(_) | Self::NoCredentials(_))
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
@@ -160,10 +168,14 @@ pub trait StreamDecoder: Send + 'static {
     fn finished(&self) -> bool;
 }
 
-/// The HTTP client shared by all provider calls.
+/// The HTTP client shared by all provider and GitLab calls. It follows no redirect: a request
+/// carries a credential (`Authorization`, `x-api-key`, `x-goog-api-key`, `api-key`,
+/// `PRIVATE-TOKEN`, a key in the query), and an answer that points elsewhere must not receive it.
+/// A redirect is reported instead ([`redirect_refusal`]).
 pub fn http_client(limits: &Limits) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)
@@ -401,6 +413,9 @@ async fn send(
     if status.is_success() {
         return Ok(response);
     }
+    if let Some(message) = redirect_refusal(&response) {
+        return Err(ProviderError::Redirected(message));
+    }
     let retry_after = parse_retry_after(response.headers());
     let body = tokio::time::timeout(Duration::from_secs(5), response.bytes())
         .await
@@ -410,6 +425,25 @@ async fn send(
     let message =
         error_message(kind, &body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
     Err(ProviderError::Status { status: status.as_u16(), retry_after, message })
+}
+
+/// What to say of an answer that redirects (3xx): where it pointed (its origin only: a query may
+/// hold anything) and that the request was not sent there. `None` for any other answer.
+pub fn redirect_refusal(response: &reqwest::Response) -> Option<String> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let to = response
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| response.url().join(l).ok())
+        .map_or_else(|| "an address it did not give".to_string(), |u| u.origin().ascii_serialization());
+    Some(format!(
+        "answered {} with a redirect to {to}, not followed: credentials go to the configured address only \
+         (if the service moved, put its new address in the config)",
+        response.status().as_u16()
+    ))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -95,6 +95,9 @@ async fn check(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> R
     if resp.status().is_success() {
         return Ok(resp);
     }
+    if let Some(refusal) = crate::providers::redirect_refusal(&resp) {
+        return Err(format!("{what}: GitLab {refusal}"));
+    }
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
     let hint = if status == 401 || status == 403 {

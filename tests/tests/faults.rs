@@ -1,0 +1,82 @@
+//! The fault suite: upstreams and callers that misbehave. Each test asserts that the daemon keeps
+//! serving, says what happened, and that no secret leaves for where it must not go.
+
+use serde_json::{Value, json};
+use tollgate_tests::fake::{Behaviour, FakeProvider};
+use tollgate_tests::{Daemon, ENV_KEYS, init, standard_config};
+
+async fn setup() -> (FakeProvider, FakeProvider, Daemon) {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    // Priced, so that a cost is worked out from whatever usage the provider reports.
+    let extra = "[prices.\"oa/gpt-a\"]\ninput = \"75\"\noutput = \"150\"\n";
+    let d = Daemon::start_with_env(&standard_config(&a, &b, extra), ENV_KEYS);
+    (a, b, d)
+}
+
+async fn chat(d: &Daemon, model: &str) -> (u16, Value) {
+    let r = d
+        .client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A provider answering 307 to another address would receive the key there (only `Authorization`
+/// was stripped by the HTTP client): no redirect is followed, for any provider kind's key header,
+/// and the caller learns where it pointed and why it was not followed.
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_never_follow_a_redirect_to_another_address() {
+    let (a, b, d) = setup().await;
+    for model in ["oa/gpt-a", "an/claude-a", "ge/gemini-a"] {
+        // One redirect each: it is not tried again (it would point away again).
+        a.script([Behaviour { redirect_to: Some(b.url()), ..Default::default() }]);
+        let (status, body) = chat(&d, model).await;
+        assert_eq!(status, 502, "{model}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("redirect") && message.contains("not followed"), "{model}: {message}");
+        assert!(message.contains(&b.url()), "{model}: names where it pointed: {message}");
+        assert!(b.requests().is_empty(), "{model}: the other address received {:?}", b.requests());
+    }
+    // The daemon still serves.
+    a.script([Behaviour::default()]);
+    assert_eq!(chat(&d, "oa/gpt-a").await.0, 200);
+}
+
+/// A provider reporting 2^64-1 output tokens once panicked in metrics (debug), poisoned its lock
+/// and took every later request down; in release a cost wrapped negative. Figures are bounded,
+/// noted in the ledger, and the daemon keeps serving and counting.
+#[tokio::test(flavor = "multi_thread")]
+async fn absurd_usage_figures_are_bounded_and_noted_and_the_daemon_keeps_serving() {
+    let (a, _b, d) = setup().await;
+    for stream in [false, true] {
+        a.script([Behaviour { output_tokens: Some(u64::MAX), ..Default::default() }]);
+        let r = d
+            .client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&json!({"model": "oa/gpt-a", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await.unwrap();
+    }
+    // Later requests and the metrics still answer; the ledger holds bounded figures and says why.
+    assert_eq!(chat(&d, "oa/gpt-a").await.0, 200);
+    let metrics = d.client().get(d.url("/metrics")).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let log: Value = d.client().get(d.url("/v1/log?limit=3")).send().await.unwrap().json().await.unwrap();
+    let calls = log["calls"].as_array().unwrap();
+    let absurd: Vec<&Value> = calls.iter().filter(|c| c["output_tokens"] == 100_000_000).collect();
+    assert_eq!(absurd.len(), 2, "{log}");
+    for c in absurd {
+        assert!(c["note"].as_str().unwrap_or_default().contains("reported output 18446744073709551615"), "{c}");
+        // 100M output tokens at $150 per million: $15,000, not a wrapped or negative figure.
+        let cost = c["cost_micros"].as_i64().unwrap();
+        assert!((15_000_000_000..15_001_000_000).contains(&cost), "{c}");
+    }
+}
