@@ -216,8 +216,10 @@ pub enum ProviderKind {
 pub struct ProviderConfig {
     pub kind: ProviderKind,
     pub base_url: String,
-    /// Whether the provider runs on this machine. Defaults to true for Ollama and for any base URL
-    /// on a loopback address.
+    /// Whether the provider is trusted as local: it gets text unmasked where a route's redaction
+    /// is "off", and requests for local-only paths. Defaults to true for a base URL on a loopback
+    /// address only, whatever the kind (an Ollama server on another host is not local unless
+    /// `local = true` says it is trusted).
     #[serde(default)]
     pub local: Option<bool>,
     #[serde(default = "yes")]
@@ -254,7 +256,7 @@ impl ProviderConfig {
     }
 
     pub fn is_local(&self) -> bool {
-        self.local.unwrap_or_else(|| self.kind == ProviderKind::Ollama || url_is_loopback(&self.base_url))
+        self.local.unwrap_or_else(|| url_is_loopback(&self.base_url))
     }
 }
 
@@ -627,6 +629,10 @@ mod tests {
         assert!(loaded.config.providers["ollama"].is_local());
         assert!(!loaded.config.providers["openai"].is_local());
         assert!(loaded.config.providers["llamacpp"].is_local());
+        // Local means loopback, or trusted by name: not a kind of server on another host.
+        let remote = ProviderConfig { base_url: "http://gpu-box.lan:11434".into(), ..loaded.config.providers["ollama"].clone() };
+        assert!(!remote.is_local());
+        assert!(ProviderConfig { local: Some(true), ..remote }.is_local());
     }
 
     #[test]

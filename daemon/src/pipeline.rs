@@ -431,23 +431,20 @@ impl Gateway {
         let (mut targets, local_only) = Self::route(rt, ctx, &mut req, &mut notes)?;
 
         // Redaction: before the cache, the ledger, a log or a provider sees the text.
-        let mode = self.redaction_mode(rt, &req.model);
-        let (req, vault) = Self::redact(rt, req, mode).await?;
+        let mut mode = Self::redaction_mode(rt, &req.model, &targets);
+        let (mut req, mut vault) = Self::redact(rt, req, mode).await?;
         if !vault.is_empty() {
             notes.push(("x-tollgate-redactions", vault.summary()));
         }
         // The row every outcome of this request starts from; counts per kind, never a value.
-        let base_row = Row {
+        let redacted = |row: Row, vault: &crate::redact::Vault| Row {
             redactions: vault.total(),
             note: (!vault.is_empty()).then(|| format!("redacted: {}", vault.summary())),
-            ..self.row(rt, ctx)
+            ..row
         };
+        let mut base_row = redacted(self.row(rt, ctx), &vault);
 
-        let cache_key = Self::cacheable(rt, &req, ctx).then(|| {
-            let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
-            let scope = format!("{}\u{1f}{}", rt.identity.username, ctx.project.as_deref().unwrap_or(""));
-            (cache::key(&req, &names, &scope), scope)
-        });
+        let cache_key = Self::cache_key(rt, &req, ctx, &targets);
         if let (Some((key, _)), false) = (&cache_key, ctx.no_cache) {
             if let Some(hit) = cache::lookup(&self.store, *key, ctx.ts_ms, base_row.clone()).await {
                 self.metrics.record(&hit.row);
@@ -469,7 +466,7 @@ impl Gateway {
             }
             self.metrics.cache_miss();
         }
-        let cache_key = cache_key.filter(|_| !ctx.no_store);
+        let mut cache_key = cache_key.filter(|_| !ctx.no_store);
 
         let mut reasons = Reasons::default();
         let mut last_error: Option<ProviderError> = None;
@@ -524,6 +521,18 @@ impl Gateway {
                         notes.push(("x-tollgate-downgraded", format!("{} -> {to}", ex.budget)));
                         downgraded = true;
                         targets = rt.router.resolve(&to)?;
+                        // The new targets decide what the text may look like (a local route's
+                        // "off" does not follow it to the cloud) and what the answer is cached as.
+                        let now_mode = Self::redaction_mode(rt, &to, &targets);
+                        if now_mode != mode && mode == crate::redact::Mode::Off {
+                            (req, vault) = Self::redact(rt, req, now_mode).await?;
+                            if !vault.is_empty() {
+                                notes.push(("x-tollgate-redactions", vault.summary()));
+                            }
+                            base_row = redacted(base_row, &vault);
+                            mode = now_mode;
+                        }
+                        cache_key = Self::cache_key(rt, &req, ctx, &targets).filter(|_| !ctx.no_store);
                         continue 'route;
                     }
                     Err(ex) => return Err(GatewayError::Budget(ex)),
@@ -668,7 +677,7 @@ impl Gateway {
                 continue;
             }
             let Some((key, _)) = self.credentials.get(&target.provider).await else { continue };
-            let mode = self.redaction_mode(&rt, &req.model);
+            let mode = Self::redaction_mode(&rt, &req.model, std::slice::from_ref(target));
             let (masked, _) = Self::redact(&rt, req.clone(), mode).await?;
             let Some(native) = masked.native.as_ref() else { break };
             let wire = Target { provider: &target.provider, config, model: &target.model, key: Some(&key) };
@@ -737,9 +746,29 @@ impl Gateway {
         Ok((rt.router.resolve(&req.model)?, ctx.local_only || decision.local_only))
     }
 
-    /// The redaction mode of a route: its own setting, or the global one.
-    fn redaction_mode(&self, rt: &Runtime, model: &str) -> crate::redact::Mode {
-        rt.config.routes.get(model).and_then(|r| r.redaction).unwrap_or(rt.config.redaction.mode)
+    /// The redaction mode for a request that may reach `targets`: its route's own setting, or the
+    /// global one; but text goes unmasked ("off") only to targets that are all local. A cloud
+    /// target always gets masked text, whatever the settings say.
+    fn redaction_mode(rt: &Runtime, model: &str, targets: &[TargetRef]) -> crate::redact::Mode {
+        use crate::redact::Mode;
+        let mode = rt.config.routes.get(model).and_then(|r| r.redaction).unwrap_or(rt.config.redaction.mode);
+        let all_local = targets.iter().all(|t| rt.config.providers.get(&t.provider).is_some_and(|p| p.is_local()));
+        if mode == Mode::Off && !all_local { Mode::Mask } else { mode }
+    }
+
+    /// The cache key of a (redacted) request for these targets, in the caller's scope; `None` when
+    /// the request is not cached.
+    fn cache_key(
+        rt: &Runtime,
+        req: &ChatRequest,
+        ctx: &RequestContext,
+        targets: &[TargetRef],
+    ) -> Option<([u8; 32], String)> {
+        Self::cacheable(rt, req, ctx).then(|| {
+            let names: Vec<String> = targets.iter().map(ToString::to_string).collect();
+            let scope = format!("{}\u{1f}{}", rt.identity.username, ctx.project.as_deref().unwrap_or(""));
+            (cache::key(req, &names, &scope), scope)
+        })
     }
 
     /// Masks (or checks) the request; a large one on a blocking thread, so that no async worker

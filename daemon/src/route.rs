@@ -122,9 +122,22 @@ struct CompiledRule {
     route: Option<String>,
 }
 
+/// Path and project globs match the way file systems and people write names: without case
+/// (`Secrets/`, `key.PEM`), and a path written with `\` is matched as if written with `/`.
+fn name_globset(globs: &[String]) -> GlobSet {
+    let mut b = GlobSetBuilder::new();
+    for g in globs {
+        // Validated when the config loaded.
+        if let Ok(g) = globset::GlobBuilder::new(g).case_insensitive(true).build() {
+            b.add(g);
+        }
+    }
+    b.build().unwrap_or_else(|_| GlobSet::empty())
+}
+
 impl CompiledRule {
     fn new(r: &RoutingRule) -> Self {
-        let set = |g: &[String]| (!g.is_empty()).then(|| globset(g));
+        let set = |g: &[String]| (!g.is_empty()).then(|| name_globset(g));
         Self {
             tasks: r.tasks.clone(),
             paths: set(&r.paths),
@@ -136,8 +149,9 @@ impl CompiledRule {
     }
 
     fn matches(&self, f: &RequestFacts<'_>) -> bool {
-        let glob =
-            |set: &Option<GlobSet>, v: Option<&str>| set.as_ref().is_none_or(|s| v.is_some_and(|v| s.is_match(v)));
+        let glob = |set: &Option<GlobSet>, v: Option<&str>| {
+            set.as_ref().is_none_or(|s| v.is_some_and(|v| s.is_match(v.replace('\\', "/"))))
+        };
         (self.tasks.is_empty() || self.tasks.iter().any(|t| t == f.task))
             && (self.sensitivity.is_empty() || f.sensitivity.is_some_and(|s| self.sensitivity.iter().any(|x| x == s)))
             && glob(&self.paths, f.path)
@@ -472,6 +486,11 @@ mod tests {
         assert!(local_only(Some("app/secrets/prod.env"), None));
         assert!(local_only(None, Some("acme/confidential-payroll")));
         assert!(!local_only(Some("src/main.rs"), Some("acme/web")));
+        // As file systems and people write them: any case, `\` as a separator.
+        assert!(local_only(Some("app/Secrets/prod.env"), None));
+        assert!(local_only(Some("app\\secrets\\db.env"), None));
+        assert!(local_only(Some("secrets/db.env"), None));
+        assert!(local_only(None, Some("ACME/Confidential-Payroll")));
     }
 
     #[test]

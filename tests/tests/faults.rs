@@ -80,3 +80,48 @@ async fn absurd_usage_figures_are_bounded_and_noted_and_the_daemon_keeps_serving
         assert!((15_000_000_000..15_001_000_000).contains(&cost), "{c}");
     }
 }
+
+/// A route whose redaction is "off" (its targets are local) sends text as it is; but when a budget
+/// downgrades it to a cloud target, or "off" is the global mode, text that goes to a cloud target
+/// is masked all the same, and the caller still gets its own text back.
+#[tokio::test(flavor = "multi_thread")]
+async fn unmasked_text_never_reaches_a_cloud_target_whatever_the_route_says() {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    let extra = r#"
+[routes.private]
+targets = ["ol/qwen-local"]
+redaction = "off"
+[redaction]
+mode = "off"
+[[budgets]]
+name = "local-spent"
+scope = "model"
+match = "ol/*"
+period = "month"
+limit_tokens = 1
+action = "downgrade"
+downgrade_to = "cloud-a"
+[routes.cloud-a]
+targets = ["oa/gpt-a"]
+"#;
+    let d = Daemon::start_with_env(&standard_config(&a, &b, extra), ENV_KEYS);
+    const PAT: &str = "glpat-riGp_58WAm-dX3a5IDnO";
+    for route in ["private", "oa/gpt-a"] {
+        let r = d
+            .client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&json!({"model": route, "messages": [{"role": "user", "content": format!("deploy with {PAT}")}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{route}");
+        assert_eq!(r.headers()["x-tollgate-provider"], "oa", "{route}");
+        let answer: Value = r.json().await.unwrap();
+        assert!(answer.to_string().contains(PAT), "{route}: the caller gets its text back: {answer}");
+        let sent = a.requests().into_iter().rev().find(|r| r.path == "/v1/chat/completions").unwrap();
+        assert!(!sent.body.to_string().contains(PAT), "{route}: the cloud target got the secret: {}", sent.body);
+        assert!(sent.body.to_string().contains("TOLLGATE_"), "{route}: {}", sent.body);
+    }
+}
