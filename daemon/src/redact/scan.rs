@@ -382,6 +382,31 @@ mod tests {
         assert!(found > 50, "the corpus has findings: {found}");
     }
 
+    /// Personal data at the end of a sentence, before a comma or a bracket, or two of a kind one
+    /// space apart: every one is found (a boundary that consumed the character after a match hid
+    /// the next one, and a full stop after a number hid the number).
+    #[test]
+    fn personal_data_is_found_next_to_punctuation_and_next_to_each_other() {
+        let scanner = Scanner::new(crate::redact::rules::built_in());
+        let kinds = |text: &str| -> Vec<String> {
+            scanner.scan(text.as_bytes()).iter().map(|f| scanner.rule(f.rule).kind.clone()).collect()
+        };
+        for (text, kind, n) in [
+            ("my card is 4567226730823216.", "credit_card", 1),
+            ("cards: 4567226730823216 4111111111111111", "credit_card", 2),
+            ("cards 4567 2267 3082 3216, 4111-1111-1111-1111; done", "credit_card", 2),
+            ("(4567226730823216)", "credit_card", 1),
+            ("call +1 415 555 0100.", "phone", 1),
+            ("call +1 415 555 0100 or +44 20 7946 0958!", "phone", 2),
+            ("the server is 8.8.8.8.", "ipv4_public", 1),
+            ("resolvers 8.8.8.8 1.1.1.1", "ipv4_public", 2),
+            ("write to raj.patel54@acme.io.", "email", 1),
+        ] {
+            let found = kinds(text);
+            assert_eq!(found.iter().filter(|k| *k == kind).count(), n, "{text}: {found:?}");
+        }
+    }
+
     #[test]
     fn validators_accept_the_real_shapes_and_refuse_lookalikes() {
         assert!(luhn("4567226730823216"));
