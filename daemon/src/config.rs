@@ -255,6 +255,20 @@ impl ProviderConfig {
             })
     }
 
+    /// The base URL as it may be shown (status, doctor): without its user part or query, either
+    /// of which may hold a key.
+    pub fn shown_base_url(&self) -> String {
+        match reqwest::Url::parse(&self.base_url) {
+            Ok(mut u) => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.set_query(None);
+                u.to_string()
+            }
+            Err(_) => "(not a valid URL)".into(),
+        }
+    }
+
     pub fn is_local(&self) -> bool {
         self.local.unwrap_or_else(|| url_is_loopback(&self.base_url))
     }

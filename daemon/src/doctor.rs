@@ -144,17 +144,17 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
             .await
             .map(|r| r.status().is_success() || r.status().as_u16() == 401);
         out.push(match reachable {
-            Ok(true) => check(format!("local model: {name}"), Outcome::Ok, format!("{} answers", p.base_url), None),
+            Ok(true) => check(format!("local model: {name}"), Outcome::Ok, format!("{} answers", p.shown_base_url()), None),
             _ => check(
                 format!("local model: {name}"),
                 Outcome::Warn,
-                format!("{} does not answer", p.base_url),
+                format!("{} does not answer", p.shown_base_url()),
                 Some(match p.kind {
                     ProviderKind::Ollama => {
                         "start it with `ollama serve` (and `ollama pull` the model), or remove it from your routes"
                             .into()
                     }
-                    _ => format!("start the server at {}, or remove {name} from your routes", p.base_url),
+                    _ => format!("start the server at {}, or remove {name} from your routes", p.shown_base_url()),
                 }),
             ),
         });

@@ -132,6 +132,12 @@ pub enum GatewayError {
     /// The policy or the config refuses this request (a task not allowed).
     #[error("{0}")]
     NotAllowed(String),
+    /// The model name holds what looks like a credential (pasted into the wrong setting): it is
+    /// neither used nor echoed, logged or recorded.
+    #[error(
+        "the model name holds what looks like a {kind}; it was not used, logged or recorded: check the tool's model setting"
+    )]
+    SecretInModelName { kind: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
 }
@@ -153,7 +159,9 @@ impl GatewayError {
             },
             GatewayError::Budget(_) => 402,
             GatewayError::RateLimited(_) => 429,
-            GatewayError::Redaction(_) | GatewayError::Untranslatable { .. } => 400,
+            GatewayError::Redaction(_)
+            | GatewayError::Untranslatable { .. }
+            | GatewayError::SecretInModelName { .. } => 400,
             GatewayError::ShuttingDown => 503,
         }
     }
@@ -177,7 +185,7 @@ impl GatewayError {
             GatewayError::AllFailed { .. } => "failed",
             GatewayError::Budget(_) => "blocked",
             GatewayError::RateLimited(_) => "rate_limited",
-            GatewayError::Redaction(_) => "refused_secret",
+            GatewayError::Redaction(_) | GatewayError::SecretInModelName { .. } => "refused_secret",
             GatewayError::Untranslatable { .. } => "untranslatable",
             GatewayError::ShuttingDown => "shutting_down",
         }
@@ -733,6 +741,10 @@ impl Gateway {
         req: &mut ChatRequest,
         notes: &mut Vec<(&'static str, String)>,
     ) -> Result<(Vec<TargetRef>, bool), GatewayError> {
+        // A name goes into errors, logs and the ledger: one holding a credential goes no further.
+        if let Some(kind) = rt.redactor.first_kind(&req.model) {
+            return Err(GatewayError::SecretInModelName { kind });
+        }
         let decision = rt.router.decide(&RequestFacts {
             task: &ctx.task,
             path: ctx.path.as_deref(),

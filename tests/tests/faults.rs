@@ -125,3 +125,45 @@ targets = ["oa/gpt-a"]
         assert!(sent.body.to_string().contains("TOLLGATE_"), "{route}: {}", sent.body);
     }
 }
+
+/// A key in a provider's base URL (user part or query) or in its configured `query`, or a token
+/// pasted into a model name, is echoed nowhere: not in the caller's error, the ledger note,
+/// `/v1/status` or the daemon's log.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_in_addresses_and_model_names_are_echoed_nowhere() {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    const PASS: &str = "hunter2-userinfo-pass";
+    const QUERY_KEY: &str = "AIzaSyQueryKey0000000000000000000000";
+    const PAT: &str = "glpat-riGp_58WAm-dX3a5IDnO";
+    // Port 1 refuses connections: the error names the address it could not reach.
+    let extra = format!(
+        "[providers.leaky]\nkind = \"openai\"\nbase_url = \"http://user:{PASS}@127.0.0.1:1/v1?sig={QUERY_KEY}\"\n\
+         local = false\nquery = {{ key = \"{QUERY_KEY}\" }}\n"
+    );
+    let d = Daemon::start_with_env(
+        &standard_config(&a, &b, &extra),
+        &[ENV_KEYS, &[("TOLLGATE_LEAKY_API_KEY", "sk-test-leaky-000000000000")]].concat(),
+    );
+    let (status, body) = chat(&d, "leaky/gpt-x").await;
+    assert_eq!(status, 502, "{body}");
+    let (status, pasted) = chat(&d, &format!("oa/{PAT}")).await;
+    assert_eq!(status, 400, "{pasted}");
+    assert!(pasted["error"]["message"].as_str().unwrap().contains("gitlab"), "names the kind: {pasted}");
+    let status_page = d.client().get(d.url("/v1/status")).send().await.unwrap().text().await.unwrap();
+    assert!(status_page.contains("127.0.0.1:1"), "{status_page}");
+    let log: Value = d.client().get(d.url("/v1/log?limit=5")).send().await.unwrap().json().await.unwrap();
+    let daemon_log = d.log();
+    for secret in [PASS, QUERY_KEY, PAT] {
+        for (what, text) in [
+            ("the error", body.to_string()),
+            ("the model-name error", pasted.to_string()),
+            ("/v1/status", status_page.clone()),
+            ("the ledger", log.to_string()),
+            ("the daemon log", daemon_log.clone()),
+        ] {
+            assert!(!text.contains(secret), "{what} holds {secret}: {text}");
+        }
+    }
+}

@@ -25,7 +25,7 @@ pub async fn status(State(state): State<super::State>) -> Response {
             None => json!("missing"),
         };
         providers.push(json!({
-            "name": name, "kind": p.kind, "base_url": p.base_url, "local": p.is_local(),
+            "name": name, "kind": p.kind, "base_url": p.shown_base_url(), "local": p.is_local(),
             "enabled": p.enabled, "credentials": credentials,
         }));
     }

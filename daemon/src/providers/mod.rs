@@ -199,7 +199,7 @@ pub async fn complete(
     let body = tokio::time::timeout(deadline, response.bytes())
         .await
         .map_err(|_| ProviderError::Timeout("reading the answer"))?
-        .map_err(|e| ProviderError::Cut(e.to_string()))?;
+        .map_err(|e| ProviderError::Cut(error_chain(&e.without_url())))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
     if let Some(inputs) = &req.embed {
         let tokens = inputs.iter().map(|t| crate::tokens::count(t)).sum();
@@ -348,7 +348,7 @@ pub async fn count_tokens(
     let body = tokio::time::timeout(deadline, response.bytes())
         .await
         .map_err(|_| ProviderError::Timeout("reading the answer"))?
-        .map_err(|e| ProviderError::Cut(e.to_string()))?;
+        .map_err(|e| ProviderError::Cut(error_chain(&e.without_url())))?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
     value["input_tokens"].as_u64().ok_or_else(|| ProviderError::Protocol("no input_tokens in the count".into()))
 }
@@ -405,8 +405,8 @@ async fn send(
             if e.is_timeout() {
                 ProviderError::Timeout("connecting")
             } else {
-                // reqwest's error text names the URL, never a header.
-                ProviderError::Connect(error_chain(&e))
+                // Without the URL: its query or user part may hold a key.
+                ProviderError::Connect(error_chain(&e.without_url()))
             }
         })?;
     let status = response.status();
@@ -567,7 +567,7 @@ fn decode_stream(
                 }
                 Ok(Some(Err(e))) => {
                     s.ended = true;
-                    return Some((Err(ProviderError::Cut(error_chain(&e))), s));
+                    return Some((Err(ProviderError::Cut(error_chain(&e.without_url()))), s));
                 }
                 Ok(Some(Ok(chunk))) => chunk,
                 Ok(None) => {

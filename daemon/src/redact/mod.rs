@@ -254,6 +254,11 @@ impl Redactor {
         vault
     }
 
+    /// The kind of the first secret or personal datum in `text`, if any (never the value).
+    pub fn first_kind(&self, text: &str) -> Option<String> {
+        self.scanner.scan(text.as_bytes()).first().map(|f| self.scanner.rule(f.rule).kind.clone())
+    }
+
     /// The first finding, for block mode.
     pub fn check(&self, req: &mut ChatRequest) -> Result<(), Blocked> {
         for (at, text) in Self::texts(req) {
