@@ -426,11 +426,21 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Env => {
             let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            // The address of the daemon that runs now, asked over its socket (in a directory of the
+            // user's own): with none running, whatever holds the configured port (another user's
+            // program, on a shared machine) would get the token and every prompt.
+            let alive = runtime()?
+                .block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/healthz", None))
+                .is_ok_and(|r| r.status.is_success());
+            let port = std::fs::read_to_string(paths.port_file()).ok().and_then(|p| p.trim().parse::<u16>().ok());
+            let Some(port) = port.filter(|_| alive) else {
+                eprintln!(
+                    "error: no tollgate daemon is running, so there is no address to give: start it (`tollgate daemon`, \
+                     or `tollgate service install` to keep it running), then run `tollgate env` again"
+                );
+                return Ok(ExitCode::from(1));
+            };
             let token = paths::load_or_create_token(&paths)?;
-            let port = std::fs::read_to_string(paths.port_file())
-                .ok()
-                .and_then(|p| p.trim().parse().ok())
-                .unwrap_or(loaded.config.server.port);
             let host = loaded.config.server.host;
             let base = if host.is_ipv6() { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") };
             println!("export OPENAI_BASE_URL={base}/v1");

@@ -481,6 +481,12 @@ async fn cli_commands_work_against_the_daemon_over_its_socket() {
     let env = String::from_utf8_lossy(&out.stdout);
     assert!(env.contains(&format!("OPENAI_BASE_URL=http://127.0.0.1:{}/v1", d.port)), "{env}");
     assert!(env.contains(&format!("ANTHROPIC_API_KEY={}", d.token)));
+    // With no daemon running there is no address to give, and no token is printed.
+    let stopped = tempfile::tempdir().unwrap();
+    let out = d.command().env("TOLLGATE_HOME", stopped.path()).arg("env").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no tollgate daemon is running"));
 
     // config show: values and where they came from.
     let out = d.command().args(["config", "show"]).output().unwrap();
