@@ -143,43 +143,85 @@ impl Redactor {
         *text = out;
     }
 
-    /// Every text a provider can see in the request, with where it is, for masking or checking:
-    /// the messages, tool descriptions and schemas, stop sequences, the response schema, and every
-    /// string of the caller's own body (pass-through) but its opaque blobs ([`OPAQUE`]).
+    /// Every text a provider can see in the request, with where it is, for masking or checking.
+    /// The request and its parts are taken apart field by field, with no `..`: a field added to
+    /// any of them does not compile until it is said here whether a provider reads it. Besides
+    /// the typed fields, every string of the caller's own body (pass-through) but its opaque
+    /// blobs ([`OPAQUE`]).
     fn texts(req: &mut ChatRequest) -> Vec<(String, &mut String)> {
+        use crate::model::{Message, Tool, ToolChoice};
         let mut out: Vec<(String, &mut String)> = Vec::new();
-        if let Some(p) = req.raw_prompt.as_mut() {
+        let ChatRequest {
+            // Refused when it holds a credential (`Gateway::route`); the routed name goes upstream.
+            model: _,
+            messages,
+            max_tokens: _,
+            temperature: _,
+            top_p: _,
+            stop,
+            tools,
+            tool_choice,
+            response_format,
+            raw_prompt,
+            stream: _,
+            // Paths of fields, named by tollgate.
+            unmapped: _,
+            reasoning: _,
+            embed,
+            native,
+        } = req;
+        if let Some(p) = raw_prompt.as_mut() {
             out.push(("the prompt".into(), p));
         }
-        for (i, input) in req.embed.iter_mut().flatten().enumerate() {
+        for (i, input) in embed.iter_mut().flatten().enumerate() {
             out.push((format!("input[{i}]"), input));
         }
-        for (i, m) in req.messages.iter_mut().enumerate() {
-            for part in m.content.iter_mut() {
+        for (i, Message { role: _, content }) in messages.iter_mut().enumerate() {
+            for part in content.iter_mut() {
                 match part {
                     Part::Text { text } => out.push((format!("messages[{i}]"), text)),
-                    Part::ToolCall { arguments, .. } => out.push((format!("messages[{i}] tool call"), arguments)),
-                    Part::ToolResult { content, .. } => out.push((format!("messages[{i}] tool result"), content)),
+                    Part::ToolCall { id, name, arguments } => {
+                        out.push((format!("messages[{i}] tool call id"), id));
+                        out.push((format!("messages[{i}] tool call name"), name));
+                        out.push((format!("messages[{i}] tool call"), arguments));
+                    }
+                    Part::ToolResult { tool_call_id, name, content, is_error: _ } => {
+                        out.push((format!("messages[{i}] tool result id"), tool_call_id));
+                        if let Some(name) = name {
+                            out.push((format!("messages[{i}] tool result name"), name));
+                        }
+                        out.push((format!("messages[{i}] tool result"), content));
+                    }
                     // Opaque: pixels and document bytes are not text.
-                    Part::Media { .. } => {}
+                    Part::Media { url: _ } => {}
                 }
             }
         }
-        for (i, tool) in req.tools.iter_mut().enumerate() {
+        for (i, Tool { name, description, parameters }) in tools.iter_mut().enumerate() {
             let at = format!("tools[{i}]");
-            if let Some(d) = tool.description.as_mut() {
+            out.push((format!("{at} name"), name));
+            if let Some(d) = description.as_mut() {
                 out.push((at.clone(), d));
             }
-            strings_mut(&mut tool.parameters, "", &at, &mut out);
+            strings_mut(parameters, "", &at, &mut out);
         }
-        for stop in req.stop.iter_mut() {
+        match tool_choice {
+            Some(ToolChoice::Tool(name)) => out.push(("tool_choice".into(), name)),
+            Some(ToolChoice::Auto | ToolChoice::None | ToolChoice::Required) | None => {}
+        }
+        for stop in stop.iter_mut() {
             out.push(("stop".into(), stop));
         }
-        if let Some(ResponseFormat::JsonSchema { schema, .. }) = req.response_format.as_mut() {
-            strings_mut(schema, "", "the response schema", &mut out);
+        match response_format {
+            Some(ResponseFormat::JsonSchema { name, schema, strict: _ }) => {
+                out.push(("the response schema name".into(), name));
+                strings_mut(schema, "", "the response schema", &mut out);
+            }
+            Some(ResponseFormat::Text | ResponseFormat::JsonObject) | None => {}
         }
-        if let Some(native) = req.native.as_mut() {
-            strings_mut(&mut native.body, "", "the request body", &mut out);
+        // Its headers and query are version and beta names (`anthropic-beta`, `beta=true`).
+        if let Some(crate::model::Native { format: _, body, headers: _, query: _ }) = native.as_mut() {
+            strings_mut(body, "", "the request body", &mut out);
         }
         out
     }
@@ -692,6 +734,45 @@ pub(crate) mod tests {
         // Text beside a link, or with single slashes, is no link.
         for text in [format!("a/b {p}"), format!("https://x.example {p}"), format!("and/or {p}."), format!("1/2/{p}")] {
             assert!(restore(&v, &text, false).contains("ghp_JN6U6"), "{text}");
+        }
+    }
+
+    #[test]
+    fn ids_names_and_choices_are_masked_like_any_text_and_real_ids_are_left_alone() {
+        use crate::model::{Tool, ToolChoice};
+        let r = redactor();
+        let pat = "glpat-riGp_58WAm-dX3a5IDnO";
+        let mut req = ChatRequest {
+            messages: vec![
+                Message {
+                    role: Role::Assistant,
+                    content: vec![Part::ToolCall { id: pat.into(), name: format!("run_{pat}"), arguments: "{}".into() }],
+                },
+                Message {
+                    role: Role::Tool,
+                    content: vec![Part::ToolResult {
+                        tool_call_id: pat.into(),
+                        name: Some(pat.into()),
+                        content: "ok".into(),
+                        is_error: false,
+                    }],
+                },
+            ],
+            tools: vec![Tool { name: pat.into(), description: None, parameters: serde_json::json!({}) }],
+            tool_choice: Some(ToolChoice::Tool(pat.into())),
+            response_format: Some(ResponseFormat::JsonSchema {
+                name: pat.into(),
+                schema: serde_json::json!({}),
+                strict: true,
+            }),
+            ..Default::default()
+        };
+        let vault = r.mask(&mut req);
+        assert!(!serde_json::to_string(&req).unwrap().contains(pat), "{req:?}");
+        assert_eq!(vault.total(), 1, "one value, one placeholder wherever it is");
+        // The ids providers and tools make are not mistaken for secrets.
+        for id in ["toolu_01A09q90qw90lq917835lq9", "call_abc123XYZ789def456", "fc_68a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5"] {
+            assert_eq!(r.first_kind(id), None, "{id}");
         }
     }
 
