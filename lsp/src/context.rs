@@ -75,7 +75,7 @@ fn is_string(kind: &str) -> bool {
 /// of a word, or mid-word in a comment or a string.
 pub fn build(doc: &Document, offset: usize, others: &[(&str, &Document)], budget: Budget) -> Option<Context> {
     let text = &doc.text;
-    let offset = offset.min(text.len());
+    let offset = crate::documents::floor_char_boundary(text, offset);
     let before = text[..offset].chars().next_back();
     let after = text[offset..].chars().next();
     if after.is_some_and(is_word) && before.is_some_and(is_word) {
@@ -232,6 +232,21 @@ mod tests {
         let cursor = text.find('|').unwrap();
         let doc = Document::new(text.replace('|', ""), 1, path);
         build(&doc, cursor, others, Budget::default())
+    }
+
+    /// Any byte offset, inside a character or past the end, and budgets that end inside one:
+    /// a context or none, never a panic.
+    #[test]
+    fn every_offset_of_a_multibyte_text_is_taken_without_a_panic() {
+        let text = "fn é() {\n    let s = \"😀日本\"; // ñ\n}\n".repeat(3);
+        let doc = Document::new(text.clone(), 1, "a.rs");
+        for budget in [Budget::default(), Budget { prefix: 7, suffix: 5, ..Budget::default() }] {
+            for offset in 0..=text.len() + 3 {
+                if let Some(c) = build(&doc, offset, &[], budget) {
+                    assert!(text.contains(&c.prefix) && text.contains(&c.suffix));
+                }
+            }
+        }
     }
 
     #[test]

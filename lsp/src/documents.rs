@@ -24,6 +24,15 @@ pub struct Document {
     lines: Vec<usize>,
 }
 
+/// The largest character boundary at or before `i` (`i` at most `text.len()`).
+pub fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    i = i.min(text.len());
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
 fn line_starts(text: &str) -> Vec<usize> {
     std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect()
 }
@@ -44,7 +53,8 @@ impl Document {
         let end = self.lines.get(pos.line as usize + 1).map_or(self.text.len(), |e| e - 1).max(start);
         let line = &self.text[start..end];
         match enc {
-            Encoding::Utf8 => start + (pos.character as usize).min(line.len()),
+            // A client's byte column may fall inside a character: the character's start is used.
+            Encoding::Utf8 => floor_char_boundary(&self.text, start + (pos.character as usize).min(line.len())),
             Encoding::Utf16 => {
                 let mut units = 0usize;
                 for (i, c) in line.char_indices() {
@@ -60,7 +70,7 @@ impl Document {
 
     /// The LSP position of a byte offset.
     pub fn position(&self, offset: usize, enc: Encoding) -> Position {
-        let offset = offset.min(self.text.len());
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
         let line = self.lines.partition_point(|&s| s <= offset) - 1;
         let start = self.lines[line];
         let character = match enc {
@@ -168,6 +178,31 @@ mod tests {
         let p = d.position(d.text.find('!').unwrap(), Encoding::Utf16);
         assert_eq!(p, Position { line: 1, character: 21 });
         assert_eq!(d.offset(p, Encoding::Utf16), d.text.find('!').unwrap());
+    }
+
+    /// Positions a client may send anywhere (inside a character, past a line's end, beyond the
+    /// last line, inside a surrogate pair), in either encoding: every edit applies without a
+    /// panic, and the text stays valid.
+    #[test]
+    fn every_position_and_range_is_taken_without_a_panic() {
+        let text = "é😀x\nñ\n\n日本語\n";
+        for enc in [Encoding::Utf8, Encoding::Utf16] {
+            for l1 in 0..6 {
+                for c1 in 0..14 {
+                    let d = Document::new(text.into(), 1, "a.txt");
+                    let offset = d.offset(Position { line: l1, character: c1 }, enc);
+                    assert!(d.text.is_char_boundary(offset), "{enc:?} {l1}:{c1} -> {offset}");
+                    for b in 0..=d.text.len() + 2 {
+                        let _ = d.position(b, enc);
+                    }
+                    for (l2, c2) in [(l1, c1), (l1, c1 + 1), (l1 + 1, 0), (0, 0), (9, 9)] {
+                        let mut d = Document::new(text.into(), 1, "a.txt");
+                        d.apply(&change(l1, c1, l2, c2, "ü"), enc);
+                        assert!(std::str::from_utf8(d.text.as_bytes()).is_ok());
+                    }
+                }
+            }
+        }
     }
 
     #[test]
