@@ -48,6 +48,10 @@ pub struct RedactionConfig {
 #[derive(Debug, Default, Clone)]
 pub struct Vault {
     entries: Vec<(String, String)>,
+    /// Indexes into `entries`, by value and by placeholder: masking and restoring stay linear
+    /// however many distinct values a request holds.
+    by_value: std::collections::HashMap<String, usize>,
+    by_placeholder: std::collections::HashMap<String, usize>,
     counts: BTreeMap<String, u32>,
     /// Per kind, the highest number a placeholder already in the request carries (an earlier
     /// turn kept masked): new ones are numbered after it, so none stands for two values.
@@ -56,24 +60,26 @@ pub struct Vault {
 
 impl Vault {
     fn placeholder(&mut self, kind: &str, value: &str) -> String {
-        if let Some((p, _)) = self.entries.iter().find(|(_, v)| v == value) {
-            return p.clone();
+        if let Some(&i) = self.by_value.get(value) {
+            return self.entries[i].0.clone();
         }
         let n = self.counts.entry(kind.to_string()).or_default();
         *n += 1;
         let number = *n + self.floor.get(&kind.to_ascii_uppercase()).copied().unwrap_or(0);
         let p = format!("TOLLGATE_{}_{}", kind.to_ascii_uppercase(), number);
+        self.by_value.insert(value.to_string(), self.entries.len());
+        self.by_placeholder.insert(p.clone(), self.entries.len());
         self.entries.push((p.clone(), value.to_string()));
         p
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// The value a placeholder stands for.
+    pub fn value_of(&self, placeholder: &str) -> Option<&str> {
+        self.by_placeholder.get(placeholder).map(|&i| self.entries[i].1.as_str())
     }
 
-    /// Every placeholder and its value.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(p, v)| (p.as_str(), v.as_str()))
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Distinct values per kind, e.g. `email=1,gitlab_pat=2`.
@@ -774,6 +780,22 @@ pub(crate) mod tests {
         for id in ["toolu_01A09q90qw90lq917835lq9", "call_abc123XYZ789def456", "fc_68a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5"] {
             assert_eq!(r.first_kind(id), None, "{id}");
         }
+    }
+
+    /// 20,000 distinct emails once took 26 s to mask and restore (a search of every placeholder
+    /// for each one) and stalled other requests: each is found by its index now. All come back.
+    #[test]
+    fn twenty_thousand_distinct_values_are_masked_and_restored() {
+        let r = redactor();
+        let text: String = (0..20_000).map(|i| format!("user{i}@corp-mail.io ")).collect();
+        let mut req = ChatRequest { messages: vec![Message::text(Role::User, text.clone())], ..Default::default() };
+        let vault = r.mask(&mut req);
+        assert_eq!(vault.total(), 20_000);
+        let Part::Text { text: masked } = &req.messages[0].content[0] else { panic!() };
+        assert!(!masked.contains('@'));
+        assert_eq!(restore(&vault, masked, false), text);
+        let cuts: Vec<usize> = (1..masked.len()).step_by(7).filter(|&i| masked.is_char_boundary(i)).collect();
+        assert_eq!(stream::restore_chunked(&vault, masked, &cuts, false), text);
     }
 
     #[test]

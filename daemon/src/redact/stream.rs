@@ -108,11 +108,14 @@ impl<V: std::ops::Deref<Target = Vault>> Restorer<V> {
             if word_before {
                 continue;
             }
-            let found = self.vault.entries().find(|(p, _)| {
-                let end = at + p.len();
-                text[at..].starts_with(*p) && if end == bytes.len() { !mid_word } else { !is_word(bytes[end]) }
-            });
-            let Some((placeholder, value)) = found else { continue };
+            // A placeholder is a whole word: the run of identifier characters from here, complete
+            // unless the segment was cut inside it.
+            let end = at + bytes[at..].iter().take_while(|&&b| is_word(b)).count();
+            if end == bytes.len() && mid_word {
+                continue;
+            }
+            let placeholder = &text[at..end];
+            let Some(value) = self.vault.value_of(placeholder) else { continue };
             let before = &text[last..at];
             self.url.feed(before);
             out.push_str(before);
