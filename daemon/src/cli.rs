@@ -334,6 +334,16 @@ pub enum ConfigCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    // A command whose reader goes away (`tollgate log --json | head`) ends quietly, as `cat` does,
+    // instead of panicking on its next line of output. The daemon and the language server keep
+    // SIGPIPE ignored: a peer that hangs up is an error they handle, not a reason to die.
+    #[cfg(unix)]
+    if !matches!(cli.command, Command::Daemon { .. } | Command::Lsp { .. }) {
+        // SAFETY: restoring the default disposition of one signal, before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -644,7 +644,8 @@ mod tests {
         assert!(!loaded.config.providers["openai"].is_local());
         assert!(loaded.config.providers["llamacpp"].is_local());
         // Local means loopback, or trusted by name: not a kind of server on another host.
-        let remote = ProviderConfig { base_url: "http://gpu-box.lan:11434".into(), ..loaded.config.providers["ollama"].clone() };
+        let remote =
+            ProviderConfig { base_url: "http://gpu-box.lan:11434".into(), ..loaded.config.providers["ollama"].clone() };
         assert!(!remote.is_local());
         assert!(ProviderConfig { local: Some(true), ..remote }.is_local());
     }

@@ -144,7 +144,9 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
             .await
             .map(|r| r.status().is_success() || r.status().as_u16() == 401);
         out.push(match reachable {
-            Ok(true) => check(format!("local model: {name}"), Outcome::Ok, format!("{} answers", p.shown_base_url()), None),
+            Ok(true) => {
+                check(format!("local model: {name}"), Outcome::Ok, format!("{} answers", p.shown_base_url()), None)
+            }
             _ => check(
                 format!("local model: {name}"),
                 Outcome::Warn,

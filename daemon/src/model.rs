@@ -276,9 +276,8 @@ impl Usage {
             cached_tokens: bound("cached", self.cached_tokens),
             cache_write_tokens: bound("cache write", self.cache_write_tokens),
         };
-        let note = (!absurd.is_empty()).then(|| {
-            format!("the provider reported {} tokens; counted as {MAX_REPORTED_TOKENS}", absurd.join(", "))
-        });
+        let note = (!absurd.is_empty())
+            .then(|| format!("the provider reported {} tokens; counted as {MAX_REPORTED_TOKENS}", absurd.join(", ")));
         (usage, note)
     }
 

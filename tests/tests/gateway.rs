@@ -481,6 +481,18 @@ async fn cli_commands_work_against_the_daemon_over_its_socket() {
     let env = String::from_utf8_lossy(&out.stdout);
     assert!(env.contains(&format!("OPENAI_BASE_URL=http://127.0.0.1:{}/v1", d.port)), "{env}");
     assert!(env.contains(&format!("ANTHROPIC_API_KEY={}", d.token)));
+    // A reader that goes away (`tollgate log --json | head`) ends the command quietly: no panic.
+    let mut child = d
+        .command()
+        .args(["log", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(101), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
     // With no daemon running there is no address to give, and no token is printed.
     let stopped = tempfile::tempdir().unwrap();
     let out = d.command().env("TOLLGATE_HOME", stopped.path()).arg("env").output().unwrap();

@@ -752,7 +752,11 @@ pub(crate) mod tests {
             messages: vec![
                 Message {
                     role: Role::Assistant,
-                    content: vec![Part::ToolCall { id: pat.into(), name: format!("run_{pat}"), arguments: "{}".into() }],
+                    content: vec![Part::ToolCall {
+                        id: pat.into(),
+                        name: format!("run_{pat}"),
+                        arguments: "{}".into(),
+                    }],
                 },
                 Message {
                     role: Role::Tool,

@@ -338,7 +338,9 @@ async fn first_event(seconds: u64) {
     fake.script(
         (0..(n + 20) * 2 * 4).map(|_| tollgate_tests::fake::Behaviour { chunk_delay_ms: 2, ..Default::default() }),
     );
-    println!("first streamed event, {n} requests each, one at a time, the cases in turn, 2 ms between the provider's events");
+    println!(
+        "first streamed event, {n} requests each, one at a time, the cases in turn, 2 ms between the provider's events"
+    );
     println!(
         "{:<34}  {:>20}  {:>20}  {:>16}  {:>22}",
         "door -> target", "direct p50 / p99 ms", "tollgate p50 / p99", "added p50 / p99", "reported added p50/p99"

@@ -26,7 +26,8 @@ fn input(v: &Value) -> CstInputValue {
 impl Jsonc {
     /// `text` parsed; an empty file is an empty document.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let root = CstRootNode::parse(text, &Default::default()).map_err(|e| anyhow::anyhow!("it is not valid JSON: {e}"))?;
+        let root =
+            CstRootNode::parse(text, &Default::default()).map_err(|e| anyhow::anyhow!("it is not valid JSON: {e}"))?;
         Ok(Self { root })
     }
 
@@ -44,9 +45,9 @@ impl Jsonc {
         for (i, key) in path.iter().enumerate() {
             obj = match obj.get(key) {
                 None => obj.object_value_or_set(key),
-                Some(prop) => prop
-                    .object_value()
-                    .with_context(|| format!("its \"{}\" is not an object", path[..=i].join(".")))?,
+                Some(prop) => {
+                    prop.object_value().with_context(|| format!("its \"{}\" is not an object", path[..=i].join(".")))?
+                }
             };
         }
         Ok(obj)
@@ -137,7 +138,10 @@ impl Jsonc {
     pub fn text(&self) -> String {
         let text = self.root.to_string();
         let text = text.trim();
-        if text.is_empty() || text.split_whitespace().collect::<String>() == "{}" || text.split_whitespace().collect::<String>() == "[]" {
+        if text.is_empty()
+            || text.split_whitespace().collect::<String>() == "{}"
+            || text.split_whitespace().collect::<String>() == "[]"
+        {
             return String::new();
         }
         format!("{text}\n")
@@ -210,10 +214,16 @@ mod tests {
         let on = doc.text();
         assert!(on.contains("// my theme") && on.contains("/* trailing */"), "{on}");
         let doc = Jsonc::parse(&on).unwrap();
-        assert_eq!(doc.get(&["language_models", "openai_compatible", "tollgate", "api_url"]), Some(json!("http://h/v1")));
+        assert_eq!(
+            doc.get(&["language_models", "openai_compatible", "tollgate", "api_url"]),
+            Some(json!("http://h/v1"))
+        );
         doc.remove(&["language_models", "openai_compatible", "tollgate"]).unwrap();
         let off = doc.text();
-        assert!(!off.contains("language_models") && off.contains("// my theme") && off.contains("\"theme\": \"dark\""), "{off}");
+        assert!(
+            !off.contains("language_models") && off.contains("// my theme") && off.contains("\"theme\": \"dark\""),
+            "{off}"
+        );
         // A step that is not an object is named, not overwritten.
         let doc = Jsonc::parse(r#"{"env": 3}"#).unwrap();
         assert!(doc.set(&["env", "X"], &json!(1)).unwrap_err().to_string().contains("\"env\" is not an object"));
@@ -249,6 +259,8 @@ mod tests {
         assert_eq!(key_lines(&on, &keys, false, &[]), before, "undo gives the user's line back");
         assert_eq!(key_lines("", &keys, false, &[]), "");
         // A key that merely starts like ours is not ours.
-        assert!(key_lines("openai-api-key-file: x\n", &keys, true, &[]).starts_with("openai-api-key-file: x\n# tollgate"));
+        assert!(
+            key_lines("openai-api-key-file: x\n", &keys, true, &[]).starts_with("openai-api-key-file: x\n# tollgate")
+        );
     }
 }

@@ -97,7 +97,9 @@ impl Tool {
                 let dir = if cfg!(windows) { dirs.config.join("Block/goose/config") } else { xdg.join("goose") };
                 vec![dir.join("custom_providers/tollgate.json"), dir.join("config.yaml")]
             }
-            Tool::Zed => vec![if cfg!(windows) { dirs.config.join("Zed") } else { xdg.join("zed") }.join("settings.json")],
+            Tool::Zed => {
+                vec![if cfg!(windows) { dirs.config.join("Zed") } else { xdg.join("zed") }.join("settings.json")]
+            }
             Tool::Copilot => vec![vscode.join("chatLanguageModels.json")],
             Tool::Cline => {
                 let dir = dir_from("CLINE_DIR", home.join(".cline")).join("data");
@@ -156,7 +158,11 @@ fn edit_file(tool: Tool, file: usize, current: &str, t: &Target) -> anyhow::Resu
                 ALIASES.iter().map(|(m, _)| (m.to_string(), json!({"name": format!("{m} (tollgate)")}))).collect();
             let provider = json!({"npm": "@ai-sdk/openai-compatible", "name": "tollgate",
                 "options": {"baseURL": format!("{base}/v1"), "apiKey": token}, "models": models});
-            let current = if current.trim().is_empty() && on { r#"{"$schema": "https://opencode.ai/config.json"}"# } else { current };
+            let current = if current.trim().is_empty() && on {
+                r#"{"$schema": "https://opencode.ai/config.json"}"#
+            } else {
+                current
+            };
             jsonc_set(current, &[(&["provider", "tollgate"], when_on(provider))])
         }
         (Tool::Codex, _) => codex_toml(current, base, t.token),
@@ -183,12 +189,9 @@ fn edit_file(tool: Tool, file: usize, current: &str, t: &Target) -> anyhow::Resu
                 false => String::new(),
             })
         }
-        (Tool::Goose, _) => Ok(key_lines(
-            current,
-            &[("GOOSE_PROVIDER", "tollgate".into()), ("GOOSE_MODEL", "code".into())],
-            on,
-            &[],
-        )),
+        (Tool::Goose, _) => {
+            Ok(key_lines(current, &[("GOOSE_PROVIDER", "tollgate".into()), ("GOOSE_MODEL", "code".into())], on, &[]))
+        }
         (Tool::Zed, _) => {
             let models: Vec<Value> = ALIASES
                 .iter()
@@ -430,7 +433,9 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
         let token = token.as_deref().unwrap_or_default();
         match tool {
             Tool::ClaudeCode => {
-                println!("  model names it sends (claude-*) go to the anthropic provider; see model_names in the config")
+                println!(
+                    "  model names it sends (claude-*) go to the anthropic provider; see model_names in the config"
+                )
             }
             Tool::Zed => println!(
                 "  Zed keeps provider keys itself: paste this one in its agent settings (LLM Providers, tollgate), \
@@ -441,7 +446,9 @@ pub fn run(paths: &Paths, tool: Tool, print: bool, undo: bool, port: u16) -> any
                  inline completions stay on Copilot's own service)"
             ),
             Tool::Roo => println!("  Roo Code imports the profile \"tollgate\" when VS Code starts next"),
-            Tool::Goose => println!("  goose uses provider \"tollgate\", model \"code\" (GOOSE_MODEL picks another route)"),
+            Tool::Goose => {
+                println!("  goose uses provider \"tollgate\", model \"code\" (GOOSE_MODEL picks another route)")
+            }
             _ => {}
         }
     }
@@ -568,7 +575,8 @@ mod tests {
         assert_eq!(edit(Tool::Aider, 0, &on, "http://127.0.0.1:1", Some("tg-z")).unwrap(), on);
         assert_eq!(edit(Tool::Aider, 0, &on, "x", None).unwrap(), before);
         // What an earlier version wrote (a marker line, then the keys) is replaced, not repeated.
-        let earlier = "model: m\n# written by `tollgate setup aider`\nopenai-api-base: http://h/v1\nopenai-api-key: tg-0\n";
+        let earlier =
+            "model: m\n# written by `tollgate setup aider`\nopenai-api-base: http://h/v1\nopenai-api-key: tg-0\n";
         let again = edit(Tool::Aider, 0, earlier, "http://h", Some("tg-1")).unwrap();
         assert_eq!(again.matches("openai-api-key: tg").count(), 1, "{again}");
         assert!(!again.contains("written by"), "{again}");
@@ -594,7 +602,8 @@ mod tests {
 
     #[test]
     fn zed_settings_keep_their_comments() {
-        let before = "// Zed settings\n{\n  \"theme\": \"One Dark\", // mine\n  \"language_models\": {\"ollama\": {}},\n}\n";
+        let before =
+            "// Zed settings\n{\n  \"theme\": \"One Dark\", // mine\n  \"language_models\": {\"ollama\": {}},\n}\n";
         let on = edit(Tool::Zed, 0, before, "http://127.0.0.1:6", Some("tg-zed")).unwrap();
         assert!(on.starts_with("// Zed settings\n") && on.contains("// mine"), "{on}");
         assert!(!on.contains("tg-zed"), "Zed keeps the key itself");
@@ -658,7 +667,10 @@ mod tests {
         let on = edit(Tool::Roo, 1, settings, "x", Some("tg-roo")).unwrap();
         assert!(on.contains("// mine"));
         let doc = Jsonc::parse(&on).unwrap();
-        assert_eq!(doc.get(&["roo-cline.autoImportSettingsPath"]), Some(json!("/home/u/.config/tollgate/roo-code.json")));
+        assert_eq!(
+            doc.get(&["roo-cline.autoImportSettingsPath"]),
+            Some(json!("/home/u/.config/tollgate/roo-code.json"))
+        );
         assert_eq!(edit(Tool::Roo, 1, &on, "x", None).unwrap(), settings);
     }
 }
