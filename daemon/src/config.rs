@@ -137,6 +137,7 @@ pub struct ServerConfig {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    pub max_response_bytes: usize,
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub stream_idle_timeout_ms: u64,

@@ -167,3 +167,34 @@ async fn secrets_in_addresses_and_model_names_are_echoed_nowhere() {
         }
     }
 }
+
+/// A provider that sends more than `limits.max_response_bytes` (600 MB once took 2.4 GB of
+/// memory) is cut off there, whole or streamed, and the caller is told why.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_beyond_the_size_limit_is_cut_and_the_caller_told() {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    // standard_config has a [limits] table already: the setting is added to it.
+    let config = standard_config(&a, &b, "").replacen("[limits]\n", "[limits]\nmax_response_bytes = 65536\n", 1);
+    let d = Daemon::start_with_env(&config, ENV_KEYS);
+    let long = "word ".repeat(40_000);
+    a.script((0..2).map(|_| Behaviour { text: Some(long.clone()), ..Default::default() }));
+    let (status, body) = chat(&d, "oa/gpt-a").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.to_string().contains("max_response_bytes"), "{body}");
+    a.script([Behaviour { text: Some(long.clone()), ..Default::default() }]);
+    let r = d
+        .client()
+        .post(d.url("/v1/chat/completions"))
+        .json(&json!({"model": "oa/gpt-a", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let streamed = r.text().await.unwrap();
+    assert!(streamed.len() < 100_000, "cut near the limit: {} bytes", streamed.len());
+    assert!(streamed.contains("max_response_bytes"), "{}", &streamed[streamed.len().saturating_sub(400)..]);
+    // And the daemon still serves (another target: three failures opened oa's circuit).
+    assert_eq!(chat(&d, "ob/gpt-b").await.0, 200);
+}

@@ -196,10 +196,7 @@ pub async fn complete(
     let format = native_for(target.config, req).map(|n| n.format);
     let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
     let response = send(http, wire, kind, deadline).await?;
-    let body = tokio::time::timeout(deadline, response.bytes())
-        .await
-        .map_err(|_| ProviderError::Timeout("reading the answer"))?
-        .map_err(|e| ProviderError::Cut(error_chain(&e.without_url())))?;
+    let body = read_capped(response, limits.max_response_bytes, deadline).await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
     if let Some(inputs) = &req.embed {
         let tokens = inputs.iter().map(|t| crate::tokens::count(t)).sum();
@@ -243,7 +240,7 @@ pub async fn stream(
         (_, ProviderKind::Ollama) => (Framing::Ndjson, Box::new(ollama::Decoder::default())),
     };
     let idle = Duration::from_millis(limits.stream_idle_timeout_ms);
-    let events = decode_stream(response, framing, decoder, idle, format.is_some());
+    let events = decode_stream(response, framing, decoder, idle, format.is_some(), limits.max_response_bytes);
     Ok(match (&target.config.tokenize_path, kind) {
         (Some(path), ProviderKind::Openai) => {
             let url = reqwest::Url::parse(&target.config.base_url)
@@ -345,10 +342,7 @@ pub async fn count_tokens(
     }
     let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
     let response = send(http, wire, ProviderKind::Anthropic, deadline).await?;
-    let body = tokio::time::timeout(deadline, response.bytes())
-        .await
-        .map_err(|_| ProviderError::Timeout("reading the answer"))?
-        .map_err(|e| ProviderError::Cut(error_chain(&e.without_url())))?;
+    let body = read_capped(response, limits.max_response_bytes, deadline).await?;
     let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
     value["input_tokens"].as_u64().ok_or_else(|| ProviderError::Protocol("no input_tokens in the count".into()))
 }
@@ -417,14 +411,38 @@ async fn send(
         return Err(ProviderError::Redirected(message));
     }
     let retry_after = parse_retry_after(response.headers());
-    let body = tokio::time::timeout(Duration::from_secs(5), response.bytes())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    // An error body is read for its message only: a little of it, briefly.
+    let body = read_capped(response, 64 * 1024, Duration::from_secs(5)).await.unwrap_or_default();
     let message =
         error_message(kind, &body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
     Err(ProviderError::Status { status: status.as_u16(), retry_after, message })
+}
+
+/// A whole answer's body, read until `deadline` and at most `limit` bytes: a provider (or anything
+/// between) could send without end.
+async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, ProviderError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large(limit));
+    }
+    let read = async {
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| ProviderError::Cut(error_chain(&e.without_url())))? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large(limit));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    tokio::time::timeout(deadline, read).await.map_err(|_| ProviderError::Timeout("reading the answer"))?
+}
+
+fn too_large(limit: usize) -> ProviderError {
+    ProviderError::Protocol(format!("the answer exceeded {limit} bytes (limits.max_response_bytes); it was cut"))
 }
 
 /// What to say of an answer that redirects (3xx): where it pointed (its origin only: a query may
@@ -512,6 +530,7 @@ fn decode_stream(
     decoder: Box<dyn StreamDecoder>,
     idle: Duration,
     forward: bool,
+    limit: usize,
 ) -> EventStream {
     struct State {
         body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
@@ -522,6 +541,8 @@ fn decode_stream(
         idle: Duration,
         ended: bool,
         forward: bool,
+        /// Bytes that may still be read (`limits.max_response_bytes` at the start).
+        left: usize,
     }
     fn decode_frames(s: &mut State) -> Result<(), ProviderError> {
         for frame in s.frames.drain(..) {
@@ -551,6 +572,7 @@ fn decode_stream(
         idle,
         ended: false,
         forward,
+        left: limit,
     };
     Box::pin(futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -569,7 +591,16 @@ fn decode_stream(
                     s.ended = true;
                     return Some((Err(ProviderError::Cut(error_chain(&e.without_url()))), s));
                 }
-                Ok(Some(Ok(chunk))) => chunk,
+                Ok(Some(Ok(chunk))) if chunk.len() > s.left => {
+                    s.ended = true;
+                    return Some((Err(ProviderError::Cut(
+                        "the answer exceeded limits.max_response_bytes; it was cut".into(),
+                    )), s));
+                }
+                Ok(Some(Ok(chunk))) => {
+                    s.left -= chunk.len();
+                    chunk
+                }
                 Ok(None) => {
                     s.ended = true;
                     s.framer.finish(&mut s.frames);
