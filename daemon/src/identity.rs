@@ -54,8 +54,23 @@ pub fn project_from_remote(url: &str) -> Option<String> {
 /// The project of the repository containing `dir`, from its `origin` remote (or its first
 /// remote). Reads the repository's config file directly: no git process runs in a directory a
 /// caller names.
+/// A small regular file of a repository, as text. A caller names the directory (`x-tollgate-repo`),
+/// so what is there is not trusted: a FIFO would block the thread that opens it, `/dev/zero` or a
+/// huge file would fill memory; such a file is not read.
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    const LIMIT: u64 = 1024 * 1024;
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() || meta.len() > LIMIT {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::open(path).ok()?.take(LIMIT).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 pub fn project_of_dir(dir: &Path) -> Option<String> {
-    let config = std::fs::read_to_string(git_config_path(dir)?).ok()?;
+    let config = read_small(&git_config_path(dir)?)?;
     let mut remotes: Vec<(String, String)> = Vec::new();
     let mut section: Option<String> = None;
     for line in config.lines().map(str::trim) {
@@ -81,11 +96,11 @@ fn git_config_path(dir: &Path) -> Option<PathBuf> {
         return Some(dot_git.join("config"));
     }
     // A `.git` file: `gitdir: PATH`; a worktree's gitdir names its common dir in `commondir`.
-    let text = std::fs::read_to_string(&dot_git).ok()?;
+    let text = read_small(&dot_git)?;
     let gitdir = dot_git.parent()?.join(text.trim().strip_prefix("gitdir:")?.trim());
-    let common = match std::fs::read_to_string(gitdir.join("commondir")) {
-        Ok(c) => gitdir.join(c.trim()),
-        Err(_) => gitdir,
+    let common = match read_small(&gitdir.join("commondir")) {
+        Some(c) => gitdir.join(c.trim()),
+        None => gitdir,
     };
     Some(common.join("config"))
 }
@@ -154,5 +169,25 @@ mod tests {
         assert_eq!(project_of_dir(wt.path()).as_deref(), Some("acme/platform/api"));
 
         assert_eq!(project_of_dir(tempfile::tempdir().unwrap().path()), None);
+    }
+
+    /// A repository whose `.git/config` is a FIFO (opening it would block) or a device (reading it
+    /// would not end) is no project: answered at once, nothing read.
+    #[cfg(unix)]
+    #[test]
+    fn a_hostile_git_config_is_not_read() {
+        let dir = std::env::temp_dir().join(crate::model::new_id("tollgate-repo-"));
+        std::fs::create_dir_all(dir.join(".git")).unwrap();
+        let fifo = dir.join(".git/config");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+        assert!(made, "mkfifo is needed for this test");
+        assert_eq!(project_of_dir(&dir), None);
+        std::fs::remove_file(&fifo).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", &fifo).unwrap();
+        assert_eq!(project_of_dir(&dir), None);
+        std::fs::remove_file(&fifo).unwrap();
+        std::fs::write(&fifo, "[remote \"origin\"]\n\turl = git@gitlab.com:acme/api.git\n").unwrap();
+        assert_eq!(project_of_dir(&dir).as_deref(), Some("acme/api"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
