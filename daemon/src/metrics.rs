@@ -41,7 +41,13 @@ struct Inner {
     cache_misses: u64,
     duration: BTreeMap<String, Histogram>,
     added: Histogram,
+    /// The model names seen, up to [`MAX_MODELS`]; later ones are counted as `other`.
+    models: std::collections::HashSet<String>,
 }
+
+/// Distinct model labels kept: a caller may send any name (`provider/anything`), and each new
+/// label would be a new series for as long as the daemon runs.
+const MAX_MODELS: usize = 200;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -62,8 +68,15 @@ impl Metrics {
     /// Counts a settled call.
     pub fn record(&self, row: &Row) {
         let provider = label(row.provider.as_deref().unwrap_or("-"));
-        let model = label(row.model.as_deref().unwrap_or("-"));
         let mut m = self.lock();
+        let model = match row.model.as_deref().unwrap_or("-") {
+            known if m.models.contains(known) => label(known),
+            new if m.models.len() < MAX_MODELS => {
+                m.models.insert(new.to_string());
+                label(new)
+            }
+            _ => "other".to_string(),
+        };
         *m.requests
             .entry(format!(
                 "entry=\"{}\",provider=\"{provider}\",model=\"{model}\",outcome=\"{}\"",
@@ -195,5 +208,25 @@ mod tests {
         assert!(text.contains("tollgate_request_duration_seconds_bucket{entry=\"openai\",le=\"0.05\"} 1"));
         assert!(text.contains("tollgate_added_seconds_bucket{le=\"0.00025\"} 1"));
         assert!(text.contains("tollgate_added_seconds_count 1"));
+    }
+
+    #[test]
+    fn model_labels_stop_growing_at_their_limit() {
+        let m = Metrics::default();
+        for i in 0..(MAX_MODELS + 100) {
+            m.record(&Row {
+                entry: "openai".into(),
+                model: Some(format!("m{i}")),
+                outcome: "ok".into(),
+                ..Default::default()
+            });
+        }
+        // A name seen before the limit keeps its own series.
+        m.record(&Row { entry: "openai".into(), model: Some("m0".into()), outcome: "ok".into(), ..Default::default() });
+        let text = m.render(&[]);
+        let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("tollgate_requests_total{")).collect();
+        assert_eq!(requests.len(), MAX_MODELS + 1, "one series per model kept, and one for the rest");
+        assert!(text.contains("model=\"other\",outcome=\"ok\"} 100"), "{text}");
+        assert!(text.contains("model=\"m0\",outcome=\"ok\"} 2"), "{text}");
     }
 }
