@@ -276,6 +276,14 @@ struct Settle {
     keep: Option<(String, String, Vec<crate::model::Message>)>,
     received: Instant,
     provider_time: Duration,
+    /// Characters of text in the (masked) request: its input tokens are estimated from them when
+    /// the provider reports none.
+    input_chars: usize,
+}
+
+/// Tokens of text, estimated from its length where no provider said (about four characters each).
+fn estimated_tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
 }
 
 impl Settle {
@@ -284,15 +292,36 @@ impl Settle {
         self.cache_key.is_some() || self.audit_request.is_some() || self.keep.is_some()
     }
 
-    async fn finish(mut self, usage: Usage, events: Option<Vec<Event>>, outcome: &str) {
+    /// Settles the call: `usage` as the provider reported it, `answer_chars` the characters of text
+    /// and tool arguments the caller received.
+    async fn finish(mut self, usage: Usage, answer_chars: usize, events: Option<Vec<Event>>, outcome: &str) {
         // The pending row must be committed before the caller's answer is complete.
         if let Some(p) = self.pending.take() {
             let _ = p.await;
         }
         // A provider's figures are not trusted: bounded before any sum, cost or budget sees them.
-        let (usage, absurd) = usage.bounded();
+        let (mut usage, mut absurd) = usage.bounded();
         if let Some(note) = &absurd {
             tracing::warn!(provider = ?self.row.provider, "{note}");
+        }
+        // A server that reports no usage, or a stream the caller left before the figures came,
+        // is not free: what is missing is estimated from the text, and the row says so.
+        let mut estimated = Vec::new();
+        if usage.input_tokens == 0 && self.input_chars > 0 {
+            usage.input_tokens = estimated_tokens(self.input_chars);
+            estimated.push("input");
+        }
+        if usage.output_tokens == 0 && answer_chars > 0 {
+            usage.output_tokens = estimated_tokens(answer_chars);
+            estimated.push("output");
+        }
+        if !estimated.is_empty() {
+            let note =
+                format!("{} tokens estimated from the text: the provider reported none", estimated.join(" and "));
+            absurd = Some(match absurd {
+                Some(a) => format!("{a}; {note}"),
+                None => note,
+            });
         }
         let cost = if self.local { Some(0) } else { self.price.map(|p| p.cost(&usage)) };
         let elapsed = self.received.elapsed();
@@ -598,6 +627,7 @@ impl Gateway {
                                     .map(|id| (id, rt.identity.username.clone(), req.messages.clone())),
                                 received: ctx.received,
                                 provider_time,
+                                input_chars: crate::redact::Redactor::text_len(&req),
                             };
                             let answer = match answer {
                                 Answer::Stream(s) => Answer::Stream(Self::watch(
@@ -610,7 +640,7 @@ impl Gateway {
                                 Answer::Complete(r) => {
                                     drop(permit);
                                     let events = settle.keeps_events().then(|| r.clone().into_events());
-                                    settle.finish(r.usage, events, "ok").await;
+                                    settle.finish(r.usage, answer_chars(&r), events, "ok").await;
                                     Answer::Complete(r)
                                 }
                             };
@@ -840,6 +870,8 @@ impl Gateway {
             inner: EventStream,
             settle: Option<Settle>,
             usage: Usage,
+            /// Characters of text and tool arguments passed on so far.
+            chars: usize,
             events: Option<Vec<Event>>,
             router: Arc<Router>,
             target: TargetRef,
@@ -850,13 +882,21 @@ impl Gateway {
                 // The caller went away mid-stream: settle what was used so far.
                 if let Some(settle) = self.settle.take() {
                     let usage = self.usage;
-                    tokio::spawn(settle.finish(usage, None, "cancelled"));
+                    tokio::spawn(settle.finish(usage, self.chars, None, "cancelled"));
                 }
             }
         }
         let events = settle.keeps_events().then(Vec::new);
-        let state =
-            S { inner: stream, settle: Some(settle), usage: Usage::default(), events, router, target, _permit: permit };
+        let state = S {
+            inner: stream,
+            settle: Some(settle),
+            usage: Usage::default(),
+            chars: 0,
+            events,
+            router,
+            target,
+            _permit: permit,
+        };
         Box::pin(futures_util::stream::unfold(state, |mut s| async move {
             let waited = Instant::now();
             let next = s.inner.next().await;
@@ -865,8 +905,11 @@ impl Gateway {
             }
             match next {
                 Some(Ok(event)) => {
-                    if let Event::Usage { usage } = &event {
-                        s.usage.merge(*usage);
+                    match &event {
+                        Event::Usage { usage } => s.usage.merge(*usage),
+                        Event::TextDelta { text } => s.chars += text.len(),
+                        Event::ToolCallDelta { arguments, .. } => s.chars += arguments.len(),
+                        _ => {}
                     }
                     if let Some(events) = s.events.as_mut() {
                         events.push(event.clone());
@@ -877,19 +920,32 @@ impl Gateway {
                     tracing::warn!(target = %s.target, error = %e, "stream failed after it began");
                     s.router.record_failure(&s.target, &e.to_string(), None);
                     if let Some(settle) = s.settle.take() {
-                        settle.finish(s.usage, None, "cut").await;
+                        settle.finish(s.usage, s.chars, None, "cut").await;
                     }
                     Some((Err(e), s))
                 }
                 None => {
                     if let Some(settle) = s.settle.take() {
-                        settle.finish(s.usage, s.events.take(), "ok").await;
+                        settle.finish(s.usage, s.chars, s.events.take(), "ok").await;
                     }
                     None
                 }
             }
         }))
     }
+}
+
+/// Characters of text and tool arguments in a whole answer.
+fn answer_chars(r: &ChatResponse) -> usize {
+    use crate::model::Part;
+    r.content
+        .iter()
+        .map(|p| match p {
+            Part::Text { text } => text.len(),
+            Part::ToolCall { arguments, .. } => arguments.len(),
+            Part::ToolResult { .. } | Part::Media { .. } => 0,
+        })
+        .sum()
 }
 
 /// Puts the values back in place of the placeholders, before the caller sees the answer.

@@ -65,6 +65,8 @@ pub struct Behaviour {
     pub redirect_to: Option<String>,
     /// Report this many output tokens, whatever was written (a provider's figures are untrusted).
     pub output_tokens: Option<u64>,
+    /// OpenAI format: report no usage at all, as some compatible servers do.
+    pub no_usage: bool,
 }
 
 /// The signature of the fake's thinking blocks (opaque, as Anthropic's are).
@@ -476,8 +478,8 @@ async fn openai_chat(
     handle(&state, Kind::Openai, uri, &headers, body, |v| v["stream"] == true, |req, r, b, stream| {
         let model = req["model"].as_str().unwrap_or("gpt-fake").to_string();
         let legacy = req.get("prompt").is_some();
-        let usage = json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens, "total_tokens": r.input_tokens.saturating_add(r.output_tokens),
-            "prompt_tokens_details": {"cached_tokens": r.cached}, "completion_tokens_details": {"reasoning_tokens": 0}});
+        let usage = if b.no_usage { Value::Null } else { json!({"prompt_tokens": r.input_tokens, "completion_tokens": r.output_tokens, "total_tokens": r.input_tokens.saturating_add(r.output_tokens),
+            "prompt_tokens_details": {"cached_tokens": r.cached}, "completion_tokens_details": {"reasoning_tokens": 0}}) };
         let finish = if r.tool.is_some() { "tool_calls" } else { "stop" };
         if !stream {
             let text: String = r.words.concat();
@@ -493,7 +495,7 @@ async fn openai_chat(
                 "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}], "usage": usage,
                 "system_fingerprint": "fp_fake"})).into_response();
         }
-        let include_usage = req["stream_options"]["include_usage"] == true;
+        let include_usage = req["stream_options"]["include_usage"] == true && !b.no_usage;
         let chunk = |delta: Value, finish: Value| {
             let mut c = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}]});

@@ -198,3 +198,44 @@ async fn an_answer_beyond_the_size_limit_is_cut_and_the_caller_told() {
     // And the daemon still serves (another target: three failures opened oa's circuit).
     assert_eq!(chat(&d, "ob/gpt-b").await.0, 200);
 }
+
+/// A server that reports no usage, and a stream the caller leaves before the figures come, were
+/// booked as 0 tokens (free, whatever the budget): the missing figures are estimated from the text
+/// and the row says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn calls_without_usage_figures_are_estimated_not_free() {
+    let (a, _b, d) = setup().await;
+    let log = || async {
+        let v: Value = d.client().get(d.url("/v1/log?limit=1")).send().await.unwrap().json().await.unwrap();
+        v["calls"][0].clone()
+    };
+    let ask = |stream: bool| {
+        d.client().post(d.url("/v1/chat/completions")).json(&json!({"model": "oa/gpt-a", "stream": stream,
+            "messages": [{"role": "user", "content": "please say something about the weather today"}]}))
+    };
+    for stream in [false, true] {
+        a.script([Behaviour { no_usage: true, ..Default::default() }]);
+        let r = ask(stream).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.text().await.unwrap();
+        let row = log().await;
+        assert!(row["input_tokens"].as_u64().unwrap() > 0 && row["output_tokens"].as_u64().unwrap() > 0, "{row}");
+        assert!(row["note"].as_str().unwrap_or_default().contains("estimated"), "{row}");
+        assert!(row["cost_micros"].as_i64().unwrap() > 0, "{row}");
+    }
+    // The caller leaves after the first chunk of a slow stream.
+    a.script([Behaviour { chunk_delay_ms: 200, ..Default::default() }]);
+    let mut r = ask(true).send().await.unwrap();
+    assert!(r.chunk().await.unwrap().is_some());
+    drop(r);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let row = loop {
+        let row = log().await;
+        if row["outcome"] == "cancelled" || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(row["outcome"], "cancelled", "{row}");
+    assert!(row["input_tokens"].as_u64().unwrap() > 0, "{row}");
+}

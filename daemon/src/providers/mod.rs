@@ -593,9 +593,10 @@ fn decode_stream(
                 }
                 Ok(Some(Ok(chunk))) if chunk.len() > s.left => {
                     s.ended = true;
-                    return Some((Err(ProviderError::Cut(
-                        "the answer exceeded limits.max_response_bytes; it was cut".into(),
-                    )), s));
+                    return Some((
+                        Err(ProviderError::Cut("the answer exceeded limits.max_response_bytes; it was cut".into())),
+                        s,
+                    ));
                 }
                 Ok(Some(Ok(chunk))) => {
                     s.left -= chunk.len();
