@@ -140,6 +140,12 @@ pub enum GatewayError {
     SecretInModelName { kind: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The database cannot keep ledger rows (a full disk, damaged pages): no call is made that
+    /// could not be recorded.
+    #[error(
+        "tollgate cannot record calls now, so it makes none: the database did not keep a write ({0}); free disk space, or see `tollgate doctor`"
+    )]
+    Unrecordable(String),
 }
 
 impl GatewayError {
@@ -162,7 +168,7 @@ impl GatewayError {
             GatewayError::Redaction(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::SecretInModelName { .. } => 400,
-            GatewayError::ShuttingDown => 503,
+            GatewayError::ShuttingDown | GatewayError::Unrecordable(_) => 503,
         }
     }
 
@@ -188,6 +194,7 @@ impl GatewayError {
             GatewayError::Redaction(_) | GatewayError::SecretInModelName { .. } => "refused_secret",
             GatewayError::Untranslatable { .. } => "untranslatable",
             GatewayError::ShuttingDown => "shutting_down",
+            GatewayError::Unrecordable(_) => "unrecordable",
         }
     }
 }
@@ -435,7 +442,9 @@ impl Gateway {
                 ..self.row(&rt, ctx)
             };
             self.metrics.record(&row);
-            ledger::write_durable(&self.store, row).await;
+            if let Err(e) = ledger::write_durable(&self.store, row).await {
+                tracing::error!(error = %e, "a refused request's ledger row was not kept");
+            }
         }
         result
     }
@@ -448,6 +457,10 @@ impl Gateway {
         pending: &mut Option<JoinHandle<()>>,
     ) -> Result<Served, GatewayError> {
         Self::admit_task(rt, ctx)?;
+        // Money is not spent where it cannot be recorded.
+        if let Some(why) = self.store.failure() {
+            return Err(GatewayError::Unrecordable(why));
+        }
         let wait_start = Instant::now();
         let permit = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| GatewayError::ShuttingDown)?;
         // Waiting for a slot is queueing behind other requests, not the gateway's own work.
@@ -586,7 +599,11 @@ impl Gateway {
                     let pending_row =
                         Row { input_tokens: est_in, output_tokens: est_out, cost_micros: est_micros, ..row.clone() };
                     let store = self.store.clone();
-                    *pending = Some(tokio::spawn(async move { ledger::write_durable(&store, pending_row).await }));
+                    *pending = Some(tokio::spawn(async move {
+                        if let Err(e) = ledger::write_durable(&store, pending_row).await {
+                            tracing::error!(error = %e, "the call's ledger row was not kept");
+                        }
+                    }));
                 }
                 let wire_target = Target {
                     provider: &target.provider,

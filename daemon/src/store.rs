@@ -22,16 +22,21 @@ const MAX_BATCH: usize = 512;
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 type Work = Box<dyn FnOnce(&Connection) + Send>;
+type DurableWork = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
 
 enum Job {
     Run(Work),
-    /// Acknowledged after the transaction that ran it committed.
-    Durable(Work, oneshot::Sender<()>),
+    /// Acknowledged once the transaction that ran it committed, with the failure otherwise (its
+    /// own, or the commit's): an acknowledged row is a row on disk.
+    Durable(DurableWork, oneshot::Sender<Result<(), String>>),
 }
 
 #[derive(Clone)]
 pub struct Store {
     tx: mpsc::Sender<Job>,
+    /// Why the database cannot keep what it is given (a full disk, damaged pages, a read-only
+    /// file), while that lasts; cleared by the next durable write that commits.
+    failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +45,30 @@ pub enum StoreError {
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("the database thread has stopped")]
     Stopped,
+    #[error("the database did not keep the write: {0}")]
+    NotKept(String),
+}
+
+/// Whether an error says the database as a whole cannot keep writes, rather than one statement
+/// being wrong.
+fn disables_writes(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            DiskFull
+                | SystemIoFailure
+                | ReadOnly
+                | DatabaseCorrupt
+                | NotADatabase
+                | CannotOpen
+                | FileLockingProtocolFailed
+        )
+    )
 }
 
 pub(crate) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (
     id            INTEGER PRIMARY KEY,
     request_id    TEXT NOT NULL UNIQUE,
@@ -143,16 +169,25 @@ impl Store {
         let checkpointer = Connection::open(path).map_err(err)?;
         checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
         let (tx, rx) = mpsc::channel();
+        let failing = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let state = std::sync::Arc::clone(&failing);
         std::thread::Builder::new()
             .name("tollgate-db".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, &state))
             .expect("spawn the database thread");
-        let writer = tx.clone();
+        let store = Self { tx, failing };
+        let probe = store.clone();
         std::thread::Builder::new()
             .name("tollgate-db-checkpoint".into())
-            .spawn(move || checkpoints(checkpointer, writer))
+            .spawn(move || checkpoints(checkpointer, probe))
             .expect("spawn the checkpoint thread");
-        Ok(Self { tx })
+        Ok(store)
+    }
+
+    /// Why the database cannot keep writes now, if it cannot: requests that would go unrecorded
+    /// are refused meanwhile, and `/healthz` says so.
+    pub fn failure(&self) -> Option<String> {
+        self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Runs `f` on the database thread and returns its result.
@@ -181,25 +216,47 @@ impl Store {
     ) -> Result<T, StoreError> {
         let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
         let out = std::sync::Arc::clone(&slot);
-        self.write_durable(move |c| *out.lock().expect("result slot") = Some(f(c))).await?;
+        self.write_durable(move |c| {
+            *out.lock().expect("result slot") = Some(f(c));
+            Ok(())
+        })
+        .await?;
         let value = slot.lock().expect("result slot").take();
         value.ok_or(StoreError::Stopped)
     }
 
-    /// Queues a write and resolves once it is committed.
-    pub async fn write_durable(&self, f: impl FnOnce(&Connection) + Send + 'static) -> Result<(), StoreError> {
+    /// Queues a write and resolves once it is committed; an error when it was not (its statement
+    /// failed, or the commit did).
+    pub async fn write_durable(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    ) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Job::Durable(Box::new(f), tx)).map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)
+        rx.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::NotKept)
     }
 }
 
-/// Copies the WAL into the database now and then, beside the writer; ends with the writer.
-fn checkpoints(conn: Connection, writer: mpsc::Sender<Job>) {
+/// Copies the WAL into the database now and then, beside the writer; ends with the writer. While
+/// the database cannot keep writes it also tries one, so that the failure clears once space is back
+/// (requests are refused meanwhile, so none of theirs would).
+fn checkpoints(conn: Connection, store: Store) {
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
-        // An empty job tells whether the writer still runs.
-        if writer.send(Job::Run(Box::new(|_| {}))).is_err() {
+        let probe: Job = if store.failure().is_some() {
+            let (ack, _) = oneshot::channel();
+            Job::Durable(
+                Box::new(|c| {
+                    c.execute("INSERT OR REPLACE INTO probe (id, ts_ms) VALUES (1, ?1)", [crate::utc::now_ms()])
+                        .map(|_| ())
+                }),
+                ack,
+            )
+        } else {
+            // An empty job tells whether the writer still runs.
+            Job::Run(Box::new(|_| {}))
+        };
+        if store.tx.send(probe).is_err() {
             return;
         }
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
@@ -215,8 +272,9 @@ pub fn checkpoint_truncate(path: &Path) -> rusqlite::Result<()> {
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
-    let mut acks = Vec::new();
+fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Option<String>>) {
+    let mut acks: Vec<(oneshot::Sender<Result<(), String>>, Result<(), String>)> = Vec::new();
+    let set_failing = |why: Option<String>| *failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -225,28 +283,49 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
+        if let Err(e) = &begun {
             tracing::error!(error = %e, "database: cannot begin a transaction");
         }
+        // The first error that says the database cannot keep writes at all.
+        let mut disabled: Option<String> = None;
         for job in batch {
             // A job that panics must not take the database thread down with it.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
                 Job::Run(work) => work(&conn),
                 Job::Durable(work, ack) => {
-                    work(&conn);
-                    acks.push(ack);
+                    let done = work(&conn);
+                    if let Err(e) = &done {
+                        tracing::error!(error = %e, "database: a write failed");
+                        if disables_writes(e) && disabled.is_none() {
+                            disabled = Some(e.to_string());
+                        }
+                    }
+                    acks.push((ack, done.map_err(|e| e.to_string())));
                 }
             }));
             if result.is_err() {
                 tracing::error!("database: a job panicked");
             }
         }
-        if let Err(e) = conn.execute_batch("COMMIT") {
+        let committed = begun.and_then(|()| conn.execute_batch("COMMIT").map_err(|e| e.to_string()));
+        if let Err(e) = &committed {
             tracing::error!(error = %e, "database: commit failed");
             let _ = conn.execute_batch("ROLLBACK");
+            disabled.get_or_insert_with(|| e.clone());
         }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
+        let wrote = acks.iter().any(|(_, done)| done.is_ok());
+        match (&disabled, &committed) {
+            (Some(why), _) => set_failing(Some(why.clone())),
+            // A durable write that committed: the database keeps writes again.
+            (None, Ok(())) if wrote => set_failing(None),
+            _ => {}
+        }
+        for (ack, done) in acks.drain(..) {
+            let _ = ack.send(match (&committed, done) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), done) => done,
+            });
         }
     }
 }
@@ -268,7 +347,7 @@ mod tests {
                      VALUES ('r1', 1, 'me', 'api', 'openai', 1.0, 0.1, 'ok')",
                     [],
                 )
-                .unwrap();
+                .map(|_| ())
             })
             .await
             .unwrap();

@@ -130,6 +130,11 @@ impl Daemon {
     /// session`) runs it with the tollgate binary as `$0` when it is `sh -c`.
     pub fn start_wrapped(config: &str, envs: &[(&str, &str)], wrapper: &[&str]) -> Self {
         let home = tempfile::Builder::new().prefix("tg-").tempdir().expect("temp home");
+        Self::start_in(home, config, envs, wrapper)
+    }
+
+    /// Starts the daemon with `home` as its home directory (a small file system, say).
+    pub fn start_in(home: tempfile::TempDir, config: &str, envs: &[(&str, &str)], wrapper: &[&str]) -> Self {
         std::fs::write(home.path().join("config.toml"), config).expect("write config");
         let mut d = Daemon {
             home,

@@ -239,3 +239,75 @@ async fn calls_without_usage_figures_are_estimated_not_free() {
     assert_eq!(row["outcome"], "cancelled", "{row}");
     assert!(row["input_tokens"].as_u64().unwrap() > 0, "{row}");
 }
+
+/// On a full disk the daemon once served 300 requests and kept 2 ledger rows: commits failed and
+/// were acknowledged all the same. Now a write is acknowledged only once committed; while the
+/// database cannot keep writes, `/healthz` says so and requests are refused rather than spent
+/// unrecorded; once space is back the daemon records and serves again. Needs root (a tmpfs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_stops_spending_and_says_so_and_recovers() {
+    init();
+    let home = tempfile::Builder::new().prefix("tg-full-").tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"])
+        .arg(home.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let unmount = home.path().to_path_buf();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    let d = Daemon::start_in(home, &standard_config(&a, &b, ""), ENV_KEYS, &[]);
+    assert_eq!(chat(&d, "oa/gpt-a").await.0, 200);
+    // Fill the disk.
+    let filler = d.home.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+        let _ = f.flush();
+    }
+    let (mut served, mut refused) = (1usize, None);
+    for _ in 0..200 {
+        let r = d
+            .client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&json!({"model": "oa/gpt-a", "messages": [{"role": "user", "content": "x ".repeat(4000)}]}))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => served += 1,
+            status => {
+                refused = Some((status, r.text().await.unwrap()));
+                break;
+            }
+        }
+    }
+    let (status, body) = refused.expect("a full disk is noticed");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("cannot record calls"), "{body}");
+    let health = d.client().get(d.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 503);
+    assert!(health.text().await.unwrap().contains("degraded"));
+    // Space back: the daemon notices by itself, records and serves again.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while d.client().get(d.url("/healthz")).send().await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the failure never cleared");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(chat(&d, "oa/gpt-a").await.0, 200);
+    served += 1;
+    // Every answered request has its row but, at most, the one in flight when the disk filled.
+    let log: Value = d.client().get(d.url("/v1/log?limit=1000")).send().await.unwrap().json().await.unwrap();
+    let rows = log["calls"].as_array().unwrap().iter().filter(|c| c["outcome"] == "ok").count();
+    assert!(rows + 1 >= served, "{rows} rows kept for {served} answers");
+    drop(d);
+    let _ = std::process::Command::new("umount").arg(&unmount).status();
+    let _ = std::fs::remove_dir(&unmount);
+}

@@ -9,8 +9,17 @@ use serde_json::{Value, json};
 
 use super::{ApiError, Format};
 
-pub async fn healthz() -> Response {
-    axum::Json(json!({"status": "ok"})).into_response()
+/// `ok`, or 503 with what is wrong when the daemon answers but cannot do its work (its database
+/// does not keep writes).
+pub async fn healthz(State(state): State<super::State>) -> Response {
+    match state.gateway.store.failure() {
+        None => axum::Json(json!({"status": "ok"})).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "degraded", "problem": format!("the database does not keep writes: {why}")})),
+        )
+            .into_response(),
+    }
 }
 
 /// Providers (with credential presence, never a value), target health, version and uptime.
@@ -38,6 +47,7 @@ pub async fn status(State(state): State<super::State>) -> Response {
         "identity": rt.identity,
         "policy": state.control.status(),
         "keychain": {"backend": gw.credentials.backend_name(), "error": gw.credentials.backend_error()},
+        "database": {"keeps_writes": gw.store.failure().is_none(), "problem": gw.store.failure()},
         "providers": providers,
         "health": rt.router.health_report(),
     }))

@@ -94,15 +94,9 @@ pub fn write(store: &Store, row: Row) {
     });
 }
 
-/// Writes a row and waits for its commit.
-pub async fn write_durable(store: &Store, row: Row) {
-    let _ = store
-        .write_durable(move |c| {
-            if let Err(e) = insert(c, &row) {
-                tracing::error!(error = %e, "ledger write failed");
-            }
-        })
-        .await;
+/// Writes a row and waits for its commit; an error when it was not kept.
+pub async fn write_durable(store: &Store, row: Row) -> Result<(), crate::store::StoreError> {
+    store.write_durable(move |c| insert(c, &row)).await
 }
 
 /// At start: rows a killed daemon left pending.

@@ -167,7 +167,7 @@ async fn db_size() {
         tollgate::ledger::write(&store, row);
         tollgate::ledger::write(&store, settled);
     }
-    store.write_durable(|_| {}).await.unwrap();
+    store.write_durable(|_| Ok(())).await.unwrap();
     tollgate::store::checkpoint_truncate(&path).unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
     println!(
