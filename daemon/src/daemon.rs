@@ -119,28 +119,54 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     tracing::info!(tcp = %local_addr, socket = %paths.socket.display(), "tollgate daemon listening");
     eprintln!("tollgate {} listening on http://{local_addr} and {}", env!("CARGO_PKG_VERSION"), paths.socket.display());
 
-    let graceful = GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown_signal());
-    loop {
-        tokio::select! {
-            accepted = tcp.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    serve(stream, app.clone(), Listener::Tcp, &graceful);
+    let graceful = Arc::new(GracefulShutdown::new());
+    // Each listener accepts on its own, with a cap on its connections: a flood of TCP connections
+    // waits in the kernel's backlog instead of taking every descriptor, and the socket (the CLI,
+    // hooks) keeps working beside it.
+    let tcp_loop = {
+        let (app, graceful) = (app.clone(), Arc::clone(&graceful));
+        let slots = Arc::new(tokio::sync::Semaphore::new(tcp_connection_cap()));
+        tokio::spawn(async move {
+            let mut errors = AcceptErrors::new("TCP");
+            loop {
+                let permit = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+                match tcp.accept().await {
+                    Ok((stream, _)) => {
+                        errors.succeeded();
+                        let _ = stream.set_nodelay(true);
+                        serve(stream, app.clone(), Listener::Tcp, &graceful, permit);
+                    }
+                    Err(e) => errors.failed(&e).await,
                 }
-                Err(e) => tracing::warn!(error = %e, "TCP accept failed"),
-            },
-            accepted = local.accept() => match accepted {
-                Ok(stream) => serve(stream, app.clone(), Listener::Local, &graceful),
-                Err(e) => tracing::warn!(error = %e, "socket accept failed"),
-            },
-            () = &mut shutdown => break,
-        }
-    }
+            }
+        })
+    };
+    let local_loop = {
+        let (app, graceful) = (app.clone(), Arc::clone(&graceful));
+        let slots = Arc::new(tokio::sync::Semaphore::new(LOCAL_CONNECTIONS));
+        tokio::spawn(async move {
+            let mut errors = AcceptErrors::new("socket");
+            loop {
+                let permit = Arc::clone(&slots).acquire_owned().await.expect("the semaphore is never closed");
+                match local.accept().await {
+                    Ok(stream) => {
+                        errors.succeeded();
+                        serve(stream, app.clone(), Listener::Local, &graceful, permit);
+                    }
+                    Err(e) => errors.failed(&e).await,
+                }
+            }
+        })
+    };
+    shutdown_signal().await;
 
     tracing::info!("shutting down");
-    drop(tcp);
-    drop(local);
+    // The accept loops own the listeners: ending them stops new connections.
+    for task in [tcp_loop, local_loop] {
+        task.abort();
+        let _ = task.await;
+    }
+    let graceful = Arc::try_unwrap(graceful).unwrap_or_else(|_| unreachable!("the accept loops have ended"));
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
@@ -149,9 +175,64 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     Ok(())
 }
 
-/// Serves one connection; every request on it is marked with the listener it came in on.
-fn serve<IO>(io: IO, app: axum::Router, listener: Listener, graceful: &GracefulShutdown)
-where
+/// Connections served at once on the local socket (the CLI, hooks, editors' bridges).
+const LOCAL_CONNECTIONS: usize = 64;
+
+/// TCP connections served at once: half the descriptors the process may open, so that a flood
+/// leaves room for the socket, the database, provider calls and the log.
+fn tcp_connection_cap() -> usize {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes into the struct it is given.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            return usize::try_from(limit.rlim_cur / 2).unwrap_or(4096).clamp(16, 4096);
+        }
+    }
+    1024
+}
+
+/// Accept failures (out of descriptors, mostly): backed off, and logged at most once every ten
+/// seconds with how many there were, rather than tens of megabytes of the same line a second.
+struct AcceptErrors {
+    listener: &'static str,
+    last_logged: Option<Instant>,
+    unlogged: u64,
+    backoff: Duration,
+}
+
+impl AcceptErrors {
+    const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+
+    fn new(listener: &'static str) -> Self {
+        Self { listener, last_logged: None, unlogged: 0, backoff: Self::FIRST_BACKOFF }
+    }
+
+    async fn failed(&mut self, e: &std::io::Error) {
+        self.unlogged += 1;
+        if self.last_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::warn!(error = %e, times = self.unlogged, "{} accept failed; backing off", self.listener);
+            self.last_logged = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(1));
+    }
+
+    fn succeeded(&mut self) {
+        self.backoff = Self::FIRST_BACKOFF;
+    }
+}
+
+/// Serves one connection; every request on it is marked with the listener it came in on. The
+/// listener's slot is held until the connection ends.
+fn serve<IO>(
+    io: IO,
+    app: axum::Router,
+    listener: Listener,
+    graceful: &GracefulShutdown,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
@@ -167,6 +248,7 @@ where
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
+        drop(slot);
     });
 }
 

@@ -140,6 +140,9 @@ pub enum GatewayError {
     SecretInModelName { kind: String },
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// Every slot (`limits.max_concurrent_requests`) stayed taken for this long.
+    #[error("tollgate is busy: every request slot stayed taken for {} s (limits.max_concurrent_requests)", .0.as_secs())]
+    Busy(Duration),
     /// The database cannot keep ledger rows (a full disk, damaged pages): no call is made that
     /// could not be recorded.
     #[error(
@@ -168,7 +171,7 @@ impl GatewayError {
             GatewayError::Redaction(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::SecretInModelName { .. } => 400,
-            GatewayError::ShuttingDown | GatewayError::Unrecordable(_) => 503,
+            GatewayError::ShuttingDown | GatewayError::Unrecordable(_) | GatewayError::Busy(_) => 503,
         }
     }
 
@@ -195,9 +198,13 @@ impl GatewayError {
             GatewayError::Untranslatable { .. } => "untranslatable",
             GatewayError::ShuttingDown => "shutting_down",
             GatewayError::Unrecordable(_) => "unrecordable",
+            GatewayError::Busy(_) => "busy",
         }
     }
 }
+
+/// How long a request waits for a slot before it is told the gateway is busy.
+const SLOT_WAIT: Duration = Duration::from_secs(60);
 
 /// Why each target did not serve, in order, a repeated reason counted once.
 #[derive(Default)]
@@ -462,7 +469,11 @@ impl Gateway {
             return Err(GatewayError::Unrecordable(why));
         }
         let wait_start = Instant::now();
-        let permit = Arc::clone(&self.slots).acquire_owned().await.map_err(|_| GatewayError::ShuttingDown)?;
+        // A slot is waited for, but not for ever: a caller would rather hear the gateway is busy.
+        let permit = tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned())
+            .await
+            .map_err(|_| GatewayError::Busy(SLOT_WAIT))?
+            .map_err(|_| GatewayError::ShuttingDown)?;
         // Waiting for a slot is queueing behind other requests, not the gateway's own work.
         let mut provider_time = wait_start.elapsed();
 

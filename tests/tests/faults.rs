@@ -311,3 +311,39 @@ async fn a_full_disk_stops_spending_and_says_so_and_recovers() {
     let _ = std::process::Command::new("umount").arg(&unmount).status();
     let _ = std::fs::remove_dir(&unmount);
 }
+
+/// 1,100 idle connections under a 1,024-descriptor limit made the accept loop spin, log tens of
+/// megabytes a second and take the socket down with it. Now TCP connections are capped below the
+/// limit (the rest wait in the backlog), accept failures back off and are logged sparingly, and
+/// the socket keeps answering.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_idle_connections_leaves_the_socket_working_and_the_log_quiet() {
+    init();
+    let a = FakeProvider::start().await;
+    let b = FakeProvider::start().await;
+    let d = Daemon::start_wrapped(
+        &standard_config(&a, &b, ""),
+        ENV_KEYS,
+        &["sh", "-c", "ulimit -n 256 && exec \"$0\" \"$@\""],
+    );
+    // As many connections as the daemon and the kernel's backlog take (beyond them a connect
+    // times out: the backlog is full).
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], d.port));
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(50)).ok())
+        .collect();
+    assert!(idle.len() >= 256, "more connections than the daemon has descriptors: {}", idle.len());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let status = d.command().arg("status").output().unwrap();
+    assert!(
+        status.status.success(),
+        "the socket answers beside the flood: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let log_size = std::fs::metadata(d.home.path().join("daemon.log")).map_or(0, |m| m.len());
+    assert!(log_size < 200_000, "the log grew to {log_size} bytes");
+    drop(idle);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(chat(&d, "oa/gpt-a").await.0, 200, "TCP serves again once the flood is gone");
+}

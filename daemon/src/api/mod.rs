@@ -204,6 +204,9 @@ pub async fn read_json<T: DeserializeOwned>(
 
 /// Reads a request body as JSON within the size limit: too large, unreadable, not UTF-8 and not
 /// JSON each get their own error.
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn read_value(body: Body, headers: &HeaderMap, limit: usize, format: Format) -> Result<Value, ApiError> {
     let too_large = || {
         ApiError::new(
@@ -218,7 +221,17 @@ pub async fn read_value(body: Body, headers: &HeaderMap, limit: usize, format: F
     {
         return Err(too_large());
     }
-    let bytes: Bytes = match http_body_util::Limited::new(body, limit).collect().await {
+    // A caller that starts a body and never finishes it must not hold a connection and a task
+    // for ever.
+    let collect = tokio::time::timeout(BODY_TIMEOUT, http_body_util::Limited::new(body, limit).collect());
+    let Ok(collected) = collect.await else {
+        return Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format,
+            format!("the request body did not arrive within {} s", BODY_TIMEOUT.as_secs()),
+        ));
+    };
+    let bytes: Bytes = match collected {
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return Err(too_large());
