@@ -866,6 +866,12 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
         Ok(reply) => reply.json(),
         Err(e) => serde_json::json!({"running": false, "error": e.to_string()}),
     };
+    // The credentials that count are the running daemon's (its environment, its keychain), not
+    // this shell's; without a daemon, what one started from here would have.
+    if let Some(from_daemon) = daemon_json["providers"].as_array().filter(|_| daemon.is_ok()) {
+        providers = from_daemon.clone();
+    }
+    let port = std::fs::read_to_string(paths.port_file()).ok().and_then(|p| p.trim().parse::<u16>().ok());
     if json {
         let out = serde_json::json!({
             "config_file": loaded.file,
@@ -882,7 +888,7 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
             "daemon:   running (pid {}, version {}, http://127.0.0.1:{}, up {}s)",
             daemon_json["pid"],
             daemon_json["version"].as_str().unwrap_or("?"),
-            daemon_json["port"],
+            port.map_or_else(|| daemon_json["port"].to_string(), |p| p.to_string()),
             daemon_json["uptime_s"]
         ),
         Err(e) => println!("daemon:   {e}"),
@@ -900,8 +906,14 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
     }
     if daemon.is_ok() {
         print!("{}", policy_status_text(&daemon_json["policy"]));
+        if let Some(problem) = daemon_json["database"]["problem"].as_str() {
+            println!("database: does not keep writes, calls are refused: {problem}");
+        }
     }
-    println!("providers:");
+    println!(
+        "providers:{}",
+        if daemon.is_ok() { "" } else { " (as a daemon started from this shell would have them)" }
+    );
     for p in &providers {
         println!(
             "  {:<12} {:<10} {}",

@@ -464,8 +464,9 @@ async fn cli_commands_work_against_the_daemon_over_its_socket() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("already running") && err.contains(&d.pid().to_string()), "{err}");
 
-    // status over the local socket (no token on the socket).
-    let out = d.command().args(["status", "--json"]).output().unwrap();
+    // status over the local socket (no token on the socket). The credentials are the daemon's,
+    // whatever the shell running `status` has.
+    let out = d.command().env_remove("TOLLGATE_OA_API_KEY").args(["status", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["daemon"]["pid"], d.pid());
