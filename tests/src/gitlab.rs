@@ -28,8 +28,10 @@ pub struct GitlabState {
     pub token: Mutex<String>,
     pub username: String,
     pub groups: Vec<String>,
-    /// Statuses the next requests get instead of their answer (429 carries Retry-After: 1).
+    /// Statuses the next requests get instead of their answer (429 carries Retry-After: 1; a 3xx
+    /// points at `redirect_to`, the request's path kept).
     pub failures: Mutex<VecDeque<u16>>,
+    pub redirect_to: Mutex<Option<String>>,
     /// `(path and query, auth header name)` of every request.
     pub requests: Mutex<Vec<(String, String)>>,
     /// Merge request 1's `diff_refs`: (base, start, head).
@@ -70,6 +72,7 @@ impl FakeGitlab {
             username: username.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             failures: Mutex::default(),
+            redirect_to: Mutex::default(),
             requests: Mutex::default(),
             diff_refs: Mutex::default(),
             discussions: Mutex::default(),
@@ -140,12 +143,15 @@ async fn gate(
             Some((h.to_string(), v.strip_prefix(p)?.to_string()))
         });
     let uri = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
-    state.requests.lock().unwrap().push((uri, presented.as_ref().map(|p| p.0.clone()).unwrap_or_default()));
+    state.requests.lock().unwrap().push((uri.clone(), presented.as_ref().map(|p| p.0.clone()).unwrap_or_default()));
     if let Some(status) = state.failures.lock().unwrap().pop_front() {
         let status = StatusCode::from_u16(status).unwrap();
         let mut resp = message(status, &format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("")));
         if status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert("retry-after", "1".parse().unwrap());
+        }
+        if let Some(to) = state.redirect_to.lock().unwrap().clone().filter(|_| status.is_redirection()) {
+            resp.headers_mut().insert("location", format!("{to}{uri}").parse().unwrap());
         }
         return resp;
     }

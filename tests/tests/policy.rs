@@ -351,6 +351,16 @@ action = "block"
         assert!(error.contains(expect), "{status}: {body:#}");
         assert_eq!(body["status"]["commit"], v1);
     }
+    // A redirect to another address is not followed: the token stays with the configured GitLab.
+    let elsewhere = FakeGitlab::start(repo.bare(), "acme/ai-policy", GITLAB_TOKEN, "alice", &["acme"]).await;
+    *gitlab.state.redirect_to.lock().unwrap() = Some(elsewhere.url());
+    gitlab.fail_next(&[307, 307]);
+    let out = d.command().args(["policy", "sync", "--json"]).output().unwrap();
+    let body: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let error = body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("not followed") && error.contains(&elsewhere.url()), "{body:#}");
+    assert!(elsewhere.requests().is_empty(), "the other address was asked: {:#?}", elsewhere.requests());
+    assert_eq!(body["status"]["commit"], v1);
     // A revoked token: refused, and never printed anywhere.
     *gitlab.state.token.lock().unwrap() = "glpat-ROTATEDrotated000000".into();
     let out = d.command().args(["policy", "sync", "--json"]).output().unwrap();
