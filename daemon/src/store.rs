@@ -41,12 +41,26 @@ pub struct Store {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {path}: {source}{}", recovery(path, source))]
     Open { path: PathBuf, source: rusqlite::Error },
     #[error("the database thread has stopped")]
     Stopped,
     #[error("the database did not keep the write: {0}")]
     NotKept(String),
+}
+
+/// What to do about a database that cannot be opened because it is damaged.
+fn recovery(path: &Path, e: &rusqlite::Error) -> String {
+    use rusqlite::ErrorCode::*;
+    if !matches!(e.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase)) {
+        return String::new();
+    }
+    let p = path.display();
+    format!(
+        ". The file is damaged. Stop tollgate, keep the file aside (`mv {p} {p}.damaged`) and start \
+         again: a new, empty database is made (the cache and spend so far start over; budgets count \
+         from zero). To salvage the ledger rows: `sqlite3 {p}.damaged .recover | sqlite3 {p}`"
+    )
 }
 
 /// Whether an error says the database as a whole cannot keep writes, rather than one statement
@@ -333,6 +347,18 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Opt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_database_is_refused_with_the_way_to_recover() {
+        let dir = std::env::temp_dir().join(crate::model::new_id("tollgate-store-"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db");
+        std::fs::write(&path, vec![0x5a; 64 * 1024]).unwrap();
+        let Err(e) = Store::open(&path) else { panic!("a damaged file opened") };
+        let text = e.to_string();
+        assert!(text.contains("damaged") && text.contains(".recover"), "{text}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[tokio::test]
     async fn durable_writes_are_visible_to_a_new_connection_once_acknowledged() {
