@@ -15,14 +15,18 @@ async fn setup() -> (FakeProvider, FakeProvider, Daemon) {
     (a, b, d)
 }
 
-async fn chat(d: &Daemon, model: &str) -> (u16, Value) {
-    let r = d
-        .client()
+/// A chat request saying `content` to `model`, streamed or not.
+async fn ask(d: &Daemon, model: &str, stream: bool, content: &str) -> reqwest::Response {
+    d.client()
         .post(d.url("/v1/chat/completions"))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .json(&json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": content}]}))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn chat(d: &Daemon, model: &str) -> (u16, Value) {
+    let r = ask(d, model, false, "hi").await;
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
@@ -55,13 +59,7 @@ async fn absurd_usage_figures_are_bounded_and_noted_and_the_daemon_keeps_serving
     let (a, _b, d) = setup().await;
     for stream in [false, true] {
         a.script([Behaviour { output_tokens: Some(u64::MAX), ..Default::default() }]);
-        let r = d
-            .client()
-            .post(d.url("/v1/chat/completions"))
-            .json(&json!({"model": "oa/gpt-a", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = ask(&d, "oa/gpt-a", stream, "hi").await;
         assert_eq!(r.status(), 200);
         let _ = r.text().await.unwrap();
     }
@@ -109,13 +107,7 @@ targets = ["oa/gpt-a"]
     let d = Daemon::start_with_env(&standard_config(&a, &b, extra), ENV_KEYS);
     const PAT: &str = "glpat-riGp_58WAm-dX3a5IDnO";
     for route in ["private", "oa/gpt-a"] {
-        let r = d
-            .client()
-            .post(d.url("/v1/chat/completions"))
-            .json(&json!({"model": route, "messages": [{"role": "user", "content": format!("deploy with {PAT}")}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = ask(&d, route, false, &format!("deploy with {PAT}")).await;
         assert_eq!(r.status(), 200, "{route}");
         assert_eq!(r.headers()["x-tollgate-provider"], "oa", "{route}");
         let answer: Value = r.json().await.unwrap();
@@ -184,13 +176,7 @@ async fn an_answer_beyond_the_size_limit_is_cut_and_the_caller_told() {
     assert_eq!(status, 502, "{body}");
     assert!(body.to_string().contains("max_response_bytes"), "{body}");
     a.script([Behaviour { text: Some(long.clone()), ..Default::default() }]);
-    let r = d
-        .client()
-        .post(d.url("/v1/chat/completions"))
-        .json(&json!({"model": "oa/gpt-a", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let r = ask(&d, "oa/gpt-a", true, "hi").await;
     assert_eq!(r.status(), 200);
     let streamed = r.text().await.unwrap();
     assert!(streamed.len() < 100_000, "cut near the limit: {} bytes", streamed.len());
@@ -209,13 +195,10 @@ async fn calls_without_usage_figures_are_estimated_not_free() {
         let v: Value = d.client().get(d.url("/v1/log?limit=1")).send().await.unwrap().json().await.unwrap();
         v["calls"][0].clone()
     };
-    let ask = |stream: bool| {
-        d.client().post(d.url("/v1/chat/completions")).json(&json!({"model": "oa/gpt-a", "stream": stream,
-            "messages": [{"role": "user", "content": "please say something about the weather today"}]}))
-    };
+    let weather = "please say something about the weather today";
     for stream in [false, true] {
         a.script([Behaviour { no_usage: true, ..Default::default() }]);
-        let r = ask(stream).send().await.unwrap();
+        let r = ask(&d, "oa/gpt-a", stream, weather).await;
         assert_eq!(r.status(), 200);
         let _ = r.text().await.unwrap();
         let row = log().await;
@@ -225,7 +208,7 @@ async fn calls_without_usage_figures_are_estimated_not_free() {
     }
     // The caller leaves after the first chunk of a slow stream.
     a.script([Behaviour { chunk_delay_ms: 200, ..Default::default() }]);
-    let mut r = ask(true).send().await.unwrap();
+    let mut r = ask(&d, "oa/gpt-a", true, weather).await;
     assert!(r.chunk().await.unwrap().is_some());
     drop(r);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -273,13 +256,7 @@ async fn a_full_disk_stops_spending_and_says_so_and_recovers() {
     }
     let (mut served, mut refused) = (1usize, None);
     for _ in 0..200 {
-        let r = d
-            .client()
-            .post(d.url("/v1/chat/completions"))
-            .json(&json!({"model": "oa/gpt-a", "messages": [{"role": "user", "content": "x ".repeat(4000)}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = ask(&d, "oa/gpt-a", false, &"x ".repeat(4000)).await;
         match r.status().as_u16() {
             200 => served += 1,
             status => {
