@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod documents;
+pub mod frames;
 pub mod post;
 pub mod server;
 pub mod syntax;

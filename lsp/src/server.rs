@@ -575,5 +575,33 @@ pub async fn serve_stdio<G: Gateway>(gateway: G) {
     let (service, socket) = LspService::build(|client| Backend::new(client, gateway, DEBOUNCE))
         .custom_method("textDocument/inlineCompletion", Backend::inline_completion)
         .finish();
-    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).concurrency_level(64).serve(service).await;
+    // The editor's messages are checked first (a bad one is answered, not fatal), and the answers
+    // to bad ones join the server's own output between whole messages.
+    let (to_server, from_editor) = tokio::io::duplex(64 * 1024);
+    let (to_editor, from_server) = tokio::io::duplex(64 * 1024);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(64);
+    let input = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::frames::repair(tokio::io::stdin(), to_server, tx).await {
+                tracing::warn!(error = %e, "reading the editor's messages failed");
+            }
+        })
+    };
+    let output = tokio::spawn(crate::frames::messages(from_server, tx));
+    let writer = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        let mut stdout = tokio::io::stdout();
+        while let Some(message) = rx.recv().await {
+            if stdout.write_all(&message).await.and(stdout.flush().await).is_err() {
+                break;
+            }
+        }
+    });
+    Server::new(from_editor, to_editor, socket).concurrency_level(64).serve(service).await;
+    // The server is done: its last answers go out, then the rest stops.
+    let _ = output.await;
+    input.abort();
+    let _ = input.await;
+    let _ = writer.await;
 }

@@ -161,6 +161,12 @@ impl Lsp {
         Self { child, stdin, out, kept: Default::default() }
     }
 
+    fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stdin.write_all(bytes).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
     fn send(&mut self, msg: Value) {
         use std::io::Write;
         let body = msg.to_string();
@@ -236,6 +242,17 @@ async fn the_language_server_starts_the_daemon_and_starts_it_again_after_it_died
     lsp.send(ask(2));
     let answer = lsp.wait(|m| m["id"] == 2);
     assert_eq!(answer["result"][0]["insertText"], "42", "{answer}");
+
+    // Garbage from the editor's side is answered, and the server goes on (it used to stop at the
+    // first message it could not decode).
+    lsp.send_raw(b"not a header at all\r\n\r\n");
+    let parse = lsp.wait(|m| m["error"]["code"] == -32700);
+    assert_eq!(parse["id"], Value::Null);
+    lsp.send_raw(b"Content-Length: 9\r\n\r\n{\"id\": 5}");
+    assert_eq!(lsp.wait(|m| m["error"]["code"] == -32600)["id"], 5);
+    lsp.send(ask(3));
+    let again = lsp.wait(|m| m["id"] == 3);
+    assert!(again["error"].is_null() && again["result"].is_array(), "{again}");
 
     // A secret in the file is masked before the model sees it; the status counts it.
     let secret = "glpat-ABCDEFGHIJKLMNOPQRST";
