@@ -321,7 +321,8 @@ impl Settle {
         // A server that reports no usage, or a stream the caller left before the figures came,
         // is not free: what is missing is estimated from the text, and the row says so.
         let mut estimated = Vec::new();
-        if usage.input_tokens == 0 && self.input_chars > 0 {
+        let reported_input = usage.input_tokens > 0 || usage.cached_tokens > 0 || usage.cache_write_tokens > 0;
+        if !reported_input && self.input_chars > 0 {
             usage.input_tokens = estimated_tokens(self.input_chars);
             estimated.push("input");
         }
