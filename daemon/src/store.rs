@@ -23,12 +23,14 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 
 type Work = Box<dyn FnOnce(&Connection) + Send>;
 type DurableWork = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
+/// Whether a durable write was kept, or why not.
+type Kept = Result<(), String>;
 
 enum Job {
     Run(Work),
     /// Acknowledged once the transaction that ran it committed, with the failure otherwise (its
     /// own, or the commit's): an acknowledged row is a row on disk.
-    Durable(DurableWork, oneshot::Sender<Result<(), String>>),
+    Durable(DurableWork, oneshot::Sender<Kept>),
 }
 
 #[derive(Clone)]
@@ -287,7 +289,7 @@ pub fn checkpoint_truncate(path: &Path) -> rusqlite::Result<()> {
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Option<String>>) {
-    let mut acks: Vec<(oneshot::Sender<Result<(), String>>, Result<(), String>)> = Vec::new();
+    let mut acks: Vec<(oneshot::Sender<Kept>, Kept)> = Vec::new();
     let set_failing = |why: Option<String>| *failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
