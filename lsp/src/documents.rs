@@ -205,6 +205,29 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 300, ..Default::default() })]
+        /// Any sequence of edits, anywhere, in either encoding: the text stays valid and the
+        /// incrementally kept syntax tree is the one a fresh parse gives.
+        #[test]
+        fn any_edits_keep_the_text_valid_and_the_tree_in_step(
+            edits in proptest::collection::vec(
+                (0u32..6, 0u32..12, 0u32..6, 0u32..12, "[a-z\\n{}();é😀 ]{0,6}", proptest::bool::ANY),
+                1..12,
+            )
+        ) {
+            let mut d = Document::new("fn main() {\n    let s = \"héllo 😀\";\n}\n".into(), 1, "a.rs");
+            for (l1, c1, l2, c2, text, utf16) in edits {
+                let enc = if utf16 { Encoding::Utf16 } else { Encoding::Utf8 };
+                let (start, end) = if (l1, c1) <= (l2, c2) { ((l1, c1), (l2, c2)) } else { ((l2, c2), (l1, c1)) };
+                d.apply(&change(start.0, start.1, end.0, end.1, &text), enc);
+                proptest::prop_assert!(std::str::from_utf8(d.text.as_bytes()).is_ok());
+                let fresh = syntax::parse(&d.text, Lang::Rust).unwrap();
+                proptest::prop_assert_eq!(d.tree.as_ref().unwrap().root_node().to_sexp(), fresh.root_node().to_sexp());
+            }
+        }
+    }
+
     #[test]
     fn stale_versions_are_ignored() {
         let mut docs = Documents::default();

@@ -18,7 +18,7 @@ use crate::model::{ChatRequest, WireFormat};
 use crate::pipeline::{Answer, EntryPoint};
 
 #[derive(Debug, Deserialize)]
-struct EmbeddingsRequest {
+pub(super) struct EmbeddingsRequest {
     model: String,
     input: Value,
     encoding_format: Option<String>,
@@ -34,7 +34,7 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 impl EmbeddingsRequest {
-    fn into_internal(self) -> Result<ChatRequest, ApiError> {
+    pub(super) fn into_internal(self) -> Result<ChatRequest, ApiError> {
         let mut unmapped = super::unmapped_fields(&self.rest, HARMLESS);
         let inputs = match self.input {
             Value::String(s) => vec![s],

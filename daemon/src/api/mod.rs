@@ -554,3 +554,237 @@ impl OneOrMany {
         }
     }
 }
+
+/// The doors' parsers over arbitrary JSON: whatever a caller sends, a door answers with a request
+/// or an error, never a panic. Bodies are built from the formats' own field names and words, so
+/// that the generator reaches deep into each shape rather than failing at its first field.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::{Format, parse};
+
+    const WORDS: &[&str] = &[
+        "model",
+        "messages",
+        "role",
+        "content",
+        "type",
+        "text",
+        "tool_use",
+        "tool_result",
+        "id",
+        "name",
+        "input",
+        "tools",
+        "tool_choice",
+        "system",
+        "max_tokens",
+        "max_output_tokens",
+        "stream",
+        "thinking",
+        "budget_tokens",
+        "enabled",
+        "adaptive",
+        "image",
+        "source",
+        "base64",
+        "data",
+        "media_type",
+        "url",
+        "image_url",
+        "function",
+        "arguments",
+        "parameters",
+        "input_schema",
+        "response_format",
+        "json_schema",
+        "json_object",
+        "schema",
+        "stop",
+        "temperature",
+        "top_p",
+        "n",
+        "input_text",
+        "output_text",
+        "instructions",
+        "previous_response_id",
+        "reasoning",
+        "effort",
+        "high",
+        "format",
+        "call_id",
+        "output",
+        "function_call",
+        "function_call_output",
+        "prompt",
+        "suffix",
+        "encoding_format",
+        "float",
+        "dimensions",
+        "cache_control",
+        "ephemeral",
+        "metadata",
+        "tool_calls",
+        "tool_call_id",
+        "user",
+        "assistant",
+        "developer",
+        "tool",
+        "auto",
+        "any",
+        "none",
+        "required",
+        "document",
+        "redacted_thinking",
+        "signature",
+        "is_error",
+        "seed",
+        "logprobs",
+        "strict",
+        "item_reference",
+        "message",
+        "input_image",
+        "file",
+        "file_data",
+        "refusal",
+        "web_search",
+        "stream_options",
+        "include_usage",
+    ];
+
+    fn word() -> impl Strategy<Value = String> {
+        prop::sample::select(WORDS).prop_map(String::from)
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            word().prop_map(Value::from),
+            "[ -~]{0,8}".prop_map(Value::from),
+            Just(Value::from("data:image/png;base64,iVBORw0KGgo=")),
+        ];
+        leaf.prop_recursive(5, 96, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((word(), inner), 0..7).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// Bodies every door takes, one of each shape: the mutations start from them.
+    fn seeds() -> Vec<Value> {
+        use serde_json::json;
+        vec![
+            json!({"model": "m", "max_tokens": 64, "system": [{"type": "text", "text": "be brief", "cache_control": {"type": "ephemeral"}}],
+                "thinking": {"type": "enabled", "budget_tokens": 1024}, "tools": [{"name": "t", "description": "d", "input_schema": {"type": "object"}}],
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]},
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "tu1", "name": "t", "input": {"a": 1}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "tu1", "content": "ok"}]}]}),
+            json!({"model": "m", "stream": true, "temperature": 0.3, "stop": ["x"], "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}},
+                "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}], "tool_choice": {"type": "function", "function": {"name": "f"}},
+                "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
+                    {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "ok"}]}),
+            json!({"model": "m", "instructions": "be brief", "max_output_tokens": 64, "reasoning": {"effort": "high"}, "text": {"format": {"type": "json_schema", "name": "s", "schema": {}}},
+                "tools": [{"type": "function", "name": "f", "parameters": {"type": "object"}}],
+                "input": [{"role": "user", "content": [{"type": "input_text", "text": "hi"}]}, {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+                    {"type": "function_call_output", "call_id": "c1", "output": "ok"}]}),
+            json!({"model": "m", "input": ["a", "b"], "encoding_format": "float", "dimensions": 8}),
+        ]
+    }
+
+    /// Every place in a value, as the keys and indexes that lead to it.
+    fn places(v: &Value, at: &mut Vec<Value>, out: &mut Vec<Vec<Value>>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(o) => o.iter().for_each(|(k, v)| {
+                at.push(Value::from(k.as_str()));
+                places(v, at, out);
+                at.pop();
+            }),
+            Value::Array(a) => a.iter().enumerate().for_each(|(i, v)| {
+                at.push(Value::from(i));
+                places(v, at, out);
+                at.pop();
+            }),
+            _ => {}
+        }
+    }
+
+    /// `v` with the value at `path` replaced, or taken out when `with` is `None`.
+    fn mutate(v: &mut Value, path: &[Value], with: Option<Value>) {
+        let Some((last, parents)) = path.split_last() else {
+            if let Some(w) = with {
+                *v = w;
+            }
+            return;
+        };
+        let mut node = v;
+        for step in parents {
+            node = match (node, step) {
+                (Value::Object(o), Value::String(k)) => o.get_mut(k.as_str()).unwrap(),
+                (Value::Array(a), Value::Number(i)) => &mut a[i.as_u64().unwrap() as usize],
+                _ => return,
+            };
+        }
+        match (node, last, with) {
+            (Value::Object(o), Value::String(k), Some(w)) => {
+                o.insert(k.clone(), w);
+            }
+            (Value::Object(o), Value::String(k), None) => {
+                o.shift_remove(k.as_str());
+            }
+            (Value::Array(a), Value::Number(i), Some(w)) => a[i.as_u64().unwrap() as usize] = w,
+            (Value::Array(a), Value::Number(i), None) => {
+                a.remove(i.as_u64().unwrap() as usize);
+            }
+            _ => {}
+        }
+    }
+
+    /// A door's good body with a few of its places replaced by other JSON or taken out.
+    fn body() -> impl Strategy<Value = Value> {
+        let changes = prop::collection::vec((any::<prop::sample::Index>(), prop::option::weighted(0.8, json())), 0..4);
+        (prop::sample::select(seeds()), changes).prop_map(|(mut v, changes)| {
+            for (at, with) in changes {
+                let mut all = Vec::new();
+                places(&v, &mut Vec::new(), &mut all);
+                let path = all[at.index(all.len())].clone();
+                mutate(&mut v, &path, with);
+            }
+            v
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+        #[test]
+        fn no_door_panics_on_any_body(v in body()) {
+            static REDACTOR: std::sync::OnceLock<crate::redact::Redactor> = std::sync::OnceLock::new();
+            let redactor = REDACTOR.get_or_init(|| {
+                crate::redact::Redactor::new(std::sync::Arc::new(crate::redact::scan::Scanner::new(crate::redact::rules::built_in())))
+            });
+            let requests = [
+                parse::<super::anthropic::MessagesRequest>(&v, Format::Anthropic).ok().map(|w| w.into_internal()),
+                parse::<super::openai::ChatCompletionRequest>(&v, Format::Openai).ok().map(|w| w.into_internal().map(|(r, _)| r)),
+                parse::<super::responses::ResponsesRequest>(&v, Format::Openai).ok().map(|w| w.into_internal()),
+                parse::<super::embeddings::EmbeddingsRequest>(&v, Format::Openai).ok().map(|w| w.into_internal()),
+            ];
+            // What a door makes of it, the redactor takes too, with the body beside it.
+            for mut req in requests.into_iter().flatten().flatten() {
+                req.native = Some(crate::model::Native {
+                    format: crate::model::WireFormat::OpenaiChat,
+                    body: v.clone(),
+                    headers: Vec::new(),
+                    query: None,
+                });
+                redactor.mask(&mut req);
+            }
+        }
+    }
+}
