@@ -292,6 +292,22 @@ pub fn forwarded_headers(headers: &HeaderMap, names: &[&str]) -> Vec<(String, St
         .collect()
 }
 
+/// An OpenAI-style reasoning effort (`low`, `medium`, `high`...; `none` is none); a value with no
+/// counterpart is named in `unmapped` as `at`.
+pub fn reasoning_effort(effort: Option<&str>, at: &str, unmapped: &mut Vec<String>) -> Option<crate::model::Reasoning> {
+    use crate::model::{Effort, Reasoning};
+    match effort? {
+        "none" => None,
+        e => match Effort::parse(e) {
+            Some(effort) => Some(Reasoning { effort: Some(effort), budget_tokens: None }),
+            None => {
+                unmapped.push(at.into());
+                None
+            }
+        },
+    }
+}
+
 /// The parts of an OpenAI-style content value (Chat Completions' and the Responses API's): a
 /// string, or an array of text parts (`text`, `input_text`, `output_text`, `refusal`) and media
 /// (`image_url`, `input_image`, `file`, `input_file` with inline data), in order, adjacent text

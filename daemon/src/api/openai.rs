@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::{ApiError, Format, OneOrMany, sse_frame, unix_now};
 use crate::callers::Caller;
 use crate::model::{
-    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Part, Reasoning, ResponseFormat, Role, Tool,
-    ToolChoice, Usage, WireFormat,
+    ChatRequest, ChatResponse, Event, FinishReason, Message, Part, ResponseFormat, Role, Tool, ToolChoice, Usage,
+    WireFormat,
 };
 use crate::pipeline::EntryPoint;
 
@@ -110,16 +110,7 @@ impl ChatCompletionRequest {
             return Err(bad("n other than 1 is not supported"));
         }
         let mut unmapped = super::unmapped_fields(&self.rest, HARMLESS);
-        let reasoning = match self.reasoning_effort.as_deref() {
-            None | Some("none") => None,
-            Some(e) => match Effort::parse(e) {
-                Some(effort) => Some(Reasoning { effort: Some(effort), budget_tokens: None }),
-                None => {
-                    unmapped.push("reasoning_effort".into());
-                    None
-                }
-            },
-        };
+        let reasoning = super::reasoning_effort(self.reasoning_effort.as_deref(), "reasoning_effort", &mut unmapped);
         let mut messages = Vec::with_capacity(self.messages.len());
         for (i, m) in self.messages.into_iter().enumerate() {
             let at = format!("messages[{i}]");

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::{ApiError, Format, sse_frame, unix_now};
 use crate::callers::Caller;
 use crate::model::{
-    ChatRequest, ChatResponse, Effort, Event, FinishReason, Message, Part, Reasoning, ResponseFormat, Role, Tool,
-    ToolChoice, Usage, WireFormat,
+    ChatRequest, ChatResponse, Event, FinishReason, Message, Part, ResponseFormat, Role, Tool, ToolChoice, Usage,
+    WireFormat,
 };
 use crate::pipeline::EntryPoint;
 
@@ -77,16 +77,8 @@ impl ResponsesRequest {
         if self.parallel_tool_calls == Some(false) {
             unmapped.push("parallel_tool_calls".into());
         }
-        let reasoning = match self.reasoning.as_ref().and_then(|r| r["effort"].as_str()) {
-            None | Some("none") => None,
-            Some(e) => match Effort::parse(e) {
-                Some(effort) => Some(Reasoning { effort: Some(effort), budget_tokens: None }),
-                None => {
-                    unmapped.push("reasoning.effort".into());
-                    None
-                }
-            },
-        };
+        let effort = self.reasoning.as_ref().and_then(|r| r["effort"].as_str());
+        let reasoning = super::reasoning_effort(effort, "reasoning.effort", &mut unmapped);
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions.filter(|i| !i.is_empty()) {
             messages.push(Message::text(Role::System, instructions));
