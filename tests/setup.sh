@@ -83,20 +83,18 @@ if [ ! -f "$agents_stamp" ]; then
   (cd "$AGENTS_DIR" && npm install --no-audit --no-fund --loglevel=error --save-exact "${AGENT_PKGS[@]}")
   touch "$agents_stamp"
 fi
-AIDER_VENV="$CACHE/aider-venv"
-if ! "$AIDER_VENV/bin/aider" --version 2>/dev/null | grep -q '0\.86\.2'; then
-  log "installing aider (a venv of its own: its pins differ from the SDKs')"
-  python3 -m venv "$AIDER_VENV"
-  "$AIDER_VENV/bin/pip" install -q --upgrade pip
-  "$AIDER_VENV/bin/pip" install -q "aider-chat==0.86.2"
-fi
-LLM_VENV="$CACHE/llm-venv"
-if ! "$LLM_VENV/bin/llm" --version 2>/dev/null | grep -q '0\.36$'; then
-  log "installing llm (a venv of its own)"
-  python3 -m venv "$LLM_VENV"
-  "$LLM_VENV/bin/pip" install -q --upgrade pip
-  "$LLM_VENV/bin/pip" install -q "llm==0.36"
-fi
+# A tool from PyPI in a venv of its own (its pins differ from the SDKs'), unless the wanted
+# version already answers: tool_venv DIR COMMAND VERSION_PATTERN PACKAGE==VERSION
+tool_venv() {
+  if ! "$1/bin/$2" --version 2>/dev/null | grep -q "$3"; then
+    log "installing $4 (a venv of its own)"
+    python3 -m venv "$1"
+    "$1/bin/pip" install -q --upgrade pip
+    "$1/bin/pip" install -q "$4"
+  fi
+}
+tool_venv "$CACHE/aider-venv" aider '0\.86\.2' "aider-chat==0.86.2"
+tool_venv "$CACHE/llm-venv" llm '0\.36$' "llm==0.36"
 VSCODE_DIR="$(cd "$(dirname "$0")/.." && pwd)/editor-clients/vscode"
 lock_stamp="$VSCODE_DIR/node_modules/.tollgate-$(sha1sum "$VSCODE_DIR/package-lock.json" | cut -c1-12)"
 if [ ! -f "$lock_stamp" ]; then
@@ -104,4 +102,4 @@ if [ ! -f "$lock_stamp" ]; then
   (cd "$VSCODE_DIR" && npm ci --no-audit --no-fund --loglevel=error --ignore-scripts)
   touch "$lock_stamp"
 fi
-log "ready: venv=$VENV model=$MODEL nvim=$VENV/bin/nvim agents=$AGENTS_DIR/node_modules/.bin aider=$AIDER_VENV/bin/aider"
+log "ready: venv=$VENV model=$MODEL nvim=$VENV/bin/nvim agents=$AGENTS_DIR/node_modules/.bin aider=$CACHE/aider-venv/bin/aider llm=$CACHE/llm-venv/bin/llm"
