@@ -65,10 +65,28 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
 
     // The keychain.
     let backend = cfg.keychain.backend;
-    let keychain = tokio::task::spawn_blocking(move || crate::keychain::Keychain::open(backend)).await.ok();
+    // Opening is not enough: a keychain can open and then refuse to keep a key, so a probe entry
+    // is stored, read back and removed.
+    let keychain = tokio::task::spawn_blocking(move || {
+        crate::keychain::Keychain::open(backend).map(|k| {
+            let probe = k.probe();
+            (k, probe)
+        })
+    })
+    .await
+    .ok();
     let keychain = match keychain {
-        Some(Ok(k)) => {
+        Some(Ok((k, Ok(())))) => {
             out.push(check("keychain", Outcome::Ok, k.backend_name().to_string(), None));
+            Some(k)
+        }
+        Some(Ok((k, Err(e)))) => {
+            out.push(check(
+                "keychain",
+                Outcome::Fail,
+                format!("opens but cannot keep a key: {e}"),
+                Some("`tollgate login` will fail here: pick another keychain.backend, or \"env\" with TOLLGATE_<PROVIDER>_API_KEY".into()),
+            ));
             Some(k)
         }
         Some(Err(e)) => {
@@ -76,7 +94,8 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
                 "keychain",
                 Outcome::Fail,
                 e.to_string(),
-                Some("install and unlock a Secret Service (gnome-keyring, KeePassXC), or set keychain.backend = \"keyutils\"; in CI use \"env\" with TOLLGATE_<PROVIDER>_API_KEY".into()),
+                // The error says what to do about its own backend.
+                None,
             ));
             None
         }

@@ -100,55 +100,127 @@ impl Keychain {
         self.name
     }
 
-    fn entry(&self, provider: &str) -> Result<Option<Entry>, KeychainError> {
+    /// Whether a keychain is in use (every backend but `env`).
+    pub fn holds_keys(&self) -> bool {
+        self.store.is_some()
+    }
+
+    fn entry(&self, service: &str, account: &str) -> Result<Option<Entry>, KeychainError> {
         let Some(store) = &self.store else {
             return Ok(None);
         };
-        Entry::new_in_store(store, SERVICE, provider).map(Some).map_err(|e| self.failed("open", provider, e))
+        Entry::new_in_store(store, service, account).map(Some).map_err(|e| self.failed("open", account, e))
     }
 
-    fn failed(&self, action: &'static str, provider: &str, e: keyring_core::Error) -> KeychainError {
-        KeychainError::Failed { backend: self.name, action, provider: provider.to_string(), reason: e.to_string() }
+    fn failed(&self, action: &'static str, account: &str, e: keyring_core::Error) -> KeychainError {
+        KeychainError::Failed { backend: self.name, action, provider: account.to_string(), reason: e.to_string() }
+    }
+
+    /// Stores `secret` under `service`/`account`, replacing any previous one. A store that fails
+    /// leaves nothing behind (a keychain may keep a key and then fail a later step).
+    pub fn set_entry(&self, service: &str, account: &str, secret: &Secret) -> Result<(), KeychainError> {
+        let Some(entry) = self.entry(service, account)? else {
+            return Err(KeychainError::EnvOnly { var: env_var(account) });
+        };
+        entry.set_password(secret.expose()).map_err(|e| {
+            let _ = entry.delete_credential();
+            self.failed("store", account, e)
+        })
+    }
+
+    /// Removes `service`/`account`; true when there was one.
+    pub fn delete_entry(&self, service: &str, account: &str) -> Result<bool, KeychainError> {
+        let Some(entry) = self.entry(service, account)? else {
+            return Err(KeychainError::EnvOnly { var: env_var(account) });
+        };
+        match entry.delete_credential() {
+            Ok(()) => Ok(true),
+            Err(keyring_core::Error::NoEntry) => Ok(false),
+            Err(e) => Err(self.failed("delete", account, e)),
+        }
+    }
+
+    /// The value of `service`/`account` in the keychain, if there is one.
+    pub fn get_entry(&self, service: &str, account: &str) -> Result<Option<Secret>, KeychainError> {
+        let Some(entry) = self.entry(service, account)? else {
+            return Ok(None);
+        };
+        match entry.get_password() {
+            Ok(value) if !value.is_empty() => Ok(Some(Secret(value))),
+            Ok(_) | Err(keyring_core::Error::NoEntry) => Ok(None),
+            Err(e) => Err(self.failed("read", account, e)),
+        }
     }
 
     /// Stores `secret` for `provider`, replacing any previous one.
     pub fn set(&self, provider: &str, secret: &Secret) -> Result<(), KeychainError> {
-        match self.entry(provider)? {
-            Some(entry) => entry.set_password(secret.expose()).map_err(|e| self.failed("store", provider, e)),
-            None => Err(KeychainError::EnvOnly { var: env_var(provider) }),
-        }
+        self.set_entry(SERVICE, provider, secret)
     }
 
     /// Removes `provider`'s key; true when there was one.
     pub fn delete(&self, provider: &str) -> Result<bool, KeychainError> {
-        match self.entry(provider)? {
-            Some(entry) => match entry.delete_credential() {
-                Ok(()) => Ok(true),
-                Err(keyring_core::Error::NoEntry) => Ok(false),
-                Err(e) => Err(self.failed("delete", provider, e)),
-            },
-            None => Err(KeychainError::EnvOnly { var: env_var(provider) }),
-        }
+        self.delete_entry(SERVICE, provider)
     }
 
     /// The key for `provider` from the keychain, or else from its environment variable.
     pub fn get(&self, provider: &str) -> Result<Option<(Secret, KeyOrigin)>, KeychainError> {
-        if let Some(entry) = self.entry(provider)? {
-            match entry.get_password() {
-                Ok(value) if !value.is_empty() => {
-                    return Ok(Some((Secret(value), KeyOrigin::Keychain)));
-                }
-                Ok(_) | Err(keyring_core::Error::NoEntry) => {}
-                Err(e) => return Err(self.failed("read", provider, e)),
-            }
+        if let Some(secret) = self.get_entry(SERVICE, provider)? {
+            return Ok(Some((secret, KeyOrigin::Keychain)));
         }
         Ok(std::env::var(env_var(provider)).ok().filter(|v| !v.is_empty()).map(|v| (Secret(v), KeyOrigin::Environment)))
     }
+
+    /// Stores, reads back and removes a probe entry: whether this keychain can keep a key here,
+    /// which opening it does not tell (the kernel keyring opens, then refuses keys in a session
+    /// without a keyring of its own).
+    pub fn probe(&self) -> Result<(), KeychainError> {
+        if self.store.is_none() {
+            return Ok(());
+        }
+        const ACCOUNT: &str = "doctor-probe";
+        let value = Secret::new(crate::model::new_id("probe-"));
+        self.set_entry(SERVICE_PROBE, ACCOUNT, &value)?;
+        let read = self.get_entry(SERVICE_PROBE, ACCOUNT);
+        self.delete_entry(SERVICE_PROBE, ACCOUNT)?;
+        match read? {
+            Some(v) if v == value => Ok(()),
+            _ => Err(KeychainError::Failed {
+                backend: self.name,
+                action: "read back",
+                provider: ACCOUNT.into(),
+                reason: "the key stored a moment ago is not there".into(),
+            }),
+        }
+    }
 }
+
+/// The service of [`Keychain::probe`]'s entry.
+const SERVICE_PROBE: &str = "tollgate-probe";
 
 #[cfg(target_os = "linux")]
 mod platform {
     use super::*;
+
+    const KEYUTILS_HINT: &str = "Run tollgate (login and daemon) inside one `keyctl session` (a login with pam_keyinit \
+        makes one), or use keychain.backend = \"secret-service\", or \"env\" with TOLLGATE_<PROVIDER>_API_KEY";
+
+    /// The description of this process's session keyring (`_ses` under a login that made one,
+    /// `_uid_ses.<uid>` when the process has none and the kernel lends the user's default).
+    fn session_keyring() -> Option<String> {
+        const KEYCTL_DESCRIBE: libc::c_long = 6;
+        const KEY_SPEC_SESSION_KEYRING: libc::c_long = -3;
+        let mut text = vec![0u8; 512];
+        // SAFETY: keyctl(2) writes at most `text.len()` bytes into `text`.
+        let len = unsafe {
+            libc::syscall(libc::SYS_keyctl, KEYCTL_DESCRIBE, KEY_SPEC_SESSION_KEYRING, text.as_mut_ptr(), text.len())
+        };
+        if len <= 0 {
+            return None;
+        }
+        // "type;uid;gid;perm;description\0"
+        let text = String::from_utf8_lossy(&text[..(len as usize - 1).min(text.len())]).into_owned();
+        text.splitn(5, ';').nth(4).map(str::to_string)
+    }
 
     const SS_HINT: &str =
         "Start a Secret Service (gnome-keyring, KeePassXC) in this session, or set keychain.backend = \"keyutils\"";
@@ -172,6 +244,16 @@ mod platform {
     }
 
     pub fn keyutils() -> Result<Keychain, KeychainError> {
+        // In the user's default session keyring the kernel keyring store adds a key, is refused
+        // linking it to the persistent keyring, and cannot find it again to remove it: refused
+        // here, before any key is written.
+        if let Some(name) = session_keyring().filter(|n| n.starts_with("_uid_ses.")) {
+            return Err(KeychainError::Unavailable {
+                backend: "keyutils",
+                reason: format!("this process has no session keyring of its own (only the user's default, {name})"),
+                hint: KEYUTILS_HINT,
+            });
+        }
         let store = linux_keyutils_keyring_store::Store::new().map_err(|e| KeychainError::Unavailable {
             backend: "keyutils",
             reason: e.to_string(),
@@ -200,6 +282,16 @@ mod platform {
         })
     }
     pub fn keyutils() -> Result<Keychain, KeychainError> {
+        // In the user's default session keyring the kernel keyring store adds a key, is refused
+        // linking it to the persistent keyring, and cannot find it again to remove it: refused
+        // here, before any key is written.
+        if let Some(name) = session_keyring().filter(|n| n.starts_with("_uid_ses.")) {
+            return Err(KeychainError::Unavailable {
+                backend: "keyutils",
+                reason: format!("this process has no session keyring of its own (only the user's default, {name})"),
+                hint: KEYUTILS_HINT,
+            });
+        }
         Err(KeychainError::Unavailable {
             backend: "keyutils",
             reason: "not on macOS".into(),
@@ -227,6 +319,16 @@ mod platform {
         })
     }
     pub fn keyutils() -> Result<Keychain, KeychainError> {
+        // In the user's default session keyring the kernel keyring store adds a key, is refused
+        // linking it to the persistent keyring, and cannot find it again to remove it: refused
+        // here, before any key is written.
+        if let Some(name) = session_keyring().filter(|n| n.starts_with("_uid_ses.")) {
+            return Err(KeychainError::Unavailable {
+                backend: "keyutils",
+                reason: format!("this process has no session keyring of its own (only the user's default, {name})"),
+                hint: KEYUTILS_HINT,
+            });
+        }
         Err(KeychainError::Unavailable {
             backend: "keyutils",
             reason: "not on Windows".into(),

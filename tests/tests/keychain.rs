@@ -206,3 +206,54 @@ async fn keyutils_login_feeds_the_daemon_in_the_same_session_keyring() {
     assert!(!d.log().contains(KEY));
     assert_not_on_disk(d.home.path());
 }
+
+/// Where no session keyring was made (a container, `su`, SSH without pam_keyinit) the kernel
+/// keyring store would add a key to the user's default session keyring, fail to link it to the
+/// persistent keyring, and then be unable to find it again: `login` failed, left the key behind,
+/// `logout` could not remove it and `doctor` said the keychain was fine. The backend is refused
+/// before anything is written, with what to do, and `doctor` fails it.
+#[test]
+fn the_kernel_keyring_without_a_session_keyring_is_refused_before_any_key_is_written() {
+    require("keyctl");
+    let session = Command::new("keyctl").args(["rdescribe", "@s"]).output().unwrap();
+    let session = String::from_utf8_lossy(&session.stdout).trim().to_string();
+    if !session.split(';').nth(4).is_some_and(|name| name.starts_with("_uid_ses.")) {
+        eprintln!("skipped: this test process has a session keyring of its own ({session})");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    std::fs::write(
+        home.path().join("config.toml"),
+        "[keychain]\nbackend = \"keyutils\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+    )
+    .unwrap();
+    let tollgate = || {
+        let mut c = Command::new(tollgate_tests::tollgate_bin());
+        c.env("TOLLGATE_HOME", home.path()).env_remove("TOLLGATE_CONFIG").env("DBUS_SESSION_BUS_ADDRESS", "");
+        c
+    };
+    let description = "keyring:oa@tollgate";
+    let in_session = || {
+        Command::new("keyctl").args(["search", "@s", "user", description]).output().is_ok_and(|o| o.status.success())
+    };
+    assert!(!in_session(), "a key from an earlier run is in the session keyring; remove it with keyctl");
+
+    let mut login =
+        tollgate().args(["login", "oa", "--stdin"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    login.stdin.take().unwrap().write_all(KEY.as_bytes()).unwrap();
+    let out = login.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "login claimed success");
+    assert!(err.contains("keyctl session") && err.contains("no session keyring"), "{err}");
+    assert!(!in_session(), "the failed login left the key in the session keyring");
+
+    let out = tollgate().args(["logout", "oa"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("keyctl session"));
+
+    let out = tollgate().args(["doctor", "--json"]).output().unwrap();
+    let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let keychain = checks.as_array().unwrap().iter().find(|c| c["name"] == "keychain").unwrap();
+    assert_eq!(keychain["outcome"], "fail", "{keychain}");
+}
