@@ -2,14 +2,18 @@
 //! route's targets and the caller's scope (user and project), so that no answer crosses scopes.
 //! An answer is stored as its event sequence and replayed as a stream or folded into a whole
 //! answer, whichever the caller asked for. Rows hold only what the pipeline gave the provider
-//! and what came back. TTL and a size cap (least recently used first out) come from config.
+//! and what came back, sealed ([`crate::seal`]): a copied database shows no answer. TTL and a
+//! size cap (least recently used first out) come from config.
 
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use std::sync::Arc;
+
 use crate::ledger::{self, Row};
 use crate::model::{ChatRequest, Event, Usage};
+use crate::seal::Sealer;
 
 use crate::store::Store;
 
@@ -64,11 +68,13 @@ fn usage_of(events: &[Event]) -> Usage {
 }
 
 /// Looks the key up; on a hit, records the call in the ledger in the same transaction, and
-/// returns once that is committed. `row` is the call's row, completed here.
-pub async fn lookup(store: &Store, key: [u8; 32], now: i64, row: Row) -> Option<Hit> {
+/// returns once that is committed. `row` is the call's row, completed here. An answer that does
+/// not open (sealed with a key no longer held, or damaged) is a miss, and is removed.
+pub async fn lookup(store: &Store, sealer: &Arc<Sealer>, key: [u8; 32], now: i64, row: Row) -> Option<Hit> {
+    let sealer = Arc::clone(sealer);
     store
         .call_durable(move |c| {
-            let found: Option<(String, String, String)> = c
+            let found: Option<(String, String, Vec<u8>)> = c
                 .prepare_cached("SELECT provider, model, events FROM cache WHERE key = ?1 AND expires_ms > ?2")
                 .and_then(|mut s| {
                     s.query_row(params![&key[..], now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()
@@ -77,8 +83,14 @@ pub async fn lookup(store: &Store, key: [u8; 32], now: i64, row: Row) -> Option<
                     tracing::error!(error = %e, "cache lookup failed");
                     None
                 });
-            let (provider, model, events) = found?;
-            let events: Vec<Event> = serde_json::from_str(&events).ok()?;
+            let (provider, model, sealed) = found?;
+            let Some(events) = sealer
+                .open("cache", "events", &key, &sealed)
+                .and_then(|plain| serde_json::from_slice::<Vec<Event>>(&plain).ok())
+            else {
+                let _ = c.execute("DELETE FROM cache WHERE key = ?1", [&key[..]]);
+                return None;
+            };
             let _ = c.execute("UPDATE cache SET last_used_ms = ?2 WHERE key = ?1", params![&key[..], now]);
             let usage = usage_of(&events);
             let row = Row {
@@ -102,26 +114,28 @@ pub async fn lookup(store: &Store, key: [u8; 32], now: i64, row: Row) -> Option<
         .flatten()
 }
 
-/// Stores a complete answer, then evicts the least recently used answers over the size cap.
-#[allow(clippy::too_many_arguments)]
-pub fn store(
-    store: &Store,
-    key: [u8; 32],
-    scope: String,
-    provider: String,
-    model: String,
-    events: &[Event],
-    now: i64,
-    config: &CacheConfig,
-) {
-    let Ok(json) = serde_json::to_string(events) else { return };
+/// Where an answer is stored: its key, the scope it may be served in, and who answered.
+pub struct Entry {
+    pub key: [u8; 32],
+    pub scope: String,
+    pub provider: String,
+    pub model: String,
+}
+
+/// Stores a complete answer, sealed, then evicts the least recently used answers over the size
+/// cap. Sealing runs on the database thread, off the async workers.
+pub fn store(store: &Store, sealer: &Arc<Sealer>, entry: Entry, events: &[Event], now: i64, config: &CacheConfig) {
+    let Ok(json) = serde_json::to_vec(events) else { return };
     let (ttl_ms, max_bytes) = (config.ttl_s as i64 * 1000, config.max_bytes as i64);
+    let sealer = Arc::clone(sealer);
     store.write(move |c| {
-        let size = json.len() as i64;
+        let Entry { key, scope, provider, model } = entry;
+        let sealed = sealer.seal("cache", "events", &key, &json);
+        let size = sealed.len() as i64;
         let r = c.execute(
             "INSERT OR REPLACE INTO cache (key, scope, provider, model, events, size, created_ms, last_used_ms, expires_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
-            params![&key[..], scope, provider, model, json, size, now, now + ttl_ms],
+            params![&key[..], scope, provider, model, sealed, size, now, now + ttl_ms],
         );
         if let Err(e) = r {
             tracing::error!(error = %e, "cache write failed");

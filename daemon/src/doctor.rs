@@ -102,6 +102,32 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
         None => None,
     };
 
+    // The key that seals cached answers, the audit log and stored responses.
+    let kc = keychain.as_ref().filter(|k| k.holds_keys());
+    out.push(match crate::seal::load(kc, &paths.data_dir) {
+        Ok((Some(key), _)) => match key.home {
+            crate::seal::KeyHome::Keychain { backend } => {
+                check("storage key", Outcome::Ok, format!("in the {backend} keychain"), None)
+            }
+            crate::seal::KeyHome::File { path } if kc.is_some() => check(
+                "storage key",
+                Outcome::Warn,
+                format!("in {} (readable by you alone), while a keychain is in use", path.display()),
+                Some("it was made when no keychain kept it, and stays in the file: a new key in the keychain would lose the cache and the audit text".into()),
+            ),
+            crate::seal::KeyHome::File { path } => {
+                check("storage key", Outcome::Ok, format!("in {} (readable by you alone)", path.display()), None)
+            }
+        },
+        Ok((None, _)) => check("storage key", Outcome::Ok, "none yet: the daemon makes one at its first start", None),
+        Err(e) => check(
+            "storage key",
+            Outcome::Fail,
+            e.to_string(),
+            Some("the daemon cannot start until the key loads".into()),
+        ),
+    });
+
     // Credentials for every cloud provider a route uses.
     for name in used_providers(loaded) {
         let Some(p) = cfg.providers.get(&name) else { continue };

@@ -47,6 +47,7 @@ pub mod reports;
 pub mod review;
 pub mod route;
 pub mod runtime;
+pub mod seal;
 pub mod service;
 pub mod store;
 pub mod stored;

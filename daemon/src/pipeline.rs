@@ -268,6 +268,8 @@ pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub credentials: Arc<Credentials>,
     pub store: Store,
+    /// Seals what the store keeps of prompts and answers.
+    pub sealer: Arc<crate::seal::Sealer>,
     pub metrics: Arc<Metrics>,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
@@ -278,6 +280,7 @@ pub struct Gateway {
 struct Settle {
     config: Arc<Config>,
     store: Store,
+    sealer: Arc<crate::seal::Sealer>,
     metrics: Arc<Metrics>,
     row: Row,
     reservation: Reservation,
@@ -361,8 +364,13 @@ impl Settle {
         if outcome == "ok"
             && let (Some((key, scope)), Some(events)) = (self.cache_key, &events)
         {
-            let (provider, model) = (row.provider.clone().unwrap_or_default(), row.model.clone().unwrap_or_default());
-            cache::store(&self.store, key, scope, provider, model, events, row.ts_ms, &self.config.cache);
+            let entry = cache::Entry {
+                key,
+                scope,
+                provider: row.provider.clone().unwrap_or_default(),
+                model: row.model.clone().unwrap_or_default(),
+            };
+            cache::store(&self.store, &self.sealer, entry, events, row.ts_ms, &self.config.cache);
         }
         if let Some(events) = events
             && (self.audit_request.is_some() || self.keep.is_some())
@@ -371,11 +379,11 @@ impl Settle {
             events.into_iter().for_each(|e| c.push(e));
             let answer = c.finish(None, row.model.clone().unwrap_or_default());
             if let (Some((id, scope, turns)), "ok") = (self.keep, outcome) {
-                crate::stored::keep(&self.store, id, scope, &turns, &answer);
+                crate::stored::keep(&self.store, &self.sealer, id, scope, &turns, &answer);
             }
             if let Some(request) = self.audit_request {
                 let response = serde_json::to_value(answer).unwrap_or_default();
-                ledger::audit(&self.store, row.request_id.clone(), request, response);
+                ledger::audit(&self.store, &self.sealer, row.request_id.clone(), request, response);
             }
         }
         ledger::write(&self.store, row);
@@ -384,7 +392,12 @@ impl Settle {
 
 impl Gateway {
     /// A gateway on `runtime`, its budgets seeded from the ledger.
-    pub async fn new(runtime: Runtime, credentials: Arc<Credentials>, store: Store) -> Self {
+    pub async fn new(
+        runtime: Runtime,
+        credentials: Arc<Credentials>,
+        store: Store,
+        sealer: Arc<crate::seal::Sealer>,
+    ) -> Self {
         let now = utc::now_ms();
         runtime.budgets.load(ledger::budget_spend(&store, &runtime.budgets, now).await, now);
         Self {
@@ -394,6 +407,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             store,
+            sealer,
         }
     }
 
@@ -508,7 +522,7 @@ impl Gateway {
 
         let cache_key = Self::cache_key(rt, &req, ctx, &targets);
         if let (Some((key, _)), false) = (&cache_key, ctx.no_cache) {
-            if let Some(hit) = cache::lookup(&self.store, *key, ctx.ts_ms, base_row.clone()).await {
+            if let Some(hit) = cache::lookup(&self.store, &self.sealer, *key, ctx.ts_ms, base_row.clone()).await {
                 self.metrics.record(&hit.row);
                 let answer = if req.stream {
                     Answer::Stream(Box::pin(futures_util::stream::iter(hit.events.into_iter().map(Ok))))
@@ -636,6 +650,7 @@ impl Gateway {
                             let settle = Settle {
                                 config: Arc::clone(&rt.config),
                                 store: self.store.clone(),
+                                sealer: Arc::clone(&self.sealer),
                                 metrics: Arc::clone(&self.metrics),
                                 row,
                                 reservation,

@@ -147,13 +147,19 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn log(paths: &Paths, _loaded: &Loaded, id: Option<&str>, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
+pub fn log(paths: &Paths, loaded: &Loaded, id: Option<&str>, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
     let value = match id {
         Some(id) => match from_daemon(paths, &format!("/v1/log/{id}"))? {
             Some(v) => v,
             None => {
                 let id = id.to_string();
-                let call = query(paths, move |c| ledger::call(c, &id))?;
+                // The key that opens the audit text, if there is one (none is made here).
+                let keychain = crate::keychain::Keychain::open(loaded.config.keychain.backend).ok();
+                let sealer = match crate::seal::load(keychain.as_ref(), &paths.data_dir)?.0 {
+                    Some(key) => key.sealer,
+                    None => crate::seal::Sealer::random(),
+                };
+                let call = query(paths, move |c| ledger::call(c, &sealer, &id))?;
                 serde_json::to_value(call.context("no such call in the ledger")?)?
             }
         },
@@ -176,6 +182,9 @@ pub fn log(paths: &Paths, _loaded: &Loaded, id: Option<&str>, limit: u32, json: 
             }
         }
         match (&value["request"], &value["response"]) {
+            (Value::Null, _) if value["unreadable"] == true => println!(
+                "\n(the prompt and answer were kept sealed with a storage key no longer held: they cannot be read)"
+            ),
             (Value::Null, _) => println!("\n(no prompt or answer kept: the audit log is off)"),
             (q, a) => println!(
                 "\nrequest:\n{}\n\nresponse:\n{}",

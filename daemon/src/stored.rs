@@ -2,12 +2,14 @@
 //! /v1/responses/{id}` on targets that keep none themselves (every target but a Responses one,
 //! which keeps its own). What is kept is what the cache keeps: the masked request's turns and the
 //! masked answer, never a secret; a later turn that names one continues the conversation with the
-//! placeholders as they were (a value from an earlier turn comes back as its placeholder).
+//! placeholders as they were (a value from an earlier turn comes back as its placeholder). Both
+//! are sealed ([`crate::seal`]).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ChatResponse, Message, Role};
+use crate::seal::Sealer;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -18,11 +20,21 @@ pub struct ResponsesConfig {
 }
 
 /// Keeps a response: the turns it was given (system turns left out: instructions do not carry
-/// over) and its answer, both masked.
-pub fn keep(store: &Store, id: String, scope: String, messages: &[Message], answer: &ChatResponse) {
+/// over) and its answer, both masked, both sealed.
+pub fn keep(
+    store: &Store,
+    sealer: &std::sync::Arc<Sealer>,
+    id: String,
+    scope: String,
+    messages: &[Message],
+    answer: &ChatResponse,
+) {
     let turns: Vec<&Message> = messages.iter().filter(|m| m.role != Role::System).collect();
-    let (Ok(turns), Ok(answer)) = (serde_json::to_string(&turns), serde_json::to_string(answer)) else { return };
+    let (Ok(turns), Ok(answer)) = (serde_json::to_vec(&turns), serde_json::to_vec(answer)) else { return };
+    let sealer = std::sync::Arc::clone(sealer);
     store.write(move |c| {
+        let turns = sealer.seal("responses", "turns", id.as_bytes(), &turns);
+        let answer = sealer.seal("responses", "answer", id.as_bytes(), &answer);
         let r = c.execute(
             "INSERT OR REPLACE INTO responses (id, ts_ms, scope, turns, answer) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, crate::utc::now_ms(), scope, turns, answer],
@@ -49,14 +61,21 @@ impl Stored {
     }
 }
 
-pub fn get(c: &Connection, id: &str, scope: &str) -> rusqlite::Result<Option<Stored>> {
-    let row: Option<(String, String, i64)> = c
+/// The response `id` of `scope`; `None` also when it does not open (a key no longer held).
+pub fn get(c: &Connection, sealer: &Sealer, id: &str, scope: &str) -> rusqlite::Result<Option<Stored>> {
+    let row: Option<(Vec<u8>, Vec<u8>, i64)> = c
         .query_row("SELECT turns, answer, ts_ms FROM responses WHERE id = ?1 AND scope = ?2", [id, scope], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
     Ok(row.and_then(|(turns, answer, ts_ms)| {
-        Some(Stored { turns: serde_json::from_str(&turns).ok()?, answer: serde_json::from_str(&answer).ok()?, ts_ms })
+        let turns = sealer.open("responses", "turns", id.as_bytes(), &turns)?;
+        let answer = sealer.open("responses", "answer", id.as_bytes(), &answer)?;
+        Some(Stored {
+            turns: serde_json::from_slice(&turns).ok()?,
+            answer: serde_json::from_slice(&answer).ok()?,
+            ts_ms,
+        })
     }))
 }
 

@@ -324,3 +324,103 @@ async fn a_flood_of_idle_connections_leaves_the_socket_working_and_the_log_quiet
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(chat(&d, "oa/gpt-a").await.0, 200, "TCP serves again once the flood is gone");
 }
+
+/// Whether `needle` is anywhere in the database files of `d` (the database and its WAL).
+fn on_disk(d: &Daemon, needle: &str) -> bool {
+    ["tollgate.db", "tollgate.db-wal"].iter().any(|f| {
+        std::fs::read(d.home.path().join(f))
+            .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle.as_bytes()))
+    })
+}
+
+fn ledger_rows(d: &Daemon) -> usize {
+    let out = d.command().args(["log", "--limit", "1000", "--json"]).output().unwrap();
+    serde_json::from_slice::<Value>(&out.stdout).unwrap()["calls"].as_array().unwrap().len()
+}
+
+/// What tollgate keeps of prompts and answers (cached answers, the audit log, stored responses)
+/// is sealed with a key of the user's: a copied database shows none of it, and tollgate still
+/// serves hits, audit entries and stored responses from it. Losing the key loses those, never a
+/// ledger row. Values an earlier version kept in plain text are sealed at start, and the file is
+/// rewritten so that no old page keeps them.
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_kept_of_prompts_is_sealed_and_losing_the_key_loses_only_the_cache() {
+    init();
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let mut d =
+        Daemon::start_with_env(&standard_config(&a, &b, "[audit]\nenabled = true\nretention_days = 7\n"), ENV_KEYS);
+    const PROMPT: &str = "summarise the zebra quokka plan 5521";
+    let body = json!({"model": "oa/gpt-a", "temperature": 0, "messages": [{"role": "user", "content": PROMPT}]});
+    let send = |d: &Daemon| d.client().post(d.url("/v1/chat/completions")).json(&body).send();
+    let r = send(&d).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.headers()["x-tollgate-request-id"].to_str().unwrap().to_string();
+    let r = send(&d).await.unwrap();
+    assert_eq!(r.headers()["x-tollgate-cache"], "hit");
+    assert!(r.text().await.unwrap().contains(PROMPT), "the hit is served from the sealed entry");
+    // A stored response (a target that keeps none itself).
+    let v: Value = d
+        .client()
+        .post(d.url("/v1/responses"))
+        .json(&json!({"model": "an/claude-a", "input": "remember the okapi 7730", "store": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let response_id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(d.client().get(d.url(&format!("/v1/responses/{response_id}"))).send().await.unwrap().status(), 200);
+    let call: Value = d.client().get(d.url(&format!("/v1/log/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert!(call["request"].to_string().contains(PROMPT), "the audit entry opens: {call}");
+
+    // The copied files: no prompt, no answer, no stored turn. Made by an earlier version, every
+    // one of these was in plain text here.
+    let rows = ledger_rows(&d);
+    assert!(rows >= 3, "{rows}");
+    d.kill();
+    for marker in ["zebra quokka", "okapi 7730", "You said"] {
+        assert!(!on_disk(&d, marker), "{marker:?} is readable in the database files");
+    }
+
+    // The key is lost: the cache, the audit text and stored responses go; the ledger stays.
+    std::fs::remove_file(d.home.path().join("storage.key")).unwrap();
+    d.restart();
+    assert!(d.log().contains("a new storage key was made"), "{}", d.log());
+    let before = a.requests().len();
+    let r = send(&d).await.unwrap();
+    assert_eq!(r.headers()["x-tollgate-cache"], "miss");
+    assert_eq!(a.requests().len(), before + 1, "answered by the provider again");
+    assert_eq!(d.client().get(d.url(&format!("/v1/responses/{response_id}"))).send().await.unwrap().status(), 404);
+    let call: Value = d.client().get(d.url(&format!("/v1/log/{id}"))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(call["request_id"], id.as_str(), "the ledger row is kept: {call}");
+    assert!(call["request"].is_null() && call["input_tokens"].as_u64() > Some(0), "{call}");
+    assert_eq!(ledger_rows(&d), rows + 1);
+
+    // A database an earlier version kept in plain text: sealed at start, still readable.
+    d.kill();
+    {
+        let c = rusqlite::Connection::open(d.home.path().join("tollgate.db")).unwrap();
+        c.execute_batch(
+            "INSERT INTO ledger (request_id, ts_ms, identity, task, entry, latency_ms, added_ms, outcome) \
+             VALUES ('req_plain1', 1, 'me', 'api', 'openai', 1.0, 0.1, 'ok'); \
+             INSERT INTO audit (request_id, ts_ms, request, response) \
+             VALUES ('req_plain1', CAST(strftime('%s','now') AS INTEGER) * 1000, '{\"walrus\": \"the walrus plan 8812\"}', '{\"a\": \"walrus answer\"}'); \
+             INSERT INTO cache (key, scope, provider, model, events, size, created_ms, last_used_ms, expires_ms) \
+             VALUES (x'00', 'me', 'oa', 'gpt-a', '[\"walrus cached 8812\"]', 20, 1, 1, 9999999999999);",
+        )
+        .unwrap();
+    }
+    assert!(on_disk(&d, "walrus plan 8812"));
+    d.restart();
+    let call: Value = d.client().get(d.url("/v1/log/req_plain1")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(call["request"]["walrus"], "the walrus plan 8812", "{call}");
+    d.kill();
+    for marker in ["walrus plan", "walrus answer", "walrus cached"] {
+        assert!(!on_disk(&d, marker), "{marker:?} is still readable in the database files");
+    }
+    // With no daemon running, `tollgate log` opens the database and the entry with the user's key.
+    let out = d.command().args(["log", "req_plain1", "--json"]).output().unwrap();
+    let call: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(call["request"]["walrus"], "the walrus plan 8812", "{call}");
+}

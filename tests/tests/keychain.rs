@@ -167,10 +167,18 @@ async fn secret_service_login_feeds_the_daemon_and_logout_removes_the_key() {
     assert!(out.status.success());
     let lookup = Command::new("secret-tool")
         .args(["lookup", "service", "tollgate", "username", "oa"])
-        .envs(envs)
+        .envs(envs.clone())
         .output()
         .unwrap();
     assert!(lookup.stdout.is_empty(), "logout left the key in the keychain");
+    // The key that seals the cache and the audit log is in the keychain too, not in a file.
+    let storage = Command::new("secret-tool")
+        .args(["lookup", "service", "tollgate-storage", "username", "database-key"])
+        .envs(envs.clone())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&storage.stdout).trim().len(), 64, "no storage key in the keychain");
+    assert!(!d.home.path().join("storage.key").exists());
     assert_eq!(ask(&d).await.status(), 401, "the daemon forgot the key after logout");
 
     assert!(!d.log().contains(KEY), "the key reached the daemon's log");

@@ -299,8 +299,8 @@ pub async fn log(State(state): State<super::State>, Query(q): Query<LogQuery>) -
 
 /// One call in full, with its audit entry when the audit log was on.
 pub async fn log_entry(State(state): State<super::State>, Path(id): Path<String>) -> Response {
-    let lookup = id.clone();
-    match state.gateway.store.read(move |c| crate::ledger::call(c, &lookup)).await {
+    let (lookup, sealer) = (id.clone(), std::sync::Arc::clone(&state.gateway.sealer));
+    match state.gateway.store.read(move |c| crate::ledger::call(c, &sealer, &lookup)).await {
         Ok(Ok(Some(call))) => axum::Json(call).into_response(),
         Ok(Ok(None)) => ApiError::new(StatusCode::NOT_FOUND, Format::Openai, format!("no call {id:?} in the ledger"))
             .into_response(),

@@ -272,11 +272,11 @@ async fn continue_stored(state: &super::State, req: &mut ChatRequest) -> Result<
         return Ok(());
     };
     let scope = state.gateway.runtime().identity.username.clone();
-    let lookup = id.clone();
+    let (lookup, sealer) = (id.clone(), std::sync::Arc::clone(&state.gateway.sealer));
     let stored = state
         .gateway
         .store
-        .read(move |c| crate::stored::get(c, &lookup, &scope))
+        .read(move |c| crate::stored::get(c, &sealer, &lookup, &scope))
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()))?
         .map_err(|e| {
@@ -299,8 +299,8 @@ async fn continue_stored(state: &super::State, req: &mut ChatRequest) -> Result<
 /// `GET /v1/responses/{id}`: a response tollgate keeps (masked, as it is kept).
 pub async fn get(State(state): State<super::State>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
     let scope = state.gateway.runtime().identity.username.clone();
-    let lookup = id.clone();
-    match state.gateway.store.read(move |c| crate::stored::get(c, &lookup, &scope)).await {
+    let (lookup, sealer) = (id.clone(), std::sync::Arc::clone(&state.gateway.sealer));
+    match state.gateway.store.read(move |c| crate::stored::get(c, &sealer, &lookup, &scope)).await {
         Ok(Ok(Some(stored))) => {
             let mut v = render(&stored.answer, &id, &stored.answer.model);
             v["created_at"] = json!(stored.ts_ms / 1000);

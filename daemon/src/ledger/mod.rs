@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
+use crate::seal::Sealer;
 use crate::store::Store;
 use crate::utc;
 use prices::Micros;
@@ -266,10 +267,14 @@ pub struct Call {
     /// The redacted request and answer, when the audit log was on.
     pub request: Option<serde_json::Value>,
     pub response: Option<serde_json::Value>,
+    /// The audit log kept them, but they do not open: sealed with a storage key no longer held.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unreadable: bool,
 }
 
-/// One call in full: its row, and its audit entry if there is one. `id` may be a prefix.
-pub fn call(c: &Connection, id: &str) -> rusqlite::Result<Option<Call>> {
+/// One call in full: its row, and its audit entry if there is one (opened with `sealer`). `id`
+/// may be a prefix.
+pub fn call(c: &Connection, sealer: &Sealer, id: &str) -> rusqlite::Result<Option<Call>> {
     let escaped = id.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     let pattern = format!("{escaped}%");
     let row = c
@@ -280,24 +285,42 @@ pub fn call(c: &Connection, id: &str) -> rusqlite::Result<Option<Call>> {
         )
         .optional()?;
     let Some(row) = row else { return Ok(None) };
-    let audit: Option<(String, String)> = c
+    let audit: Option<(Vec<u8>, Vec<u8>)> = c
         .query_row("SELECT request, response FROM audit WHERE request_id = ?1", [&row.request_id], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    let (request, response) = match audit {
-        Some((q, a)) => (serde_json::from_str(&q).ok(), serde_json::from_str(&a).ok()),
-        None => (None, None),
+    let open = |column: &str, sealed: &[u8]| -> Option<serde_json::Value> {
+        let plain = sealer.open("audit", column, row.request_id.as_bytes(), sealed)?;
+        serde_json::from_slice(&plain).ok()
     };
-    Ok(Some(Call { row, request, response }))
+    let (request, response, unreadable) = match audit {
+        Some((q, a)) => {
+            let (q, a) = (open("request", &q), open("response", &a));
+            let unreadable = q.is_none() || a.is_none();
+            (q, a, unreadable)
+        }
+        None => (None, None, false),
+    };
+    Ok(Some(Call { row, request, response, unreadable }))
 }
 
-/// Keeps the audit log's redacted request and answer for a call.
-pub fn audit(store: &Store, request_id: String, request: serde_json::Value, response: serde_json::Value) {
+/// Keeps the audit log's redacted request and answer for a call, sealed (on the database thread).
+pub fn audit(
+    store: &Store,
+    sealer: &std::sync::Arc<Sealer>,
+    request_id: String,
+    request: serde_json::Value,
+    response: serde_json::Value,
+) {
+    let sealer = std::sync::Arc::clone(sealer);
     store.write(move |c| {
+        let id = request_id.as_bytes();
+        let request = sealer.seal("audit", "request", id, request.to_string().as_bytes());
+        let response = sealer.seal("audit", "response", id, response.to_string().as_bytes());
         let r = c.execute(
             "INSERT OR REPLACE INTO audit (request_id, ts_ms, request, response) VALUES (?1, ?2, ?3, ?4)",
-            params![request_id, utc::now_ms(), request.to_string(), response.to_string()],
+            params![request_id, utc::now_ms(), request, response],
         );
         if let Err(e) = r {
             tracing::error!(error = %e, "audit write failed");
@@ -305,7 +328,6 @@ pub fn audit(store: &Store, request_id: String, request: serde_json::Value, resp
     });
 }
 
-/// Deletes audit entries older than the retention period.
 pub fn prune_audit(c: &Connection, older_than_ms: i64) -> rusqlite::Result<usize> {
     c.execute("DELETE FROM audit WHERE ts_ms < ?1", [older_than_ms])
 }
@@ -328,9 +350,10 @@ mod tests {
             ..Default::default()
         };
         insert(&c, &row).unwrap();
-        assert_eq!(call(&c, "req_24fb7e").unwrap().unwrap().row.request_id, "req_24fb7e");
-        assert_eq!(call(&c, "req_24").unwrap().unwrap().row.request_id, "req_24fb7e");
-        assert!(call(&c, "req%").unwrap().is_none(), "% is not a wildcard");
-        assert!(call(&c, "req_x").unwrap().is_none());
+        let s = Sealer::random();
+        assert_eq!(call(&c, &s, "req_24fb7e").unwrap().unwrap().row.request_id, "req_24fb7e");
+        assert_eq!(call(&c, &s, "req_24").unwrap().unwrap().row.request_id, "req_24fb7e");
+        assert!(call(&c, &s, "req%").unwrap().is_none(), "% is not a wildcard");
+        assert!(call(&c, &s, "req_x").unwrap().is_none());
     }
 }
