@@ -280,10 +280,18 @@ async fn a_full_disk_stops_spending_and_says_so_and_recovers() {
     }
     assert_eq!(chat(&d, "oa/gpt-a").await.0, 200);
     served += 1;
-    // Every answered request has its row but, at most, the one in flight when the disk filled.
-    let log: Value = d.client().get(d.url("/v1/log?limit=1000")).send().await.unwrap().json().await.unwrap();
-    let rows = log["calls"].as_array().unwrap().iter().filter(|c| c["outcome"] == "ok").count();
-    assert!(rows + 1 >= served, "{rows} rows kept for {served} answers");
+    // Every answered request has its settled row, the one in flight when the disk filled too
+    // (its settlement waited for the disk).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log: Value = d.client().get(d.url("/v1/log?limit=1000")).send().await.unwrap().json().await.unwrap();
+        let rows = log["calls"].as_array().unwrap().iter().filter(|c| c["outcome"] == "ok").count();
+        if rows >= served {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows} settled rows kept for {served} answers: {log}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     drop(d);
     let _ = std::process::Command::new("umount").arg(&unmount).status();
     let _ = std::fs::remove_dir(&unmount);

@@ -86,14 +86,41 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Writes a row (insert or settle); logs, never fails the request.
+/// Writes a row (insert or settle) off the caller's path; never fails the request. A row the
+/// database could not keep because it cannot keep writes at all (a full disk) is written again
+/// once it can, so that a call answered just before is not lost to the failure.
 pub fn write(store: &Store, row: Row) {
-    store.write(move |c| {
-        if let Err(e) = insert(c, &row) {
-            tracing::error!(error = %e, "ledger write failed");
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        store.write(move |c| {
+            if let Err(e) = insert(c, &row) {
+                tracing::error!(error = %e, "ledger write failed");
+            }
+        });
+        return;
+    };
+    let store = store.clone();
+    runtime.spawn(async move {
+        let deadline = std::time::Instant::now() + KEEP_TRYING;
+        loop {
+            let attempt = row.clone();
+            match store.write_durable(move |c| insert(c, &attempt)).await {
+                Ok(()) | Err(crate::store::StoreError::Stopped) => return,
+                // The database cannot keep writes for now (a full disk): the row waits for it.
+                Err(_) if store.failure().is_some() && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, request_id = %row.request_id, "ledger write failed");
+                    return;
+                }
+            }
         }
     });
 }
+
+/// How long a settled row waits for a database that cannot keep writes. New calls are refused
+/// meanwhile, so only the calls in flight when it failed wait.
+const KEEP_TRYING: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Writes a row and waits for its commit; an error when it was not kept.
 pub async fn write_durable(store: &Store, row: Row) -> Result<(), crate::store::StoreError> {
