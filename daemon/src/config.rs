@@ -141,6 +141,7 @@ pub struct Limits {
     pub connect_timeout_ms: u64,
     pub first_byte_timeout_ms: u64,
     pub stream_idle_timeout_ms: u64,
+    pub client_stall_timeout_ms: u64,
     pub max_concurrent_requests: usize,
     pub default_max_output_tokens: u32,
 }

@@ -2,8 +2,10 @@
 //! local socket and TCP on loopback, serves both with one router, and shuts down in one place.
 
 use std::fs::File;
+use std::future::Future;
 use std::io::{Read, Seek, Write};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -147,6 +149,7 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     eprintln!("tollgate {} listening on http://{local_addr} and {}", env!("CARGO_PKG_VERSION"), paths.socket.display());
 
     let graceful = Arc::new(GracefulShutdown::new());
+    let stall = Duration::from_millis(config.limits.client_stall_timeout_ms);
     // Each listener accepts on its own, with a cap on its connections: a flood of TCP connections
     // waits in the kernel's backlog instead of taking every descriptor, and the socket (the CLI,
     // hooks) keeps working beside it.
@@ -161,7 +164,7 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
                     Ok((stream, _)) => {
                         errors.succeeded();
                         let _ = stream.set_nodelay(true);
-                        serve(stream, app.clone(), Listener::Tcp, &graceful, permit);
+                        serve(stream, app.clone(), Listener::Tcp, &graceful, permit, stall);
                     }
                     Err(e) => errors.failed(&e).await,
                 }
@@ -178,7 +181,7 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
                 match local.accept().await {
                     Ok(stream) => {
                         errors.succeeded();
-                        serve(stream, app.clone(), Listener::Local, &graceful, permit);
+                        serve(stream, app.clone(), Listener::Local, &graceful, permit, stall);
                     }
                     Err(e) => errors.failed(&e).await,
                 }
@@ -251,17 +254,98 @@ impl AcceptErrors {
     }
 }
 
+/// A connection whose writes fail once they have waited `limit` for the peer to take bytes: a
+/// caller that stops reading an answer would otherwise hold its connection, its request slot and
+/// the provider's stream for ever (hyper has no write time-out). Reads are left alone: the header
+/// and body time-outs bound them.
+struct StalledWrites<IO> {
+    io: IO,
+    limit: Option<Duration>,
+    stalled: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<IO> StalledWrites<IO> {
+    fn new(io: IO, limit: Duration) -> Self {
+        Self { io, limit: (!limit.is_zero()).then_some(limit), stalled: None }
+    }
+
+    /// `Pending` from a write: fails it once the wait has lasted the limit. Anything else ends
+    /// the wait.
+    fn watch<T>(&mut self, cx: &mut std::task::Context<'_>, r: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = None;
+            return r;
+        }
+        let Some(limit) = self.limit else { return r };
+        let sleep = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the caller took no bytes of the answer for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for StalledWrites<IO> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for StalledWrites<IO> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write(cx, buf);
+        self.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_flush(cx);
+        self.watch(cx, r)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = std::pin::Pin::new(&mut self.io).poll_shutdown(cx);
+        self.watch(cx, r)
+    }
+}
+
 /// Serves one connection; every request on it is marked with the listener it came in on. The
-/// listener's slot is held until the connection ends.
+/// listener's slot is held until the connection ends; a caller that leaves the answer unread for
+/// `stall` loses the connection.
 fn serve<IO>(
     io: IO,
     app: axum::Router,
     listener: Listener,
     graceful: &GracefulShutdown,
     slot: tokio::sync::OwnedSemaphorePermit,
+    stall: Duration,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let io = StalledWrites::new(io, stall);
     let service = app.map_request(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(listener);
         req

@@ -432,3 +432,41 @@ async fn what_is_kept_of_prompts_is_sealed_and_losing_the_key_loses_only_the_cac
     let call: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(call["request"]["walrus"], "the walrus plan 8812", "{call}");
 }
+
+/// A caller that opens a stream and stops reading it once held its connection, its request slot
+/// and the provider's stream for as long as it liked: hyper has no write time-out. Writes that
+/// wait longer than `limits.client_stall_timeout_ms` now end the connection, and the slot goes
+/// to the next caller.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_caller_that_stops_reading_loses_its_connection_and_frees_its_slot() {
+    use tokio::io::AsyncWriteExt;
+    init();
+    let (a, b) = (FakeProvider::start().await, FakeProvider::start().await);
+    let config = standard_config(&a, &b, "")
+        .replace("[limits]\n", "[limits]\nclient_stall_timeout_ms = 1000\nmax_concurrent_requests = 1\n");
+    let d = Daemon::start_with_env(&config, ENV_KEYS);
+    // An answer far larger than the sockets' buffers, streamed.
+    a.script([Behaviour { text: Some("word ".repeat(6_000_000)), chunk_chars: Some(1 << 16), ..Default::default() }]);
+    let body =
+        json!({"model": "oa/gpt-a", "stream": true, "messages": [{"role": "user", "content": "talk"}]}).to_string();
+    let mut stalled = tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.unwrap();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        d.token,
+        body.len()
+    );
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    // Never read. The next caller gets the one slot once the stalled one is let go.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(20), chat(&d, "oa/gpt-a")).await;
+    let (status, v) = next.expect("the stalled caller kept the only request slot");
+    assert_eq!(status, 200, "{v}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15));
+    // The stalled call is settled in the ledger, not left pending.
+    let log: Value = d.client().get(d.url("/v1/log?limit=10")).send().await.unwrap().json().await.unwrap();
+    let outcomes: Vec<&str> = log["calls"].as_array().unwrap().iter().map(|c| c["outcome"].as_str().unwrap()).collect();
+    assert!(!outcomes.contains(&"pending"), "{outcomes:?}");
+    drop(stalled);
+}

@@ -127,8 +127,11 @@ pub fn scan_files(scanner: &Scanner, files: &[PathBuf]) -> (Vec<Reported>, Vec<S
     (found, skipped)
 }
 
+/// A staged file: its path, its staged content, and the lines the commit adds.
+pub type Staged = (String, Vec<u8>, Vec<usize>);
+
 /// The staged version of each file a commit changes, and the lines it adds.
-pub fn staged(repo: &Path) -> anyhow::Result<Vec<(String, Vec<u8>, Vec<usize>)>> {
+pub fn staged(repo: &Path) -> anyhow::Result<Vec<Staged>> {
     let git = |args: &[&str]| crate::review::git(repo, args);
     let diff = git(&["diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--diff-filter=ACMR"])?;
     let mut files: Vec<(String, Vec<usize>)> = Vec::new();
