@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::keychain::KeychainConfig;
+use crate::providers::{Limits, ProviderConfig};
+use crate::route::{CircuitConfig, PrivacyConfig, RetryConfig};
+
 /// The embedded defaults; the daemon starts on these alone.
 pub const DEFAULTS: &str = include_str!("default_config.toml");
 
@@ -131,162 +135,6 @@ pub struct AuditConfig {
 pub struct ServerConfig {
     pub host: IpAddr,
     pub port: u16,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-    pub max_response_bytes: usize,
-    pub connect_timeout_ms: u64,
-    pub first_byte_timeout_ms: u64,
-    pub stream_idle_timeout_ms: u64,
-    pub client_stall_timeout_ms: u64,
-    pub max_concurrent_requests: usize,
-    pub default_max_output_tokens: u32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetryConfig {
-    pub attempts_per_target: u32,
-    pub backoff_base_ms: u64,
-    pub backoff_max_ms: u64,
-    pub max_retry_after_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitConfig {
-    pub failure_threshold: u32,
-    pub open_ms: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct KeychainConfig {
-    pub backend: KeychainBackend,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum KeychainBackend {
-    Auto,
-    SecretService,
-    Keyutils,
-    Env,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrivacyConfig {
-    pub local_only_paths: Vec<String>,
-    pub local_only_projects: Vec<String>,
-}
-
-impl PrivacyConfig {
-    /// The same, as routing rules.
-    pub fn as_rules(&self) -> Vec<crate::route::RoutingRule> {
-        let rule = |paths: &Vec<String>, projects: &Vec<String>| crate::route::RoutingRule {
-            paths: paths.clone(),
-            projects: projects.clone(),
-            local_only: true,
-            ..Default::default()
-        };
-        let mut out = Vec::new();
-        if !self.local_only_paths.is_empty() {
-            out.push(rule(&self.local_only_paths, &Vec::new()));
-        }
-        if !self.local_only_projects.is_empty() {
-            out.push(rule(&Vec::new(), &self.local_only_projects));
-        }
-        out
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    Openai,
-    Anthropic,
-    Gemini,
-    Ollama,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProviderConfig {
-    pub kind: ProviderKind,
-    pub base_url: String,
-    /// Whether the provider is trusted as local: it gets text unmasked where a route's redaction
-    /// is "off", and requests for local-only paths. Defaults to true for a base URL on a loopback
-    /// address only, whatever the kind (an Ollama server on another host is not local unless
-    /// `local = true` says it is trusted).
-    #[serde(default)]
-    pub local: Option<bool>,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Send the key in this header instead of the kind's usual one (Azure OpenAI: `api-key`).
-    #[serde(default)]
-    pub key_header: Option<String>,
-    /// Query parameters added to every call (Azure OpenAI: `api-version`).
-    #[serde(default)]
-    pub query: BTreeMap<String, String>,
-    /// For OpenAI-compatible servers that report no usage in streams (llama-cpp-python:
-    /// `/extras/tokenize/count`, relative to the base URL's origin): output tokens are counted one
-    /// per streamed chunk, input tokens by this endpoint (`{"input"}` -> `{"count"}`), which does
-    /// not see the chat template's own framing tokens.
-    #[serde(default)]
-    pub tokenize_path: Option<String>,
-    /// Whether the server also serves OpenAI's Responses API (`/responses` beside
-    /// `/chat/completions`); callers of `/v1/responses` are then passed through to it, others get
-    /// a translation to Chat Completions. Defaults to true for `api.openai.com`.
-    #[serde(default)]
-    pub responses_api: Option<bool>,
-}
-
-fn yes() -> bool {
-    true
-}
-
-impl ProviderConfig {
-    pub fn serves_responses(&self) -> bool {
-        self.kind == ProviderKind::Openai
-            && self.responses_api.unwrap_or_else(|| {
-                reqwest::Url::parse(&self.base_url).is_ok_and(|u| u.host_str() == Some("api.openai.com"))
-            })
-    }
-
-    /// The base URL as it may be shown (status, doctor): without its user part or query, either
-    /// of which may hold a key.
-    pub fn shown_base_url(&self) -> String {
-        match reqwest::Url::parse(&self.base_url) {
-            Ok(mut u) => {
-                let _ = u.set_username("");
-                let _ = u.set_password(None);
-                u.set_query(None);
-                u.to_string()
-            }
-            Err(_) => "(not a valid URL)".into(),
-        }
-    }
-
-    pub fn is_local(&self) -> bool {
-        self.local.unwrap_or_else(|| url_is_loopback(&self.base_url))
-    }
-}
-
-fn url_is_loopback(url: &str) -> bool {
-    let Ok(url) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    match url.host() {
-        Some(host) => {
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        }
-        None => false,
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -451,6 +299,22 @@ impl Loaded {
 }
 
 impl Config {
+    /// What the router is built from.
+    pub fn router_parts(&self) -> crate::route::Parts<'_> {
+        crate::route::Parts {
+            routes: self.routes.iter().map(|(alias, r)| (alias.as_str(), r.targets.as_slice())).collect(),
+            model_names: &self.model_names,
+            providers: self.providers.iter().map(|(n, p)| (n.as_str(), p.enabled, p.is_local())).collect(),
+            rules: self.routing.iter().cloned().chain(self.privacy.as_rules()).collect(),
+            allowed: [
+                ("the policy", self.models.policy.as_slice()),
+                ("the local config", self.models.allowed.as_slice()),
+            ],
+            circuit: &self.circuit,
+            retry: &self.retry,
+        }
+    }
+
     /// Checks what types alone cannot: routes name known providers, the host is loopback.
     fn validate(&self) -> Result<(), (String, String)> {
         if !self.server.host.is_loopback() {

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{Loaded, ProviderKind};
+use crate::config::Loaded;
 use crate::paths::Paths;
+use crate::providers::ProviderKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

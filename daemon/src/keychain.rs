@@ -9,7 +9,23 @@ use std::sync::{Arc, Mutex};
 
 use keyring_core::{CredentialStore, Entry};
 
-use crate::config::KeychainBackend;
+use serde::{Deserialize, Serialize};
+
+/// `[keychain]`: which store keeps provider keys and the storage key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeychainConfig {
+    pub backend: KeychainBackend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeychainBackend {
+    Auto,
+    SecretService,
+    Keyutils,
+    Env,
+}
 
 /// The keychain service name under which every provider key is stored (the account is the
 /// provider's name).

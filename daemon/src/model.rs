@@ -5,6 +5,7 @@
 //! its answer back into [`Event`]s or a [`ChatResponse`]. Nothing here knows HTTP or any provider.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -450,7 +451,54 @@ impl Collector {
 }
 
 /// A stream of answer events; an `Err` item ends it (a provider cut or timed out mid-answer).
-pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, crate::providers::ProviderError>> + Send>>;
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<Event, UpstreamError>> + Send>>;
+
+/// Why a call upstream (a provider) failed, or a stream from it ended early; classified for the
+/// router.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    #[error("timed out {0}")]
+    Timeout(&'static str),
+    #[error("answered {status}: {message}")]
+    Status { status: u16, retry_after: Option<Duration>, message: String },
+    #[error("sent an answer that could not be read: {0}")]
+    Protocol(String),
+    #[error("cut the stream: {0}")]
+    Cut(String),
+    #[error("{0}")]
+    Redirected(String),
+    #[error("has no credentials: run `tollgate login {provider}` (or set {env})")]
+    NoCredentials { provider: String, env: String },
+}
+
+impl UpstreamError {
+    /// Whether another try (of this target or the next) may succeed: connection trouble, time-outs,
+    /// rate limits and server errors. A 4xx other than 429 says the request itself is wrong.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Timeout(_) | Self::Cut(_) => true,
+            Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
+            Self::Protocol(_) => false,
+            // Another target may have credentials, or answer where it is configured.
+            Self::NoCredentials { .. } | Self::Redirected(_) => true,
+        }
+    }
+
+    /// Whether trying the same target again may help: not when it redirects (it will again) or
+    /// has no key (it still will not).
+    pub fn worth_retrying(&self) -> bool {
+        !matches!(self, Self::Redirected(_) | Self::NoCredentials { .. })
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
 
 /// A data URL's media type and base64 payload (`data:image/png;base64,AAAA` -> `image/png`, `AAAA`).
 pub fn data_url(url: &str) -> Option<(&str, &str)> {

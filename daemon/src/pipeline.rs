@@ -27,8 +27,9 @@ use crate::ledger::budgets::{Action, Exceeded, Facts, Reservation};
 use crate::ledger::prices::Price;
 use crate::ledger::{self, Row};
 use crate::metrics::Metrics;
+use crate::model::UpstreamError;
 use crate::model::{ChatRequest, ChatResponse, Collector, Event, EventStream, Usage};
-use crate::providers::{self, ProviderError, Target};
+use crate::providers::{self, Target};
 use crate::ratelimit::{self, Limited};
 use crate::route::{RequestFacts, RouteError, Router, TargetRef};
 use crate::runtime::Runtime;
@@ -118,7 +119,7 @@ pub enum GatewayError {
     #[error("{target} rejected the request: {message}")]
     Rejected { target: String, status: u16, message: String },
     #[error("every target of {model:?} failed: {reasons}")]
-    AllFailed { model: String, reasons: String, last: Box<ProviderError> },
+    AllFailed { model: String, reasons: String, last: Box<UpstreamError> },
     #[error("{0}")]
     Budget(Exceeded),
     #[error("{0}")]
@@ -161,9 +162,9 @@ impl GatewayError {
             GatewayError::NoTarget { .. } => 503,
             GatewayError::Rejected { status, .. } => *status,
             GatewayError::AllFailed { last, .. } => match last.as_ref() {
-                ProviderError::Status { status: 429, .. } => 429,
-                ProviderError::Timeout(_) => 504,
-                ProviderError::NoCredentials(_) => 401,
+                UpstreamError::Status { status: 429, .. } => 429,
+                UpstreamError::Timeout(_) => 504,
+                UpstreamError::NoCredentials { .. } => 401,
                 _ => 502,
             },
             GatewayError::Budget(_) => 402,
@@ -545,7 +546,7 @@ impl Gateway {
         let mut cache_key = cache_key.filter(|_| !ctx.no_store);
 
         let mut reasons = Reasons::default();
-        let mut last_error: Option<ProviderError> = None;
+        let mut last_error: Option<UpstreamError> = None;
         let mut limited: Option<Limited> = None;
         let mut untranslatable: Option<String> = None;
         let mut downgraded = false;
@@ -569,7 +570,10 @@ impl Gateway {
                 }
                 let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
                 if key.is_none() && !provider_cfg.is_local() {
-                    let err = ProviderError::NoCredentials(target.provider.clone());
+                    let err = UpstreamError::NoCredentials {
+                        provider: target.provider.clone(),
+                        env: crate::keychain::env_var(&target.provider),
+                    };
                     reasons.push(format!("{target}: {err}"));
                     last_error = Some(err);
                     continue;
@@ -700,7 +704,7 @@ impl Gateway {
                         Err(err) if !err.is_transient() => {
                             rt.router.record_success(&target); // it answered; the request was the problem
                             return Err(match err {
-                                ProviderError::Status { status, message, .. } => {
+                                UpstreamError::Status { status, message, .. } => {
                                     GatewayError::Rejected { target: name, status, message }
                                 }
                                 other => GatewayError::AllFailed {
@@ -753,7 +757,7 @@ impl Gateway {
         for target in &targets {
             let config = &rt.config.providers[&target.provider];
             if rt.router.check(target, local_only).is_err()
-                || config.kind != crate::config::ProviderKind::Anthropic
+                || config.kind != crate::providers::ProviderKind::Anthropic
                 || req.native.is_none()
             {
                 continue;
@@ -765,7 +769,7 @@ impl Gateway {
             let wire = Target { provider: &target.provider, config, model: &target.model, key: Some(&key) };
             return match providers::count_tokens(&self.http, &wire, native, &rt.config.limits).await {
                 Ok(n) => Ok(TokenCount { input_tokens: n, estimated: false }),
-                Err(ProviderError::Status { status, message, .. }) if (400..500).contains(&status) && status != 429 => {
+                Err(UpstreamError::Status { status, message, .. }) if (400..500).contains(&status) && status != 429 => {
                     Err(GatewayError::Rejected { target: target.to_string(), status, message })
                 }
                 Err(e) => {
@@ -886,8 +890,8 @@ impl Gateway {
         &self,
         target: &Target<'_>,
         req: &ChatRequest,
-        limits: &crate::config::Limits,
-    ) -> Result<Answer, ProviderError> {
+        limits: &crate::providers::Limits,
+    ) -> Result<Answer, UpstreamError> {
         if !req.stream {
             return providers::complete(&self.http, target, req, limits).await.map(Answer::Complete);
         }
@@ -895,7 +899,7 @@ impl Gateway {
         match stream.next().await {
             Some(Ok(first)) => Ok(Answer::Stream(Box::pin(futures_util::stream::iter([Ok(first)]).chain(stream)))),
             Some(Err(e)) => Err(e),
-            None => Err(ProviderError::Cut("the stream ended before any event".into())),
+            None => Err(UpstreamError::Cut("the stream ended before any event".into())),
         }
     }
 
@@ -1008,7 +1012,7 @@ pub fn events(answer: Answer) -> EventStream {
     match answer {
         Answer::Stream(s) => s,
         Answer::Complete(r) => {
-            Box::pin(futures_util::stream::iter(r.into_events().into_iter().map(Ok::<Event, ProviderError>)))
+            Box::pin(futures_util::stream::iter(r.into_events().into_iter().map(Ok::<Event, UpstreamError>)))
         }
     }
 }

@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{CircuitConfig, Config, RetryConfig};
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetRef {
     pub provider: String,
@@ -201,6 +199,64 @@ pub struct HealthReport {
     pub last_error: Option<String>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    pub attempts_per_target: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub max_retry_after_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitConfig {
+    pub failure_threshold: u32,
+    pub open_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyConfig {
+    pub local_only_paths: Vec<String>,
+    pub local_only_projects: Vec<String>,
+}
+
+impl PrivacyConfig {
+    /// The same, as routing rules.
+    pub fn as_rules(&self) -> Vec<RoutingRule> {
+        let rule = |paths: &Vec<String>, projects: &Vec<String>| RoutingRule {
+            paths: paths.clone(),
+            projects: projects.clone(),
+            local_only: true,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        if !self.local_only_paths.is_empty() {
+            out.push(rule(&self.local_only_paths, &Vec::new()));
+        }
+        if !self.local_only_projects.is_empty() {
+            out.push(rule(&Vec::new(), &self.local_only_projects));
+        }
+        out
+    }
+}
+
+/// What a router is made of (`Config::router_parts` gathers it from the config).
+pub struct Parts<'a> {
+    /// Each alias and its `provider/model` targets, in order.
+    pub routes: Vec<(&'a str, &'a [String])>,
+    pub model_names: &'a [ModelName],
+    /// Each provider: its name, whether it is enabled, whether it is local.
+    pub providers: Vec<(&'a str, bool, bool)>,
+    /// The routing rules, the privacy settings' rules after them.
+    pub rules: Vec<RoutingRule>,
+    /// The allowed-model lists, each with who set it.
+    pub allowed: [(&'static str, &'a [String]); 2],
+    pub circuit: &'a CircuitConfig,
+    pub retry: &'a RetryConfig,
+}
+
 pub struct Router {
     routes: HashMap<String, Vec<TargetRef>>,
     /// Model names as tools send them: a glob, and the provider or route that serves them.
@@ -226,31 +282,36 @@ fn globset(globs: &[String]) -> GlobSet {
 }
 
 impl Router {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(parts: Parts<'_>) -> Self {
         let parse = |t: &String| {
             let (p, m) = t.split_once('/').expect("validated as provider/model");
             TargetRef { provider: p.to_string(), model: m.to_string() }
         };
         Self {
-            routes: config
+            routes: parts
                 .routes
-                .iter()
-                .map(|(alias, r)| (alias.clone(), r.targets.iter().map(parse).collect()))
+                .into_iter()
+                .map(|(alias, targets)| (alias.to_string(), targets.iter().map(parse).collect()))
                 .collect(),
-            names: config
+            names: parts
                 .model_names
                 .iter()
                 .filter_map(|n| Glob::new(&n.pattern).ok().map(|g| (g.compile_matcher(), n.clone())))
                 .collect(),
-            providers: config.providers.iter().map(|(n, p)| (n.clone(), (p.enabled, p.is_local()))).collect(),
-            rules: config.routing.iter().chain(&config.privacy.as_rules()).map(CompiledRule::new).collect(),
-            allowed: [("the policy", &config.models.policy), ("the local config", &config.models.allowed)]
+            providers: parts
+                .providers
+                .into_iter()
+                .map(|(n, enabled, local)| (n.to_string(), (enabled, local)))
+                .collect(),
+            rules: parts.rules.iter().map(CompiledRule::new).collect(),
+            allowed: parts
+                .allowed
                 .into_iter()
                 .filter(|(_, l)| !l.is_empty())
                 .map(|(by, l)| (by, globset(l), l.join(", ")))
                 .collect(),
-            circuit: config.circuit.clone(),
-            retry: config.retry.clone(),
+            circuit: parts.circuit.clone(),
+            retry: parts.retry.clone(),
             health: Mutex::default(),
         }
     }
@@ -437,7 +498,7 @@ mod tests {
         config.privacy.local_only_paths = vec!["**/secrets/**".into()];
         config.privacy.local_only_projects = vec!["acme/confidential-*".into()];
         config.circuit.failure_threshold = 2;
-        Router::new(&config)
+        Router::new(config.router_parts())
     }
 
     #[test]
@@ -506,7 +567,7 @@ mod tests {
             RoutingRule { sensitivity: vec!["confidential".into()], local_only: true, ..Default::default() },
             RoutingRule { tasks: vec!["completion".into()], route: Some("fast".into()), ..Default::default() },
         ];
-        let r = Router::new(&config);
+        let r = Router::new(config.router_parts());
         let f = |task, project, sensitivity| RequestFacts { task, path: None, project, sensitivity };
         assert_eq!(
             r.decide(&f("completion", Some("acme/web"), None)),
@@ -523,13 +584,13 @@ mod tests {
         let mut config = Loaded::load(None, false, &Overrides::default()).unwrap().config;
         config.models.policy = vec!["anthropic/*".into(), "ollama/*".into(), "openai/gpt-5*".into()];
         config.models.allowed = vec!["ollama/*".into(), "openai/*".into()];
-        let r = Router::new(&config);
+        let r = Router::new(config.router_parts());
         let names = |m| r.resolve(m).unwrap().iter().map(ToString::to_string).collect::<Vec<_>>();
         assert_eq!(names("fast"), ["openai/gpt-5-mini", "ollama/qwen2.5-coder:1.5b"]);
         assert_eq!(names("code"), ["openai/gpt-5"]);
         // A route left with no allowed target says which list refused it.
         config.models.allowed = vec!["ollama/*".into()];
-        let r = Router::new(&config);
+        let r = Router::new(config.router_parts());
         let err = r.resolve("code").map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("\"anthropic/claude-sonnet-5-5\" is not allowed by the local config"), "{err}");
         assert_eq!(names("openai/gpt-5-mini"), ["openai/gpt-5-mini"]);

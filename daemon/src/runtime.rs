@@ -60,7 +60,7 @@ impl Runtime {
         let budgets = Arc::new(Budgets::new(&config.budgets, &identity));
         let estimates = !budgets.is_empty() || config.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
         Ok(Self {
-            router: Arc::new(Router::new(&config)),
+            router: Arc::new(Router::new(config.router_parts())),
             limits: RateLimits::new(&config.rate_limits),
             prices: Prices::new(&config.prices),
             redactor: Redactor::new(Arc::new(scanner)),

@@ -13,9 +13,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{OnError, ProviderConfig, RouteConfig, Severity};
+use crate::config::{OnError, RouteConfig, Severity};
 use crate::ledger::budgets::BudgetConfig;
 use crate::ledger::prices::PriceConfig;
+use crate::providers::ProviderConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::route::RoutingRule;
 

@@ -327,7 +327,7 @@ targets = ["openai/gpt-4.1", "anthropic/claude-sonnet-4-5"]
         );
         assert_eq!(c.budgets[0].limit_usd.unwrap().0, 10_000_000);
         // The local route stands, but the router drops its target outside models.allowed.
-        let router = crate::route::Router::new(c);
+        let router = crate::route::Router::new(c.router_parts());
         let targets: Vec<String> = router.resolve("code").unwrap().iter().map(ToString::to_string).collect();
         assert_eq!(targets, ["anthropic/claude-sonnet-4-5"]);
         assert!(ignored[0].to_string().contains("ignored, the policy's"), "{}", ignored[0]);

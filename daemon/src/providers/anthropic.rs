@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
-use super::{ProviderError, StreamDecoder, Target, WireRequest, auth_header, join_url, u64_at};
+use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
 use crate::model::{
     ChatRequest, ChatResponse, Event, FinishReason, Message, Part, ResponseFormat, Role, ToolChoice, Usage,
 };
@@ -211,12 +211,12 @@ impl StreamDecoder for Decoder {
         })
     }
 
-    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {
+    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), UpstreamError> {
         let Frame::Sse { data, .. } = frame else {
             return Ok(());
         };
         let v: Value =
-            serde_json::from_str(&data).map_err(|e| ProviderError::Protocol(format!("bad stream event: {e}")))?;
+            serde_json::from_str(&data).map_err(|e| UpstreamError::Protocol(format!("bad stream event: {e}")))?;
         match v["type"].as_str().unwrap_or_default() {
             "message_start" => {
                 self.usage = usage(&v["message"]["usage"]);
@@ -274,7 +274,7 @@ impl StreamDecoder for Decoder {
             "message_stop" => self.stopped = true,
             "error" => {
                 let msg = v["error"]["message"].as_str().unwrap_or("error in stream");
-                return Err(ProviderError::Cut(msg.to_string()));
+                return Err(UpstreamError::Cut(msg.to_string()));
             }
             _ => {}
         }

@@ -1,7 +1,7 @@
 //! Stream framing: Server-Sent Events (OpenAI, Anthropic, Gemini with `alt=sse`) and
 //! newline-delimited JSON (Ollama), decoded incrementally from arbitrary byte chunks.
 
-use super::{Framing, ProviderError};
+use super::{Framing, UpstreamError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -27,7 +27,7 @@ impl Framer {
     }
 
     /// Adds bytes; complete frames are appended to `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Frame>) -> Result<(), ProviderError> {
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Frame>) -> Result<(), UpstreamError> {
         self.buf.extend_from_slice(chunk);
         let mut start = 0;
         while let Some(pos) = self.buf[start..].iter().position(|&b| b == b'\n') {
@@ -35,14 +35,14 @@ impl Framer {
             let line = &self.buf[start..end];
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             let line = std::str::from_utf8(line)
-                .map_err(|_| ProviderError::Protocol("the stream is not valid UTF-8".into()))?;
+                .map_err(|_| UpstreamError::Protocol("the stream is not valid UTF-8".into()))?;
             let line = line.to_owned();
             self.line(&line, out);
             start = end + 1;
         }
         self.buf.drain(..start);
         if self.buf.len() > MAX_LINE {
-            return Err(ProviderError::Protocol(format!("a stream line exceeded {MAX_LINE} bytes")));
+            return Err(UpstreamError::Protocol(format!("a stream line exceeded {MAX_LINE} bytes")));
         }
         Ok(())
     }

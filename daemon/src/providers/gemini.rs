@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
-use super::{ProviderError, StreamDecoder, Target, WireRequest, auth_header, join_url, u64_at};
+use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
 use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, ToolChoice, Usage};
 
 pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireRequest {
@@ -167,14 +167,14 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {
+    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), UpstreamError> {
         let Frame::Sse { data, .. } = frame else {
             return Ok(());
         };
         let v: Value =
-            serde_json::from_str(&data).map_err(|e| ProviderError::Protocol(format!("bad stream chunk: {e}")))?;
+            serde_json::from_str(&data).map_err(|e| UpstreamError::Protocol(format!("bad stream chunk: {e}")))?;
         if let Some(err) = v.get("error") {
-            return Err(ProviderError::Cut(err["message"].as_str().unwrap_or("error in stream").to_string()));
+            return Err(UpstreamError::Cut(err["message"].as_str().unwrap_or("error in stream").to_string()));
         }
         if let Some(candidate) = v["candidates"].get(0) {
             for part in candidate["content"]["parts"].as_array().into_iter().flatten() {

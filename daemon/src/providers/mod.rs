@@ -4,6 +4,7 @@
 //! NDJSON). The provider files only build request bodies and parse answers.
 
 pub mod anthropic;
+mod config;
 pub mod embeddings;
 pub mod frame;
 pub mod gemini;
@@ -17,29 +18,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::config::{Limits, ProviderConfig, ProviderKind};
 use crate::keychain::Secret;
-use crate::model::{ChatRequest, ChatResponse, DeltaAt, Event, EventStream, Native, WireFormat};
+use crate::model::{ChatRequest, ChatResponse, DeltaAt, Event, EventStream, Native, UpstreamError, WireFormat};
+pub use config::{Limits, ProviderConfig, ProviderKind};
 use frame::{Frame, Framer};
-
-/// Why a provider call failed, classified for the router.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
-    #[error("cannot connect: {0}")]
-    Connect(String),
-    #[error("timed out {0}")]
-    Timeout(&'static str),
-    #[error("answered {status}: {message}")]
-    Status { status: u16, retry_after: Option<Duration>, message: String },
-    #[error("sent an answer that could not be read: {0}")]
-    Protocol(String),
-    #[error("cut the stream: {0}")]
-    Cut(String),
-    #[error("{0}")]
-    Redirected(String),
-    #[error("has no credentials: run `tollgate login {0}` (or set {env})", env = crate::keychain::env_var(.0))]
-    NoCredentials(String),
-}
 
 /// The wire formats a provider can be called in, the first its default.
 pub fn formats(config: &ProviderConfig) -> &'static [WireFormat] {
@@ -98,33 +80,6 @@ pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String
     ))
 }
 
-impl ProviderError {
-    /// Whether another try (of this target or the next) may succeed: connection trouble, time-outs,
-    /// rate limits and server errors. A 4xx other than 429 says the request itself is wrong.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Connect(_) | Self::Timeout(_) | Self::Cut(_) => true,
-            Self::Status { status, .. } => *status == 429 || *status == 408 || *status >= 500,
-            Self::Protocol(_) => false,
-            // Another target may have credentials, or answer where it is configured.
-            Self::NoCredentials(_) | Self::Redirected(_) => true,
-        }
-    }
-
-    /// Whether trying the same target again may help: not when it redirects (it will again) or
-    /// has no key (it still will not).
-    pub fn worth_retrying(&self) -> bool {
-        !matches!(self, Self::Redirected(_) | Self::NoCredentials(_))
-    }
-
-    pub fn retry_after(&self) -> Option<Duration> {
-        match self {
-            Self::Status { retry_after, .. } => *retry_after,
-            _ => None,
-        }
-    }
-}
-
 /// One resolved route target: which provider, which model, with which key.
 pub struct Target<'a> {
     pub provider: &'a str,
@@ -158,7 +113,7 @@ pub enum Framing {
 
 /// Turns one provider's stream frames into events.
 pub trait StreamDecoder: Send + 'static {
-    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError>;
+    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), UpstreamError>;
     /// Where a frame of this format carries a piece of streamed text (for restoring placeholders
     /// in a forwarded frame); `None` for a frame whose strings are each whole.
     fn locate(&self, _data: &Value) -> Option<DeltaAt> {
@@ -190,17 +145,17 @@ pub async fn complete(
     target: &Target<'_>,
     req: &ChatRequest,
     limits: &Limits,
-) -> Result<ChatResponse, ProviderError> {
+) -> Result<ChatResponse, UpstreamError> {
     let wire = build(target, req, false)?;
     let kind = target.config.kind;
     let format = native_for(target.config, req).map(|n| n.format);
     let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
     let response = send(http, wire, kind, deadline).await?;
     let body = read_capped(response, limits.max_response_bytes, deadline).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     if let Some(inputs) = &req.embed {
         let tokens = inputs.iter().map(|t| crate::tokens::count(t)).sum();
-        return embeddings::parse(kind, target.model, &value, tokens).map_err(ProviderError::Protocol);
+        return embeddings::parse(kind, target.model, &value, tokens).map_err(UpstreamError::Protocol);
     }
     let parsed = match (format, kind) {
         (Some(WireFormat::OpenaiResponses), _) => responses::parse_response(&value),
@@ -210,7 +165,7 @@ pub async fn complete(
         (_, ProviderKind::Gemini) => gemini::parse_response(&value, target.model),
         (_, ProviderKind::Ollama) => ollama::parse_response(&value),
     };
-    let mut parsed = parsed.map_err(ProviderError::Protocol)?;
+    let mut parsed = parsed.map_err(UpstreamError::Protocol)?;
     if format.is_some() {
         parsed.wire = Some(value);
     }
@@ -224,7 +179,7 @@ pub async fn stream(
     target: &Target<'_>,
     req: &ChatRequest,
     limits: &Limits,
-) -> Result<EventStream, ProviderError> {
+) -> Result<EventStream, UpstreamError> {
     let wire = build(target, req, true)?;
     let kind = target.config.kind;
     let format = native_for(target.config, req).map(|n| n.format);
@@ -232,7 +187,7 @@ pub async fn stream(
     let (framing, decoder): (Framing, Box<dyn StreamDecoder>) = match (format, kind) {
         (Some(WireFormat::OpenaiResponses), _) => (Framing::Sse, Box::new(responses::Decoder::default())),
         (Some(WireFormat::OpenaiEmbeddings), _) => {
-            return Err(ProviderError::Protocol("embeddings are not streamed".into()));
+            return Err(UpstreamError::Protocol("embeddings are not streamed".into()));
         }
         (_, ProviderKind::Openai) => (Framing::Sse, Box::new(openai::Decoder::default())),
         (_, ProviderKind::Anthropic) => (Framing::Sse, Box::new(anthropic::Decoder::default())),
@@ -245,14 +200,14 @@ pub async fn stream(
         (Some(path), ProviderKind::Openai) => {
             let url = reqwest::Url::parse(&target.config.base_url)
                 .and_then(|base| base.join(path))
-                .map_err(|e| ProviderError::Protocol(format!("bad tokenize_path: {e}")))?;
+                .map_err(|e| UpstreamError::Protocol(format!("bad tokenize_path: {e}")))?;
             openai::count_usage(events, http.clone(), url, req)
         }
         _ => events,
     })
 }
 
-fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, ProviderError> {
+fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireRequest, UpstreamError> {
     let mut wire = match (native_for(target.config, req), &req.embed) {
         (Some(native), _) => passthrough(target, native, stream),
         (None, Some(inputs)) => embeddings::build(target, inputs),
@@ -264,7 +219,7 @@ fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> Result<WireReq
         },
     };
     if !target.config.query.is_empty() {
-        let mut url = reqwest::Url::parse(&wire.url).map_err(|e| ProviderError::Protocol(e.to_string()))?;
+        let mut url = reqwest::Url::parse(&wire.url).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
         url.query_pairs_mut().extend_pairs(&target.config.query);
         wire.url = url.into();
     }
@@ -333,7 +288,7 @@ pub async fn count_tokens(
     target: &Target<'_>,
     native: &Native,
     limits: &Limits,
-) -> Result<u64, ProviderError> {
+) -> Result<u64, UpstreamError> {
     let mut wire = passthrough(target, native, false);
     wire.url = join_url(&target.config.base_url, "v1/messages/count_tokens");
     if let Some(q) = native.query.as_deref().filter(|q| !q.is_empty()) {
@@ -343,8 +298,8 @@ pub async fn count_tokens(
     let deadline = Duration::from_millis(limits.first_byte_timeout_ms);
     let response = send(http, wire, ProviderKind::Anthropic, deadline).await?;
     let body = read_capped(response, limits.max_response_bytes, deadline).await?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| ProviderError::Protocol(e.to_string()))?;
-    value["input_tokens"].as_u64().ok_or_else(|| ProviderError::Protocol("no input_tokens in the count".into()))
+    let value: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    value["input_tokens"].as_u64().ok_or_else(|| UpstreamError::Protocol("no input_tokens in the count".into()))
 }
 
 /// Joins a base URL and a path without doubling or dropping the slash.
@@ -384,7 +339,7 @@ async fn send(
     wire: WireRequest,
     kind: ProviderKind,
     deadline: Duration,
-) -> Result<reqwest::Response, ProviderError> {
+) -> Result<reqwest::Response, UpstreamError> {
     let mut builder = http.post(&wire.url).json(&wire.body);
     for (name, value) in wire.headers {
         builder = builder.header(name, value);
@@ -394,13 +349,13 @@ async fn send(
     }
     let response = tokio::time::timeout(deadline, builder.send())
         .await
-        .map_err(|_| ProviderError::Timeout("waiting for the answer to start"))?
+        .map_err(|_| UpstreamError::Timeout("waiting for the answer to start"))?
         .map_err(|e| {
             if e.is_timeout() {
-                ProviderError::Timeout("connecting")
+                UpstreamError::Timeout("connecting")
             } else {
                 // Without the URL: its query or user part may hold a key.
-                ProviderError::Connect(error_chain(&e.without_url()))
+                UpstreamError::Connect(error_chain(&e.without_url()))
             }
         })?;
     let status = response.status();
@@ -408,14 +363,14 @@ async fn send(
         return Ok(response);
     }
     if let Some(message) = redirect_refusal(&response) {
-        return Err(ProviderError::Redirected(message));
+        return Err(UpstreamError::Redirected(message));
     }
     let retry_after = parse_retry_after(response.headers());
     // An error body is read for its message only: a little of it, briefly.
     let body = read_capped(response, 64 * 1024, Duration::from_secs(5)).await.unwrap_or_default();
     let message =
         error_message(kind, &body).unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-    Err(ProviderError::Status { status: status.as_u16(), retry_after, message })
+    Err(UpstreamError::Status { status: status.as_u16(), retry_after, message })
 }
 
 /// A whole answer's body, read until `deadline` and at most `limit` bytes: a provider (or anything
@@ -424,13 +379,13 @@ async fn read_capped(
     mut response: reqwest::Response,
     limit: usize,
     deadline: Duration,
-) -> Result<bytes::Bytes, ProviderError> {
+) -> Result<bytes::Bytes, UpstreamError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }
     let read = async {
         let mut body = bytes::BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(|e| ProviderError::Cut(error_chain(&e.without_url())))? {
+        while let Some(chunk) = response.chunk().await.map_err(|e| UpstreamError::Cut(error_chain(&e.without_url())))? {
             if body.len() + chunk.len() > limit {
                 return Err(too_large(limit));
             }
@@ -438,11 +393,11 @@ async fn read_capped(
         }
         Ok(body.freeze())
     };
-    tokio::time::timeout(deadline, read).await.map_err(|_| ProviderError::Timeout("reading the answer"))?
+    tokio::time::timeout(deadline, read).await.map_err(|_| UpstreamError::Timeout("reading the answer"))?
 }
 
-fn too_large(limit: usize) -> ProviderError {
-    ProviderError::Protocol(format!("the answer exceeded {limit} bytes (limits.max_response_bytes); it was cut"))
+fn too_large(limit: usize) -> UpstreamError {
+    UpstreamError::Protocol(format!("the answer exceeded {limit} bytes (limits.max_response_bytes); it was cut"))
 }
 
 /// What to say of an answer that redirects (3xx): where it pointed (its origin only: a query may
@@ -544,7 +499,7 @@ fn decode_stream(
         /// Bytes that may still be read (`limits.max_response_bytes` at the start).
         left: usize,
     }
-    fn decode_frames(s: &mut State) -> Result<(), ProviderError> {
+    fn decode_frames(s: &mut State) -> Result<(), UpstreamError> {
         for frame in s.frames.drain(..) {
             if s.forward
                 && let Frame::Sse { event, data } = &frame
@@ -585,16 +540,16 @@ fn decode_stream(
             let chunk = match tokio::time::timeout(s.idle, s.body.next()).await {
                 Err(_) => {
                     s.ended = true;
-                    return Some((Err(ProviderError::Timeout("waiting for the next part of the stream")), s));
+                    return Some((Err(UpstreamError::Timeout("waiting for the next part of the stream")), s));
                 }
                 Ok(Some(Err(e))) => {
                     s.ended = true;
-                    return Some((Err(ProviderError::Cut(error_chain(&e.without_url()))), s));
+                    return Some((Err(UpstreamError::Cut(error_chain(&e.without_url()))), s));
                 }
                 Ok(Some(Ok(chunk))) if chunk.len() > s.left => {
                     s.ended = true;
                     return Some((
-                        Err(ProviderError::Cut("the answer exceeded limits.max_response_bytes; it was cut".into())),
+                        Err(UpstreamError::Cut("the answer exceeded limits.max_response_bytes; it was cut".into())),
                         s,
                     ));
                 }
@@ -611,7 +566,7 @@ fn decode_stream(
                     if !s.decoder.finished() {
                         s.pending.clear();
                         return Some((
-                            Err(ProviderError::Cut("the connection closed before the answer was complete".into())),
+                            Err(UpstreamError::Cut("the connection closed before the answer was complete".into())),
                             s,
                         ));
                     }
@@ -653,12 +608,12 @@ mod tests {
 
     #[test]
     fn only_transient_failures_may_be_retried() {
-        let status = |s| ProviderError::Status { status: s, retry_after: None, message: String::new() };
+        let status = |s| UpstreamError::Status { status: s, retry_after: None, message: String::new() };
         assert!(status(429).is_transient());
         assert!(status(503).is_transient());
         assert!(!status(400).is_transient());
         assert!(!status(401).is_transient());
-        assert!(ProviderError::Timeout("x").is_transient());
+        assert!(UpstreamError::Timeout("x").is_transient());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
-use super::{ProviderError, StreamDecoder, Target, WireRequest, auth_header, join_url, u64_at};
+use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
 use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, Usage};
 
 pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireRequest {
@@ -171,14 +171,14 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {
+    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), UpstreamError> {
         let Frame::Line(line) = frame else {
             return Ok(());
         };
         let v: Value =
-            serde_json::from_str(&line).map_err(|e| ProviderError::Protocol(format!("bad stream line: {e}")))?;
+            serde_json::from_str(&line).map_err(|e| UpstreamError::Protocol(format!("bad stream line: {e}")))?;
         if let Some(err) = v["error"].as_str() {
-            return Err(ProviderError::Cut(err.to_string()));
+            return Err(UpstreamError::Cut(err.to_string()));
         }
         let text = v["message"]["content"].as_str().or_else(|| v["response"].as_str()).unwrap_or_default();
         if !text.is_empty() {
@@ -205,7 +205,7 @@ impl StreamDecoder for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProviderConfig, ProviderKind};
+    use crate::providers::{ProviderConfig, ProviderKind};
 
     fn target(config: &ProviderConfig) -> Target<'_> {
         Target { provider: "ollama", config, model: "qwen2.5-coder:1.5b", key: None }

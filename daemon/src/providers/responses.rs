@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use serde_json::Value;
 
 use super::frame::Frame;
-use super::{ProviderError, StreamDecoder, u64_at};
+use super::{StreamDecoder, UpstreamError, u64_at};
 use crate::model::{ChatResponse, DeltaAt, Event, FinishReason, Part, Usage};
 
 pub fn usage(u: &Value) -> Usage {
@@ -90,12 +90,12 @@ impl StreamDecoder for Decoder {
         v["delta"].is_string().then(|| DeltaAt { channel, pointer: "/delta".into(), json })
     }
 
-    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), ProviderError> {
+    fn decode(&mut self, frame: Frame, out: &mut VecDeque<Event>) -> Result<(), UpstreamError> {
         let Frame::Sse { data, .. } = frame else {
             return Ok(());
         };
         let v: Value =
-            serde_json::from_str(&data).map_err(|e| ProviderError::Protocol(format!("bad stream event: {e}")))?;
+            serde_json::from_str(&data).map_err(|e| UpstreamError::Protocol(format!("bad stream event: {e}")))?;
         match v["type"].as_str().unwrap_or_default() {
             "response.output_text.delta" => {
                 if let Some(text) = v["delta"].as_str().filter(|t| !t.is_empty()) {
@@ -127,11 +127,11 @@ impl StreamDecoder for Decoder {
             "response.failed" => {
                 self.ended = true;
                 let msg = v["response"]["error"]["message"].as_str().unwrap_or("the response failed");
-                return Err(ProviderError::Cut(msg.chars().take(500).collect()));
+                return Err(UpstreamError::Cut(msg.chars().take(500).collect()));
             }
             "error" => {
                 let msg = v["message"].as_str().or(v["error"]["message"].as_str()).unwrap_or("error in stream");
-                return Err(ProviderError::Cut(msg.chars().take(500).collect()));
+                return Err(UpstreamError::Cut(msg.chars().take(500).collect()));
             }
             _ => {}
         }

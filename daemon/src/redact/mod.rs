@@ -457,7 +457,7 @@ pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> c
         tools: BTreeMap<u32, stream::Restorer<Arc<Vault>>>,
         frames: FrameRestorer,
         vault: Arc<Vault>,
-        queue: std::collections::VecDeque<Result<Event, crate::providers::ProviderError>>,
+        queue: std::collections::VecDeque<Result<Event, crate::model::UpstreamError>>,
         done: bool,
     }
     impl S {
@@ -551,7 +551,7 @@ struct Channel {
     at: crate::model::DeltaAt,
 }
 
-type Queue = std::collections::VecDeque<Result<crate::model::Event, crate::providers::ProviderError>>;
+type Queue = std::collections::VecDeque<Result<crate::model::Event, crate::model::UpstreamError>>;
 
 impl FrameRestorer {
     fn new(vault: Arc<Vault>) -> Self {
