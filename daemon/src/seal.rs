@@ -191,6 +191,11 @@ pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<Lo
     if let Some(found) = found {
         return Ok(found);
     }
+    // A keychain that could not be read (locked, its service not up yet) may hold the key that
+    // sealed what is in the database: a new key is made (in the file) to carry on, but nothing is
+    // removed, so that the old key opens it again once the keychain answers (it is looked up
+    // before the file).
+    let old_key_may_exist = refused.is_some();
     let key = random_key()?;
     if let Some(k) = keychain.filter(|k| k.holds_keys() && refused.is_none()) {
         match k.set_entry(SERVICE, ACCOUNT, &Secret::new(hex(&key))) {
@@ -205,7 +210,7 @@ pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<Lo
     crate::paths::create_private_dir(data_dir).map_err(|source| SealError::File { path: file.clone(), source })?;
     crate::paths::write_private_file(&file, hex(&key).as_bytes())
         .map_err(|source| SealError::File { path: file.clone(), source })?;
-    Ok(Loaded::new(&key, KeyHome::File { path: file }, true))
+    Ok(Loaded::new(&key, KeyHome::File { path: file }, !old_key_may_exist))
 }
 
 /// The storage key as loaded.
@@ -213,7 +218,8 @@ pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<Lo
 pub struct Loaded {
     pub sealer: Sealer,
     pub home: KeyHome,
-    /// Made just now: anything sealed before was sealed with a key no longer held.
+    /// Made just now where no key was: anything sealed before was sealed with a key no longer
+    /// held, and may be removed.
     pub created: bool,
 }
 
