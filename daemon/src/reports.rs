@@ -39,7 +39,7 @@ fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<Value> {
     if let Some(v) = from_daemon(paths, &format!("/v1/usage?since={since}&by={by}"))? {
         return Ok(v);
     }
-    let from = crate::api::native::since(Some(since), utc::now_ms()).map_err(anyhow::Error::msg)?;
+    let from = utc::since(Some(since), utc::now_ms()).map_err(anyhow::Error::msg)?;
     let by: ledger::GroupBy = serde_json::from_value(Value::String(by.into()))?;
     Ok(serde_json::to_value(query(paths, move |c| ledger::usage(c, from, by))?)?)
 }

@@ -106,6 +106,17 @@ pub fn parse_since(s: &str, now: i64) -> Option<i64> {
     Some(ms)
 }
 
+/// Resolves `--since` words and values to a time.
+pub fn since(value: Option<&str>, now: i64) -> Result<i64, String> {
+    match value.unwrap_or("today") {
+        "today" => Ok(Period::Day.start(now)),
+        "week" => Ok(Period::Week.start(now)),
+        "month" => Ok(Period::Month.start(now)),
+        other => parse_since(other, now)
+            .ok_or_else(|| format!("since: {other:?} is not today, week, month, a date (2026-11-01) or an age (7d)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +149,8 @@ mod tests {
         assert_eq!(parse_since("1970-01-01T01:00:00Z", now), Some(3_600_000));
         assert_eq!(parse_since("yesterday", now), None);
         assert_eq!(parse_since("2026-13-01", now), None);
+        assert_eq!(since(Some("today"), now), Ok(now));
+        assert_eq!(since(None, now + 5), Ok(now));
+        assert!(since(Some("yesterday"), now).unwrap_err().contains("an age (7d)"));
     }
 }

@@ -247,21 +247,9 @@ pub struct UsageQuery {
     by: Option<crate::ledger::GroupBy>,
 }
 
-/// Resolves `--since` words and values to a time.
-pub fn since(value: Option<&str>, now: i64) -> Result<i64, String> {
-    use crate::utc::Period;
-    match value.unwrap_or("today") {
-        "today" => Ok(Period::Day.start(now)),
-        "week" => Ok(Period::Week.start(now)),
-        "month" => Ok(Period::Month.start(now)),
-        other => crate::utc::parse_since(other, now)
-            .ok_or_else(|| format!("since: {other:?} is not today, week, month, a date (2026-11-01) or an age (7d)")),
-    }
-}
-
 /// Usage since a time, grouped by model, project, task or provider.
 pub async fn usage(State(state): State<super::State>, Query(q): Query<UsageQuery>) -> Response {
-    let since = match since(q.since.as_deref(), crate::utc::now_ms()) {
+    let since = match crate::utc::since(q.since.as_deref(), crate::utc::now_ms()) {
         Ok(s) => s,
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, e).into_response(),
     };
