@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::ledger::{self, Row};
 use crate::model::{ChatRequest, Event, Usage};
-use crate::seal::Sealer;
+use crate::seal::{Column, Sealer};
 
 use crate::store::Store;
 
@@ -84,10 +84,7 @@ pub async fn lookup(store: &Store, sealer: &Arc<Sealer>, key: [u8; 32], now: i64
                     None
                 });
             let (provider, model, sealed) = found?;
-            let Some(events) = sealer
-                .open("cache", "events", &key, &sealed)
-                .and_then(|plain| serde_json::from_slice::<Vec<Event>>(&plain).ok())
-            else {
+            let Some(events) = sealer.open_json::<Vec<Event>>(Column::CacheEvents, &key, &sealed) else {
                 let _ = c.execute("DELETE FROM cache WHERE key = ?1", [&key[..]]);
                 return None;
             };
@@ -130,7 +127,7 @@ pub fn store(store: &Store, sealer: &Arc<Sealer>, entry: Entry, events: &[Event]
     let sealer = Arc::clone(sealer);
     store.write(move |c| {
         let Entry { key, scope, provider, model } = entry;
-        let sealed = sealer.seal("cache", "events", &key, &json);
+        let sealed = sealer.seal(Column::CacheEvents, &key, &json);
         let size = sealed.len() as i64;
         let r = c.execute(
             "INSERT OR REPLACE INTO cache (key, scope, provider, model, events, size, created_ms, last_used_ms, expires_ms) \

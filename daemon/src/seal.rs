@@ -23,12 +23,31 @@ const KEY_LEN: usize = 32;
 const SERVICE: &str = "tollgate-storage";
 const ACCOUNT: &str = "database-key";
 
-/// The tables whose values are sealed, and their sealed columns (with the column naming the row).
-pub const SEALED: &[(&str, &str, &[&str])] = &[
-    ("cache", "key", &["events"]),
-    ("responses", "id", &["turns", "answer"]),
-    ("audit", "request_id", &["request", "response"]),
-];
+/// Every sealed column: a value is sealed for one of these, and opens only for the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    CacheEvents,
+    ResponseTurns,
+    ResponseAnswer,
+    AuditRequest,
+    AuditResponse,
+}
+
+impl Column {
+    pub const ALL: [Column; 5] =
+        [Self::CacheEvents, Self::ResponseTurns, Self::ResponseAnswer, Self::AuditRequest, Self::AuditResponse];
+
+    /// The table, the column, and the column that names the row.
+    fn place(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::CacheEvents => ("cache", "events", "key"),
+            Self::ResponseTurns => ("responses", "turns", "id"),
+            Self::ResponseAnswer => ("responses", "answer", "id"),
+            Self::AuditRequest => ("audit", "request", "request_id"),
+            Self::AuditResponse => ("audit", "response", "request_id"),
+        }
+    }
+}
 
 /// Seals and opens values with the user's storage key.
 pub struct Sealer {
@@ -62,7 +81,8 @@ pub enum SealError {
 }
 
 /// The associated data of a value: its table, column and row.
-fn aad(table: &str, column: &str, row: &[u8]) -> Vec<u8> {
+fn aad(column: Column, row: &[u8]) -> Vec<u8> {
+    let (table, column, _) = column.place();
     let mut a = Vec::with_capacity(table.len() + column.len() + row.len() + 2);
     a.extend_from_slice(table.as_bytes());
     a.push(0x1f);
@@ -83,8 +103,8 @@ impl Sealer {
         Self::from_key(&random_key().expect("random numbers"))
     }
 
-    /// Seals `plain` as the value of `table`.`column` in the row named `row`.
-    pub fn seal(&self, table: &str, column: &str, row: &[u8], plain: &[u8]) -> Vec<u8> {
+    /// Seals `plain` as the value of `column` in the row named `row`.
+    pub fn seal(&self, column: Column, row: &[u8], plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
         getrandom::fill(&mut nonce).expect("random numbers from the operating system");
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plain.len() + AES_256_GCM.tag_len());
@@ -92,11 +112,7 @@ impl Sealer {
         out.extend_from_slice(&nonce);
         let mut body = plain.to_vec();
         self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad(table, column, row)),
-                &mut body,
-            )
+            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(column, row)), &mut body)
             .expect("sealing fits in memory");
         out.extend_from_slice(&body);
         out
@@ -104,7 +120,7 @@ impl Sealer {
 
     /// Opens a value sealed by [`Sealer::seal`] for the same place; `None` when it was sealed
     /// with another key, for another place, or has been changed.
-    pub fn open(&self, table: &str, column: &str, row: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    pub fn open(&self, column: Column, row: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         let (&version, rest) = sealed.split_first()?;
         if version != VERSION || rest.len() < NONCE_LEN + AES_256_GCM.tag_len() {
             return None;
@@ -112,10 +128,15 @@ impl Sealer {
         let (nonce, body) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut body = body.to_vec();
-        let plain = self.key.open_in_place(nonce, Aad::from(aad(table, column, row)), &mut body).ok()?;
+        let plain = self.key.open_in_place(nonce, Aad::from(aad(column, row)), &mut body).ok()?;
         let n = plain.len();
         body.truncate(n);
         Some(body)
+    }
+
+    /// [`Sealer::open`], then the JSON it holds.
+    pub fn open_json<T: serde::de::DeserializeOwned>(&self, column: Column, row: &[u8], sealed: &[u8]) -> Option<T> {
+        serde_json::from_slice(&self.open(column, row, sealed)?).ok()
     }
 }
 
@@ -248,23 +269,24 @@ pub fn seal_database(path: &Path, sealer: &Sealer, created: bool) -> rusqlite::R
     c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;")?;
     let mut done = Sealed::default();
     let tx = c.unchecked_transaction()?;
-    for (table, id, columns) in SEALED {
-        if created {
-            let blobs = columns.iter().map(|col| format!("typeof({col}) = 'blob'")).collect::<Vec<_>>().join(" OR ");
-            done.dropped += tx.execute(&format!("DELETE FROM {table} WHERE {blobs}"), [])?;
+    if created {
+        for column in Column::ALL {
+            let (table, name, _) = column.place();
+            done.dropped += tx.execute(&format!("DELETE FROM {table} WHERE typeof({name}) = 'blob'"), [])?;
         }
-        for column in *columns {
-            let plain: Vec<(i64, Vec<u8>, Vec<u8>)> = {
-                let mut s = tx.prepare(&format!(
-                    "SELECT rowid, CAST({id} AS BLOB), CAST({column} AS BLOB) FROM {table} WHERE typeof({column}) = 'text'"
-                ))?;
-                s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
-            };
-            let mut update = tx.prepare(&format!("UPDATE {table} SET {column} = ?1 WHERE rowid = ?2"))?;
-            for (rowid, row, value) in plain {
-                update.execute(rusqlite::params![sealer.seal(table, column, &row, &value), rowid])?;
-                done.sealed += 1;
-            }
+    }
+    for column in Column::ALL {
+        let (table, name, id) = column.place();
+        let plain: Vec<(i64, Vec<u8>, Vec<u8>)> = {
+            let mut s = tx.prepare(&format!(
+                "SELECT rowid, CAST({id} AS BLOB), CAST({name} AS BLOB) FROM {table} WHERE typeof({name}) = 'text'"
+            ))?;
+            s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?
+        };
+        let mut update = tx.prepare(&format!("UPDATE {table} SET {name} = ?1 WHERE rowid = ?2"))?;
+        for (rowid, row, value) in plain {
+            update.execute(rusqlite::params![sealer.seal(column, &row, &value), rowid])?;
+            done.sealed += 1;
         }
     }
     tx.commit()?;
@@ -281,22 +303,25 @@ mod tests {
 
     #[test]
     fn a_value_opens_only_with_its_key_in_its_place_and_unchanged() {
+        use Column::*;
         let s = Sealer::random();
-        let sealed = s.seal("cache", "events", b"k1", b"the answer");
-        assert_eq!(s.open("cache", "events", b"k1", &sealed).as_deref(), Some(&b"the answer"[..]));
+        let sealed = s.seal(CacheEvents, b"k1", b"the answer");
+        assert_eq!(s.open(CacheEvents, b"k1", &sealed).as_deref(), Some(&b"the answer"[..]));
         assert!(!sealed.windows(10).any(|w| w == b"the answer"));
         // Another row, column, table, key; a flipped bit; a truncated value.
-        assert_eq!(s.open("cache", "events", b"k2", &sealed), None);
-        assert_eq!(s.open("audit", "events", b"k1", &sealed), None);
-        assert_eq!(s.open("cache", "turns", b"k1", &sealed), None);
-        assert_eq!(Sealer::random().open("cache", "events", b"k1", &sealed), None);
+        assert_eq!(s.open(CacheEvents, b"k2", &sealed), None);
+        assert_eq!(s.open(AuditRequest, b"k1", &sealed), None);
+        assert_eq!(s.open(ResponseAnswer, b"k1", &sealed), None);
+        let answer = s.seal(ResponseAnswer, b"k1", b"x");
+        assert_eq!(s.open(ResponseTurns, b"k1", &answer), None, "another column of the same table");
+        assert_eq!(Sealer::random().open(CacheEvents, b"k1", &sealed), None);
         let mut bent = sealed.clone();
         *bent.last_mut().unwrap() ^= 1;
-        assert_eq!(s.open("cache", "events", b"k1", &bent), None);
-        assert_eq!(s.open("cache", "events", b"k1", &sealed[..sealed.len() - 1]), None);
-        assert_eq!(s.open("cache", "events", b"k1", &[]), None);
+        assert_eq!(s.open(CacheEvents, b"k1", &bent), None);
+        assert_eq!(s.open(CacheEvents, b"k1", &sealed[..sealed.len() - 1]), None);
+        assert_eq!(s.open(CacheEvents, b"k1", &[]), None);
         // The same value sealed twice does not give the same bytes.
-        assert_ne!(sealed, s.seal("cache", "events", b"k1", b"the answer"));
+        assert_ne!(sealed, s.seal(CacheEvents, b"k1", b"the answer"));
     }
 
     #[test]
@@ -304,11 +329,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create(None, dir.path()).unwrap();
         assert!(first.created);
-        let sealed = first.sealer.seal("audit", "request", b"r", b"x");
+        let sealed = first.sealer.seal(Column::AuditRequest, b"r", b"x");
         let again = load_or_create(None, dir.path()).unwrap();
         assert!(!again.created);
         assert_eq!(again.home, KeyHome::File { path: key_file(dir.path()) });
-        assert_eq!(again.sealer.open("audit", "request", b"r", &sealed).as_deref(), Some(&b"x"[..]));
+        assert_eq!(again.sealer.open(Column::AuditRequest, b"r", &sealed).as_deref(), Some(&b"x"[..]));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

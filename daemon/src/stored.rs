@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ChatResponse, Message, Role};
-use crate::seal::Sealer;
+use crate::seal::{Column, Sealer};
 use crate::store::Store;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,8 +33,8 @@ pub fn keep(
     let (Ok(turns), Ok(answer)) = (serde_json::to_vec(&turns), serde_json::to_vec(answer)) else { return };
     let sealer = std::sync::Arc::clone(sealer);
     store.write(move |c| {
-        let turns = sealer.seal("responses", "turns", id.as_bytes(), &turns);
-        let answer = sealer.seal("responses", "answer", id.as_bytes(), &answer);
+        let turns = sealer.seal(Column::ResponseTurns, id.as_bytes(), &turns);
+        let answer = sealer.seal(Column::ResponseAnswer, id.as_bytes(), &answer);
         let r = c.execute(
             "INSERT OR REPLACE INTO responses (id, ts_ms, scope, turns, answer) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![id, crate::utc::now_ms(), scope, turns, answer],
@@ -69,11 +69,9 @@ pub fn get(c: &Connection, sealer: &Sealer, id: &str, scope: &str) -> rusqlite::
         })
         .optional()?;
     Ok(row.and_then(|(turns, answer, ts_ms)| {
-        let turns = sealer.open("responses", "turns", id.as_bytes(), &turns)?;
-        let answer = sealer.open("responses", "answer", id.as_bytes(), &answer)?;
         Some(Stored {
-            turns: serde_json::from_slice(&turns).ok()?,
-            answer: serde_json::from_slice(&answer).ok()?,
+            turns: sealer.open_json(Column::ResponseTurns, id.as_bytes(), &turns)?,
+            answer: sealer.open_json(Column::ResponseAnswer, id.as_bytes(), &answer)?,
             ts_ms,
         })
     }))

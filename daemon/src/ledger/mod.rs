@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::seal::Sealer;
+use crate::seal::{Column, Sealer};
 use crate::store::Store;
 use crate::utc;
 use prices::Micros;
@@ -317,13 +317,11 @@ pub fn call(c: &Connection, sealer: &Sealer, id: &str) -> rusqlite::Result<Optio
             Ok((r.get(0)?, r.get(1)?))
         })
         .optional()?;
-    let open = |column: &str, sealed: &[u8]| -> Option<serde_json::Value> {
-        let plain = sealer.open("audit", column, row.request_id.as_bytes(), sealed)?;
-        serde_json::from_slice(&plain).ok()
-    };
+    let id = row.request_id.as_bytes();
     let (request, response, unreadable) = match audit {
         Some((q, a)) => {
-            let (q, a) = (open("request", &q), open("response", &a));
+            let q: Option<serde_json::Value> = sealer.open_json(Column::AuditRequest, id, &q);
+            let a: Option<serde_json::Value> = sealer.open_json(Column::AuditResponse, id, &a);
             let unreadable = q.is_none() || a.is_none();
             (q, a, unreadable)
         }
@@ -343,8 +341,8 @@ pub fn audit(
     let sealer = std::sync::Arc::clone(sealer);
     store.write(move |c| {
         let id = request_id.as_bytes();
-        let request = sealer.seal("audit", "request", id, request.to_string().as_bytes());
-        let response = sealer.seal("audit", "response", id, response.to_string().as_bytes());
+        let request = sealer.seal(Column::AuditRequest, id, request.to_string().as_bytes());
+        let response = sealer.seal(Column::AuditResponse, id, response.to_string().as_bytes());
         let r = c.execute(
             "INSERT OR REPLACE INTO audit (request_id, ts_ms, request, response) VALUES (?1, ?2, ?3, ?4)",
             params![request_id, utc::now_ms(), request, response],
