@@ -165,23 +165,23 @@ def start_llama(*extra):
     return url, proc, log
 
 
-@pytest.fixture(scope="session")
-def llama_embedding_server():
-    """The same server and model with embeddings on."""
+def serve_llama(*args):
+    """Runs the server with `args` for the session; yields its URL, stops it after."""
     assert pathlib.Path(MODEL).is_file(), f"{MODEL} is missing: run tests/setup.sh"
-    url, proc, log = start_llama("--embedding", "true")
+    url, proc, log = start_llama(*args)
     yield url
     proc.terminate()
     proc.wait(20)
     log.close()
+
+
+@pytest.fixture(scope="session")
+def llama_embedding_server():
+    """The same server and model with embeddings on."""
+    yield from serve_llama("--embedding", "true")
 
 
 @pytest.fixture(scope="session")
 def llama_server():
     """llama-cpp-python's OpenAI-compatible server with the gemma3 270M GGUF."""
-    assert pathlib.Path(MODEL).is_file(), f"{MODEL} is missing: run tests/setup.sh"
-    url, proc, log = start_llama("--chat_format", "gemma")
-    yield url
-    proc.terminate()
-    proc.wait(20)
-    log.close()
+    yield from serve_llama("--chat_format", "gemma")

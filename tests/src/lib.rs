@@ -225,6 +225,16 @@ impl Daemon {
         std::fs::read_to_string(self.home.path().join("daemon.log")).unwrap_or_default()
     }
 
+    /// GETs `path` with the token; the answer's JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        self.client().get(self.url(path)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// POSTs `body` to `path` with the token; the answer's JSON.
+    pub async fn post_json(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        self.client().post(self.url(path)).json(body).send().await.unwrap().json().await.unwrap()
+    }
+
     /// An HTTP client that presents the token.
     pub fn client(&self) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();

@@ -469,16 +469,7 @@ async fn completions_with_a_suffix_go_native_where_served_and_as_fill_in_the_mid
             "temperature": 0.2, "stream": stream})
     };
     // An OpenAI-format server serves /v1/completions itself: the body as sent.
-    let v: Value = d
-        .client()
-        .post(d.url("/v1/completions"))
-        .json(&body("oa/qwen-coder", false))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = d.post_json("/v1/completions", &body("oa/qwen-coder", false)).await;
     assert_eq!(v["object"], "text_completion", "{v}");
     assert!(!v["choices"][0]["text"].as_str().unwrap().is_empty());
     let sent = a.requests().pop().unwrap();

@@ -67,7 +67,7 @@ async fn absurd_usage_figures_are_bounded_and_noted_and_the_daemon_keeps_serving
     assert_eq!(chat(&d, "oa/gpt-a").await.0, 200);
     let metrics = d.client().get(d.url("/metrics")).send().await.unwrap();
     assert_eq!(metrics.status(), 200);
-    let log: Value = d.client().get(d.url("/v1/log?limit=3")).send().await.unwrap().json().await.unwrap();
+    let log = d.get_json("/v1/log?limit=3").await;
     let calls = log["calls"].as_array().unwrap();
     let absurd: Vec<&Value> = calls.iter().filter(|c| c["output_tokens"] == 100_000_000).collect();
     assert_eq!(absurd.len(), 2, "{log}");
@@ -145,7 +145,7 @@ async fn secrets_in_addresses_and_model_names_are_echoed_nowhere() {
     assert!(pasted["error"]["message"].as_str().unwrap().contains("gitlab"), "names the kind: {pasted}");
     let status_page = d.client().get(d.url("/v1/status")).send().await.unwrap().text().await.unwrap();
     assert!(status_page.contains("127.0.0.1:1"), "{status_page}");
-    let log: Value = d.client().get(d.url("/v1/log?limit=5")).send().await.unwrap().json().await.unwrap();
+    let log = d.get_json("/v1/log?limit=5").await;
     let daemon_log = d.log();
     for secret in [PASS, QUERY_KEY, PAT] {
         for (what, text) in [
@@ -192,7 +192,7 @@ async fn an_answer_beyond_the_size_limit_is_cut_and_the_caller_told() {
 async fn calls_without_usage_figures_are_estimated_not_free() {
     let (a, _b, d) = setup().await;
     let log = || async {
-        let v: Value = d.client().get(d.url("/v1/log?limit=1")).send().await.unwrap().json().await.unwrap();
+        let v = d.get_json("/v1/log?limit=1").await;
         v["calls"][0].clone()
     };
     let weather = "please say something about the weather today";
@@ -284,7 +284,7 @@ async fn a_full_disk_stops_spending_and_says_so_and_recovers() {
     // (its settlement waited for the disk).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let log: Value = d.client().get(d.url("/v1/log?limit=1000")).send().await.unwrap().json().await.unwrap();
+        let log = d.get_json("/v1/log?limit=1000").await;
         let rows = log["calls"].as_array().unwrap().iter().filter(|c| c["outcome"] == "ok").count();
         if rows >= served {
             break;
@@ -367,19 +367,12 @@ async fn what_is_kept_of_prompts_is_sealed_and_losing_the_key_loses_only_the_cac
     assert_eq!(r.headers()["x-tollgate-cache"], "hit");
     assert!(r.text().await.unwrap().contains(PROMPT), "the hit is served from the sealed entry");
     // A stored response (a target that keeps none itself).
-    let v: Value = d
-        .client()
-        .post(d.url("/v1/responses"))
-        .json(&json!({"model": "an/claude-a", "input": "remember the okapi 7730", "store": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = d
+        .post_json("/v1/responses", &json!({"model": "an/claude-a", "input": "remember the okapi 7730", "store": true}))
+        .await;
     let response_id = v["id"].as_str().unwrap().to_string();
     assert_eq!(d.client().get(d.url(&format!("/v1/responses/{response_id}"))).send().await.unwrap().status(), 200);
-    let call: Value = d.client().get(d.url(&format!("/v1/log/{id}"))).send().await.unwrap().json().await.unwrap();
+    let call = d.get_json(&format!("/v1/log/{id}")).await;
     assert!(call["request"].to_string().contains(PROMPT), "the audit entry opens: {call}");
 
     // The copied files: no prompt, no answer, no stored turn. Made by an earlier version, every
@@ -400,7 +393,7 @@ async fn what_is_kept_of_prompts_is_sealed_and_losing_the_key_loses_only_the_cac
     assert_eq!(r.headers()["x-tollgate-cache"], "miss");
     assert_eq!(a.requests().len(), before + 1, "answered by the provider again");
     assert_eq!(d.client().get(d.url(&format!("/v1/responses/{response_id}"))).send().await.unwrap().status(), 404);
-    let call: Value = d.client().get(d.url(&format!("/v1/log/{id}"))).send().await.unwrap().json().await.unwrap();
+    let call = d.get_json(&format!("/v1/log/{id}")).await;
     assert_eq!(call["request_id"], id.as_str(), "the ledger row is kept: {call}");
     assert!(call["request"].is_null() && call["input_tokens"].as_u64() > Some(0), "{call}");
     assert_eq!(ledger_rows(&d), rows + 1);
@@ -421,7 +414,7 @@ async fn what_is_kept_of_prompts_is_sealed_and_losing_the_key_loses_only_the_cac
     }
     assert!(on_disk(&d, "walrus plan 8812"));
     d.restart();
-    let call: Value = d.client().get(d.url("/v1/log/req_plain1")).send().await.unwrap().json().await.unwrap();
+    let call = d.get_json("/v1/log/req_plain1").await;
     assert_eq!(call["request"]["walrus"], "the walrus plan 8812", "{call}");
     d.kill();
     for marker in ["walrus plan", "walrus answer", "walrus cached"] {
@@ -465,7 +458,7 @@ async fn a_caller_that_stops_reading_loses_its_connection_and_frees_its_slot() {
     assert_eq!(status, 200, "{v}");
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
     // The stalled call is settled in the ledger, not left pending.
-    let log: Value = d.client().get(d.url("/v1/log?limit=10")).send().await.unwrap().json().await.unwrap();
+    let log = d.get_json("/v1/log?limit=10").await;
     let outcomes: Vec<&str> = log["calls"].as_array().unwrap().iter().map(|c| c["outcome"].as_str().unwrap()).collect();
     assert!(!outcomes.contains(&"pending"), "{outcomes:?}");
     drop(stalled);
