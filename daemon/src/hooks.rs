@@ -3,7 +3,6 @@
 //! first, and its failure stops the commit as before.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::Context;
 
@@ -36,19 +35,9 @@ impl Hook {
 
 /// The directory git runs hooks from, for the repository at `repo`.
 pub fn hooks_dir(repo: &Path) -> anyhow::Result<PathBuf> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(["rev-parse", "--path-format=absolute", "--git-path", "hooks"])
-        .output()
-        .context("cannot run git")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{} is not in a git repository: {}",
-        repo.display(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    );
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    let out = crate::git::run(repo, &["rev-parse", "--path-format=absolute", "--git-path", "hooks"])
+        .map_err(|e| anyhow::anyhow!("{} is not in a git repository: {e}", repo.display()))?;
+    Ok(PathBuf::from(String::from_utf8_lossy(&out).trim()))
 }
 
 fn script(hook: Hook, tollgate: &Path) -> String {

@@ -332,28 +332,7 @@ fn short(e: reqwest::Error) -> String {
 
 /// Runs the system git with no prompts, within [`TIMEOUT`].
 async fn git(dir: Option<&Path>, args: &[&str]) -> Result<Vec<u8>, FetchError> {
-    let mut cmd = tokio::process::Command::new("git");
-    if let Some(d) = dir {
-        cmd.arg("-C").arg(d);
-    }
-    cmd.args(args)
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GCM_INTERACTIVE", "never")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-        cmd.env("GIT_SSH_COMMAND", "ssh -o BatchMode=yes");
-    }
-    let out = tokio::time::timeout(TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| failed(format!("git {} took longer than {}s", args[0], TIMEOUT.as_secs())))?
-        .map_err(|e| failed(format!("cannot run git ({e}); is git installed?")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim().to_string();
-        return Err(failed(format!("git {} failed: {err}", args[0])));
-    }
-    Ok(out.stdout)
+    crate::git::run_within(dir, args, TIMEOUT).await.map_err(|e| failed(e.to_string()))
 }
 
 /// The commit `reference` (or HEAD) points to on `url`.

@@ -132,32 +132,17 @@ pub type Staged = (String, Vec<u8>, Vec<usize>);
 
 /// The staged version of each file a commit changes, and the lines it adds.
 pub fn staged(repo: &Path) -> anyhow::Result<Vec<Staged>> {
-    let git = |args: &[&str]| crate::review::git(repo, args);
-    let diff = git(&["diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--diff-filter=ACMR"])?;
-    let mut files: Vec<(String, Vec<usize>)> = Vec::new();
-    for line in String::from_utf8_lossy(&diff).lines() {
-        if let Some(path) = line.strip_prefix("+++ b/") {
-            files.push((path.to_string(), Vec::new()));
-        } else if let Some(hunk) = line.strip_prefix("@@ ") {
-            // @@ -a,b +c,d @@: lines c .. c+d-1 of the new file are added.
-            let new = hunk.split_whitespace().find(|p| p.starts_with('+')).unwrap_or("+0");
-            let (start, count) = match new[1..].split_once(',') {
-                Some((s, c)) => (s.parse().unwrap_or(0), c.parse().unwrap_or(0)),
-                None => (new[1..].parse().unwrap_or(0), 1),
-            };
-            if let Some((_, lines)) = files.last_mut() {
-                lines.extend(start..start + count);
-            }
-        }
-    }
+    let diff =
+        crate::git::run(repo, &["diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--diff-filter=ACMR"])?;
     let mut out = Vec::new();
-    for (path, lines) in files {
+    for file in crate::diff::parse(&String::from_utf8_lossy(&diff)) {
+        let lines: Vec<usize> = file.hunks.iter().flat_map(|h| h.added()).collect();
         if lines.is_empty() {
             continue;
         }
-        let content = git(&["show", &format!(":{path}")])?;
+        let content = crate::git::run(repo, &["show", &format!(":{}", file.path)])?;
         if !is_binary(&content) {
-            out.push((path, content, lines));
+            out.push((file.path, content, lines));
         }
     }
     Ok(out)

@@ -140,7 +140,7 @@ const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// The base to review a new branch from: its merge base with the remote's default branch.
 fn new_branch_base(repo: &Path, remote: &str, sha: &str) -> Option<String> {
-    let git = |args: &[&str]| super::git(repo, args).ok().map(|o| String::from_utf8_lossy(&o).trim().to_string());
+    let git = |args: &[&str]| crate::git::run(repo, args).ok().map(|o| String::from_utf8_lossy(&o).trim().to_string());
     let default = git(&["rev-parse", "--abbrev-ref", &format!("{remote}/HEAD")]).or_else(|| {
         ["main", "master"].iter().find_map(|b| {
             git(&["rev-parse", "--verify", "--quiet", &format!("{remote}/{b}")]).map(|_| format!("{remote}/{b}"))
@@ -261,7 +261,7 @@ pub async fn prompt(
             path = Some(file);
         }
         None => {
-            let diff = super::git(&repo, &["diff", "--cached", "--no-color", "--no-ext-diff"])?;
+            let diff = crate::git::run(&repo, &["diff", "--cached", "--no-color", "--no-ext-diff"])?;
             anyhow::ensure!(!diff.is_empty(), "nothing is staged: `git add` the change first");
             variables.insert("diff".to_string(), String::from_utf8_lossy(&diff).into_owned());
         }

@@ -6,13 +6,11 @@
 //! the same change again costs nothing.
 
 pub mod command;
-pub mod diff;
 pub mod mr;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,6 +18,8 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Severity;
+use crate::diff;
+use crate::git::run as git;
 use crate::pipeline::{EntryPoint, Gateway, RequestContext};
 use crate::tasks::{PromptAnswer, PromptCall, Repair};
 use tollgate_lsp::syntax::{self, Lang};
@@ -94,17 +94,6 @@ impl Report {
     pub fn blocking(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
         self.findings.iter().filter(move |f| f.severity >= severity)
     }
-}
-
-pub(crate) fn git(repo: &Path, args: &[&str]) -> anyhow::Result<Vec<u8>> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run git: {e}"))?;
-    anyhow::ensure!(out.status.success(), "git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-    Ok(out.stdout)
 }
 
 /// `(base, head)` of a range; `head` None means the index (staged changes).
