@@ -133,7 +133,7 @@ pub enum Command {
         #[arg(long, conflicts_with = "range")]
         mr: bool,
         #[arg(long, value_enum, default_value = "text")]
-        format: crate::review::command::Format,
+        format: crate::commands::review::Format,
         /// Write the report to this file (the findings are still printed as text)
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -479,7 +479,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Policy { command } => policy(command, cli.config.as_ref(), &paths),
         Command::Review { range, staged, mr, format, output, concurrency, fail_on, in_process, post_discussions } => {
-            use crate::review::{Target, command};
+            use crate::commands::review as command;
+            use crate::review::Target;
             let target = match (range, staged, mr) {
                 (_, _, true) => {
                     let base = std::env::var("CI_MERGE_REQUEST_DIFF_BASE_SHA").ok().filter(|v| !v.is_empty()).context(
@@ -569,7 +570,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::HookPrePush { remote, url: _ } => {
             let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
-            runtime()?.block_on(crate::review::command::pre_push(&paths, loaded, &remote))
+            runtime()?.block_on(crate::commands::review::pre_push(&paths, loaded, &remote))
         }
         Command::Hooks { command } => {
             let cwd = std::env::current_dir()?;
@@ -606,12 +607,12 @@ fn prompt_command(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = load_with_policy(config, paths, &Overrides::default())?;
-    runtime()?.block_on(crate::review::command::prompt(paths, loaded, name, target, json))
+    runtime()?.block_on(crate::commands::review::prompt(paths, loaded, name, target, json))
 }
 
 /// The last good policy synced for this config's source, if any.
 fn saved_policy(paths: &Paths, loaded: &Loaded) -> Option<crate::policy::Policy> {
-    crate::policy::sync::saved_policy(paths, &loaded.config.policy.source)
+    crate::reload::saved_policy(paths, &loaded.config.policy.source)
 }
 
 fn policy(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> anyhow::Result<ExitCode> {
@@ -671,7 +672,7 @@ fn policy(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> an
                 Ok(reply) => reply.json(),
                 Err(e) => {
                     let loaded = load_with_policy(config, paths, &Overrides::default())?;
-                    let snap = crate::policy::sync::saved_snapshot(paths, &loaded.config.policy.source);
+                    let snap = crate::reload::saved_snapshot(paths, &loaded.config.policy.source);
                     serde_json::json!({
                         "daemon": format!("not running: {e}"),
                         "source": loaded.config.policy.source,

@@ -21,7 +21,7 @@ use crate::config::Loaded;
 use crate::keychain::{Credentials, Keychain};
 use crate::paths::{self, Paths};
 use crate::pipeline::Gateway;
-use crate::policy::sync::{Control, Initial};
+use crate::reload::{Initial, Reloader};
 use crate::store::Store;
 use crate::{cache, ledger, utc};
 
@@ -125,13 +125,13 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     let config = Arc::clone(&runtime.config);
     let gateway = Arc::new(open_gateway(runtime, &paths).await?);
     let store = gateway.store.clone();
-    let control =
-        Control::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
-    control.start();
+    let reloader =
+        Reloader::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
+    reloader.start();
     tokio::spawn(housekeeping(store.clone(), Arc::clone(&gateway)));
     let callers = Arc::new(crate::callers::Callers::default());
     callers.refresh(&store).await;
-    let state = Arc::new(AppState { gateway, control, token, callers, started, projects: Default::default() });
+    let state = Arc::new(AppState { gateway, reloader, token, callers, started, projects: Default::default() });
     let app = api::router(state);
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);

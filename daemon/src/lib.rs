@@ -45,6 +45,7 @@ pub mod prompts;
 pub mod providers;
 pub mod ratelimit;
 pub mod redact;
+pub mod reload;
 pub mod reports;
 pub mod review;
 pub mod route;

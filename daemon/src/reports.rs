@@ -108,7 +108,7 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
         Some(v) => v,
         None => {
             // What the daemon would enforce: the local config under the last synced policy.
-            let budgets = crate::policy::sync::Initial::load(loaded.clone(), paths)?.runtime.budgets;
+            let budgets = crate::reload::Initial::load(loaded.clone(), paths)?.runtime.budgets;
             let now = utc::now_ms();
             if paths.database().exists() {
                 let store = Store::open(&paths.database()).context("cannot open the database")?;

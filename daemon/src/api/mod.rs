@@ -38,7 +38,7 @@ pub enum Listener {
 
 pub struct AppState {
     pub gateway: Arc<Gateway>,
-    pub control: Arc<crate::policy::sync::Control>,
+    pub reloader: Arc<crate::reload::Reloader>,
     pub token: String,
     /// The named tokens ([`crate::callers`]).
     pub callers: Arc<crate::callers::Callers>,

@@ -45,7 +45,7 @@ pub async fn status(State(state): State<super::State>) -> Response {
         "port": rt.config.server.port,
         "config_file": rt.loaded.file,
         "identity": rt.identity,
-        "policy": state.control.status(),
+        "policy": state.reloader.status(),
         "keychain": {"backend": gw.credentials.backend_name(), "error": gw.credentials.backend_error()},
         "database": {"keeps_writes": gw.store.failure().is_none(), "problem": gw.store.failure()},
         "providers": providers,
@@ -104,13 +104,13 @@ pub async fn model(State(state): State<super::State>, Path(id): Path<String>, he
 
 /// The policy: source, commit, age, the last error, what was ignored.
 pub async fn policy(State(state): State<super::State>) -> Response {
-    axum::Json(state.control.status()).into_response()
+    axum::Json(state.reloader.status()).into_response()
 }
 
 /// Checks the policy source now (`tollgate policy sync`); answers once the sync is done.
 pub async fn policy_sync(State(state): State<super::State>) -> Response {
-    let result = state.control.sync().await;
-    let status = state.control.status();
+    let result = state.reloader.sync().await;
+    let status = state.reloader.status();
     let (code, body) = match result {
         Ok(changed) => (StatusCode::OK, json!({"changed": changed, "status": status})),
         Err(e) => (StatusCode::BAD_GATEWAY, json!({"changed": false, "error": e, "status": status})),

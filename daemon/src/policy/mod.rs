@@ -6,7 +6,6 @@
 
 pub mod overlay;
 pub mod source;
-pub mod sync;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -5,7 +5,6 @@
 //! The prompt runs at temperature 0, so the gateway's cache answers a chunk seen before: reviewing
 //! the same change again costs nothing.
 
-pub mod command;
 pub mod mr;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Report, Runner, Target};
 use crate::config::{Loaded, OnError, Severity};
 use crate::paths::Paths;
+use crate::review::{Report, Runner, Target};
 use crate::tasks::PromptCall;
 
 /// How a review report is written.
@@ -41,7 +41,7 @@ pub async fn runner(
         // A daemon holds the data: ask it after all.
         Err(_) => return Ok((Runner::Daemon(paths.socket.clone()), None)),
     };
-    let initial = crate::policy::sync::Initial::load(loaded, paths)?;
+    let initial = crate::reload::Initial::load(loaded, paths)?;
     let gateway = crate::daemon::open_gateway(initial.runtime, paths).await?;
     Ok((Runner::InProcess(Arc::new(gateway)), Some(lock)))
 }
@@ -57,10 +57,12 @@ fn project_of(repo: &Path) -> Option<String> {
 /// Writes the report in `format` to `out`.
 fn write_report(report: &Report, format: Format, out: &mut dyn Write) -> anyhow::Result<()> {
     match format {
-        Format::Text => out.write_all(super::text(report).as_bytes())?,
+        Format::Text => out.write_all(crate::review::text(report).as_bytes())?,
         Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(report)?)?,
-        Format::GitlabCodequality => writeln!(out, "{}", serde_json::to_string_pretty(&super::codequality(report))?)?,
-        Format::Sarif => writeln!(out, "{}", serde_json::to_string_pretty(&super::sarif(report))?)?,
+        Format::GitlabCodequality => {
+            writeln!(out, "{}", serde_json::to_string_pretty(&crate::review::codequality(report))?)?
+        }
+        Format::Sarif => writeln!(out, "{}", serde_json::to_string_pretty(&crate::review::sarif(report))?)?,
     }
     Ok(())
 }
@@ -71,7 +73,7 @@ fn summary(report: &Report, block: Severity) -> String {
         "{} finding(s) in {} chunk(s), {blocking} at or above {}; {} answered from the cache",
         report.findings.len(),
         report.chunks,
-        super::severity_word(block),
+        crate::review::severity_word(block),
         report.cached
     );
     if !report.errors.is_empty() {
@@ -95,26 +97,26 @@ pub struct ReviewArgs {
 pub async fn review(paths: &Paths, loaded: Loaded, args: ReviewArgs) -> anyhow::Result<ExitCode> {
     let repo = repo_dir()?;
     let block = args.fail_on.unwrap_or(loaded.config.review.block_severity);
-    let chunks = super::collect(&repo, &args.target)?;
+    let chunks = crate::review::collect(&repo, &args.target)?;
     if chunks.is_empty() {
         eprintln!("nothing to review: the change adds no lines");
     }
     let (backend, limits) = (loaded.config.keychain.backend, loaded.config.limits.clone());
     let (runner, _lock) = runner(paths, loaded, args.in_process).await?;
-    let report = super::review(&runner, chunks, args.concurrency, project_of(&repo)).await;
+    let report = crate::review::review(&runner, chunks, args.concurrency, project_of(&repo)).await;
     match &args.output {
         Some(path) => {
             let mut f = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
             write_report(&report, args.format, &mut f)?;
             if args.format != Format::Text {
-                print!("{}", super::text(&report));
+                print!("{}", crate::review::text(&report));
             }
         }
         None => write_report(&report, args.format, &mut std::io::stdout().lock())?,
     }
     eprintln!("{}", summary(&report, block));
     if args.post_discussions {
-        let mr = super::mr::MergeRequest::from_env().map_err(anyhow::Error::msg)?;
+        let mr = crate::review::mr::MergeRequest::from_env().map_err(anyhow::Error::msg)?;
         let keychain = tokio::task::spawn_blocking(move || crate::keychain::Keychain::open(backend)).await?;
         let credentials = crate::keychain::Credentials::new(keychain);
         let auth = match credentials.get("gitlab").await {
@@ -124,7 +126,7 @@ pub async fn review(paths: &Paths, loaded: Loaded, args: ReviewArgs) -> anyhow::
             ),
         };
         let http = crate::providers::http_client(&limits);
-        let posted = super::mr::sync(&http, &mr, &auth, &report).await.map_err(anyhow::Error::msg)?;
+        let posted = crate::review::mr::sync(&http, &mr, &auth, &report).await.map_err(anyhow::Error::msg)?;
         eprintln!(
             "merge request discussions: {} created, {} updated, {} unchanged, {} resolved, {} reopened",
             posted.created, posted.updated, posted.unchanged, posted.resolved, posted.reopened
@@ -191,7 +193,7 @@ pub async fn pre_push(paths: &Paths, loaded: Loaded, remote: &str) -> anyhow::Re
     };
     let mut chunks = Vec::new();
     for r in &ranges {
-        match super::collect(&repo, &Target::Range(r.clone())) {
+        match crate::review::collect(&repo, &Target::Range(r.clone())) {
             Ok(c) => chunks.extend(c),
             Err(e) => return Ok(fail(format!("{e:#}"))),
         }
@@ -201,7 +203,7 @@ pub async fn pre_push(paths: &Paths, loaded: Loaded, remote: &str) -> anyhow::Re
     }
     let work = async {
         let (runner, _lock) = runner(paths, loaded, false).await?;
-        Ok::<_, anyhow::Error>(super::review(&runner, chunks, 4, project_of(&repo)).await)
+        Ok::<_, anyhow::Error>(crate::review::review(&runner, chunks, 4, project_of(&repo)).await)
     };
     let report = match tokio::time::timeout(Duration::from_secs(review.timeout_s), work).await {
         Err(_) => return Ok(fail(format!("no answer within {}s (review.timeout_s)", review.timeout_s))),
@@ -209,12 +211,12 @@ pub async fn pre_push(paths: &Paths, loaded: Loaded, remote: &str) -> anyhow::Re
         Ok(Ok(r)) if !r.errors.is_empty() && r.errors.len() == r.chunks => return Ok(fail(r.errors.join("; "))),
         Ok(Ok(r)) => r,
     };
-    eprint!("{}", super::text(&report));
+    eprint!("{}", crate::review::text(&report));
     eprintln!("tollgate: {}", summary(&report, review.block_severity));
     if report.blocking(review.block_severity).next().is_some() {
         eprintln!(
             "tollgate: push blocked: fix the findings at or above {} (review.block_severity), or {bypass}",
-            super::severity_word(review.block_severity)
+            crate::review::severity_word(review.block_severity)
         );
         return Ok(ExitCode::from(1));
     }

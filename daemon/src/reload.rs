@@ -12,13 +12,13 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use super::overlay::Ignored;
-use super::source::{self, FetchError, Gitlab, GitlabAuth, PolicySource};
-use super::{Policy, Problem, Snapshot};
 use crate::config::{Loaded, Overrides};
 use crate::identity::Identity;
 use crate::paths::{self, Paths};
 use crate::pipeline::Gateway;
+use crate::policy::overlay::Ignored;
+use crate::policy::source::{self, FetchError, Gitlab, GitlabAuth, PolicySource};
+use crate::policy::{Policy, Problem, Snapshot};
 use crate::runtime::Runtime;
 use crate::utc;
 
@@ -61,7 +61,7 @@ struct State {
 }
 
 /// The daemon's reload and sync machinery.
-pub struct Control {
+pub struct Reloader {
     gateway: Arc<Gateway>,
     paths: Paths,
     config_file: Option<PathBuf>,
@@ -82,7 +82,7 @@ pub struct Control {
 /// What the daemon starts on: the local config with the last good policy on disk applied.
 pub struct Initial {
     pub runtime: Runtime,
-    /// What [`Control`] starts from.
+    /// What [`Reloader`] starts from.
     pub seed: Seed,
 }
 
@@ -154,7 +154,7 @@ impl Initial {
     }
 }
 
-impl Control {
+impl Reloader {
     pub fn new(
         gateway: Arc<Gateway>,
         seed: Seed,
@@ -273,7 +273,7 @@ impl Control {
         let (head, files) = match source {
             PolicySource::Dir(dir) => {
                 let (dir, setting) = (dir.clone(), self.setting.clone());
-                let snap = tokio::task::spawn_blocking(move || super::read_dir(&dir, &setting))
+                let snap = tokio::task::spawn_blocking(move || crate::policy::read_dir(&dir, &setting))
                     .await
                     .map_err(|e| FetchError::Failed(e.to_string()))?
                     .map_err(|e| FetchError::Failed(format!("cannot read the policy directory: {e}")))?;
