@@ -16,8 +16,10 @@
 //! - [`keychain`]: provider credentials in the OS keychain, env fallback for CI.
 //! - [`config`], [`paths`]: layered configuration with sources; where files live.
 //! - [`policy`]: the team policy from GitLab, a git remote or a directory; [`runtime`]: what the
-//!   config and policy decide, swapped whole on reload; [`identity`], [`prompts`].
-//! - [`cli`]: the `tollgate` command, a thin front door.
+//!   config and policy decide, swapped whole on reload by [`reload`]; [`identity`], [`prompts`].
+//! - [`seal`]: encryption at rest of what the store keeps of prompts and answers.
+//! - [`git`], [`diff`]: the one git runner and the one unified-diff reader.
+//! - [`cli`]: the `tollgate` command, a thin front door; [`commands`]: the bodies it dispatches to.
 
 pub mod api;
 pub mod cache;
