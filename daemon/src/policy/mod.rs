@@ -1,7 +1,7 @@
 //! The team policy: `policy.toml` at the root of a repository, extra redaction rules under
 //! `rules/`, prompt overrides and additions under `prompts/`. The policy sets the limits; the
 //! user's own config may only tighten them ([`overlay`]). It is fetched by [`source`], kept and
-//! swapped by [`sync`], and checked whole before use ([`Policy::parse`]), with every problem
+//! swapped by [`crate::reload`], and checked whole before use ([`Policy::parse`]), with every problem
 //! located at a file and line.
 
 pub mod overlay;
