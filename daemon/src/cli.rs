@@ -767,7 +767,7 @@ fn scan(
     let mut skipped = Vec::new();
     if staged {
         let repo = std::env::current_dir()?;
-        for (path, content, lines) in report::staged(&repo)? {
+        for (path, content, lines) in crate::git::staged(&repo)? {
             findings.extend(report::scan_text(&scanner, &path, &content, &|l| lines.contains(&l)));
         }
     } else {

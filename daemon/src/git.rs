@@ -56,6 +56,26 @@ pub async fn run_within(dir: Option<&Path>, args: &[&str], limit: Duration) -> R
     finished(args, out)
 }
 
+/// A staged file: its path, its staged content, and the lines the commit adds.
+pub type Staged = (String, Vec<u8>, Vec<usize>);
+
+/// The staged version of each file a commit changes, and the lines it adds.
+pub fn staged(repo: &Path) -> anyhow::Result<Vec<Staged>> {
+    let diff = run(repo, &["diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--diff-filter=ACMR"])?;
+    let mut out = Vec::new();
+    for file in crate::diff::parse(&String::from_utf8_lossy(&diff)) {
+        let lines: Vec<usize> = file.hunks.iter().flat_map(|h| h.added()).collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let content = run(repo, &["show", &format!(":{}", file.path)])?;
+        if !crate::redact::report::is_binary(&content) {
+            out.push((file.path, content, lines));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,6 +21,10 @@
 //! - [`git`], [`diff`]: the one git runner and the one unified-diff reader.
 //! - [`cli`]: the `tollgate` command, a thin front door; [`commands`]: the bodies it dispatches to.
 
+pub use tollgate_model as model;
+pub use tollgate_model::utc;
+pub use tollgate_redact as redact;
+
 pub mod api;
 pub mod cache;
 pub mod callers;
@@ -39,14 +43,12 @@ pub mod keychain;
 pub mod ledger;
 pub mod lsp_gateway;
 pub mod metrics;
-pub mod model;
 pub mod paths;
 pub mod pipeline;
 pub mod policy;
 pub mod prompts;
 pub mod providers;
 pub mod ratelimit;
-pub mod redact;
 pub mod reload;
 pub mod reports;
 pub mod review;
@@ -58,4 +60,3 @@ pub mod store;
 pub mod stored;
 pub mod tasks;
 pub mod tokens;
-pub mod utc;

@@ -5,8 +5,8 @@
 use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use tollgate::model::{ChatRequest, Message, Role};
-use tollgate::redact::{Redactor, Scanner, rules};
+use tollgate_model::{ChatRequest, Message, Role};
+use tollgate_redact::{Redactor, Scanner, rules};
 
 fn redactor() -> &'static Redactor {
     static R: OnceLock<Redactor> = OnceLock::new();
@@ -32,5 +32,5 @@ fuzz_target!(|data: &[u8]| {
     for v in values.iter().filter(|v| !v.starts_with("TOLLGATE_")) {
         assert!(!masked.contains(v.as_str()) || masked.contains(&format!("TOLLGATE_{v}")) || "TOLLGATE_".contains(v.as_str()), "a found value survived masking");
     }
-    let _ = tollgate::redact::restore(&vault, &masked, false);
+    let _ = tollgate_redact::restore(&vault, &masked, false);
 });

@@ -184,7 +184,7 @@ fn scan(path: Option<std::path::PathBuf>) {
         std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo/registry/src")
     });
     let mut files = Vec::new();
-    tollgate::redact::report::collect_files(&[root.clone()], &mut files).unwrap();
+    tollgate::redact::report::collect_files(std::slice::from_ref(&root), &mut files).unwrap();
     let texts: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).filter(|b| !b.contains(&0)).collect();
     let bytes: usize = texts.iter().map(Vec::len).sum();
     let scanner = tollgate::redact::Scanner::new(tollgate::redact::rules::built_in());

@@ -4,6 +4,8 @@
 //! into [`ChatRequest`], and every provider translates [`ChatRequest`] into its own wire format and
 //! its answer back into [`Event`]s or a [`ChatResponse`]. Nothing here knows HTTP or any provider.
 
+pub mod utc;
+
 use std::pin::Pin;
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! the lines a commit adds (`--staged`), and reports like a compiler, as JSON, as SARIF 2.1.0, or as
 //! GitLab's Secret Detection report. Reports never contain a secret: a masked preview at most.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -74,7 +74,7 @@ pub fn scan_text(scanner: &Scanner, path: &str, text: &[u8], keep_line: &dyn Fn(
         .collect()
 }
 
-fn is_binary(bytes: &[u8]) -> bool {
+pub fn is_binary(bytes: &[u8]) -> bool {
     bytes[..bytes.len().min(8192)].contains(&0)
 }
 
@@ -125,27 +125,6 @@ pub fn scan_files(scanner: &Scanner, files: &[PathBuf]) -> (Vec<Reported>, Vec<S
         }
     }
     (found, skipped)
-}
-
-/// A staged file: its path, its staged content, and the lines the commit adds.
-pub type Staged = (String, Vec<u8>, Vec<usize>);
-
-/// The staged version of each file a commit changes, and the lines it adds.
-pub fn staged(repo: &Path) -> anyhow::Result<Vec<Staged>> {
-    let diff =
-        crate::git::run(repo, &["diff", "--cached", "--no-color", "--no-ext-diff", "-U0", "--diff-filter=ACMR"])?;
-    let mut out = Vec::new();
-    for file in crate::diff::parse(&String::from_utf8_lossy(&diff)) {
-        let lines: Vec<usize> = file.hunks.iter().flat_map(|h| h.added()).collect();
-        if lines.is_empty() {
-            continue;
-        }
-        let content = crate::git::run(repo, &["show", &format!(":{}", file.path)])?;
-        if !is_binary(&content) {
-            out.push((file.path, content, lines));
-        }
-    }
-    Ok(out)
 }
 
 pub fn text(findings: &[Reported]) -> String {
@@ -221,5 +200,5 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `YYYY-MM-DDTHH:MM:SS`, the time format GitLab's report schema wants.
 pub fn report_time(ms: i64) -> String {
-    crate::utc::iso(ms).trim_end_matches('Z').to_string()
+    tollgate_model::utc::iso(ms).trim_end_matches('Z').to_string()
 }

@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn the_gitleaks_default_rules_load() {
-        let path = crate::redact::tests::corpus_dir().join("gitleaks.toml");
+        let path = crate::tests::corpus_dir().join("gitleaks.toml");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let load = parse_gitleaks(&text, "gitleaks.toml").unwrap();
         assert!(load.rules.len() >= 150, "loaded {} rules, skipped {:?}", load.rules.len(), load.skipped);

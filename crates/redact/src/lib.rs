@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ChatRequest, Part, ResponseFormat};
 pub use scan::{Finding, Scanner};
+use tollgate_model::{ChatRequest, Part, ResponseFormat};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -155,7 +155,7 @@ impl Redactor {
     /// the typed fields, every string of the caller's own body (pass-through) but its opaque
     /// blobs ([`OPAQUE`]).
     fn texts(req: &mut ChatRequest) -> Vec<(String, &mut String)> {
-        use crate::model::{Message, Tool, ToolChoice};
+        use tollgate_model::{Message, Tool, ToolChoice};
         let mut out: Vec<(String, &mut String)> = Vec::new();
         let ChatRequest {
             // Refused when it holds a credential (`Gateway::route`); the routed name goes upstream.
@@ -226,7 +226,7 @@ impl Redactor {
             Some(ResponseFormat::Text | ResponseFormat::JsonObject) | None => {}
         }
         // Its headers and query are version and beta names (`anthropic-beta`, `beta=true`).
-        if let Some(crate::model::Native { format: _, body, headers: _, query: _ }) = native.as_mut() {
+        if let Some(tollgate_model::Native { format: _, body, headers: _, query: _ }) = native.as_mut() {
             strings_mut(body, "", "the request body", &mut out);
         }
         out
@@ -426,7 +426,7 @@ pub fn restore(vault: &Vault, text: &str, json: bool) -> String {
 }
 
 /// Restores a whole answer: its text and its tool calls' arguments.
-pub fn restore_response(r: &mut crate::model::ChatResponse, vault: &Vault) {
+pub fn restore_response(r: &mut tollgate_model::ChatResponse, vault: &Vault) {
     if vault.is_empty() {
         return;
     }
@@ -445,19 +445,19 @@ pub fn restore_response(r: &mut crate::model::ChatResponse, vault: &Vault) {
 /// Restores a streamed answer: text deltas through one restorer, each tool call's arguments
 /// through their own (JSON-escaped). Held-back text is released before the next tool call, the
 /// finish event and the end of the stream.
-pub fn restore_stream(events: crate::model::EventStream, vault: Arc<Vault>) -> crate::model::EventStream {
-    use crate::model::Event;
+pub fn restore_stream(events: tollgate_model::EventStream, vault: Arc<Vault>) -> tollgate_model::EventStream {
     use futures_util::StreamExt;
+    use tollgate_model::Event;
     if vault.is_empty() {
         return events;
     }
     struct S {
-        events: crate::model::EventStream,
+        events: tollgate_model::EventStream,
         text: stream::Restorer<Arc<Vault>>,
         tools: BTreeMap<u32, stream::Restorer<Arc<Vault>>>,
         frames: FrameRestorer,
         vault: Arc<Vault>,
-        queue: std::collections::VecDeque<Result<Event, crate::model::UpstreamError>>,
+        queue: std::collections::VecDeque<Result<Event, tollgate_model::UpstreamError>>,
         done: bool,
     }
     impl S {
@@ -548,18 +548,18 @@ struct Channel {
     restorer: stream::Restorer<Arc<Vault>>,
     event: Option<String>,
     last: serde_json::Value,
-    at: crate::model::DeltaAt,
+    at: tollgate_model::DeltaAt,
 }
 
-type Queue = std::collections::VecDeque<Result<crate::model::Event, crate::model::UpstreamError>>;
+type Queue = std::collections::VecDeque<Result<tollgate_model::Event, tollgate_model::UpstreamError>>;
 
 impl FrameRestorer {
     fn new(vault: Arc<Vault>) -> Self {
         Self { vault, channels: BTreeMap::new() }
     }
 
-    fn push(&mut self, event: Option<String>, data: String, delta: Option<crate::model::DeltaAt>, out: &mut Queue) {
-        use crate::model::Event;
+    fn push(&mut self, event: Option<String>, data: String, delta: Option<tollgate_model::DeltaAt>, out: &mut Queue) {
+        use tollgate_model::Event;
         let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&data) else {
             // Not JSON (`[DONE]`): no text in it.
             self.flush(out);
@@ -605,7 +605,7 @@ impl FrameRestorer {
             if let Some(slot) = c.last.pointer_mut(&c.at.pointer) {
                 *slot = serde_json::Value::String(rest);
             }
-            out.push_back(Ok(crate::model::Event::Frame {
+            out.push_back(Ok(tollgate_model::Event::Frame {
                 event: c.event,
                 data: c.last.to_string(),
                 delta: Some(c.at),
@@ -617,13 +617,13 @@ impl FrameRestorer {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::model::{Message, Role};
+    use tollgate_model::{Message, Role};
 
     /// The labelled corpus: `shared/corpus` beside the repository, or `$TOLLGATE_CORPUS`.
     pub fn corpus_dir() -> std::path::PathBuf {
         let dir: std::path::PathBuf = match std::env::var_os("TOLLGATE_CORPUS") {
             Some(p) => p.into(),
-            None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus"),
+            None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"),
         };
         assert!(
             dir.join("secrets/labels.jsonl").exists(),
@@ -745,7 +745,7 @@ pub(crate) mod tests {
 
     #[test]
     fn ids_names_and_choices_are_masked_like_any_text_and_real_ids_are_left_alone() {
-        use crate::model::{Tool, ToolChoice};
+        use tollgate_model::{Tool, ToolChoice};
         let r = redactor();
         let pat = "glpat-riGp_58WAm-dX3a5IDnO";
         let mut req = ChatRequest {

@@ -361,8 +361,8 @@ mod tests {
     /// Scanning a request's strings together finds in each what scanning it alone finds.
     #[test]
     fn scanning_many_texts_at_once_finds_what_each_scan_alone_finds() {
-        let scanner = Scanner::new(crate::redact::rules::built_in());
-        let dir = crate::redact::tests::corpus_dir().join("secrets");
+        let scanner = Scanner::new(crate::rules::built_in());
+        let dir = crate::tests::corpus_dir().join("secrets");
         let mut texts: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
@@ -387,7 +387,7 @@ mod tests {
     /// the next one, and a full stop after a number hid the number).
     #[test]
     fn personal_data_is_found_next_to_punctuation_and_next_to_each_other() {
-        let scanner = Scanner::new(crate::redact::rules::built_in());
+        let scanner = Scanner::new(crate::rules::built_in());
         let kinds = |text: &str| -> Vec<String> {
             scanner.scan(text.as_bytes()).iter().map(|f| scanner.rule(f.rule).kind.clone()).collect()
         };
