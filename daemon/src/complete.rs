@@ -131,7 +131,7 @@ pub fn build(
 
 /// Serves one completion through the pipeline.
 pub async fn run(gw: &Gateway, req: CompletionRequest, ctx: &RequestContext) -> Result<CompletionAnswer, GatewayError> {
-    let rt = gw.runtime();
+    let rt = &ctx.runtime;
     let route = rt.config.completion.model.clone();
     let first = rt.router.resolve(&route)?.into_iter().next().map(|t| t.model).unwrap_or_default();
     let chat = build(
@@ -141,7 +141,6 @@ pub async fn run(gw: &Gateway, req: CompletionRequest, ctx: &RequestContext) -> 
         &rt.prompts,
         (rt.config.completion.max_tokens, rt.config.completion.generate_max_tokens),
     );
-    drop(rt);
     let served = gw.handle(chat, ctx).await?;
     let redactions = u64::from(served.redactions);
     let model = served.target.to_string();

@@ -85,11 +85,15 @@ pub struct RequestContext {
     /// When the request arrived, for the gateway's own added time, and as wall-clock time.
     pub received: Instant,
     pub ts_ms: i64,
+    /// The configuration in force when the request arrived: every step of the request, in the door
+    /// and in the pipeline, reads this one, so a reload never splits a request across two.
+    pub runtime: Arc<Runtime>,
 }
 
 impl RequestContext {
-    pub fn new(entry: EntryPoint) -> Self {
+    pub fn new(entry: EntryPoint, runtime: Arc<Runtime>) -> Self {
         Self {
+            runtime,
             entry,
             local_only: false,
             path: None,
@@ -452,7 +456,7 @@ impl Gateway {
     /// Serves one request: the whole pipeline. Every request leaves a ledger row.
     pub async fn handle(&self, req: ChatRequest, ctx: &RequestContext) -> Result<Served, GatewayError> {
         let mut pending = None;
-        let rt = self.runtime();
+        let rt = Arc::clone(&ctx.runtime);
         let result = self.serve(&rt, req, ctx, &mut pending).await;
         if let Err(e) = &result {
             if let Some(p) = pending {
@@ -750,9 +754,9 @@ impl Gateway {
     /// target counts its own (the request masked, as a call would send it); otherwise the count is
     /// tollgate's o200k estimate, and says so. Nothing is spent, so nothing is booked.
     pub async fn count_tokens(&self, mut req: ChatRequest, ctx: &RequestContext) -> Result<TokenCount, GatewayError> {
-        let rt = self.runtime();
-        Self::admit_task(&rt, ctx)?;
-        let (targets, local_only) = Self::route(&rt, ctx, &mut req, &mut Vec::new())?;
+        let rt = &ctx.runtime;
+        Self::admit_task(rt, ctx)?;
+        let (targets, local_only) = Self::route(rt, ctx, &mut req, &mut Vec::new())?;
         let estimate = || TokenCount { input_tokens: tokens::count_input(&req), estimated: true };
         for target in &targets {
             let config = &rt.config.providers[&target.provider];
@@ -763,8 +767,8 @@ impl Gateway {
                 continue;
             }
             let Some((key, _)) = self.credentials.get(&target.provider).await else { continue };
-            let mode = Self::redaction_mode(&rt, &req.model, std::slice::from_ref(target));
-            let (masked, _) = Self::redact(&rt, req.clone(), mode).await?;
+            let mode = Self::redaction_mode(rt, &req.model, std::slice::from_ref(target));
+            let (masked, _) = Self::redact(rt, req.clone(), mode).await?;
             let Some(native) = masked.native.as_ref() else { break };
             let wire = Target { provider: &target.provider, config, model: &target.model, key: Some(&key) };
             return match providers::count_tokens(&self.http, &wire, native, &rt.config.limits).await {
@@ -1014,5 +1018,51 @@ pub fn events(answer: Answer) -> EventStream {
         Answer::Complete(r) => {
             Box::pin(futures_util::stream::iter(r.into_events().into_iter().map(Ok::<Event, UpstreamError>)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Loaded, Overrides, RouteConfig};
+    use crate::model::{Message, Role};
+
+    /// The default runtime, with provider `p` (a closed loopback port) and route `team` -> `p/m`
+    /// when `with_team`.
+    fn runtime(with_team: bool) -> Runtime {
+        let mut loaded = Loaded::load(None, false, &Overrides::default()).unwrap();
+        if with_team {
+            let p = toml::from_str("kind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"").unwrap();
+            loaded.config.providers.insert("p".into(), p);
+            loaded.config.routes.insert("team".into(), RouteConfig { targets: vec!["p/m".into()], redaction: None });
+        }
+        let identity = crate::identity::Identity { username: "me".into(), groups: Vec::new(), source: "test".into() };
+        Runtime::build(loaded, None, identity).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_is_served_whole_under_the_runtime_it_arrived_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let keychain = crate::keychain::Keychain::open(crate::keychain::KeychainBackend::Env);
+        let gw = Gateway::new(
+            runtime(true),
+            Arc::new(Credentials::new(keychain)),
+            store,
+            Arc::new(crate::seal::Sealer::random()),
+        )
+        .await;
+        let arrived = RequestContext::new(EntryPoint::Native, gw.runtime());
+        // A reload removes the route while the request is on its way.
+        gw.swap(runtime(false)).await;
+        let req = ChatRequest { model: "team".into(), messages: vec![Message::text(Role::User, "hi")], ..Default::default() };
+        // Routed by the route it arrived with (its one target is down: not a routing error).
+        let Err(e) = gw.handle(req.clone(), &arrived).await else { panic!("served without its target") };
+        assert!(!matches!(e, GatewayError::Route(_)), "{e:?}");
+        assert!(e.to_string().contains("p/m"), "{e}");
+        // A request arriving after the reload does not know the route.
+        let after = RequestContext::new(EntryPoint::Native, gw.runtime());
+        let Err(e) = gw.handle(req, &after).await else { panic!("served after its route was removed") };
+        assert!(matches!(e, GatewayError::Route(_)), "{e:?}");
     }
 }

@@ -38,6 +38,12 @@ pub struct Runtime {
     pub estimates: bool,
 }
 
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("policy", &self.policy).finish_non_exhaustive()
+    }
+}
+
 impl Runtime {
     /// Applies `policy` (when any) under `loaded` (from [`Loaded::load_unchecked`]) and checks the
     /// result, then builds every part; any error leaves the caller's current runtime in place.

@@ -82,7 +82,7 @@ fn repair_message(error: &str) -> String {
 
 /// Runs prompt `name` through the pipeline. `ctx.task` should be the prompt's name.
 pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContext) -> Result<PromptAnswer, TaskError> {
-    let rt = gw.runtime();
+    let rt = &ctx.runtime;
     let prompt = rt.prompts.get(name).ok_or_else(|| TaskError::Unknown {
         name: name.into(),
         known: rt.prompts.all().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
@@ -107,7 +107,6 @@ pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContex
         ..Default::default()
     };
     let (prompt_name, version) = (prompt.name.clone(), prompt.version);
-    drop(rt);
     let served = gw.handle(req, ctx).await?;
     let model = served.target.to_string();
     let response = match served.answer {

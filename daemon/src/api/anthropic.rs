@@ -251,7 +251,7 @@ pub async fn messages(
         Ok::<_, ApiError>(
             super::serve_chat(
                 &state,
-                super::context(EntryPoint::Anthropic, &headers, received, &caller),
+                super::context(EntryPoint::Anthropic, state.gateway.runtime(), &headers, received, &caller),
                 &headers,
                 Format::Anthropic,
                 req,
@@ -276,7 +276,7 @@ pub async fn count_tokens(
 ) -> Response {
     let result = async {
         let req = read_request(&state, body, &uri, &headers, true).await?;
-        let ctx = super::context(EntryPoint::Anthropic, &headers, Instant::now(), &caller);
+        let ctx = super::context(EntryPoint::Anthropic, state.gateway.runtime(), &headers, Instant::now(), &caller);
         let count =
             state.gateway.count_tokens(req, &ctx).await.map_err(|e| ApiError::from_gateway(&e, Format::Anthropic))?;
         let mut response = axum::Json(json!({"input_tokens": count.input_tokens})).into_response();

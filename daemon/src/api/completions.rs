@@ -61,7 +61,8 @@ pub async fn completions(
         )
         .await?;
         let include_usage = wire.stream_options.as_ref().is_some_and(|o| o["include_usage"] == true);
-        let mut req = into_internal(&state, wire)?;
+        let ctx = super::context(EntryPoint::Openai, state.gateway.runtime(), &headers, received, &caller);
+        let mut req = into_internal(&ctx.runtime, wire)?;
         req.native = Some(native);
         let render = super::Render {
             whole: render,
@@ -70,7 +71,6 @@ pub async fn completions(
                 super::openai::forward_frame(frame, include_usage)
             },
         };
-        let ctx = super::context(EntryPoint::Openai, &headers, received, &caller);
         Ok::<_, ApiError>(super::serve_chat(&state, ctx, &headers, Format::Openai, req, "cmpl-", render).await)
     };
     result.await.unwrap_or_else(IntoResponse::into_response)
@@ -78,7 +78,7 @@ pub async fn completions(
 
 /// The typed request: with a suffix, the prompt in the FIM format of the model the route's first
 /// target names (what a translation sends); without, the prompt as it is.
-fn into_internal(state: &super::State, wire: CompletionsRequest) -> Result<ChatRequest, ApiError> {
+fn into_internal(rt: &crate::runtime::Runtime, wire: CompletionsRequest) -> Result<ChatRequest, ApiError> {
     let mut unmapped = super::unmapped_fields(&wire.rest, HARMLESS);
     let prompt = match wire.prompt {
         Value::String(s) => s,
@@ -93,7 +93,6 @@ fn into_internal(state: &super::State, wire: CompletionsRequest) -> Result<ChatR
     let mut req = match wire.suffix.filter(|s| !s.is_empty()) {
         None => ChatRequest { raw_prompt: Some(prompt), stop, ..Default::default() },
         Some(suffix) => {
-            let rt = state.gateway.runtime();
             let first = rt
                 .router
                 .resolve(&wire.model)

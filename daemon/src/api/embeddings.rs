@@ -72,7 +72,7 @@ pub async fn embeddings(
         let base64 = wire.encoding_format.as_deref() == Some("base64");
         let mut req = wire.into_internal()?;
         req.native = Some(native);
-        let ctx = super::context(EntryPoint::Openai, &headers, received, &caller);
+        let ctx = super::context(EntryPoint::Openai, state.gateway.runtime(), &headers, received, &caller);
         let served = state.gateway.handle(req, &ctx).await.map_err(|e| ApiError::from_gateway(&e, Format::Openai))?;
         let mut served_h = HeaderMap::new();
         super::served_headers(&served, &ctx, &mut served_h);

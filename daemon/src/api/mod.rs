@@ -386,6 +386,7 @@ pub fn unmapped_fields(rest: &serde_json::Map<String, Value>, harmless: &[&str])
 /// The context of a request, from the headers tollgate's own clients set.
 pub fn context(
     entry: EntryPoint,
+    runtime: std::sync::Arc<crate::runtime::Runtime>,
     headers: &HeaderMap,
     received: std::time::Instant,
     caller: &crate::callers::Caller,
@@ -397,7 +398,7 @@ pub fn context(
         text("x-tollgate-local-only").is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes"));
     let cache_control = text("cache-control").unwrap_or_default().to_ascii_lowercase();
     let directives: Vec<&str> = cache_control.split(',').map(str::trim).collect();
-    let mut ctx = RequestContext::new(entry);
+    let mut ctx = RequestContext::new(entry, runtime);
     ctx.received = received;
     ctx.caller.clone_from(&caller.0);
     ctx.local_only = local_only;

@@ -145,7 +145,8 @@ pub async fn run_prompt(
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, &headers, received, &caller);
+    let mut ctx =
+        super::context(crate::pipeline::EntryPoint::Native, state.gateway.runtime(), &headers, received, &caller);
     if !headers.contains_key("x-tollgate-task") {
         ctx.task = name.clone();
     }
@@ -174,7 +175,13 @@ async fn editor_context(
     task: &str,
     repo: Option<String>,
 ) -> crate::pipeline::RequestContext {
-    let mut ctx = super::context(crate::pipeline::EntryPoint::Native, headers, std::time::Instant::now(), caller);
+    let mut ctx = super::context(
+        crate::pipeline::EntryPoint::Native,
+        state.gateway.runtime(),
+        headers,
+        std::time::Instant::now(),
+        caller,
+    );
     ctx.task = task.into();
     if ctx.project.is_none()
         && let Some(repo) = repo

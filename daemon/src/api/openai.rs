@@ -240,7 +240,7 @@ pub async fn chat_completions(
         Ok::<_, ApiError>(
             super::serve_chat(
                 &state,
-                super::context(EntryPoint::Openai, &headers, received, &caller),
+                super::context(EntryPoint::Openai, state.gateway.runtime(), &headers, received, &caller),
                 &headers,
                 Format::Openai,
                 req,

@@ -248,10 +248,10 @@ pub async fn responses(
         let store = wire.store != Some(false);
         let mut req = wire.into_internal()?;
         req.native = Some(native);
-        continue_stored(&state, &mut req).await?;
-        let mut ctx = super::context(EntryPoint::Responses, &headers, received, &caller);
+        let mut ctx = super::context(EntryPoint::Responses, state.gateway.runtime(), &headers, received, &caller);
+        continue_stored(&state, &ctx, &mut req).await?;
         ctx.answer_id = Some(crate::model::new_id("resp_"));
-        ctx.keep = store && state.gateway.runtime().config.responses.keep_days > 0;
+        ctx.keep = store && ctx.runtime.config.responses.keep_days > 0;
         let mut seq = 0u64;
         let render = super::Render {
             whole: render,
@@ -267,11 +267,15 @@ pub async fn responses(
 /// request's turns (after this request's instructions), and the request is translated (a
 /// provider does not know tollgate's ids). One that tollgate does not keep stays in the body for a
 /// Responses target, which keeps its own.
-async fn continue_stored(state: &super::State, req: &mut ChatRequest) -> Result<(), ApiError> {
+async fn continue_stored(
+    state: &super::State,
+    ctx: &crate::pipeline::RequestContext,
+    req: &mut ChatRequest,
+) -> Result<(), ApiError> {
     let Some(id) = req.native.as_ref().and_then(|n| n.body["previous_response_id"].as_str()).map(str::to_string) else {
         return Ok(());
     };
-    let scope = state.gateway.runtime().identity.username.clone();
+    let scope = ctx.runtime.identity.username.clone();
     let (lookup, sealer) = (id.clone(), std::sync::Arc::clone(&state.gateway.sealer));
     let stored = state
         .gateway

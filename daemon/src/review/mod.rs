@@ -276,7 +276,7 @@ impl Runner {
                     .map_err(|e| format!("the daemon's answer is not a prompt answer: {e}"))
             }
             Runner::InProcess(gw) => {
-                let mut ctx = RequestContext::new(EntryPoint::Native);
+                let mut ctx = RequestContext::new(EntryPoint::Native, gw.runtime());
                 ctx.task = name.to_string();
                 ctx.path = call.path.clone();
                 ctx.project = call.project.clone();
