@@ -34,6 +34,12 @@ pub enum ClientError {
     NotRunning(String),
     #[error("talking to the daemon failed: {0}")]
     Io(String),
+    /// The daemon answered with an error: its message (the `error.message` of the body every
+    /// door writes), or the HTTP status when the body has none.
+    #[error("{message}")]
+    Refused { status: http::StatusCode, message: String },
+    #[error("the daemon's answer could not be read: {0}")]
+    Decode(String),
 }
 
 /// A response from the daemon.
@@ -45,6 +51,20 @@ pub struct Reply {
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The answer as `T`, or the daemon's refusal: the one reading of the daemon's errors that the
+    /// CLI, the hooks, review and the language server bridge share.
+    pub fn decode<T: serde::de::DeserializeOwned>(self) -> Result<T, ClientError> {
+        if !self.status.is_success() {
+            let message = self.json()["error"]["message"]
+                .as_str()
+                .map_or_else(|| format!("the daemon answered HTTP {}", self.status), str::to_string);
+            return Err(ClientError::Refused { status: self.status, message });
+        }
+        // An answer with no body (204) reads as `null`.
+        let body: &[u8] = if self.body.is_empty() { b"null" } else { &self.body };
+        serde_json::from_slice(body).map_err(|e| ClientError::Decode(e.to_string()))
     }
 }
 
@@ -74,4 +94,31 @@ pub async fn request(
     let status = response.status();
     let body = response.into_body().collect().await.map_err(|e| ClientError::Io(e.to_string()))?.to_bytes();
     Ok(Reply { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply { status: http::StatusCode::from_u16(status).unwrap(), body: Bytes::from(body.to_string()) }
+    }
+
+    #[test]
+    fn a_reply_reads_as_its_type_or_as_the_daemons_refusal() {
+        let v: serde_json::Value = reply(200, r#"{"a": 1}"#).decode().unwrap();
+        assert_eq!(v["a"], 1);
+        let v: serde_json::Value = reply(204, "").decode().unwrap();
+        assert!(v.is_null());
+        let refused = |status, body| match reply(status, body).decode::<serde_json::Value>() {
+            Err(ClientError::Refused { status, message }) => (status.as_u16(), message),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            refused(402, r#"{"error": {"message": "budget daily reached"}}"#),
+            (402, "budget daily reached".into())
+        );
+        assert_eq!(refused(502, "<html>bad gateway</html>").1, "the daemon answered HTTP 502 Bad Gateway");
+        assert!(matches!(reply(200, "{").decode::<serde_json::Value>(), Err(ClientError::Decode(_))));
+    }
 }

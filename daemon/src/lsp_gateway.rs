@@ -71,17 +71,14 @@ impl SocketGateway {
             reply = ipc::request(&self.paths.socket, method, path, body).await;
         }
         let reply = reply.map_err(|e| GatewayError::Unreachable(e.to_string()))?;
-        let value = reply.json();
-        if reply.status.is_success() {
-            return Ok(value);
-        }
-        let message =
-            value["error"]["message"].as_str().map_or_else(|| format!("HTTP {}", reply.status), str::to_string);
-        Err(match reply.status.as_u16() {
-            402 => GatewayError::Budget(message),
-            401 => GatewayError::Credentials(format!("{message} (store a key with `tollgate login PROVIDER`)")),
-            403 => GatewayError::Policy(message),
-            _ => GatewayError::Other(message),
+        reply.decode().map_err(|e| match e {
+            ClientError::Refused { status, message } => match status.as_u16() {
+                402 => GatewayError::Budget(message),
+                401 => GatewayError::Credentials(format!("{message} (store a key with `tollgate login PROVIDER`)")),
+                403 => GatewayError::Policy(message),
+                _ => GatewayError::Other(message),
+            },
+            e => GatewayError::Other(e.to_string()),
         })
     }
 }

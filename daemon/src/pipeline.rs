@@ -1055,7 +1055,8 @@ mod tests {
         let arrived = RequestContext::new(EntryPoint::Native, gw.runtime());
         // A reload removes the route while the request is on its way.
         gw.swap(runtime(false)).await;
-        let req = ChatRequest { model: "team".into(), messages: vec![Message::text(Role::User, "hi")], ..Default::default() };
+        let req =
+            ChatRequest { model: "team".into(), messages: vec![Message::text(Role::User, "hi")], ..Default::default() };
         // Routed by the route it arrived with (its one target is down: not a routing error).
         let Err(e) = gw.handle(req.clone(), &arrived).await else { panic!("served without its target") };
         assert!(!matches!(e, GatewayError::Route(_)), "{e:?}");

@@ -15,10 +15,7 @@ use crate::{ledger, utc};
 fn from_daemon(paths: &Paths, path: &str) -> anyhow::Result<Option<Value>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(crate::ipc::request(&paths.socket, http::Method::GET, path, None)) {
-        Ok(reply) if reply.status.is_success() => Ok(Some(reply.json())),
-        Ok(reply) => {
-            anyhow::bail!("{}", reply.json()["error"]["message"].as_str().unwrap_or("the daemon refused the request"))
-        }
+        Ok(reply) => Ok(Some(reply.decode()?)),
         Err(crate::ipc::ClientError::NotRunning(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }

@@ -5,7 +5,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -39,13 +39,7 @@ fn ask<T: Send + 'static>(
 ) -> anyhow::Result<T> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(crate::ipc::request(&paths.socket, method, &path, body)) {
-        Ok(reply) => {
-            let v = reply.json();
-            if !reply.status.is_success() {
-                bail!("{}", v["error"]["message"].as_str().unwrap_or("the daemon refused"));
-            }
-            from_reply(v)
-        }
+        Ok(reply) => from_reply(reply.decode()?),
         Err(crate::ipc::ClientError::NotRunning(_)) => {
             let store = crate::store::Store::open(&paths.database()).context("cannot open the database")?;
             Ok(rt.block_on(store.call_durable(on_db))??)

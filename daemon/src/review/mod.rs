@@ -263,17 +263,10 @@ impl Runner {
         match self {
             Runner::Daemon(socket) => {
                 let body = serde_json::to_value(&call).map_err(|e| e.to_string())?;
-                let reply = crate::ipc::request(socket, http::Method::POST, &format!("/v1/prompts/{name}"), Some(body))
+                crate::ipc::request(socket, http::Method::POST, &format!("/v1/prompts/{name}"), Some(body))
                     .await
-                    .map_err(|e| e.to_string())?;
-                if !reply.status.is_success() {
-                    let v = reply.json();
-                    let msg =
-                        v["error"]["message"].as_str().map_or_else(|| format!("HTTP {}", reply.status), str::to_string);
-                    return Err(msg);
-                }
-                serde_json::from_slice(&reply.body)
-                    .map_err(|e| format!("the daemon's answer is not a prompt answer: {e}"))
+                    .and_then(crate::ipc::Reply::decode)
+                    .map_err(|e| e.to_string())
             }
             Runner::InProcess(gw) => {
                 let mut ctx = RequestContext::new(EntryPoint::Native, gw.runtime());
