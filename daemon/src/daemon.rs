@@ -200,6 +200,10 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
         tracing::warn!("requests still running after {SHUTDOWN_GRACE:?}; stopping anyway");
     }
+    // Settled ledger rows, cache entries and audit entries still queued are committed first.
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "the database did not keep everything at shutdown");
+    }
     let _ = std::fs::remove_file(paths.port_file());
     let _ = std::fs::remove_file(&paths.socket);
     Ok(())

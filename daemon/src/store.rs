@@ -9,6 +9,10 @@
 //! SQLite's automatic checkpoint would run on the writer and stall every commit behind it for
 //! tens of milliseconds; it is off, and a second thread checkpoints from its own connection, which
 //! in WAL mode runs beside the writer.
+//!
+//! When the last handle goes, the writer commits whatever is still queued and ends, and the
+//! checkpointer (which holds no handle) ends after it; [`Store::flush`] waits for everything queued
+//! so far, for a shutdown that loses nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -35,6 +39,10 @@ enum Job {
 
 #[derive(Clone)]
 pub struct Store {
+    inner: std::sync::Arc<Inner>,
+}
+
+struct Inner {
     tx: mpsc::Sender<Job>,
     /// Why the database cannot keep what it is given (a full disk, damaged pages, a read-only
     /// file), while that lasts; cleared by the next durable write that commits.
@@ -191,8 +199,9 @@ impl Store {
             .name("tollgate-db".into())
             .spawn(move || run(conn, rx, &state))
             .expect("spawn the database thread");
-        let store = Self { tx, failing };
-        let probe = store.clone();
+        let store = Self { inner: std::sync::Arc::new(Inner { tx, failing }) };
+        // A weak handle: the checkpointer does not keep the writer alive.
+        let probe = std::sync::Arc::downgrade(&store.inner);
         std::thread::Builder::new()
             .name("tollgate-db-checkpoint".into())
             .spawn(move || checkpoints(checkpointer, probe))
@@ -203,7 +212,7 @@ impl Store {
     /// Why the database cannot keep writes now, if it cannot: requests that would go unrecorded
     /// are refused meanwhile, and `/healthz` says so.
     pub fn failure(&self) -> Option<String> {
-        self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Runs `f` on the database thread and returns its result.
@@ -212,7 +221,8 @@ impl Store {
         f: impl FnOnce(&Connection) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.tx
+        self.inner
+            .tx
             .send(Job::Run(Box::new(move |c| {
                 let _ = tx.send(f(c));
             })))
@@ -222,7 +232,12 @@ impl Store {
 
     /// Queues a write; returns at once.
     pub fn write(&self, f: impl FnOnce(&Connection) + Send + 'static) {
-        let _ = self.tx.send(Job::Run(Box::new(f)));
+        let _ = self.inner.tx.send(Job::Run(Box::new(f)));
+    }
+
+    /// Resolves once everything queued before it is committed (or has failed).
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write_durable(|_| Ok(())).await
     }
 
     /// Runs `f` in a transaction and returns its result once that transaction is committed.
@@ -247,18 +262,33 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
     ) -> Result<(), StoreError> {
+        self.queue_durable(f).await
+    }
+
+    /// Queues a write now, in the order of the calls; the future resolves once it is committed.
+    /// For callers that wait elsewhere (a task) but must not let a later write overtake this one
+    /// or a flush miss it.
+    pub fn queue_durable(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Job::Durable(Box::new(f), tx)).map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::NotKept)
+        let sent = self.inner.tx.send(Job::Durable(Box::new(f), tx));
+        async move {
+            sent.map_err(|_| StoreError::Stopped)?;
+            rx.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::NotKept)
+        }
     }
 }
 
 /// Copies the WAL into the database now and then, beside the writer; ends with the writer. While
 /// the database cannot keep writes it also tries one, so that the failure clears once space is back
 /// (requests are refused meanwhile, so none of theirs would).
-fn checkpoints(conn: Connection, store: Store) {
+fn checkpoints(conn: Connection, store: std::sync::Weak<Inner>) {
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
+        // Every handle is gone: the writer is ending, and so does this.
+        let Some(store) = store.upgrade().map(|inner| Store { inner }) else { return };
         let probe: Job = if store.failure().is_some() {
             let (ack, _) = oneshot::channel();
             Job::Durable(
@@ -272,9 +302,10 @@ fn checkpoints(conn: Connection, store: Store) {
             // An empty job tells whether the writer still runs.
             Job::Run(Box::new(|_| {}))
         };
-        if store.tx.send(probe).is_err() {
+        if store.inner.tx.send(probe).is_err() {
             return;
         }
+        drop(store);
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "database checkpoint failed");
         }
@@ -393,5 +424,30 @@ mod tests {
             assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o077, 0);
         }
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_flush_waits_for_what_was_queued_and_the_last_handle_closes_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        for i in 0..100 {
+            store.write(move |c| {
+                c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).unwrap();
+            });
+        }
+        store.flush().await.unwrap();
+        let n: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT count(*) FROM probe", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 100);
+        // With every handle gone both threads end and close their connections: SQLite then
+        // checkpoints and removes the WAL file.
+        drop(store);
+        let wal = dir.path().join("t.db-wal");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while wal.exists() {
+            assert!(std::time::Instant::now() < deadline, "the database threads outlived every handle");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }

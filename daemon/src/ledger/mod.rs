@@ -99,11 +99,20 @@ pub fn write(store: &Store, row: Row) {
         return;
     };
     let store = store.clone();
+    // Queued now, in order (a flush at shutdown waits for it); waited for in a task.
+    let attempt = row.clone();
+    let mut queued = Some(store.queue_durable(move |c| insert(c, &attempt)));
     runtime.spawn(async move {
         let deadline = std::time::Instant::now() + KEEP_TRYING;
         loop {
-            let attempt = row.clone();
-            match store.write_durable(move |c| insert(c, &attempt)).await {
+            let kept = match queued.take() {
+                Some(first) => first.await,
+                None => {
+                    let attempt = row.clone();
+                    store.write_durable(move |c| insert(c, &attempt)).await
+                }
+            };
+            match kept {
                 Ok(()) | Err(crate::store::StoreError::Stopped) => return,
                 // The database cannot keep writes for now (a full disk): the row waits for it.
                 Err(_) if store.failure().is_some() && std::time::Instant::now() < deadline => {
