@@ -218,9 +218,10 @@ impl Reloader {
             let st = self.state.lock().expect("policy state");
             (st.policy.clone(), st.identity.clone())
         };
-        let built = Loaded::load_unchecked(self.config_file.as_deref(), self.config_required, &self.overrides)
-            .map_err(|e| e.to_string())
-            .and_then(|loaded| Runtime::build(loaded, policy.as_deref(), identity).map_err(|e| format!("{e:#}")));
+        let built = match Loaded::load_unchecked(self.config_file.as_deref(), self.config_required, &self.overrides) {
+            Ok(loaded) => build_off_workers(loaded, policy, identity).await.map_err(|e| format!("{e:#}")),
+            Err(e) => Err(e.to_string()),
+        };
         let mut st_err = None;
         match built {
             Ok(rt) => {
@@ -327,7 +328,7 @@ impl Reloader {
         let identity = self.state.lock().expect("policy state").identity.clone();
         let loaded = Loaded::load_unchecked(self.config_file.as_deref(), self.config_required, &self.overrides)
             .map_err(|e| FetchError::Failed(format!("the local config is invalid, so the policy waits: {e}")))?;
-        let rt = Runtime::build(loaded, Some(&policy), identity).map_err(|e| {
+        let rt = build_off_workers(loaded, Some(Arc::clone(&policy)), identity).await.map_err(|e| {
             FetchError::Failed(format!("policy {} does not apply: {e:#}; keeping the previous one", policy.label()))
         })?;
         let ignored = rt.ignored.clone();
@@ -479,4 +480,11 @@ fn rejected_message(commit: &str, problems: &[Problem], current: Option<&str>) -
         if problems.len() == 1 { "" } else { "s" },
         if problems.len() > 1 { "; ..." } else { "" }
     )
+}
+/// Builds a runtime (every rule's regexes compiled, prompts parsed: tens of milliseconds) on a
+/// blocking thread, so that a reload never stalls the async workers serving requests.
+async fn build_off_workers(loaded: Loaded, policy: Option<Arc<Policy>>, identity: Identity) -> anyhow::Result<Runtime> {
+    tokio::task::spawn_blocking(move || Runtime::build(loaded, policy.as_deref(), identity))
+        .await
+        .map_err(|e| anyhow::anyhow!("building the configuration stopped: {e}"))?
 }
