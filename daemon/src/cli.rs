@@ -387,12 +387,10 @@ fn load_with_policy(cli_config: Option<&PathBuf>, paths: &Paths, overrides: &Ove
     Ok(loaded)
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
-}
-
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let paths = Paths::resolve()?;
+    // The effective config, as every command but the daemon reads it.
+    let loaded = || load_with_policy(cli.config.as_ref(), &paths, &Overrides::default());
     match cli.command {
         Command::Daemon { port } => {
             let overrides = Overrides { port };
@@ -400,11 +398,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Checked under the policy when the daemon starts.
             let loaded = Loaded::load_unchecked(Some(&file), required, &overrides)?;
             let origin = crate::daemon::ConfigOrigin { file, required, overrides };
-            runtime()?.block_on(crate::daemon::run(loaded, paths, origin))?;
+            crate::ipc::block_on(crate::daemon::run(loaded, paths, origin))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Login { provider, stdin } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             known_provider(&loaded, &provider)?;
             let key = read_key(&provider, stdin)?;
             let keychain = Keychain::open(loaded.config.keychain.backend)?;
@@ -414,7 +412,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Logout { provider } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             let keychain = Keychain::open(loaded.config.keychain.backend)?;
             if keychain.delete(&provider)? {
                 println!("Removed the {provider} key from the {} keychain.", keychain.backend_name());
@@ -431,16 +429,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command: Some(command) } => crate::commands::token::run(&paths, command),
         Command::Setup { tool, print, undo } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             crate::commands::setup::run(&paths, tool, print, undo, loaded.config.server.port)
         }
         Command::Env => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             // The address of the daemon that runs now, asked over its socket (in a directory of the
             // user's own): with none running, whatever holds the configured port (another user's
             // program, on a shared machine) would get the token and every prompt.
-            let alive = runtime()?
-                .block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/healthz", None))
+            let alive = crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/healthz", None))
                 .is_ok_and(|r| r.status.is_success());
             let port = std::fs::read_to_string(paths.port_file()).ok().and_then(|p| p.trim().parse::<u16>().ok());
             let Some(port) = port.filter(|_| alive) else {
@@ -460,20 +457,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Usage { since, by, json } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             crate::reports::usage(&paths, &loaded, since.as_deref(), by.name(), json)
         }
         Command::Budget { json } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             crate::reports::budget(&paths, &loaded, json)
         }
         Command::Log { id, limit, json } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             crate::reports::log(&paths, &loaded, id.as_deref(), limit, json)
         }
         Command::Scan { paths: files, staged, format } => {
             // The policy's rules and allowlist apply to scans too.
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             let rules = saved_policy(&paths, &loaded).map(|p| p.rules).unwrap_or_default();
             scan(&loaded, &rules, &files, staged, format)
         }
@@ -491,7 +488,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (Some(r), _, _) => Target::Range(r),
                 (None, _, _) => Target::Staged,
             };
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             let args = command::ReviewArgs {
                 target,
                 format,
@@ -501,7 +498,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 in_process: in_process || mr,
                 post_discussions,
             };
-            runtime()?.block_on(command::review(&paths, loaded, args))
+            crate::ipc::block_on(command::review(&paths, loaded, args))
         }
         Command::Explain { target, json } => {
             prompt_command(cli.config.as_ref(), &paths, "explain", Some(&target), json)
@@ -511,7 +508,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CommitMessage { json } => prompt_command(cli.config.as_ref(), &paths, "commit-message", None, json),
         Command::Lsp { stdio: _ } => {
             let gateway = crate::lsp_gateway::SocketGateway::new(paths);
-            runtime()?.block_on(tollgate_lsp::server::serve_stdio(gateway));
+            crate::ipc::block_on(tollgate_lsp::server::serve_stdio(gateway));
             Ok(ExitCode::SUCCESS)
         }
         Command::Service { command } => match command {
@@ -547,9 +544,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Doctor { json } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             let repo = std::env::current_dir()?;
-            let checks = runtime()?.block_on(crate::doctor::run(&paths, &loaded, &repo));
+            let checks = crate::ipc::block_on(crate::doctor::run(&paths, &loaded, &repo));
             if json {
                 println!("{}", serde_json::to_string_pretty(&checks)?);
             } else {
@@ -569,8 +566,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::HookPrePush { remote, url: _ } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
-            runtime()?.block_on(crate::commands::review::pre_push(&paths, loaded, &remote))
+            let loaded = loaded()?;
+            crate::ipc::block_on(crate::commands::review::pre_push(&paths, loaded, &remote))
         }
         Command::Hooks { command } => {
             let cwd = std::env::current_dir()?;
@@ -588,7 +585,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Config { command: ConfigCommand::Show { json } } => {
-            let loaded = load_with_policy(cli.config.as_ref(), &paths, &Overrides::default())?;
+            let loaded = loaded()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&loaded.show_json())?);
             } else {
@@ -607,7 +604,7 @@ fn prompt_command(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let loaded = load_with_policy(config, paths, &Overrides::default())?;
-    runtime()?.block_on(crate::commands::review::prompt(paths, loaded, name, target, json))
+    crate::ipc::block_on(crate::commands::review::prompt(paths, loaded, name, target, json))
 }
 
 /// The last good policy synced for this config's source, if any.
@@ -651,9 +648,13 @@ fn policy(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> an
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Sync { json } => {
-            let reply = runtime()?
-                .block_on(crate::ipc::request(&paths.socket, http::Method::POST, "/v1/admin/policy/sync", None))
-                .context("the daemon is not running (start it with `tollgate daemon`); it syncs the policy at start")?;
+            let reply = crate::ipc::block_on(crate::ipc::request(
+                &paths.socket,
+                http::Method::POST,
+                "/v1/admin/policy/sync",
+                None,
+            ))
+            .context("the daemon is not running (start it with `tollgate daemon`); it syncs the policy at start")?;
             let body = reply.json();
             if json {
                 println!("{}", serde_json::to_string_pretty(&body)?);
@@ -667,7 +668,8 @@ fn policy(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> an
             Ok(if body["error"].is_null() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         PolicyCommand::Status { json } => {
-            let daemon = runtime()?.block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/v1/policy", None));
+            let daemon =
+                crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/v1/policy", None));
             let body = match daemon {
                 Ok(reply) => reply.json(),
                 Err(e) => {
@@ -838,10 +840,12 @@ fn read_key(provider: &str, from_stdin: bool) -> anyhow::Result<Secret> {
 
 /// Tells a running daemon to re-read credentials; no daemon is fine.
 fn notify_daemon(paths: &Paths) {
-    if let Ok(rt) = runtime() {
-        let _ =
-            rt.block_on(crate::ipc::request(&paths.socket, http::Method::POST, "/v1/admin/credentials/reload", None));
-    }
+    let _ = crate::ipc::block_on(crate::ipc::request(
+        &paths.socket,
+        http::Method::POST,
+        "/v1/admin/credentials/reload",
+        None,
+    ));
 }
 
 fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result<ExitCode> {
@@ -862,7 +866,7 @@ fn status(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Result
         providers
             .push(serde_json::json!({"name": name, "kind": p.kind, "local": p.is_local(), "credentials": credentials}));
     }
-    let daemon = runtime()?.block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/v1/status", None));
+    let daemon = crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/v1/status", None));
     let daemon_json = match &daemon {
         Ok(reply) => reply.json(),
         Err(e) => serde_json::json!({"running": false, "error": e.to_string()}),

@@ -68,6 +68,17 @@ impl Reply {
     }
 }
 
+/// Runs `f` to completion on the command line's one runtime (made on first use, for the life of
+/// the process): every command that talks to the daemon or the database shares it.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("the async runtime starts")
+        })
+        .block_on(f)
+}
+
 /// One HTTP request to the daemon over its local socket.
 pub async fn request(
     socket: &Path,

@@ -13,8 +13,7 @@ use crate::{ledger, utc};
 
 /// GETs `path` from the daemon; `None` when no daemon runs.
 fn from_daemon(paths: &Paths, path: &str) -> anyhow::Result<Option<Value>> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    match rt.block_on(crate::ipc::request(&paths.socket, http::Method::GET, path, None)) {
+    match crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, path, None)) {
         Ok(reply) => Ok(Some(reply.decode()?)),
         Err(crate::ipc::ClientError::NotRunning(_)) => Ok(None),
         Err(e) => Err(e.into()),
@@ -28,8 +27,7 @@ fn query<T: Send + 'static>(
 ) -> anyhow::Result<T> {
     anyhow::ensure!(paths.database().exists(), "no usage recorded yet ({} does not exist)", paths.database().display());
     let store = Store::open(&paths.database()).context("cannot open the database")?;
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    Ok(rt.block_on(store.read(f))??)
+    Ok(crate::ipc::block_on(store.read(f))??)
 }
 
 fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<Value> {
@@ -109,8 +107,7 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
             let now = utc::now_ms();
             if paths.database().exists() {
                 let store = Store::open(&paths.database()).context("cannot open the database")?;
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                budgets.load(rt.block_on(ledger::budget_spend(&store, &budgets, now)), now);
+                budgets.load(crate::ipc::block_on(ledger::budget_spend(&store, &budgets, now)), now);
             }
             serde_json::json!({"budgets": budgets.report(now)})
         }

@@ -37,12 +37,11 @@ fn ask<T: Send + 'static>(
     from_reply: impl FnOnce(serde_json::Value) -> anyhow::Result<T>,
     on_db: impl FnOnce(&rusqlite::Connection) -> Result<T, callers::CallerError> + Send + 'static,
 ) -> anyhow::Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    match rt.block_on(crate::ipc::request(&paths.socket, method, &path, body)) {
+    match crate::ipc::block_on(crate::ipc::request(&paths.socket, method, &path, body)) {
         Ok(reply) => from_reply(reply.decode()?),
         Err(crate::ipc::ClientError::NotRunning(_)) => {
             let store = crate::store::Store::open(&paths.database()).context("cannot open the database")?;
-            Ok(rt.block_on(store.call_durable(on_db))??)
+            Ok(crate::ipc::block_on(store.call_durable(on_db))??)
         }
         Err(e) => Err(e).context("cannot reach the daemon"),
     }
