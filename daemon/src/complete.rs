@@ -9,7 +9,7 @@ use serde::Deserialize;
 use tollgate_lsp::{CompletionAnswer, CompletionRequest, Intent};
 
 use crate::model::{ChatRequest, Message, Role};
-use crate::pipeline::{Answer, Gateway, GatewayError, RequestContext};
+use crate::pipeline::{Gateway, GatewayError, RequestContext};
 
 const FIM: &str = include_str!("../../prompts/fim.toml");
 
@@ -144,10 +144,7 @@ pub async fn run(gw: &Gateway, req: CompletionRequest, ctx: &RequestContext) -> 
     let served = gw.handle(chat, ctx).await?;
     let redactions = u64::from(served.redactions);
     let model = served.target.to_string();
-    let text = match served.answer {
-        Answer::Complete(r) => r.text(),
-        Answer::Stream(_) => unreachable!("completions are not streamed"),
-    };
+    let text = served.answer.whole(&model).await?.text();
     Ok(CompletionAnswer { text, model, cache_hit: served.cache_hit, redactions })
 }
 

@@ -157,29 +157,6 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    /// The HTTP status that best says what happened.
-    pub fn status(&self) -> u16 {
-        match self {
-            GatewayError::Route(RouteError::Unknown { .. }) => 404,
-            GatewayError::Route(RouteError::Disabled(_) | RouteError::NotAllowed { .. }) => 403,
-            GatewayError::NotAllowed(_) => 403,
-            GatewayError::NoTarget { .. } => 503,
-            GatewayError::Rejected { status, .. } => *status,
-            GatewayError::AllFailed { last, .. } => match last.as_ref() {
-                UpstreamError::Status { status: 429, .. } => 429,
-                UpstreamError::Timeout(_) => 504,
-                UpstreamError::NoCredentials { .. } => 401,
-                _ => 502,
-            },
-            GatewayError::Budget(_) => 402,
-            GatewayError::RateLimited(_) => 429,
-            GatewayError::Redaction(_)
-            | GatewayError::Untranslatable { .. }
-            | GatewayError::SecretInModelName { .. } => 400,
-            GatewayError::ShuttingDown | GatewayError::Unrecordable(_) | GatewayError::Busy(_) => 503,
-        }
-    }
-
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             GatewayError::AllFailed { last, .. } => last.retry_after(),
@@ -239,6 +216,27 @@ pub enum Answer {
     /// Events after the first one have not been read yet; the first was, so that a failure before
     /// any byte reaches the caller could still fall back.
     Stream(EventStream),
+}
+
+impl Answer {
+    /// The answer whole: as it is, or its stream read to the end and folded (a stream that fails
+    /// part-way gives its error). Every answer can be had whole, whatever the caller asked for.
+    pub async fn whole(self, model: &str) -> Result<ChatResponse, GatewayError> {
+        match self {
+            Answer::Complete(r) => Ok(r),
+            Answer::Stream(mut events) => {
+                let mut c = Collector::default();
+                while let Some(event) = events.next().await {
+                    c.push(event.map_err(|e| GatewayError::AllFailed {
+                        model: model.to_string(),
+                        reasons: format!("the stream failed part-way: {e}"),
+                        last: Box::new(e),
+                    })?);
+                }
+                Ok(c.finish(None, model.to_string()))
+            }
+        }
+    }
 }
 
 pub struct Served {
@@ -1065,5 +1063,19 @@ mod tests {
         let after = RequestContext::new(EntryPoint::Native, gw.runtime());
         let Err(e) = gw.handle(req, &after).await else { panic!("served after its route was removed") };
         assert!(matches!(e, GatewayError::Route(_)), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn every_answer_can_be_had_whole() {
+        let events = |tail: Result<Event, UpstreamError>| -> EventStream {
+            let first = [Ok(Event::TextDelta { text: "Hello ".into() }), Ok(Event::TextDelta { text: "there".into() })];
+            Box::pin(futures_util::stream::iter(first.into_iter().chain([tail])))
+        };
+        let done = events(Ok(Event::Finish { reason: crate::model::FinishReason::Stop }));
+        let whole = Answer::Stream(done).whole("p/m").await.unwrap();
+        assert_eq!((whole.text().as_str(), whole.model.as_str()), ("Hello there", "p/m"));
+        let cut = events(Err(UpstreamError::Cut("reset".into())));
+        let Err(e) = Answer::Stream(cut).whole("p/m").await else { panic!("a cut stream read whole") };
+        assert!(matches!(e, GatewayError::AllFailed { .. }) && e.to_string().contains("reset"), "{e}");
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{ChatRequest, Message, ResponseFormat, Role, Usage};
-use crate::pipeline::{Answer, Gateway, GatewayError, RequestContext};
+use crate::pipeline::{Gateway, GatewayError, RequestContext};
 
 /// What a caller sends to run a prompt.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -62,16 +62,6 @@ pub enum TaskError {
     Gateway(#[from] GatewayError),
 }
 
-impl TaskError {
-    pub fn status(&self) -> u16 {
-        match self {
-            TaskError::Unknown { .. } => 404,
-            TaskError::Variables(_) => 400,
-            TaskError::Gateway(e) => e.status(),
-        }
-    }
-}
-
 /// Asks for the same JSON again, quoting what was wrong with the last answer.
 fn repair_message(error: &str) -> String {
     format!(
@@ -109,10 +99,7 @@ pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContex
     let (prompt_name, version) = (prompt.name.clone(), prompt.version);
     let served = gw.handle(req, ctx).await?;
     let model = served.target.to_string();
-    let response = match served.answer {
-        Answer::Complete(r) => r,
-        Answer::Stream(_) => unreachable!("prompt calls are not streamed"),
-    };
+    let response = served.answer.whole(&model).await?;
     Ok(PromptAnswer {
         text: response.text(),
         prompt: prompt_name,

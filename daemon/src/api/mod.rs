@@ -112,13 +112,40 @@ pub struct ApiError {
     pub code: Option<&'static str>,
 }
 
+/// The HTTP status that best says what a pipeline failure was: the one place statuses are
+/// chosen (the pipeline knows none).
+pub fn status_of(err: &GatewayError) -> StatusCode {
+    use crate::model::UpstreamError;
+    use crate::route::RouteError;
+    let code = match err {
+        GatewayError::Route(RouteError::Unknown { .. }) => 404,
+        GatewayError::Route(RouteError::Disabled(_) | RouteError::NotAllowed { .. }) => 403,
+        GatewayError::NotAllowed(_) => 403,
+        GatewayError::NoTarget { .. } => 503,
+        GatewayError::Rejected { status, .. } => *status,
+        GatewayError::AllFailed { last, .. } => match last.as_ref() {
+            UpstreamError::Status { status: 429, .. } => 429,
+            UpstreamError::Timeout(_) => 504,
+            UpstreamError::NoCredentials { .. } => 401,
+            _ => 502,
+        },
+        GatewayError::Budget(_) => 402,
+        GatewayError::RateLimited(_) => 429,
+        GatewayError::Redaction(_) | GatewayError::Untranslatable { .. } | GatewayError::SecretInModelName { .. } => {
+            400
+        }
+        GatewayError::ShuttingDown | GatewayError::Unrecordable(_) | GatewayError::Busy(_) => 503,
+    };
+    StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, format: Format, message: impl Into<String>) -> Self {
         Self { status, message: message.into(), format, retry_after: None, code: None }
     }
 
     pub fn from_gateway(err: &GatewayError, format: Format) -> Self {
-        let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let status = status_of(err);
         Self { status, message: err.to_string(), format, retry_after: err.retry_after(), code: None }
     }
 
@@ -519,7 +546,11 @@ where
             Some(body) => axum::Json(body).into_response(),
             None => axum::Json((render.whole)(&r, &id, &model)).into_response(),
         },
-        (false, crate::pipeline::Answer::Stream(_)) => unreachable!("the pipeline streams only when asked"),
+        // The pipeline streams only when asked; were it to, the caller still gets the whole answer.
+        (false, answer @ crate::pipeline::Answer::Stream(_)) => match answer.whole(&model).await {
+            Ok(r) => axum::Json((render.whole)(&r, &id, &model)).into_response(),
+            Err(e) => ApiError::from_gateway(&e, format).into_response(),
+        },
     };
     response.headers_mut().extend(served_h);
     response

@@ -160,9 +160,11 @@ pub async fn run_prompt(
     match crate::tasks::run(&state.gateway, &name, call, &ctx).await {
         Ok(answer) => axum::Json(answer).into_response(),
         Err(crate::tasks::TaskError::Gateway(e)) => ApiError::from_gateway(&e, Format::Openai).into_response(),
-        Err(e) => {
-            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            ApiError::new(status, Format::Openai, e.to_string()).into_response()
+        Err(e @ crate::tasks::TaskError::Unknown { .. }) => {
+            ApiError::new(StatusCode::NOT_FOUND, Format::Openai, e.to_string()).into_response()
+        }
+        Err(e @ crate::tasks::TaskError::Variables(_)) => {
+            ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, e.to_string()).into_response()
         }
     }
 }
