@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use std::sync::Arc;
 
-use crate::ledger::{self, Row};
+use crate::ledger::{self, Outcome, Row};
 use crate::model::{ChatRequest, Event, Usage};
 use crate::seal::{Column, Sealer};
 
@@ -98,7 +98,7 @@ pub async fn lookup(store: &Store, sealer: &Arc<Sealer>, key: [u8; 32], now: i64
                 cached_tokens: usage.cached_tokens,
                 cost_micros: Some(0),
                 cache_hit: true,
-                outcome: "ok".into(),
+                outcome: Outcome::Ok,
                 ..row
             };
             if let Err(e) = ledger::insert(c, &row) {

@@ -81,7 +81,7 @@ impl Metrics {
             .entry(format!(
                 "entry=\"{}\",provider=\"{provider}\",model=\"{model}\",outcome=\"{}\"",
                 label(&row.entry),
-                label(&row.outcome)
+                row.outcome.as_str()
             ))
             .or_default() += 1;
         // Figures come bounded from the pipeline; a counter saturates rather than wraps all the same.
@@ -178,6 +178,7 @@ fn histogram(out: &mut String, name: &str, labels: &str, bounds: &[f64], h: &His
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ledger::Outcome;
 
     #[test]
     fn exposition_has_types_labels_and_cumulative_buckets() {
@@ -186,7 +187,7 @@ mod tests {
             entry: "openai".into(),
             provider: Some("oa".into()),
             model: Some("gpt-4.1".into()),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             input_tokens: 10,
             output_tokens: 5,
             cost_micros: Some(1_500_000),
@@ -217,12 +218,12 @@ mod tests {
             m.record(&Row {
                 entry: "openai".into(),
                 model: Some(format!("m{i}")),
-                outcome: "ok".into(),
+                outcome: Outcome::Ok,
                 ..Default::default()
             });
         }
         // A name seen before the limit keeps its own series.
-        m.record(&Row { entry: "openai".into(), model: Some("m0".into()), outcome: "ok".into(), ..Default::default() });
+        m.record(&Row { entry: "openai".into(), model: Some("m0".into()), outcome: Outcome::Ok, ..Default::default() });
         let text = m.render(&[]);
         let requests: Vec<&str> = text.lines().filter(|l| l.starts_with("tollgate_requests_total{")).collect();
         assert_eq!(requests.len(), MAX_MODELS + 1, "one series per model kept, and one for the rest");

@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::keychain::Credentials;
 use crate::ledger::budgets::{Action, Exceeded, Facts, Reservation};
 use crate::ledger::prices::Price;
-use crate::ledger::{self, Row};
+use crate::ledger::{self, Outcome, Row};
 use crate::metrics::Metrics;
 use crate::model::UpstreamError;
 use crate::model::{ChatRequest, ChatResponse, Collector, Event, EventStream, Usage};
@@ -167,20 +167,20 @@ impl GatewayError {
     }
 
     /// The ledger's word for it.
-    fn outcome(&self) -> &'static str {
+    fn outcome(&self) -> Outcome {
         match self {
-            GatewayError::Route(RouteError::NotAllowed { .. }) | GatewayError::NotAllowed(_) => "refused_policy",
-            GatewayError::Route(_) => "unknown_model",
-            GatewayError::NoTarget { .. } => "no_target",
-            GatewayError::Rejected { .. } => "rejected",
-            GatewayError::AllFailed { .. } => "failed",
-            GatewayError::Budget(_) => "blocked",
-            GatewayError::RateLimited(_) => "rate_limited",
-            GatewayError::Redaction(_) | GatewayError::SecretInModelName { .. } => "refused_secret",
-            GatewayError::Untranslatable { .. } => "untranslatable",
-            GatewayError::ShuttingDown => "shutting_down",
-            GatewayError::Unrecordable(_) => "unrecordable",
-            GatewayError::Busy(_) => "busy",
+            GatewayError::Route(RouteError::NotAllowed { .. }) | GatewayError::NotAllowed(_) => Outcome::RefusedPolicy,
+            GatewayError::Route(_) => Outcome::UnknownModel,
+            GatewayError::NoTarget { .. } => Outcome::NoTarget,
+            GatewayError::Rejected { .. } => Outcome::Rejected,
+            GatewayError::AllFailed { .. } => Outcome::Failed,
+            GatewayError::Budget(_) => Outcome::Blocked,
+            GatewayError::RateLimited(_) => Outcome::RateLimited,
+            GatewayError::Redaction(_) | GatewayError::SecretInModelName { .. } => Outcome::RefusedSecret,
+            GatewayError::Untranslatable { .. } => Outcome::Untranslatable,
+            GatewayError::ShuttingDown => Outcome::ShuttingDown,
+            GatewayError::Unrecordable(_) => Outcome::Unrecordable,
+            GatewayError::Busy(_) => Outcome::Busy,
         }
     }
 }
@@ -314,7 +314,7 @@ impl Settle {
 
     /// Settles the call: `usage` as the provider reported it, `answer_chars` the characters of text
     /// and tool arguments the caller received.
-    async fn finish(mut self, usage: Usage, answer_chars: usize, events: Option<Vec<Event>>, outcome: &str) {
+    async fn finish(mut self, usage: Usage, answer_chars: usize, events: Option<Vec<Event>>, outcome: Outcome) {
         // The pending row must be committed before the caller's answer is complete.
         if let Some(p) = self.pending.take() {
             let _ = p.await;
@@ -359,12 +359,12 @@ impl Settle {
             cost_micros: cost,
             latency_ms: elapsed.as_secs_f64() * 1000.0,
             added_ms: elapsed.saturating_sub(self.provider_time).as_secs_f64() * 1000.0,
-            outcome: outcome.into(),
+            outcome,
             ..self.row
         };
         self.metrics.record(&row);
         self.reservation.settle(cost, usage.input_tokens.saturating_add(usage.output_tokens));
-        if outcome == "ok"
+        if outcome == Outcome::Ok
             && let (Some((key, scope)), Some(events)) = (self.cache_key, &events)
         {
             let entry = cache::Entry {
@@ -381,7 +381,7 @@ impl Settle {
             let mut c = Collector::default();
             events.into_iter().for_each(|e| c.push(e));
             let answer = c.finish(None, row.model.clone().unwrap_or_default());
-            if let (Some((id, scope, turns)), "ok") = (self.keep, outcome) {
+            if let (Some((id, scope, turns)), Outcome::Ok) = (self.keep, outcome) {
                 crate::stored::keep(&self.store, &self.sealer, id, scope, &turns, &answer);
             }
             if let Some(request) = self.audit_request {
@@ -440,7 +440,7 @@ impl Gateway {
             task: ctx.task.clone(),
             entry: ctx.entry.name().into(),
             caller: ctx.caller.clone(),
-            outcome: "pending".into(),
+            outcome: Outcome::Pending,
             ..Default::default()
         }
     }
@@ -461,7 +461,7 @@ impl Gateway {
                 let _ = p.await;
             }
             let row = Row {
-                outcome: e.outcome().into(),
+                outcome: e.outcome(),
                 note: Some(e.to_string().chars().take(500).collect()),
                 latency_ms: ctx.received.elapsed().as_secs_f64() * 1000.0,
                 ..self.row(&rt, ctx)
@@ -690,7 +690,7 @@ impl Gateway {
                                 Answer::Complete(r) => {
                                     drop(permit);
                                     let events = settle.keeps_events().then(|| r.clone().into_events());
-                                    settle.finish(r.usage, answer_chars(&r), events, "ok").await;
+                                    settle.finish(r.usage, answer_chars(&r), events, Outcome::Ok).await;
                                     Answer::Complete(r)
                                 }
                             };
@@ -932,7 +932,7 @@ impl Gateway {
                 // The caller went away mid-stream: settle what was used so far.
                 if let Some(settle) = self.settle.take() {
                     let usage = self.usage;
-                    tokio::spawn(settle.finish(usage, self.chars, None, "cancelled"));
+                    tokio::spawn(settle.finish(usage, self.chars, None, Outcome::Cancelled));
                 }
             }
         }
@@ -970,13 +970,13 @@ impl Gateway {
                     tracing::warn!(target = %s.target, error = %e, "stream failed after it began");
                     s.router.record_failure(&s.target, &e.to_string(), None);
                     if let Some(settle) = s.settle.take() {
-                        settle.finish(s.usage, s.chars, None, "cut").await;
+                        settle.finish(s.usage, s.chars, None, Outcome::Cut).await;
                     }
                     Some((Err(e), s))
                 }
                 None => {
                     if let Some(settle) = s.settle.take() {
-                        settle.finish(s.usage, s.chars, s.events.take(), "ok").await;
+                        settle.finish(s.usage, s.chars, s.events.take(), Outcome::Ok).await;
                     }
                     None
                 }

@@ -44,8 +44,100 @@ pub struct Row {
     pub added_ms: f64,
     pub cache_hit: bool,
     pub redactions: u32,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub note: Option<String>,
+}
+
+/// How a call ended, as the ledger, `/metrics` and reports name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Sent to a provider; not settled yet (a row a killed daemon leaves becomes `Interrupted`).
+    #[default]
+    Pending,
+    Ok,
+    /// The caller went away part-way through the answer.
+    Cancelled,
+    /// The provider's stream broke after output had reached the caller.
+    Cut,
+    /// The daemon stopped before the answer was settled; the figures are the estimate.
+    Interrupted,
+    RefusedPolicy,
+    UnknownModel,
+    NoTarget,
+    Rejected,
+    Failed,
+    Blocked,
+    RateLimited,
+    RefusedSecret,
+    Untranslatable,
+    ShuttingDown,
+    Unrecordable,
+    Busy,
+    /// A word this version does not know (a row written by another version).
+    Other,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 18] = [
+        Self::Pending,
+        Self::Ok,
+        Self::Cancelled,
+        Self::Cut,
+        Self::Interrupted,
+        Self::RefusedPolicy,
+        Self::UnknownModel,
+        Self::NoTarget,
+        Self::Rejected,
+        Self::Failed,
+        Self::Blocked,
+        Self::RateLimited,
+        Self::RefusedSecret,
+        Self::Untranslatable,
+        Self::ShuttingDown,
+        Self::Unrecordable,
+        Self::Busy,
+        Self::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ok => "ok",
+            Self::Cancelled => "cancelled",
+            Self::Cut => "cut",
+            Self::Interrupted => "interrupted",
+            Self::RefusedPolicy => "refused_policy",
+            Self::UnknownModel => "unknown_model",
+            Self::NoTarget => "no_target",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Blocked => "blocked",
+            Self::RateLimited => "rate_limited",
+            Self::RefusedSecret => "refused_secret",
+            Self::Untranslatable => "untranslatable",
+            Self::ShuttingDown => "shutting_down",
+            Self::Unrecordable => "unrecordable",
+            Self::Busy => "busy",
+            Self::Other => "other",
+        }
+    }
+
+    fn parse(word: &str) -> Self {
+        Self::ALL.into_iter().find(|o| o.as_str() == word).unwrap_or(Self::Other)
+    }
+}
+
+impl rusqlite::types::ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for Outcome {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        value.as_str().map(Self::parse)
+    }
 }
 
 const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provider, model, input_tokens, output_tokens, \
@@ -139,7 +231,14 @@ pub async fn write_durable(store: &Store, row: Row) -> Result<(), crate::store::
 /// At start: rows a killed daemon left pending.
 pub async fn recover(store: &Store) -> usize {
     store
-        .read(|c| c.execute("UPDATE ledger SET outcome = 'interrupted', note = 'the daemon stopped before the answer was settled; figures are the estimate' WHERE outcome = 'pending'", []).unwrap_or(0))
+        .read(|c| {
+            c.execute(
+                "UPDATE ledger SET outcome = ?1, note = 'the daemon stopped before the answer was settled; figures are the estimate' \
+                 WHERE outcome = ?2",
+                params![Outcome::Interrupted, Outcome::Pending],
+            )
+            .unwrap_or(0)
+        })
         .await
         .unwrap_or(0)
 }
@@ -217,8 +316,10 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
     };
     let sql = format!(
         "SELECT {key}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), COALESCE(SUM(cost_micros), 0), \
-         SUM(cost_micros IS NULL AND cache_hit = 0 AND outcome = 'ok'), SUM(cache_hit), SUM(outcome NOT IN ('ok', 'pending')) \
-         FROM ledger WHERE ts_ms >= ?1 GROUP BY 1 ORDER BY 6 DESC, 2 DESC"
+         SUM(cost_micros IS NULL AND cache_hit = 0 AND outcome = '{ok}'), SUM(cache_hit), \
+         SUM(outcome NOT IN ('{ok}', '{pending}')) FROM ledger WHERE ts_ms >= ?1 GROUP BY 1 ORDER BY 6 DESC, 2 DESC",
+        ok = Outcome::Ok.as_str(),
+        pending = Outcome::Pending.as_str(),
     );
     let mut stmt = c.prepare(&sql)?;
     let line = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(UsageLine, Micros)> {
@@ -380,7 +481,7 @@ mod tests {
             identity: "me".into(),
             task: "api".into(),
             entry: "openai".into(),
-            outcome: "ok".into(),
+            outcome: Outcome::Ok,
             ..Default::default()
         };
         insert(&c, &row).unwrap();
@@ -389,5 +490,28 @@ mod tests {
         assert_eq!(call(&c, &s, "req_24").unwrap().unwrap().row.request_id, "req_24fb7e");
         assert!(call(&c, &s, "req%").unwrap().is_none(), "% is not a wildcard");
         assert!(call(&c, &s, "req_x").unwrap().is_none());
+    }
+
+    #[test]
+    fn outcomes_keep_their_words_in_the_database_and_an_unknown_word_reads_as_other() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::store::SCHEMA).unwrap();
+        for (i, outcome) in Outcome::ALL.into_iter().enumerate() {
+            let row = Row { request_id: format!("r{i}"), outcome, ..Default::default() };
+            insert(&c, &row).unwrap();
+            let word: String = c
+                .query_row("SELECT outcome FROM ledger WHERE request_id = ?1", [&row.request_id], |r| r.get(0))
+                .unwrap();
+            assert_eq!(word, outcome.as_str());
+            assert_eq!(serde_json::to_value(outcome).unwrap(), word.as_str(), "the JSON word is the database's");
+            let back: Outcome = c
+                .query_row("SELECT outcome FROM ledger WHERE request_id = ?1", [&row.request_id], |r| r.get(0))
+                .unwrap();
+            assert_eq!(back, outcome);
+        }
+        c.execute("UPDATE ledger SET outcome = 'exploded' WHERE request_id = 'r0'", []).unwrap();
+        let back: Outcome =
+            c.query_row("SELECT outcome FROM ledger WHERE request_id = 'r0'", [], |r| r.get(0)).unwrap();
+        assert_eq!(back, Outcome::Other);
     }
 }
