@@ -160,10 +160,10 @@ async fn db_size() {
             cost_micros: Some(5_000 + i % 20_000),
             latency_ms: 350.0 + (i % 900) as f64,
             added_ms: 0.08,
-            outcome: "pending".into(),
+            outcome: tollgate::ledger::Outcome::Pending,
             ..Default::default()
         };
-        let settled = tollgate::ledger::Row { outcome: "ok".into(), ..row.clone() };
+        let settled = tollgate::ledger::Row { outcome: tollgate::ledger::Outcome::Ok, ..row.clone() };
         tollgate::ledger::write(&store, row);
         tollgate::ledger::write(&store, settled);
     }
