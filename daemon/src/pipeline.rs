@@ -185,6 +185,145 @@ impl GatewayError {
     }
 }
 
+/// A request let in: its slot, the time spent waiting for it, and its estimated tokens.
+struct Admitted {
+    permit: OwnedSemaphorePermit,
+    waited: Duration,
+    est_in: u64,
+    est_out: u64,
+}
+
+/// The request as the targets may see it: masked (or not) as the targets it may reach decide, the
+/// placeholders to restore, the ledger row every outcome starts from (counts per kind, never a
+/// value), and its cache key. All follow the targets: a budget that sends the request elsewhere
+/// decides them again ([`Masked::retarget`]).
+struct Masked {
+    req: ChatRequest,
+    vault: Arc<crate::redact::Vault>,
+    mode: crate::redact::Mode,
+    row: Row,
+    cache_key: Option<([u8; 32], String)>,
+}
+
+impl Masked {
+    async fn new(
+        rt: &Runtime,
+        ctx: &RequestContext,
+        req: ChatRequest,
+        row: Row,
+        targets: &[TargetRef],
+        notes: &mut Vec<(&'static str, String)>,
+    ) -> Result<Self, GatewayError> {
+        let mode = Gateway::redaction_mode(rt, &req.model, targets);
+        let (req, vault) = Gateway::redact(rt, req, mode).await?;
+        let mut masked = Self { req, vault: Arc::default(), mode, row, cache_key: None };
+        masked.took(vault, notes);
+        masked.cache_key = Gateway::cache_key(rt, &masked.req, ctx, targets);
+        Ok(masked)
+    }
+
+    /// The same request for other targets (`to` resolves to them): text a local route left
+    /// unmasked is masked before a cloud target sees it, and the cache key is theirs.
+    async fn retarget(
+        mut self,
+        rt: &Runtime,
+        ctx: &RequestContext,
+        to: &str,
+        targets: &[TargetRef],
+        notes: &mut Vec<(&'static str, String)>,
+    ) -> Result<Self, GatewayError> {
+        let mode = Gateway::redaction_mode(rt, to, targets);
+        if mode != self.mode && self.mode == crate::redact::Mode::Off {
+            let (req, vault) = Gateway::redact(rt, self.req, mode).await?;
+            self.req = req;
+            self.took(vault, notes);
+            self.mode = mode;
+        }
+        self.cache_key = Gateway::cache_key(rt, &self.req, ctx, targets);
+        Ok(self)
+    }
+
+    /// Takes the placeholders of a masking: the caller is told the counts, and so is the ledger.
+    fn took(&mut self, vault: Arc<crate::redact::Vault>, notes: &mut Vec<(&'static str, String)>) {
+        if !vault.is_empty() {
+            notes.push(("x-tollgate-redactions", vault.summary()));
+        }
+        self.row.redactions = vault.total();
+        self.row.note = (!vault.is_empty()).then(|| format!("redacted: {}", vault.summary()));
+        self.vault = vault;
+    }
+}
+
+/// What the targets loop carries from the steps before it.
+struct Attempt {
+    masked: Masked,
+    targets: Vec<TargetRef>,
+    local_only: bool,
+    admitted: Admitted,
+    notes: Vec<(&'static str, String)>,
+}
+
+/// A target that can be asked, with its key and what the call is estimated to cost.
+struct Candidate {
+    name: String,
+    key: Option<crate::keychain::Secret>,
+    local: bool,
+    price: Option<Price>,
+    est_micros: Option<i64>,
+}
+
+/// Why a target was not asked.
+enum Skip {
+    Limited(Limited),
+    Untranslatable(String),
+    NoKey(UpstreamError),
+    Other(String),
+}
+
+/// Why each target did not serve, and what that makes the request's error.
+#[derive(Default)]
+struct Failures {
+    reasons: Reasons,
+    last_error: Option<UpstreamError>,
+    limited: Option<Limited>,
+    untranslatable: Option<String>,
+}
+
+impl Failures {
+    fn skip(&mut self, target: &TargetRef, skip: Skip) {
+        match skip {
+            Skip::Limited(l) => {
+                self.reasons.push(format!("{target}: {l}"));
+                self.limited = Some(l);
+            }
+            Skip::Untranslatable(why) => {
+                self.reasons.push(format!("{target}: {why}"));
+                self.untranslatable = Some(why);
+            }
+            Skip::NoKey(err) => self.failed(target, err),
+            Skip::Other(why) => self.reasons.push(format!("{target}: {why}")),
+        }
+    }
+
+    fn failed(&mut self, target: &TargetRef, err: UpstreamError) {
+        self.reasons.push(format!("{target}: {err}"));
+        self.last_error = Some(err);
+    }
+
+    /// The error when no target served: the last call's failure, else a rate limit, else what
+    /// could not be translated, else no target at all.
+    fn into_error(self, model: &str) -> GatewayError {
+        let reasons = self.reasons.text();
+        let model = model.to_string();
+        match (self.last_error, self.limited, self.untranslatable) {
+            (Some(last), _, _) => GatewayError::AllFailed { model, reasons, last: Box::new(last) },
+            (None, Some(l), _) => GatewayError::RateLimited(l),
+            (None, None, Some(reason)) => GatewayError::Untranslatable { model, reason },
+            (None, None, None) => GatewayError::NoTarget { model, reasons },
+        }
+    }
+}
+
 /// How long a request waits for a slot before it is told the gateway is busy.
 const SLOT_WAIT: Duration = Duration::from_secs(60);
 
@@ -474,6 +613,8 @@ impl Gateway {
         result
     }
 
+    /// The pipeline, step by step: admit the request (task, database, a slot, rate limits), route
+    /// it, mask it, answer from the cache, or else try the route's targets in order.
     async fn serve(
         &self,
         rt: &Runtime,
@@ -481,121 +622,108 @@ impl Gateway {
         ctx: &RequestContext,
         pending: &mut Option<JoinHandle<()>>,
     ) -> Result<Served, GatewayError> {
+        let admitted = self.admit(rt, ctx, &req).await?;
+        let mut notes: Vec<(&'static str, String)> = Vec::new();
+        let (targets, local_only) = Self::route(rt, ctx, &mut req, &mut notes)?;
+        let masked = Masked::new(rt, ctx, req, self.row(rt, ctx), &targets, &mut notes).await?;
+        if !ctx.no_cache
+            && let Some(served) = self.cached_answer(ctx, &masked, admitted.waited, &mut notes).await
+        {
+            return Ok(served);
+        }
+        self.try_targets(rt, ctx, Attempt { masked, targets, local_only, admitted, notes }, pending).await
+    }
+
+    /// Whether the request may go ahead now, and what it is estimated to cost: the task is
+    /// served, the database can record it, a slot is free (waited for, within [`SLOT_WAIT`]), and
+    /// the caller's and the project's rate limits admit it.
+    async fn admit(&self, rt: &Runtime, ctx: &RequestContext, req: &ChatRequest) -> Result<Admitted, GatewayError> {
         Self::admit_task(rt, ctx)?;
         // Money is not spent where it cannot be recorded.
         if let Some(why) = self.store.failure() {
             return Err(GatewayError::Unrecordable(why));
         }
         let wait_start = Instant::now();
-        // A slot is waited for, but not for ever: a caller would rather hear the gateway is busy.
         let permit = tokio::time::timeout(SLOT_WAIT, Arc::clone(&self.slots).acquire_owned())
             .await
             .map_err(|_| GatewayError::Busy(SLOT_WAIT))?
             .map_err(|_| GatewayError::ShuttingDown)?;
         // Waiting for a slot is queueing behind other requests, not the gateway's own work.
-        let mut provider_time = wait_start.elapsed();
-
+        let waited = wait_start.elapsed();
         let (est_in, est_out) =
-            if rt.estimates { tokens::estimate(&req, rt.config.limits.default_max_output_tokens) } else { (0, 0) };
-        let est_tokens = est_in + est_out;
+            if rt.estimates { tokens::estimate(req, rt.config.limits.default_max_output_tokens) } else { (0, 0) };
         let now = Instant::now();
-        rt.limits
-            .admit(ratelimit::Scope::Caller, ctx.entry.name(), est_tokens, now)
-            .map_err(GatewayError::RateLimited)?;
+        let tokens = est_in + est_out;
+        rt.limits.admit(ratelimit::Scope::Caller, ctx.entry.name(), tokens, now).map_err(GatewayError::RateLimited)?;
         if let Some(project) = &ctx.project {
-            rt.limits.admit(ratelimit::Scope::Project, project, est_tokens, now).map_err(GatewayError::RateLimited)?;
+            rt.limits.admit(ratelimit::Scope::Project, project, tokens, now).map_err(GatewayError::RateLimited)?;
         }
+        Ok(Admitted { permit, waited, est_in, est_out })
+    }
 
-        let mut notes: Vec<(&'static str, String)> = Vec::new();
-        let (mut targets, local_only) = Self::route(rt, ctx, &mut req, &mut notes)?;
-
-        // Redaction: before the cache, the ledger, a log or a provider sees the text.
-        let mut mode = Self::redaction_mode(rt, &req.model, &targets);
-        let (mut req, mut vault) = Self::redact(rt, req, mode).await?;
-        if !vault.is_empty() {
-            notes.push(("x-tollgate-redactions", vault.summary()));
-        }
-        // The row every outcome of this request starts from; counts per kind, never a value.
-        let redacted = |row: Row, vault: &crate::redact::Vault| Row {
-            redactions: vault.total(),
-            note: (!vault.is_empty()).then(|| format!("redacted: {}", vault.summary())),
-            ..row
-        };
-        let mut base_row = redacted(self.row(rt, ctx), &vault);
-
-        let cache_key = Self::cache_key(rt, &req, ctx, &targets);
-        if let (Some((key, _)), false) = (&cache_key, ctx.no_cache) {
-            if let Some(hit) = cache::lookup(&self.store, &self.sealer, *key, ctx.ts_ms, base_row.clone()).await {
-                self.metrics.record(&hit.row);
-                let answer = if req.stream {
-                    Answer::Stream(Box::pin(futures_util::stream::iter(hit.events.into_iter().map(Ok))))
-                } else {
-                    let mut c = Collector::default();
-                    hit.events.into_iter().for_each(|e| c.push(e));
-                    Answer::Complete(c.finish(None, hit.model.clone()))
-                };
-                return Ok(Served {
-                    target: TargetRef { provider: hit.provider, model: hit.model },
-                    answer: restore(answer, vault),
-                    provider_time,
-                    cache_hit: true,
-                    redactions: base_row.redactions,
-                    notes,
-                });
-            }
+    /// The cached answer to the masked request, if there is one (its ledger row is written with
+    /// the lookup).
+    async fn cached_answer(
+        &self,
+        ctx: &RequestContext,
+        masked: &Masked,
+        waited: Duration,
+        notes: &mut Vec<(&'static str, String)>,
+    ) -> Option<Served> {
+        let (key, _) = masked.cache_key.as_ref()?;
+        let Some(hit) = cache::lookup(&self.store, &self.sealer, *key, ctx.ts_ms, masked.row.clone()).await else {
             self.metrics.cache_miss();
-        }
-        let mut cache_key = cache_key.filter(|_| !ctx.no_store);
+            return None;
+        };
+        self.metrics.record(&hit.row);
+        let answer = if masked.req.stream {
+            Answer::Stream(Box::pin(futures_util::stream::iter(hit.events.into_iter().map(Ok))))
+        } else {
+            let mut c = Collector::default();
+            hit.events.into_iter().for_each(|e| c.push(e));
+            Answer::Complete(c.finish(None, hit.model.clone()))
+        };
+        Some(Served {
+            target: TargetRef { provider: hit.provider, model: hit.model },
+            answer: restore(answer, Arc::clone(&masked.vault)),
+            provider_time: waited,
+            cache_hit: true,
+            redactions: masked.row.redactions,
+            notes: std::mem::take(notes),
+        })
+    }
 
-        let mut reasons = Reasons::default();
-        let mut last_error: Option<UpstreamError> = None;
-        let mut limited: Option<Limited> = None;
-        let mut untranslatable: Option<String> = None;
+    /// Tries the targets in order: each is checked (health, rate limit, what it can take, a key),
+    /// its cost reserved against the budgets (a budget may send the request to other targets),
+    /// then called, with retries for what may pass. The first answer is served; otherwise the
+    /// error says why each target did not serve.
+    async fn try_targets(
+        &self,
+        rt: &Runtime,
+        ctx: &RequestContext,
+        attempt: Attempt,
+        pending: &mut Option<JoinHandle<()>>,
+    ) -> Result<Served, GatewayError> {
+        let Attempt { mut masked, mut targets, local_only, admitted, mut notes } = attempt;
+        let Admitted { permit, waited, est_in, est_out } = admitted;
+        let mut provider_time = waited;
+        let mut failures = Failures::default();
         let mut downgraded = false;
         'route: loop {
             for target in targets.clone() {
-                if let Err(skip) = rt.router.check(&target, local_only) {
-                    reasons.push(format!("{target}: {skip}"));
-                    continue;
-                }
-                let name = target.to_string();
-                if let Err(l) = rt.limits.admit(ratelimit::Scope::Model, &name, est_tokens, Instant::now()) {
-                    reasons.push(format!("{target}: {l}"));
-                    limited = Some(l);
-                    continue;
-                }
-                let provider_cfg = &rt.config.providers[&target.provider];
-                if let Err(why) = providers::supports(provider_cfg, &req) {
-                    reasons.push(format!("{target}: {why}"));
-                    untranslatable = Some(why);
-                    continue;
-                }
-                let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
-                if key.is_none() && !provider_cfg.is_local() {
-                    let err = UpstreamError::NoCredentials {
-                        provider: target.provider.clone(),
-                        env: crate::keychain::env_var(&target.provider),
-                    };
-                    reasons.push(format!("{target}: {err}"));
-                    last_error = Some(err);
-                    continue;
-                }
-                let local = provider_cfg.is_local();
-                let price = rt.prices.lookup(&target.provider, &target.model);
-                let est_micros = if local {
-                    Some(0)
-                } else {
-                    price.map(|p| {
-                        p.cost(&Usage {
-                            input_tokens: est_in,
-                            output_tokens: est_out,
-                            cached_tokens: 0,
-                            cache_write_tokens: 0,
-                        })
-                    })
+                let candidate = match self.candidate(rt, &target, &masked.req, local_only, est_in, est_out).await {
+                    Ok(c) => c,
+                    Err(skip) => {
+                        failures.skip(&target, skip);
+                        continue;
+                    }
                 };
-                let facts =
-                    Facts { project: ctx.project.as_deref(), target: &name, tokens: est_tokens, micros: est_micros };
+                let facts = Facts {
+                    project: ctx.project.as_deref(),
+                    target: &candidate.name,
+                    tokens: est_in + est_out,
+                    micros: candidate.est_micros,
+                };
                 let reservation = match rt.budgets.reserve(&facts, utc::now_ms()) {
                     Ok(r) => r,
                     Err(ex) if ex.action == Action::Downgrade && !downgraded => {
@@ -603,18 +731,7 @@ impl Gateway {
                         notes.push(("x-tollgate-downgraded", format!("{} -> {to}", ex.budget)));
                         downgraded = true;
                         targets = rt.router.resolve(&to)?;
-                        // The new targets decide what the text may look like (a local route's
-                        // "off" does not follow it to the cloud) and what the answer is cached as.
-                        let now_mode = Self::redaction_mode(rt, &to, &targets);
-                        if now_mode != mode && mode == crate::redact::Mode::Off {
-                            (req, vault) = Self::redact(rt, req, now_mode).await?;
-                            if !vault.is_empty() {
-                                notes.push(("x-tollgate-redactions", vault.summary()));
-                            }
-                            base_row = redacted(base_row, &vault);
-                            mode = now_mode;
-                        }
-                        cache_key = Self::cache_key(rt, &req, ctx, &targets).filter(|_| !ctx.no_store);
+                        masked = masked.retarget(rt, ctx, &to, &targets, &mut notes).await?;
                         continue 'route;
                     }
                     Err(ex) => return Err(GatewayError::Budget(ex)),
@@ -625,11 +742,15 @@ impl Gateway {
                 let row = Row {
                     provider: Some(target.provider.clone()),
                     model: Some(target.model.clone()),
-                    ..base_row.clone()
+                    ..masked.row.clone()
                 };
                 if pending.is_none() {
-                    let pending_row =
-                        Row { input_tokens: est_in, output_tokens: est_out, cost_micros: est_micros, ..row.clone() };
+                    let pending_row = Row {
+                        input_tokens: est_in,
+                        output_tokens: est_out,
+                        cost_micros: candidate.est_micros,
+                        ..row.clone()
+                    };
                     let store = self.store.clone();
                     *pending = Some(tokio::spawn(async move {
                         if let Err(e) = ledger::write_durable(&store, pending_row).await {
@@ -637,114 +758,154 @@ impl Gateway {
                         }
                     }));
                 }
-                let wire_target = Target {
+                let provider_cfg = &rt.config.providers[&target.provider];
+                let wire = Target {
                     provider: &target.provider,
                     config: provider_cfg,
                     model: &target.model,
-                    key: key.as_ref(),
+                    key: candidate.key.as_ref(),
                 };
-
-                let mut attempt = 0;
-                loop {
-                    attempt += 1;
-                    let call_start = Instant::now();
-                    let result = self.call(&wire_target, &req, &rt.config.limits).await;
-                    provider_time += call_start.elapsed();
-                    match result {
-                        Ok(answer) => {
-                            rt.router.record_success(&target);
-                            let settle = Settle {
-                                config: Arc::clone(&rt.config),
-                                store: self.store.clone(),
-                                sealer: Arc::clone(&self.sealer),
-                                metrics: Arc::clone(&self.metrics),
-                                row,
-                                reservation,
-                                pending: pending.take(),
-                                price,
-                                local,
-                                cache_key,
-                                audit_request: rt
-                                    .config
-                                    .audit
-                                    .enabled
-                                    .then(|| serde_json::to_value(&req).unwrap_or_default()),
-                                // A Responses target keeps its own; tollgate keeps the others'.
-                                keep: ctx
-                                    .answer_id
-                                    .clone()
-                                    .filter(|_| ctx.keep && !providers::passes_through(provider_cfg, &req))
-                                    .map(|id| (id, rt.identity.username.clone(), req.messages.clone())),
-                                received: ctx.received,
-                                provider_time,
-                                input_chars: crate::redact::Redactor::text_len(&req),
-                            };
-                            let answer = match answer {
-                                Answer::Stream(s) => Answer::Stream(Self::watch(
-                                    s,
-                                    target.clone(),
-                                    Arc::clone(&rt.router),
-                                    permit,
-                                    settle,
-                                )),
-                                Answer::Complete(r) => {
-                                    drop(permit);
-                                    let events = settle.keeps_events().then(|| r.clone().into_events());
-                                    settle.finish(r.usage, answer_chars(&r), events, Outcome::Ok).await;
-                                    Answer::Complete(r)
-                                }
-                            };
-                            return Ok(Served {
-                                target,
-                                answer: restore(answer, vault),
-                                provider_time,
-                                cache_hit: false,
-                                redactions: base_row.redactions,
-                                notes,
-                            });
-                        }
-                        Err(err) if !err.is_transient() => {
-                            rt.router.record_success(&target); // it answered; the request was the problem
-                            return Err(match err {
-                                UpstreamError::Status { status, message, .. } => {
-                                    GatewayError::Rejected { target: name, status, message }
-                                }
-                                other => GatewayError::AllFailed {
-                                    model: req.model.clone(),
-                                    reasons: format!("{target}: {other}"),
-                                    last: Box::new(other),
-                                },
-                            });
-                        }
-                        Err(err) => {
-                            tracing::warn!(target = %target, attempt, error = %err, "provider call failed");
-                            rt.router.record_failure(&target, &err.to_string(), err.retry_after());
-                            let wait = rt.router.wait_before_retry(attempt, err.retry_after());
-                            reasons.push(format!("{target}: {err}"));
-                            let again = err.worth_retrying();
-                            last_error = Some(err);
-                            match wait {
-                                Some(wait) if again && rt.router.check(&target, local_only).is_ok() => {
-                                    let t = Instant::now();
-                                    tokio::time::sleep(wait).await;
-                                    provider_time += t.elapsed();
-                                }
-                                _ => break,
-                            }
-                        }
+                let answer = match self
+                    .call_with_retries(rt, &target, &wire, &masked.req, local_only, &mut failures, &mut provider_time)
+                    .await?
+                {
+                    Some(answer) => answer,
+                    None => continue,
+                };
+                let settle = Settle {
+                    config: Arc::clone(&rt.config),
+                    store: self.store.clone(),
+                    sealer: Arc::clone(&self.sealer),
+                    metrics: Arc::clone(&self.metrics),
+                    row,
+                    reservation,
+                    pending: pending.take(),
+                    price: candidate.price,
+                    local: candidate.local,
+                    cache_key: masked.cache_key.filter(|_| !ctx.no_store),
+                    audit_request: rt
+                        .config
+                        .audit
+                        .enabled
+                        .then(|| serde_json::to_value(&masked.req).unwrap_or_default()),
+                    // A Responses target keeps its own; tollgate keeps the others'.
+                    keep: ctx
+                        .answer_id
+                        .clone()
+                        .filter(|_| ctx.keep && !providers::passes_through(provider_cfg, &masked.req))
+                        .map(|id| (id, rt.identity.username.clone(), masked.req.messages.clone())),
+                    received: ctx.received,
+                    provider_time,
+                    input_chars: crate::redact::Redactor::text_len(&masked.req),
+                };
+                let answer = match answer {
+                    Answer::Stream(s) => {
+                        Answer::Stream(Self::watch(s, target.clone(), Arc::clone(&rt.router), permit, settle))
                     }
-                }
+                    Answer::Complete(r) => {
+                        drop(permit);
+                        let events = settle.keeps_events().then(|| r.clone().into_events());
+                        settle.finish(r.usage, answer_chars(&r), events, Outcome::Ok).await;
+                        Answer::Complete(r)
+                    }
+                };
+                return Ok(Served {
+                    target,
+                    answer: restore(answer, masked.vault),
+                    provider_time,
+                    cache_hit: false,
+                    redactions: masked.row.redactions,
+                    notes,
+                });
             }
             break;
         }
-        let reasons = reasons.text();
-        match (last_error, limited, untranslatable) {
-            (Some(last), _, _) => {
-                Err(GatewayError::AllFailed { model: req.model.clone(), reasons, last: Box::new(last) })
+        Err(failures.into_error(&masked.req.model))
+    }
+
+    /// Whether `target` can be asked now, and on what terms; why not otherwise.
+    async fn candidate(
+        &self,
+        rt: &Runtime,
+        target: &TargetRef,
+        req: &ChatRequest,
+        local_only: bool,
+        est_in: u64,
+        est_out: u64,
+    ) -> Result<Candidate, Skip> {
+        rt.router.check(target, local_only).map_err(|e| Skip::Other(e.to_string()))?;
+        let name = target.to_string();
+        rt.limits.admit(ratelimit::Scope::Model, &name, est_in + est_out, Instant::now()).map_err(Skip::Limited)?;
+        let config = &rt.config.providers[&target.provider];
+        providers::supports(config, req).map_err(Skip::Untranslatable)?;
+        let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
+        let local = config.is_local();
+        if key.is_none() && !local {
+            return Err(Skip::NoKey(UpstreamError::NoCredentials {
+                provider: target.provider.clone(),
+                env: crate::keychain::env_var(&target.provider),
+            }));
+        }
+        let price = rt.prices.lookup(&target.provider, &target.model);
+        let estimate = Usage { input_tokens: est_in, output_tokens: est_out, cached_tokens: 0, cache_write_tokens: 0 };
+        let est_micros = if local { Some(0) } else { price.map(|p| p.cost(&estimate)) };
+        Ok(Candidate { name, key, local, price, est_micros })
+    }
+
+    /// Calls `target`, again while the failure may pass and the router allows (with its wait
+    /// between tries). `None`: the target failed in a way another target may not (the next one
+    /// is tried); an error: the request itself was refused, which no other target would change.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_with_retries(
+        &self,
+        rt: &Runtime,
+        target: &TargetRef,
+        wire: &Target<'_>,
+        req: &ChatRequest,
+        local_only: bool,
+        failures: &mut Failures,
+        provider_time: &mut Duration,
+    ) -> Result<Option<Answer>, GatewayError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let call_start = Instant::now();
+            let result = self.call(wire, req, &rt.config.limits).await;
+            *provider_time += call_start.elapsed();
+            match result {
+                Ok(answer) => {
+                    rt.router.record_success(target);
+                    return Ok(Some(answer));
+                }
+                Err(err) if !err.is_transient() => {
+                    rt.router.record_success(target); // it answered; the request was the problem
+                    return Err(match err {
+                        UpstreamError::Status { status, message, .. } => {
+                            GatewayError::Rejected { target: target.to_string(), status, message }
+                        }
+                        other => GatewayError::AllFailed {
+                            model: req.model.clone(),
+                            reasons: format!("{target}: {other}"),
+                            last: Box::new(other),
+                        },
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(target = %target, attempt, error = %err, "provider call failed");
+                    rt.router.record_failure(target, &err.to_string(), err.retry_after());
+                    let wait = rt.router.wait_before_retry(attempt, err.retry_after());
+                    let again = err.worth_retrying();
+                    failures.failed(target, err);
+                    match wait {
+                        Some(wait) if again && rt.router.check(target, local_only).is_ok() => {
+                            let t = Instant::now();
+                            tokio::time::sleep(wait).await;
+                            *provider_time += t.elapsed();
+                        }
+                        _ => return Ok(None),
+                    }
+                }
             }
-            (None, Some(l), _) => Err(GatewayError::RateLimited(l)),
-            (None, None, Some(reason)) => Err(GatewayError::Untranslatable { model: req.model.clone(), reason }),
-            (None, None, None) => Err(GatewayError::NoTarget { model: req.model.clone(), reasons }),
         }
     }
 
