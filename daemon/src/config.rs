@@ -22,6 +22,167 @@ pub enum ConfigError {
     Syntax { origin: String, message: String },
     #[error("{origin}: {path}: {message}")]
     Invalid { origin: String, path: String, message: String },
+    /// Several problems at once, one line each.
+    #[error("{}", problems.iter().map(|(path, message)| format!("{origin}: {path}: {message}")).collect::<Vec<_>>().join("\n"))]
+    Problems { origin: String, problems: Vec<(String, String)> },
+}
+
+impl ConfigError {
+    /// `Ok` when there are no problems; the problem, or all of them, otherwise.
+    fn of(origin: String, mut problems: Vec<(String, String)>) -> Result<(), Self> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => {
+                let (path, message) = problems.remove(0);
+                Err(Self::Invalid { origin, path, message })
+            }
+            _ => Err(Self::Problems { origin, problems }),
+        }
+    }
+}
+
+/// What the config and the policy both state, checked the same way for both (the config at load,
+/// the policy in `policy check` and before a daemon applies it): names that must exist, globs
+/// that must compile, values in range. A policy's sections may refer to the defaults' providers
+/// and routes as well as their own.
+pub(crate) struct Sections<'a> {
+    pub providers: &'a BTreeMap<String, ProviderConfig>,
+    pub routes: &'a BTreeMap<String, RouteConfig>,
+    pub model_names: &'a [crate::route::ModelName],
+    pub routing: &'a [crate::route::RoutingRule],
+    pub budgets: &'a [crate::ledger::budgets::BudgetConfig],
+    pub rate_limits: &'a [crate::ratelimit::RateLimitConfig],
+    /// Globs every route target must match (`models.allowed`); empty: any.
+    pub allowed: &'a [String],
+    pub defaults: Option<&'a Config>,
+}
+
+impl Sections<'_> {
+    fn provider(&self, name: &str) -> Option<&ProviderConfig> {
+        self.providers.get(name).or_else(|| self.defaults.and_then(|d| d.providers.get(name)))
+    }
+
+    fn route_known(&self, name: &str) -> bool {
+        self.routes.contains_key(name) || self.defaults.is_some_and(|d| d.routes.contains_key(name))
+    }
+
+    fn provider_names(&self) -> String {
+        let mut names: Vec<&str> = self.providers.keys().map(String::as_str).collect();
+        if let Some(d) = self.defaults {
+            names.extend(d.providers.keys().map(String::as_str));
+        }
+        names.sort_unstable();
+        names.dedup();
+        names.join(", ")
+    }
+
+    /// Every problem, each with its key path.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let glob = |g: &str| globset::Glob::new(g).map(|g| g.compile_matcher());
+        for (i, g) in self.allowed.iter().enumerate() {
+            if let Err(e) = glob(g) {
+                out.push((format!("models.allowed[{i}]"), format!("bad glob {g:?}: {e}")));
+            }
+        }
+        let allowed: Vec<_> = self.allowed.iter().filter_map(|g| glob(g).ok()).collect();
+        for (name, provider) in self.providers {
+            if name.contains('/') {
+                out.push((format!("providers.{name}"), "a provider name cannot contain '/'".into()));
+            }
+            if reqwest::Url::parse(&provider.base_url).is_err() {
+                out.push((format!("providers.{name}.base_url"), format!("{:?} is not a URL", provider.base_url)));
+            }
+        }
+        for (alias, route) in self.routes {
+            if alias.contains('/') {
+                out.push((
+                    format!("routes.{alias}"),
+                    "an alias cannot contain '/'; it would read as provider/model".into(),
+                ));
+            }
+            if route.targets.is_empty() {
+                out.push((format!("routes.{alias}.targets"), "a route needs at least one target".into()));
+            }
+            for (i, target) in route.targets.iter().enumerate() {
+                let at = format!("routes.{alias}.targets[{i}]");
+                match target.split_once('/') {
+                    Some((provider, model)) if !model.is_empty() && self.provider(provider).is_some() => {
+                        if !allowed.is_empty() && !allowed.iter().any(|m| m.is_match(target)) {
+                            out.push((at, format!("{target:?} is not in models.allowed")));
+                        }
+                    }
+                    Some((provider, _)) => out.push((
+                        at,
+                        format!(
+                            "{target:?} names provider {provider:?}, which is not configured (known: {})",
+                            self.provider_names()
+                        ),
+                    )),
+                    None => out.push((at, format!("{target:?} is not of the form provider/model"))),
+                }
+            }
+            if route.redaction == Some(crate::redact::Mode::Off) {
+                let cloud: Vec<&String> = route
+                    .targets
+                    .iter()
+                    .filter(|t| {
+                        t.split_once('/').is_none_or(|(p, _)| !self.provider(p).is_some_and(ProviderConfig::is_local))
+                    })
+                    .collect();
+                if !cloud.is_empty() {
+                    out.push((
+                        format!("routes.{alias}.redaction"),
+                        format!("redaction can be off only on a route whose targets are all local; {cloud:?} are not"),
+                    ));
+                }
+            }
+        }
+        for (i, name) in self.model_names.iter().enumerate() {
+            if let Some(problem) = name.problem(|p| self.provider(p).is_some(), |r| self.route_known(r)) {
+                out.push((format!("model_names[{i}]"), problem));
+            }
+        }
+        for (i, rule) in self.routing.iter().enumerate() {
+            for (j, g) in rule.paths.iter().chain(&rule.projects).enumerate() {
+                if let Err(e) = glob(g) {
+                    out.push((format!("routing[{i}]"), format!("bad glob {g:?} (#{j}): {e}")));
+                }
+            }
+            if let Some(r) = &rule.route
+                && !self.route_known(r)
+            {
+                out.push((format!("routing[{i}].route"), format!("names route {r:?}, which is not defined")));
+            }
+            if !rule.local_only && rule.route.is_none() {
+                out.push((format!("routing[{i}]"), "a rule does nothing without local_only = true or a route".into()));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, b) in self.budgets.iter().enumerate() {
+            let at = format!("budgets[{i}]");
+            if let Err(e) = b.validate() {
+                out.push((at.clone(), e));
+            }
+            if !names.insert(&b.name) {
+                out.push((format!("{at}.name"), format!("two budgets are named {:?}", b.name)));
+            }
+            if let Some(r) = &b.downgrade_to
+                && !self.route_known(r)
+            {
+                out.push((format!("{at}.downgrade_to"), format!("names route {r:?}, which is not defined")));
+            }
+        }
+        for (i, r) in self.rate_limits.iter().enumerate() {
+            if r.requests_per_minute.is_none() && r.tokens_per_minute.is_none() {
+                out.push((format!("rate_limits[{i}]"), "needs requests_per_minute or tokens_per_minute".into()));
+            }
+            if let Err(e) = glob(&r.matches) {
+                out.push((format!("rate_limits[{i}].match"), e.to_string()));
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -239,7 +400,7 @@ impl Loaded {
     /// Checks what types alone cannot (routes name known providers, the host is loopback, ...).
     pub fn check(&self) -> Result<(), ConfigError> {
         let origin = self.file.as_ref().map_or_else(|| "config".to_string(), |p| p.display().to_string());
-        self.config.validate().map_err(|(path, message)| ConfigError::Invalid { origin, path, message })
+        ConfigError::of(origin, self.config.problems())
     }
 
     /// Replaces the config with one derived from it (the policy applied), validates it, and marks
@@ -247,7 +408,7 @@ impl Loaded {
     pub fn replace_config(&mut self, config: Config, label: &str) -> Result<(), ConfigError> {
         let file = self.file.as_ref().map_or_else(|| "config".to_string(), |p| p.display().to_string());
         let origin = format!("{file} under policy {label}");
-        config.validate().map_err(|(path, message)| ConfigError::Invalid { origin: origin.clone(), path, message })?;
+        ConfigError::of(origin.clone(), config.problems())?;
         let merged = toml::Table::try_from(&config).map_err(|e| ConfigError::Invalid {
             origin,
             path: String::new(),
@@ -316,9 +477,12 @@ impl Config {
     }
 
     /// Checks what types alone cannot: routes name known providers, the host is loopback.
-    fn validate(&self) -> Result<(), (String, String)> {
+    /// Every problem types alone cannot catch, each with its key path: the host is loopback, the
+    /// privacy globs compile, and the checks the policy shares ([`Sections::problems`]).
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
         if !self.server.host.is_loopback() {
-            return Err((
+            out.push((
                 "server.host".into(),
                 format!(
                     "{} is not a loopback address; tollgate only listens on this machine (use 127.0.0.1 or ::1)",
@@ -326,95 +490,25 @@ impl Config {
                 ),
             ));
         }
-        for (name, provider) in &self.providers {
-            if name.contains('/') {
-                return Err((format!("providers.{name}"), "a provider name cannot contain '/'".into()));
-            }
-            if reqwest::Url::parse(&provider.base_url).is_err() {
-                return Err((format!("providers.{name}.base_url"), format!("{:?} is not a URL", provider.base_url)));
-            }
-        }
-        for (alias, route) in &self.routes {
-            if alias.contains('/') {
-                return Err((
-                    format!("routes.{alias}"),
-                    "an alias cannot contain '/'; it would read as provider/model".into(),
-                ));
-            }
-            if route.targets.is_empty() {
-                return Err((format!("routes.{alias}.targets"), "a route needs at least one target".into()));
-            }
-            for target in &route.targets {
-                let Some((provider, model)) = target.split_once('/') else {
-                    return Err((
-                        format!("routes.{alias}.targets"),
-                        format!("{target:?} is not of the form provider/model"),
-                    ));
-                };
-                if model.is_empty() || !self.providers.contains_key(provider) {
-                    return Err((
-                        format!("routes.{alias}.targets"),
-                        format!(
-                            "{target:?} names provider {provider:?}, which is not configured (known: {})",
-                            self.provider_names()
-                        ),
-                    ));
-                }
-            }
-        }
-        for (i, name) in self.model_names.iter().enumerate() {
-            if let Some(problem) = name.problem(|p| self.providers.contains_key(p), |r| self.routes.contains_key(r)) {
-                return Err((format!("model_names[{i}]"), problem));
-            }
-        }
-        for (alias, route) in &self.routes {
-            if route.redaction == Some(crate::redact::Mode::Off) {
-                let cloud: Vec<&String> = route
-                    .targets
-                    .iter()
-                    .filter(|t| {
-                        t.split_once('/').and_then(|(p, _)| self.providers.get(p)).is_some_and(|p| !p.is_local())
-                    })
-                    .collect();
-                if !cloud.is_empty() {
-                    return Err((
-                        format!("routes.{alias}.redaction"),
-                        format!("redaction can be off only on a route whose targets are all local; {cloud:?} are not"),
-                    ));
-                }
-            }
-        }
-        let mut names = std::collections::HashSet::new();
-        for (i, b) in self.budgets.iter().enumerate() {
-            let at = format!("budgets[{i}] ({})", b.name);
-            b.validate().map_err(|e| (at.clone(), e))?;
-            if !names.insert(&b.name) {
-                return Err((at, "two budgets have this name".into()));
-            }
-            if let Some(route) = &b.downgrade_to
-                && !self.routes.contains_key(route)
-            {
-                return Err((at, format!("downgrade_to names route {route:?}, which is not configured")));
-            }
-        }
-        for (i, r) in self.rate_limits.iter().enumerate() {
-            if r.requests_per_minute.is_none() && r.tokens_per_minute.is_none() {
-                return Err((format!("rate_limits[{i}]"), "needs requests_per_minute or tokens_per_minute".into()));
-            }
-            if let Err(e) = globset::Glob::new(&r.matches) {
-                return Err((format!("rate_limits[{i}].match"), e.to_string()));
-            }
-        }
         for glob in self.privacy.local_only_paths.iter().chain(&self.privacy.local_only_projects) {
             if let Err(e) = globset::Glob::new(glob) {
-                return Err(("privacy".into(), format!("bad glob {glob:?}: {e}")));
+                out.push(("privacy".into(), format!("bad glob {glob:?}: {e}")));
             }
         }
-        Ok(())
-    }
-
-    fn provider_names(&self) -> String {
-        self.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+        out.extend(
+            Sections {
+                providers: &self.providers,
+                routes: &self.routes,
+                model_names: &self.model_names,
+                routing: &self.routing,
+                budgets: &self.budgets,
+                rate_limits: &self.rate_limits,
+                allowed: &self.models.allowed,
+                defaults: None,
+            }
+            .problems(),
+        );
+        out
     }
 }
 

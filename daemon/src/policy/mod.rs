@@ -396,113 +396,28 @@ fn split_path(path: &str) -> Vec<Part<'_>> {
     out
 }
 
-/// What serde cannot check: names that must exist, globs that must compile, values in range.
-/// Each problem is (dotted path, message).
+/// What serde cannot check: the checks the config shares ([`crate::config::Sections`]), and the
+/// policy's own (prices name known providers, redaction is never switched off, ...). Each problem
+/// is (dotted path, message).
 fn check(p: &PolicyFile) -> Vec<(String, String)> {
-    let mut out = Vec::new();
     let defaults = crate::config::Loaded::load(None, false, &Default::default()).expect("embedded defaults load");
+    let mut out = crate::config::Sections {
+        providers: &p.providers,
+        routes: &p.routes,
+        model_names: &p.model_names,
+        routing: &p.routing,
+        budgets: &p.budgets,
+        rate_limits: &p.rate_limits,
+        allowed: &p.models.allowed,
+        defaults: Some(&defaults.config),
+    }
+    .problems();
     let provider_known = |name: &str| p.providers.contains_key(name) || defaults.config.providers.contains_key(name);
-    let is_local = |name: &str| {
-        p.providers.get(name).or_else(|| defaults.config.providers.get(name)).is_some_and(ProviderConfig::is_local)
-    };
-    let glob = |g: &str| globset::Glob::new(g).map(|g| g.compile_matcher());
-    let allowed: Vec<_> = p.models.allowed.iter().filter_map(|g| glob(g).ok()).collect();
-    for (i, g) in p.models.allowed.iter().enumerate() {
-        if let Err(e) = glob(g) {
-            out.push((format!("models.allowed[{i}]"), format!("bad glob {g:?}: {e}")));
-        }
-    }
-    for (name, provider) in &p.providers {
-        if name.contains('/') {
-            out.push((format!("providers.{name}"), "a provider name cannot contain '/'".into()));
-        }
-        if reqwest::Url::parse(&provider.base_url).is_err() {
-            out.push((format!("providers.{name}.base_url"), format!("{:?} is not a URL", provider.base_url)));
-        }
-    }
     for key in p.prices.keys() {
         if let Some((provider, _)) = key.split_once('/')
             && !provider_known(provider)
         {
             out.push((format!("prices.{key:?}"), format!("names provider {provider:?}, which is not configured")));
-        }
-    }
-    for (alias, route) in &p.routes {
-        let at = format!("routes.{alias}.targets");
-        if alias.contains('/') {
-            out.push((
-                format!("routes.{alias}"),
-                "an alias cannot contain '/'; it would read as provider/model".into(),
-            ));
-        }
-        if route.targets.is_empty() {
-            out.push((at.clone(), "a route needs at least one target".into()));
-        }
-        for (i, target) in route.targets.iter().enumerate() {
-            let at = format!("{at}[{i}]");
-            match target.split_once('/') {
-                Some((provider, model)) if !model.is_empty() && provider_known(provider) => {
-                    if !allowed.is_empty() && !allowed.iter().any(|m| m.is_match(target)) {
-                        out.push((at, format!("{target:?} is not in models.allowed")));
-                    }
-                }
-                Some((provider, _)) => {
-                    out.push((at, format!("{target:?} names provider {provider:?}, which is not configured")))
-                }
-                None => out.push((at, format!("{target:?} is not of the form provider/model"))),
-            }
-        }
-        if route.redaction == Some(crate::redact::Mode::Off)
-            && route.targets.iter().any(|t| t.split_once('/').is_none_or(|(p, _)| !is_local(p)))
-        {
-            out.push((
-                format!("routes.{alias}.redaction"),
-                "redaction can be off only on a route whose targets are all local".into(),
-            ));
-        }
-    }
-    let route_known = |r: &str| p.routes.contains_key(r) || defaults.config.routes.contains_key(r);
-    for (i, name) in p.model_names.iter().enumerate() {
-        if let Some(problem) = name.problem(provider_known, route_known) {
-            out.push((format!("model_names[{i}]"), problem));
-        }
-    }
-    for (i, rule) in p.routing.iter().enumerate() {
-        for (j, g) in rule.paths.iter().chain(&rule.projects).enumerate() {
-            if let Err(e) = glob(g) {
-                out.push((format!("routing[{i}]"), format!("bad glob {g:?} (#{j}): {e}")));
-            }
-        }
-        if let Some(r) = &rule.route
-            && !route_known(r)
-        {
-            out.push((format!("routing[{i}].route"), format!("names route {r:?}, which is not defined")));
-        }
-        if !rule.local_only && rule.route.is_none() {
-            out.push((format!("routing[{i}]"), "a rule does nothing without local_only = true or a route".into()));
-        }
-    }
-    let mut names = std::collections::HashSet::new();
-    for (i, b) in p.budgets.iter().enumerate() {
-        let at = format!("budgets[{i}]");
-        if let Err(e) = b.validate() {
-            out.push((at.clone(), e));
-        }
-        if !names.insert(&b.name) {
-            out.push((format!("{at}.name"), format!("two budgets are named {:?}", b.name)));
-        }
-        if let Some(r) = &b.downgrade_to
-            && !route_known(r)
-        {
-            out.push((format!("{at}.downgrade_to"), format!("names route {r:?}, which is not defined")));
-        }
-    }
-    for (i, r) in p.rate_limits.iter().enumerate() {
-        if r.requests_per_minute.is_none() && r.tokens_per_minute.is_none() {
-            out.push((format!("rate_limits[{i}]"), "needs requests_per_minute or tokens_per_minute".into()));
-        }
-        if let Err(e) = glob(&r.matches) {
-            out.push((format!("rate_limits[{i}].match"), e.to_string()));
         }
     }
     if p.redaction.mode == Some(crate::redact::Mode::Off) {
@@ -534,6 +449,53 @@ mod tests {
             commit: "0123456789abcdef".into(),
             fetched_ms: 0,
             files: files.iter().map(|(p, t)| (p.to_string(), t.to_string())).collect(),
+        }
+    }
+
+    /// The config and the policy share one set of checks: the same mistakes, the same paths and
+    /// words, and the config reports all of them too, not the first alone.
+    #[test]
+    fn the_config_and_the_policy_report_the_same_problems_the_same_way() {
+        let sections = r#"
+[routes.r]
+targets = ["nope/m", "no-slash"]
+[[routing]]
+projects = ["acme/*"]
+[[budgets]]
+name = "b"
+scope = "user"
+period = "day"
+limit_usd = "1"
+action = "downgrade"
+downgrade_to = "missing"
+[[rate_limits]]
+scope = "model"
+match = "*"
+"#;
+        let Err(policy) = Policy::parse(&snap(&[("policy.toml", &format!("version = 1\n{sections}"))])) else {
+            panic!("a broken policy parsed")
+        };
+        let policy: Vec<String> = policy.iter().map(|p| p.message.clone()).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, sections).unwrap();
+        let config = crate::config::Loaded::load(Some(&file), true, &Default::default()).unwrap_err().to_string();
+        let wanted = [
+            ("routes.r.targets[0]", "names provider \"nope\", which is not configured"),
+            ("routes.r.targets[1]", "is not of the form provider/model"),
+            ("routing[0]", "a rule does nothing without local_only = true or a route"),
+            ("budgets[0].downgrade_to", "names route \"missing\", which is not defined"),
+            ("rate_limits[0]", "needs requests_per_minute or tokens_per_minute"),
+        ];
+        for (path, words) in wanted {
+            assert!(
+                config.lines().any(|l| l.contains(&format!(": {path}: ")) && l.contains(words)),
+                "config: {path}: {words}\n{config}"
+            );
+            assert!(
+                policy.iter().any(|m| m.contains(path) && m.contains(words)),
+                "policy: {path}: {words}\n{policy:?}"
+            );
         }
     }
 
