@@ -118,7 +118,7 @@ pub struct Callers {
 impl Callers {
     /// Reads the tokens in force from the database (on its thread).
     pub async fn refresh(&self, store: &crate::store::Store) {
-        match store.read(load).await {
+        match store.run(load).await {
             Ok(Ok(map)) => *self.by_hash.write().expect("callers lock") = map,
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the named tokens"),
             Err(e) => tracing::warn!(error = %e, "cannot read the named tokens"),

@@ -27,7 +27,7 @@ fn query<T: Send + 'static>(
 ) -> anyhow::Result<T> {
     anyhow::ensure!(paths.database().exists(), "no usage recorded yet ({} does not exist)", paths.database().display());
     let store = Store::open(&paths.database()).context("cannot open the database")?;
-    Ok(crate::ipc::block_on(store.read(f))??)
+    Ok(crate::ipc::block_on(store.run(f))??)
 }
 
 fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<Value> {

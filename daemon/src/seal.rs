@@ -181,7 +181,7 @@ pub fn key_file(data_dir: &Path) -> PathBuf {
 
 /// The user's storage key if there is one: from the keychain, else from the key file. With the
 /// keychain's refusal, when it refused to be read. Blocking: the keychain may talk to D-Bus.
-pub fn load(keychain: Option<&Keychain>, data_dir: &Path) -> Result<(Option<Loaded>, Option<String>), SealError> {
+pub fn load(keychain: Option<&Keychain>, data_dir: &Path) -> Result<(Option<StorageKey>, Option<String>), SealError> {
     let file = key_file(data_dir);
     let mut refused = None;
     if let Some(k) = keychain.filter(|k| k.holds_keys()) {
@@ -189,7 +189,7 @@ pub fn load(keychain: Option<&Keychain>, data_dir: &Path) -> Result<(Option<Load
             Ok(Some(secret)) => {
                 let key = unhex(secret.expose())
                     .ok_or_else(|| SealError::Damaged(format!("the {} keychain", k.backend_name())))?;
-                return Ok((Some(Loaded::new(&key, KeyHome::Keychain { backend: k.backend_name() }, false)), None));
+                return Ok((Some(StorageKey::new(&key, KeyHome::Keychain { backend: k.backend_name() }, false)), None));
             }
             Ok(None) => {}
             Err(e) => refused = Some(e.to_string()),
@@ -198,7 +198,7 @@ pub fn load(keychain: Option<&Keychain>, data_dir: &Path) -> Result<(Option<Load
     match read_key_file(&file) {
         Ok(text) => {
             let key = unhex(&text).ok_or_else(|| SealError::Damaged(file.display().to_string()))?;
-            Ok((Some(Loaded::new(&key, KeyHome::File { path: file }, false)), refused))
+            Ok((Some(StorageKey::new(&key, KeyHome::File { path: file }, false)), refused))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((None, refused)),
         Err(source) => Err(SealError::File { path: file, source }),
@@ -207,7 +207,7 @@ pub fn load(keychain: Option<&Keychain>, data_dir: &Path) -> Result<(Option<Load
 
 /// The user's storage key ([`load`]), made when there is none: in the keychain when it keeps it,
 /// else in the key file. `created` tells that values sealed before cannot be opened.
-pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<Loaded, SealError> {
+pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<StorageKey, SealError> {
     let (found, mut refused) = load(keychain, data_dir)?;
     if let Some(found) = found {
         return Ok(found);
@@ -220,7 +220,7 @@ pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<Lo
     let key = random_key()?;
     if let Some(k) = keychain.filter(|k| k.holds_keys() && refused.is_none()) {
         match k.set_entry(SERVICE, ACCOUNT, &Secret::new(hex(&key))) {
-            Ok(()) => return Ok(Loaded::new(&key, KeyHome::Keychain { backend: k.backend_name() }, true)),
+            Ok(()) => return Ok(StorageKey::new(&key, KeyHome::Keychain { backend: k.backend_name() }, true)),
             Err(e) => refused = Some(e.to_string()),
         }
     }
@@ -231,12 +231,12 @@ pub fn load_or_create(keychain: Option<&Keychain>, data_dir: &Path) -> Result<Lo
     crate::paths::create_private_dir(data_dir).map_err(|source| SealError::File { path: file.clone(), source })?;
     crate::paths::write_private_file(&file, hex(&key).as_bytes())
         .map_err(|source| SealError::File { path: file.clone(), source })?;
-    Ok(Loaded::new(&key, KeyHome::File { path: file }, !old_key_may_exist))
+    Ok(StorageKey::new(&key, KeyHome::File { path: file }, !old_key_may_exist))
 }
 
 /// The storage key as loaded.
 #[derive(Debug)]
-pub struct Loaded {
+pub struct StorageKey {
     pub sealer: Sealer,
     pub home: KeyHome,
     /// Made just now where no key was: anything sealed before was sealed with a key no longer
@@ -244,7 +244,7 @@ pub struct Loaded {
     pub created: bool,
 }
 
-impl Loaded {
+impl StorageKey {
     fn new(key: &[u8; KEY_LEN], home: KeyHome, created: bool) -> Self {
         Self { sealer: Sealer::from_key(key), home, created }
     }

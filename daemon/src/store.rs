@@ -215,8 +215,9 @@ impl Store {
         self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Runs `f` on the database thread and returns its result.
-    pub async fn read<T: Send + 'static>(
+    /// Runs `f` on the database thread and returns its result (reads, and writes nobody waits to
+    /// see committed).
+    pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -414,7 +415,7 @@ mod tests {
         let n: i64 = other.query_row("SELECT count(*) FROM ledger", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 1);
         let count = store
-            .read(|c| c.query_row("SELECT count(*) FROM ledger", [], |r| r.get::<_, i64>(0)).unwrap())
+            .run(|c| c.query_row("SELECT count(*) FROM ledger", [], |r| r.get::<_, i64>(0)).unwrap())
             .await
             .unwrap();
         assert_eq!(count, 1);

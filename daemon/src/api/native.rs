@@ -263,7 +263,7 @@ pub async fn usage(State(state): State<super::State>, Query(q): Query<UsageQuery
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, e).into_response(),
     };
     let by = q.by.unwrap_or(crate::ledger::GroupBy::Model);
-    match state.gateway.store.read(move |c| crate::ledger::usage(c, since, by)).await {
+    match state.gateway.store.run(move |c| crate::ledger::usage(c, since, by)).await {
         Ok(Ok(report)) => axum::Json(report).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
@@ -287,7 +287,7 @@ pub struct LogQuery {
 /// The most recent calls.
 pub async fn log(State(state): State<super::State>, Query(q): Query<LogQuery>) -> Response {
     let limit = q.limit.unwrap_or(20).min(1000);
-    match state.gateway.store.read(move |c| crate::ledger::recent(c, limit)).await {
+    match state.gateway.store.run(move |c| crate::ledger::recent(c, limit)).await {
         Ok(Ok(rows)) => axum::Json(json!({"calls": rows})).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
@@ -297,7 +297,7 @@ pub async fn log(State(state): State<super::State>, Query(q): Query<LogQuery>) -
 /// One call in full, with its audit entry when the audit log was on.
 pub async fn log_entry(State(state): State<super::State>, Path(id): Path<String>) -> Response {
     let (lookup, sealer) = (id.clone(), std::sync::Arc::clone(&state.gateway.sealer));
-    match state.gateway.store.read(move |c| crate::ledger::call(c, &sealer, &lookup)).await {
+    match state.gateway.store.run(move |c| crate::ledger::call(c, &sealer, &lookup)).await {
         Ok(Ok(Some(call))) => axum::Json(call).into_response(),
         Ok(Ok(None)) => ApiError::new(StatusCode::NOT_FOUND, Format::Openai, format!("no call {id:?} in the ledger"))
             .into_response(),
@@ -345,7 +345,7 @@ pub async fn create_token(State(state): State<super::State>, axum::Json(req): ax
 
 /// `GET /v1/admin/tokens`: the named tokens in force (never the tokens).
 pub async fn list_tokens(State(state): State<super::State>) -> Response {
-    match state.gateway.store.read(crate::callers::list).await {
+    match state.gateway.store.run(crate::callers::list).await {
         Ok(Ok(tokens)) => axum::Json(json!({"tokens": tokens})).into_response(),
         Ok(Err(e)) => token_error(e),
         Err(e) => internal(e),

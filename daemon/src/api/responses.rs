@@ -280,7 +280,7 @@ async fn continue_stored(
     let stored = state
         .gateway
         .store
-        .read(move |c| crate::stored::get(c, &sealer, &lookup, &scope))
+        .run(move |c| crate::stored::get(c, &sealer, &lookup, &scope))
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, Format::Openai, e.to_string()))?
         .map_err(|e| {
@@ -304,7 +304,7 @@ async fn continue_stored(
 pub async fn get(State(state): State<super::State>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
     let scope = state.gateway.runtime().identity.username.clone();
     let (lookup, sealer) = (id.clone(), std::sync::Arc::clone(&state.gateway.sealer));
-    match state.gateway.store.read(move |c| crate::stored::get(c, &sealer, &lookup, &scope)).await {
+    match state.gateway.store.run(move |c| crate::stored::get(c, &sealer, &lookup, &scope)).await {
         Ok(Ok(Some(stored))) => {
             let mut v = render(&stored.answer, &id, &stored.answer.model);
             v["created_at"] = json!(stored.ts_ms / 1000);

@@ -167,7 +167,7 @@ pub struct Budgets {
 }
 
 /// Spend already in the ledger for the current period: `(budget index, scope value) -> (micros, tokens)`.
-pub type Loaded = HashMap<Key, (Micros, u64)>;
+pub type Spent = HashMap<Key, (Micros, u64)>;
 
 #[derive(Debug, Serialize)]
 pub struct BudgetReport {
@@ -223,7 +223,7 @@ impl Budgets {
     }
 
     /// Seeds the counters with what the ledger says was spent in each current period.
-    pub fn load(&self, spent: Loaded, now: i64) {
+    pub fn load(&self, spent: Spent, now: i64) {
         let mut state = self.state.lock().expect("budget lock");
         for ((i, key), (micros, tokens)) in spent {
             let Some((def, _)) = self.defs.get(i) else { continue };

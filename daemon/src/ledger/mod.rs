@@ -231,7 +231,7 @@ pub async fn write_durable(store: &Store, row: Row) -> Result<(), crate::store::
 /// At start: rows a killed daemon left pending.
 pub async fn recover(store: &Store) -> usize {
     store
-        .read(|c| {
+        .run(|c| {
             c.execute(
                 "UPDATE ledger SET outcome = ?1, note = 'the daemon stopped before the answer was settled; figures are the estimate' \
                  WHERE outcome = ?2",
@@ -244,11 +244,11 @@ pub async fn recover(store: &Store) -> usize {
 }
 
 /// Spend in each budget's current period, to seed the in-memory counters.
-pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -> budgets::Loaded {
+pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -> budgets::Spent {
     let queries: Vec<(usize, budgets::Scope, i64)> =
         budgets.configs().map(|(i, b)| (i, b.scope, b.period.start(now))).collect();
     store
-        .read(move |c| {
+        .run(move |c| {
             let mut out = HashMap::new();
             for (i, scope, since) in queries {
                 let key = match scope {
