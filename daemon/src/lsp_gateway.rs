@@ -83,6 +83,11 @@ impl SocketGateway {
     }
 }
 
+/// A reply of the daemon's, as the type it is written from.
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, GatewayError> {
+    serde_json::from_value(v).map_err(|e| GatewayError::Other(format!("the daemon's answer: {e}")))
+}
+
 impl Gateway for SocketGateway {
     async fn complete(&self, req: CompletionRequest) -> Result<CompletionAnswer, GatewayError> {
         let body = serde_json::to_value(&req).map_err(|e| GatewayError::Other(e.to_string()))?;
@@ -98,8 +103,9 @@ impl Gateway for SocketGateway {
         repo: Option<String>,
     ) -> Result<String, GatewayError> {
         let body = json!({ "variables": variables, "path": path, "repo": repo });
-        let v = self.call(http::Method::POST, &format!("/v1/prompts/{name}"), Some(body)).await?;
-        Ok(v["text"].as_str().unwrap_or_default().to_string())
+        let answer: crate::tasks::PromptAnswer =
+            decode(self.call(http::Method::POST, &format!("/v1/prompts/{name}"), Some(body)).await?)?;
+        Ok(answer.text)
     }
 
     async fn review(
@@ -113,43 +119,29 @@ impl Gateway for SocketGateway {
     ) -> Result<Vec<ReviewFinding>, GatewayError> {
         let body = json!({ "path": path, "text": text, "first": first, "last": last, "repo": repo });
         let v = self.call(http::Method::POST, "/v1/review", Some(body)).await?;
-        let findings = v["findings"].as_array().cloned().unwrap_or_default();
-        Ok(findings
+        let reply: crate::review::FindingsReply = decode(v)?;
+        Ok(reply
+            .findings
             .into_iter()
-            .filter_map(|f| {
-                Some(ReviewFinding {
-                    line: f["line"].as_u64()? as usize,
-                    severity: f["severity"].as_str()?.to_string(),
-                    category: f["category"].as_str().unwrap_or("bug").to_string(),
-                    message: f["message"].as_str()?.to_string(),
-                    suggestion: f["suggestion"].as_str().map(str::to_string),
-                })
+            .map(|f| ReviewFinding {
+                line: f.line,
+                severity: crate::review::severity_word(f.severity).to_string(),
+                category: f.category,
+                message: f.message,
+                suggestion: f.suggestion,
             })
             .collect())
     }
 
     async fn status(&self) -> Result<GatewayStatus, GatewayError> {
         let config = self.call(http::Method::GET, "/v1/admin/config", None).await?;
-        let budgets = self.call(http::Method::GET, "/v1/budget", None).await?;
+        let budgets: crate::ledger::budgets::BudgetsReply =
+            decode(self.call(http::Method::GET, "/v1/budget", None).await?)?;
         // The budget with the smallest share left.
-        let tightest = budgets["budgets"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|b| {
-                let limit: f64 = b["limit_usd"].as_str()?.parse().ok()?;
-                let spent: f64 = b["spent_usd"].as_str()?.parse().ok()?;
-                (limit > 0.0).then(|| {
-                    (
-                        (limit - spent) / limit,
-                        format!(
-                            "${:.2} of ${limit:.2} ({})",
-                            (limit - spent).max(0.0),
-                            b["name"].as_str().unwrap_or("")
-                        ),
-                    )
-                })
-            })
+        let tightest = budgets
+            .budgets
+            .iter()
+            .filter_map(crate::ledger::budgets::BudgetReport::money_left)
             .min_by(|a, b| a.0.total_cmp(&b.0))
             .map(|(_, text)| text);
         Ok(GatewayStatus {

@@ -12,7 +12,7 @@ use crate::store::Store;
 use crate::{ledger, utc};
 
 /// GETs `path` from the daemon; `None` when no daemon runs.
-fn from_daemon(paths: &Paths, path: &str) -> anyhow::Result<Option<Value>> {
+fn from_daemon<T: serde::de::DeserializeOwned>(paths: &Paths, path: &str) -> anyhow::Result<Option<T>> {
     match crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, path, None)) {
         Ok(reply) => Ok(Some(reply.decode()?)),
         Err(crate::ipc::ClientError::NotRunning(_)) => Ok(None),
@@ -99,7 +99,8 @@ fn print_usage(report: &Value) {
 }
 
 pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<ExitCode> {
-    let report = match from_daemon(paths, "/v1/budget")? {
+    use crate::ledger::budgets::BudgetsReply;
+    let report: BudgetsReply = match from_daemon(paths, "/v1/budget")? {
         Some(v) => v,
         None => {
             // What the daemon would enforce: the local config under the last synced policy.
@@ -109,33 +110,34 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
                 let store = Store::open(&paths.database()).context("cannot open the database")?;
                 budgets.load(crate::ipc::block_on(ledger::budget_spend(&store, &budgets, now)), now);
             }
-            serde_json::json!({"budgets": budgets.report(now)})
+            BudgetsReply { budgets: budgets.report(now) }
         }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let budgets = report["budgets"].as_array().cloned().unwrap_or_default();
-    if budgets.is_empty() {
+    if report.budgets.is_empty() {
         println!("No budgets are configured ([[budgets]] in the config, or the team policy).");
     }
-    for b in budgets {
-        let key = b["key"].as_str().filter(|k| !k.is_empty()).map(|k| format!(" [{k}]")).unwrap_or_default();
+    // An enum's word as the JSON says it (`day`, `block`).
+    let word = |v: Value| v.as_str().unwrap_or_default().to_string();
+    for b in report.budgets {
+        let key = Some(&b.key).filter(|k| !k.is_empty()).map(|k| format!(" [{k}]")).unwrap_or_default();
         let mut limits = Vec::new();
-        if let Some(l) = b["limit_usd"].as_str() {
-            limits.push(format!("${} of ${l}", b["spent_usd"].as_str().unwrap_or("0")));
+        if let Some(l) = &b.limit_usd {
+            limits.push(format!("${} of ${l}", b.spent_usd));
         }
-        if let Some(l) = b["limit_tokens"].as_u64() {
-            limits.push(format!("{} of {l} tokens", b["spent_tokens"]));
+        if let Some(l) = b.limit_tokens {
+            limits.push(format!("{} of {l} tokens", b.spent_tokens));
         }
         println!(
             "{}{key} ({}, {}): {}; resets {}",
-            b["name"].as_str().unwrap_or(""),
-            b["period"].as_str().unwrap_or(""),
-            b["action"].as_str().unwrap_or(""),
+            b.name,
+            word(serde_json::to_value(b.period)?),
+            word(serde_json::to_value(b.action)?),
             limits.join(", "),
-            b["resets_at"].as_str().unwrap_or("")
+            b.resets_at
         );
     }
     Ok(ExitCode::SUCCESS)

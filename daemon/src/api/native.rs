@@ -238,7 +238,7 @@ pub async fn review(
     let ctx = editor_context(&state, &caller, &headers, "review", req.repo.clone()).await;
     let runner = crate::review::Runner::InProcess(std::sync::Arc::clone(&state.gateway));
     match crate::review::review_lines(&runner, &req.path, &req.text, req.first, req.last, ctx.project).await {
-        Ok(findings) => axum::Json(json!({ "findings": findings })).into_response(),
+        Ok(findings) => axum::Json(crate::review::FindingsReply { findings }).into_response(),
         Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, e).into_response(),
     }
 }
@@ -276,7 +276,8 @@ fn internal(e: impl std::fmt::Display) -> Response {
 
 /// Each budget: spent, limit, remaining and reset time.
 pub async fn budget(State(state): State<super::State>) -> Response {
-    axum::Json(json!({"budgets": state.gateway.runtime().budgets.report(crate::utc::now_ms())})).into_response()
+    let budgets = state.gateway.runtime().budgets.report(crate::utc::now_ms());
+    axum::Json(crate::ledger::budgets::BudgetsReply { budgets }).into_response()
 }
 
 #[derive(Debug, serde::Deserialize)]

@@ -169,7 +169,14 @@ pub struct Budgets {
 /// Spend already in the ledger for the current period: `(budget index, scope value) -> (micros, tokens)`.
 pub type Spent = HashMap<Key, (Micros, u64)>;
 
-#[derive(Debug, Serialize)]
+/// `GET /v1/budget`: each budget's spend, limit and reset; written by the daemon, read by the CLI
+/// and the language server bridge.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BudgetsReply {
+    pub budgets: Vec<BudgetReport>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BudgetReport {
     pub name: String,
     pub scope: Scope,
@@ -184,6 +191,18 @@ pub struct BudgetReport {
     pub remaining_tokens: Option<u64>,
     pub resets_at: String,
     pub action: Action,
+}
+
+impl BudgetReport {
+    /// The share of the money limit left (0 to 1), and the text that says it: `$1.20 of $5.00
+    /// (daily)`. `None` for a budget without a money limit.
+    pub fn money_left(&self) -> Option<(f64, String)> {
+        let limit: f64 = self.limit_usd.as_deref()?.parse().ok()?;
+        let spent: f64 = self.spent_usd.parse().ok()?;
+        (limit > 0.0).then(|| {
+            ((limit - spent) / limit, format!("${:.2} of ${limit:.2} ({})", (limit - spent).max(0.0), self.name))
+        })
+    }
 }
 
 impl Budgets {

@@ -50,6 +50,13 @@ pub struct Chunk {
     pub lines: BTreeMap<usize, String>,
 }
 
+/// `POST /v1/review`: the findings on the lines asked about; written by the daemon, read by the
+/// language server bridge.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FindingsReply {
+    pub findings: Vec<Finding>,
+}
+
 /// A finding on a changed line.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
