@@ -1239,4 +1239,95 @@ mod tests {
         let Err(e) = Answer::Stream(cut).whole("p/m").await else { panic!("a cut stream read whole") };
         assert!(matches!(e, GatewayError::AllFailed { .. }) && e.to_string().contains("reset"), "{e}");
     }
+
+    /// Serves one request in process under `config` (merged over the defaults, plus provider
+    /// `down`: a local server that refuses connections, and `cloud`: a cloud provider without a
+    /// key) and returns the error it met and the outcome its ledger row says.
+    async fn check(config: &str, model: &str, content: &str, task: &str, path: Option<&str>) -> (String, Outcome) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        let base = "[retry]\nattempts_per_target = 1\n\
+                    [providers.down]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+                    [providers.cloud]\nkind = \"openai\"\nbase_url = \"https://api.example.invalid/v1\"\n";
+        std::fs::write(&file, format!("{base}{config}")).unwrap();
+        let loaded = Loaded::load(Some(&file), true, &Overrides::default()).unwrap();
+        let identity = crate::identity::Identity { username: "me".into(), groups: Vec::new(), source: "test".into() };
+        let rt = Runtime::build(loaded, None, identity).unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let keychain = crate::keychain::Keychain::open(crate::keychain::KeychainBackend::Env);
+        let gw = Gateway::new(rt, Arc::new(Credentials::new(keychain)), store, Arc::new(crate::seal::Sealer::random()))
+            .await;
+        let mut ctx = RequestContext::new(EntryPoint::Native, gw.runtime());
+        ctx.task = task.into();
+        ctx.path = path.map(str::to_string);
+        let req = ChatRequest {
+            model: model.into(),
+            messages: vec![Message::text(Role::User, content)],
+            ..Default::default()
+        };
+        let Err(e) = gw.handle(req, &ctx).await else { panic!("{model}: served") };
+        let id = ctx.request_id.clone();
+        let outcome = gw
+            .store
+            .run(move |c| c.query_row("SELECT outcome FROM ledger WHERE request_id = ?1", [&id], |r| r.get(0)))
+            .await
+            .unwrap()
+            .expect("a ledger row for the refused request");
+        (format!("{e:?}"), outcome)
+    }
+
+    /// Every way the pipeline refuses or fails a request, and the outcome its ledger row keeps.
+    #[tokio::test]
+    async fn each_refusal_is_its_own_error_and_its_own_ledger_outcome() {
+        let pat = format!("glpat-{}", "x1Y2z3W4v5U6t7S8r9Q0");
+        let cases: [(&str, &str, &str, &str, Option<&str>, &str, Outcome); 7] = [
+            ("an unknown model", "", "nope", "api", None, "Route(Unknown", Outcome::UnknownModel),
+            ("a secret pasted as the model", "", &pat, "api", None, "SecretInModelName", Outcome::RefusedSecret),
+            (
+                "a secret under redaction = block",
+                "[routes.r]\ntargets = [\"down/m\"]\n[redaction]\nmode = \"block\"\n",
+                "r",
+                "api",
+                None,
+                "Redaction",
+                Outcome::RefusedSecret,
+            ),
+            (
+                "a task not served",
+                "[tasks]\nallowed = [\"completion\"]\n",
+                "down/m",
+                "review",
+                None,
+                "NotAllowed",
+                Outcome::RefusedPolicy,
+            ),
+            (
+                "a spent budget",
+                "[[budgets]]\nname = \"t\"\nscope = \"user\"\nperiod = \"day\"\nlimit_tokens = 1\naction = \"block\"\n",
+                "down/m",
+                "api",
+                None,
+                "Budget",
+                Outcome::Blocked,
+            ),
+            (
+                "a local-only file with cloud targets only",
+                "",
+                "cloud/m",
+                "api",
+                Some("app/secrets/db.env"),
+                "NoTarget",
+                Outcome::NoTarget,
+            ),
+            ("every target down", "", "down/m", "api", None, "AllFailed", Outcome::Failed),
+        ];
+        for (what, config, model, task, path, error, outcome) in cases {
+            let config = format!("{config}[privacy]\nlocal_only_paths = [\"**/secrets/**\"]\n");
+            let content = if what.contains("block") { format!("deploy with {pat}") } else { "hi".to_string() };
+            let (got, row) = check(&config, model, &content, task, path).await;
+            assert!(got.starts_with(error), "{what}: {got}");
+            assert_eq!(row, outcome, "{what}: {got}");
+            assert!(!got.contains(&pat), "{what}: the secret is in the error: {got}");
+        }
+    }
 }
