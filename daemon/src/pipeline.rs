@@ -1280,10 +1280,21 @@ mod tests {
     #[tokio::test]
     async fn each_refusal_is_its_own_error_and_its_own_ledger_outcome() {
         let pat = format!("glpat-{}", "x1Y2z3W4v5U6t7S8r9Q0");
-        let cases: [(&str, &str, &str, &str, Option<&str>, &str, Outcome); 7] = [
-            ("an unknown model", "", "nope", "api", None, "Route(Unknown", Outcome::UnknownModel),
-            ("a secret pasted as the model", "", &pat, "api", None, "SecretInModelName", Outcome::RefusedSecret),
-            (
+        struct Case<'a> {
+            what: &'a str,
+            config: &'a str,
+            model: &'a str,
+            task: &'a str,
+            path: Option<&'a str>,
+            error: &'a str,
+            outcome: Outcome,
+        }
+        let case =
+            |what, config, model, task, path, error, outcome| Case { what, config, model, task, path, error, outcome };
+        let cases = [
+            case("an unknown model", "", "nope", "api", None, "Route(Unknown", Outcome::UnknownModel),
+            case("a secret pasted as the model", "", &pat, "api", None, "SecretInModelName", Outcome::RefusedSecret),
+            case(
                 "a secret under redaction = block",
                 "[routes.r]\ntargets = [\"down/m\"]\n[redaction]\nmode = \"block\"\n",
                 "r",
@@ -1292,7 +1303,7 @@ mod tests {
                 "Redaction",
                 Outcome::RefusedSecret,
             ),
-            (
+            case(
                 "a task not served",
                 "[tasks]\nallowed = [\"completion\"]\n",
                 "down/m",
@@ -1301,7 +1312,7 @@ mod tests {
                 "NotAllowed",
                 Outcome::RefusedPolicy,
             ),
-            (
+            case(
                 "a spent budget",
                 "[[budgets]]\nname = \"t\"\nscope = \"user\"\nperiod = \"day\"\nlimit_tokens = 1\naction = \"block\"\n",
                 "down/m",
@@ -1310,7 +1321,7 @@ mod tests {
                 "Budget",
                 Outcome::Blocked,
             ),
-            (
+            case(
                 "a local-only file with cloud targets only",
                 "",
                 "cloud/m",
@@ -1319,9 +1330,9 @@ mod tests {
                 "NoTarget",
                 Outcome::NoTarget,
             ),
-            ("every target down", "", "down/m", "api", None, "AllFailed", Outcome::Failed),
+            case("every target down", "", "down/m", "api", None, "AllFailed", Outcome::Failed),
         ];
-        for (what, config, model, task, path, error, outcome) in cases {
+        for Case { what, config, model, task, path, error, outcome } in cases {
             let config = format!("{config}[privacy]\nlocal_only_paths = [\"**/secrets/**\"]\n");
             let content = if what.contains("block") { format!("deploy with {pat}") } else { "hi".to_string() };
             let (got, row) = check(&config, model, &content, task, path).await;
