@@ -6,12 +6,14 @@
 //! the `tollgate` crate implements with a client of the daemon's local socket (and tests with a
 //! fake). Context comes from tree-sitter ([`context`]), answers are cleaned up ([`post`]).
 
+/// The grammars and scope helpers (crate `tollgate-syntax`).
+pub use tollgate_syntax as syntax;
+
 pub mod context;
 pub mod documents;
 pub mod frames;
 pub mod post;
 pub mod server;
-pub mod syntax;
 
 use std::collections::BTreeMap;
 use std::future::Future;

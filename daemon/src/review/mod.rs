@@ -21,7 +21,7 @@ use crate::diff;
 use crate::git::run as git;
 use crate::pipeline::{EntryPoint, Gateway, RequestContext};
 use crate::tasks::{PromptAnswer, PromptCall, Repair};
-use tollgate_lsp::syntax::{self, Lang};
+use tollgate_syntax::{self as syntax, Lang};
 
 /// The longest hunk sent as one chunk, in diff lines; longer ones are split.
 const MAX_CHUNK_LINES: usize = 200;
