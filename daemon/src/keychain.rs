@@ -31,30 +31,7 @@ pub enum KeychainBackend {
 /// provider's name).
 pub const SERVICE: &str = "tollgate";
 
-/// A credential. Its value is shown by nothing but [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Self(value)
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl std::fmt::Display for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::model::Secret;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeychainError {
@@ -162,7 +139,7 @@ impl Keychain {
             return Ok(None);
         };
         match entry.get_password() {
-            Ok(value) if !value.is_empty() => Ok(Some(Secret(value))),
+            Ok(value) if !value.is_empty() => Ok(Some(Secret::new(value))),
             Ok(_) | Err(keyring_core::Error::NoEntry) => Ok(None),
             Err(e) => Err(self.failed("read", account, e)),
         }
@@ -183,7 +160,10 @@ impl Keychain {
         if let Some(secret) = self.get_entry(SERVICE, provider)? {
             return Ok(Some((secret, KeyOrigin::Keychain)));
         }
-        Ok(std::env::var(env_var(provider)).ok().filter(|v| !v.is_empty()).map(|v| (Secret(v), KeyOrigin::Environment)))
+        Ok(std::env::var(env_var(provider))
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(|v| (Secret::new(v), KeyOrigin::Environment)))
     }
 
     /// Stores, reads back and removes a probe entry: whether this keychain can keep a key here,
@@ -395,7 +375,7 @@ impl Credentials {
             Err(_) => std::env::var(env_var(provider))
                 .ok()
                 .filter(|v| !v.is_empty())
-                .map(|v| (Secret(v), KeyOrigin::Environment)),
+                .map(|v| (Secret::new(v), KeyOrigin::Environment)),
         };
         self.cache.lock().expect("credential cache lock").insert(provider.to_string(), found.clone());
         found

@@ -23,6 +23,8 @@
 
 pub use tollgate_model as model;
 pub use tollgate_model::utc;
+pub use tollgate_providers as providers;
+pub use tollgate_providers::tokens;
 pub use tollgate_redact as redact;
 
 pub mod api;
@@ -47,7 +49,6 @@ pub mod paths;
 pub mod pipeline;
 pub mod policy;
 pub mod prompts;
-pub mod providers;
 pub mod ratelimit;
 pub mod reload;
 pub mod reports;
@@ -59,4 +60,3 @@ pub mod service;
 pub mod store;
 pub mod stored;
 pub mod tasks;
-pub mod tokens;

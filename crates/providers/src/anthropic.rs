@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
 use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
-use crate::model::{
+use tollgate_model::{
     ChatRequest, ChatResponse, Event, FinishReason, Message, Part, ResponseFormat, Role, ToolChoice, Usage,
 };
 
@@ -129,7 +129,7 @@ pub fn messages(messages: &[Message]) -> Vec<Value> {
 /// An image or document as an Anthropic block: base64 from a data URL, or a URL source.
 fn media_block(url: &str) -> Value {
     let kind = |media_type: &str| if media_type == "application/pdf" { "document" } else { "image" };
-    match crate::model::data_url(url) {
+    match tollgate_model::data_url(url) {
         Some((media_type, data)) => {
             json!({"type": kind(media_type), "source": {"type": "base64", "media_type": media_type, "data": data}})
         }
@@ -194,7 +194,7 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn locate(&self, v: &Value) -> Option<crate::model::DeltaAt> {
+    fn locate(&self, v: &Value) -> Option<tollgate_model::DeltaAt> {
         if v["type"] != "content_block_delta" {
             return None;
         }
@@ -204,7 +204,7 @@ impl StreamDecoder for Decoder {
             "input_json_delta" => ("partial_json", true),
             _ => return None,
         };
-        Some(crate::model::DeltaAt {
+        Some(tollgate_model::DeltaAt {
             channel: format!("block {}", v["index"]),
             pointer: format!("/delta/{field}"),
             json,

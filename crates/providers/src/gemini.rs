@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
 use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
-use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, ToolChoice, Usage};
+use tollgate_model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, ToolChoice, Usage};
 
 pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireRequest {
     let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
@@ -28,7 +28,7 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
                     .iter()
                     .map(|p| match p {
                         Part::Text { text } => json!({"text": text}),
-                        Part::Media { url } => match crate::model::data_url(url) {
+                        Part::Media { url } => match tollgate_model::data_url(url) {
                             Some((mime_type, data)) => json!({"inline_data": {"mime_type": mime_type, "data": data}}),
                             None => json!({"file_data": {"file_uri": url}}),
                         },

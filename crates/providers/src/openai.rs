@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
 use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
-use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, ToolChoice, Usage};
+use tollgate_model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, ToolChoice, Usage};
 
 pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireRequest {
     let mut body = Map::new();
@@ -80,7 +80,7 @@ pub fn response_format(format: &ResponseFormat) -> Value {
 }
 
 /// One internal message as OpenAI messages: tool results each become a `tool` message.
-fn message(m: &crate::model::Message) -> Vec<Value> {
+fn message(m: &tollgate_model::Message) -> Vec<Value> {
     match m.role {
         Role::Tool | Role::User if m.content.iter().any(|p| matches!(p, Part::ToolResult { .. })) => {
             let mut out = Vec::new();
@@ -127,7 +127,7 @@ fn message(m: &crate::model::Message) -> Vec<Value> {
 
 /// An image as an `image_url` part; a document (PDF) as a `file` part.
 fn media_part(url: &str) -> Value {
-    match crate::model::data_url(url) {
+    match tollgate_model::data_url(url) {
         Some(("application/pdf", _)) => json!({"type": "file", "file": {"filename": "document.pdf", "file_data": url}}),
         _ => json!({"type": "image_url", "image_url": {"url": url}}),
     }
@@ -184,13 +184,13 @@ pub struct Decoder {
 }
 
 impl StreamDecoder for Decoder {
-    fn locate(&self, v: &Value) -> Option<crate::model::DeltaAt> {
+    fn locate(&self, v: &Value) -> Option<tollgate_model::DeltaAt> {
         let choices = v["choices"].as_array()?;
         let [choice] = choices.as_slice() else { return None };
         let i = &choice["index"];
         if choice["text"].is_string() {
             // A legacy completion chunk.
-            return Some(crate::model::DeltaAt {
+            return Some(tollgate_model::DeltaAt {
                 channel: format!("choice {i}"),
                 pointer: "/choices/0/text".into(),
                 json: false,
@@ -199,16 +199,18 @@ impl StreamDecoder for Decoder {
         let delta = &choice["delta"];
         let calls = delta["tool_calls"].as_array().map_or(0, Vec::len);
         match (delta["content"].is_string(), calls) {
-            (true, 0) => Some(crate::model::DeltaAt {
+            (true, 0) => Some(tollgate_model::DeltaAt {
                 channel: format!("choice {i}"),
                 pointer: "/choices/0/delta/content".into(),
                 json: false,
             }),
-            (false, 1) if delta["tool_calls"][0]["function"]["arguments"].is_string() => Some(crate::model::DeltaAt {
-                channel: format!("choice {i} tool {}", delta["tool_calls"][0]["index"]),
-                pointer: "/choices/0/delta/tool_calls/0/function/arguments".into(),
-                json: true,
-            }),
+            (false, 1) if delta["tool_calls"][0]["function"]["arguments"].is_string() => {
+                Some(tollgate_model::DeltaAt {
+                    channel: format!("choice {i} tool {}", delta["tool_calls"][0]["index"]),
+                    pointer: "/choices/0/delta/tool_calls/0/function/arguments".into(),
+                    json: true,
+                })
+            }
             _ => None,
         }
     }
@@ -265,18 +267,18 @@ impl StreamDecoder for Decoder {
 /// events through, and when the stream ended without a usage report, adds one with the output
 /// tokens counted per chunk and the input tokens from the server's tokenizer endpoint.
 pub fn count_usage(
-    events: crate::model::EventStream,
+    events: tollgate_model::EventStream,
     http: reqwest::Client,
     url: reqwest::Url,
     req: &ChatRequest,
-) -> crate::model::EventStream {
+) -> tollgate_model::EventStream {
     use futures_util::StreamExt;
     let prompt = match &req.raw_prompt {
         Some(p) => p.clone(),
-        None => req.messages.iter().map(crate::model::Message::joined_text).collect::<Vec<_>>().join("\n"),
+        None => req.messages.iter().map(tollgate_model::Message::joined_text).collect::<Vec<_>>().join("\n"),
     };
     struct S {
-        events: crate::model::EventStream,
+        events: tollgate_model::EventStream,
         chunks: u64,
         reported: bool,
         done: bool,

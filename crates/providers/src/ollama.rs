@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::frame::Frame;
 use super::{StreamDecoder, Target, UpstreamError, WireRequest, auth_header, join_url, u64_at};
-use crate::model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, Usage};
+use tollgate_model::{ChatRequest, ChatResponse, Event, FinishReason, Part, ResponseFormat, Role, Usage};
 
 pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireRequest {
     let mut body = Map::new();
@@ -64,7 +64,7 @@ pub fn build(target: &Target<'_>, req: &ChatRequest, stream: bool) -> WireReques
     )
 }
 
-fn message(m: &crate::model::Message) -> Vec<Value> {
+fn message(m: &tollgate_model::Message) -> Vec<Value> {
     let role = match m.role {
         Role::System => "system",
         Role::User => "user",
@@ -79,7 +79,7 @@ fn message(m: &crate::model::Message) -> Vec<Value> {
         match part {
             Part::Text { text: t } => text.push_str(t),
             // Only inline images reach here (`providers::supports`).
-            Part::Media { url } => images.extend(crate::model::data_url(url).map(|(_, data)| data)),
+            Part::Media { url } => images.extend(tollgate_model::data_url(url).map(|(_, data)| data)),
             Part::ToolCall { name, arguments, .. } => {
                 let args: Value = serde_json::from_str(arguments).unwrap_or_else(|_| json!({}));
                 calls.push(json!({"function": {"name": name, "arguments": args}}));
@@ -205,7 +205,7 @@ impl StreamDecoder for Decoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::providers::{ProviderConfig, ProviderKind};
+    use crate::{ProviderConfig, ProviderKind};
 
     fn target(config: &ProviderConfig) -> Target<'_> {
         Target { provider: "ollama", config, model: "qwen2.5-coder:1.5b", key: None }

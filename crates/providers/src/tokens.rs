@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::model::{ChatRequest, Part};
+use tollgate_model::{ChatRequest, Part};
 
 /// Added to the counted input: other tokenizers (Claude's, Gemini's) count more than o200k.
 const INPUT_MARGIN_PERCENT: u64 = 25;
@@ -66,7 +66,7 @@ pub fn count_input(req: &ChatRequest) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Message, Role};
+    use tollgate_model::{Message, Role};
 
     #[test]
     fn counts_with_a_real_tokenizer_and_estimates_an_upper_bound() {

@@ -1,4 +1,4 @@
-//! Providers: translation between the internal model ([`crate::model`]) and each provider's wire
+//! Providers: translation between the internal model ([`tollgate_model`]) and each provider's wire
 //! format, one file per provider. This module holds what they share: the HTTP call with its
 //! timeouts, error classification (what may be retried or fall back), and stream framing (SSE and
 //! NDJSON). The provider files only build request bodies and parse answers.
@@ -11,6 +11,7 @@ pub mod gemini;
 pub mod ollama;
 pub mod openai;
 pub mod responses;
+pub mod tokens;
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -18,10 +19,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::keychain::Secret;
-use crate::model::{ChatRequest, ChatResponse, DeltaAt, Event, EventStream, Native, UpstreamError, WireFormat};
 pub use config::{Limits, ProviderConfig, ProviderKind};
 use frame::{Frame, Framer};
+use tollgate_model::Secret;
+use tollgate_model::{ChatRequest, ChatResponse, DeltaAt, Event, EventStream, Native, UpstreamError, WireFormat};
 
 /// The wire formats a provider can be called in, the first its default.
 pub fn formats(config: &ProviderConfig) -> &'static [WireFormat] {
@@ -65,7 +66,7 @@ pub fn supports(config: &ProviderConfig, req: &ChatRequest) -> Result<(), String
             .messages
             .iter()
             .flat_map(|m| m.media())
-            .find(|u| !crate::model::data_url(u).is_some_and(|(t, _)| t.starts_with("image/")))
+            .find(|u| !tollgate_model::data_url(u).is_some_and(|(t, _)| t.starts_with("image/")))
     {
         let what = if url.starts_with("data:") { "a document" } else { "an image by URL" };
         return Err(format!("{} takes inline images only, not {what}", kind()));
@@ -474,7 +475,7 @@ fn httpdate(s: &str) -> Option<std::time::SystemTime> {
     if hms.len() != 3 {
         return None;
     }
-    let days = crate::utc::days_from_civil(year as i64, month as u32, day as u32) as u64;
+    let days = tollgate_model::utc::days_from_civil(year as i64, month as u32, day as u32) as u64;
     let secs = days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2];
     Some(std::time::UNIX_EPOCH + Duration::from_secs(secs))
 }

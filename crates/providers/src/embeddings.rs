@@ -6,8 +6,8 @@
 use serde_json::{Value, json};
 
 use super::{Target, WireRequest, auth_header, join_url, u64_at};
-use crate::model::{ChatResponse, FinishReason, Usage};
-use crate::providers::ProviderKind;
+use crate::ProviderKind;
+use tollgate_model::{ChatResponse, FinishReason, Usage};
 
 /// The request for a target that does not speak OpenAI's format.
 pub fn build(target: &Target<'_>, inputs: &[String]) -> WireRequest {

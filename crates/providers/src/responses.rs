@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::frame::Frame;
 use super::{StreamDecoder, UpstreamError, u64_at};
-use crate::model::{ChatResponse, DeltaAt, Event, FinishReason, Part, Usage};
+use tollgate_model::{ChatResponse, DeltaAt, Event, FinishReason, Part, Usage};
 
 pub fn usage(u: &Value) -> Usage {
     Usage {
