@@ -70,6 +70,22 @@ fn repair_message(error: &str) -> String {
     )
 }
 
+/// Where prompts run: the review domain asks through this, whether the prompts go through a
+/// gateway in this process (the daemon, CI jobs) or over the daemon's socket (the CLI).
+pub trait PromptRunner: Sync {
+    fn prompt(&self, name: &str, call: PromptCall) -> impl Future<Output = Result<PromptAnswer, String>> + Send;
+}
+
+impl PromptRunner for Gateway {
+    async fn prompt(&self, name: &str, call: PromptCall) -> Result<PromptAnswer, String> {
+        let mut ctx = RequestContext::new(crate::pipeline::EntryPoint::Native, self.runtime());
+        ctx.task = name.to_string();
+        ctx.path = call.path.clone();
+        ctx.project = call.project.clone();
+        run(self, name, call, &ctx).await.map_err(|e| e.to_string())
+    }
+}
+
 /// Runs prompt `name` through the pipeline. `ctx.task` should be the prompt's name.
 pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContext) -> Result<PromptAnswer, TaskError> {
     let rt = &ctx.runtime;

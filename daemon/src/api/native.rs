@@ -236,8 +236,7 @@ pub async fn review(
         Err(e) => return e.into_response(),
     };
     let ctx = editor_context(&state, &caller, &headers, "review", req.repo.clone()).await;
-    let runner = crate::review::Runner::InProcess(std::sync::Arc::clone(&state.gateway));
-    match crate::review::review_lines(&runner, &req.path, &req.text, req.first, req.last, ctx.project).await {
+    match crate::review::review_lines(&*state.gateway, &req.path, &req.text, req.first, req.last, ctx.project).await {
         Ok(findings) => axum::Json(crate::review::FindingsReply { findings }).into_response(),
         Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, e).into_response(),
     }

@@ -14,8 +14,31 @@ use anyhow::Context;
 
 use crate::config::{Loaded, OnError, Severity};
 use crate::paths::Paths;
-use crate::review::{Report, Runner, Target};
+use crate::review::{Report, Target};
 use crate::tasks::PromptCall;
+use crate::tasks::{PromptAnswer, PromptRunner};
+
+/// Where the CLI's prompts run: the daemon over its socket, or a gateway in this process (CI
+/// jobs, or no daemon running).
+pub enum Runner {
+    Daemon(PathBuf),
+    InProcess(Arc<crate::pipeline::Gateway>),
+}
+
+impl PromptRunner for Runner {
+    async fn prompt(&self, name: &str, call: PromptCall) -> Result<PromptAnswer, String> {
+        match self {
+            Runner::Daemon(socket) => {
+                let body = serde_json::to_value(&call).map_err(|e| e.to_string())?;
+                crate::ipc::request(socket, http::Method::POST, &format!("/v1/prompts/{name}"), Some(body))
+                    .await
+                    .and_then(crate::ipc::Reply::decode)
+                    .map_err(|e| e.to_string())
+            }
+            Runner::InProcess(gw) => gw.prompt(name, call).await,
+        }
+    }
+}
 
 /// How a review report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

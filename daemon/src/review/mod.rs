@@ -9,8 +9,7 @@ pub mod mr;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use futures_util::StreamExt;
@@ -19,8 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Severity;
 use crate::diff;
 use crate::git::run as git;
-use crate::pipeline::{EntryPoint, Gateway, RequestContext};
-use crate::tasks::{PromptAnswer, PromptCall, Repair};
+use crate::tasks::{PromptCall, PromptRunner, Repair};
 use tollgate_syntax::{self as syntax, Lang};
 
 /// The longest hunk sent as one chunk, in diff lines; longer ones are split.
@@ -258,34 +256,6 @@ pub fn parse_findings(text: &str) -> Result<Vec<Parsed>, String> {
     Ok(out)
 }
 
-/// Where prompts run: the daemon over its socket, or a gateway in this process (CI jobs).
-#[derive(Clone)]
-pub enum Runner {
-    Daemon(PathBuf),
-    InProcess(Arc<Gateway>),
-}
-
-impl Runner {
-    pub async fn prompt(&self, name: &str, call: PromptCall) -> Result<PromptAnswer, String> {
-        match self {
-            Runner::Daemon(socket) => {
-                let body = serde_json::to_value(&call).map_err(|e| e.to_string())?;
-                crate::ipc::request(socket, http::Method::POST, &format!("/v1/prompts/{name}"), Some(body))
-                    .await
-                    .and_then(crate::ipc::Reply::decode)
-                    .map_err(|e| e.to_string())
-            }
-            Runner::InProcess(gw) => {
-                let mut ctx = RequestContext::new(EntryPoint::Native, gw.runtime());
-                ctx.task = name.to_string();
-                ctx.path = call.path.clone();
-                ctx.project = call.project.clone();
-                crate::tasks::run(gw, name, call, &ctx).await.map_err(|e| e.to_string())
-            }
-        }
-    }
-}
-
 /// Progress on a terminal: `reviewing [#####.....] 12/24 chunks`.
 struct Progress {
     total: usize,
@@ -310,7 +280,12 @@ impl Progress {
 }
 
 /// Reviews the chunks, `concurrency` at a time.
-pub async fn review(runner: &Runner, chunks: Vec<Chunk>, concurrency: usize, project: Option<String>) -> Report {
+pub async fn review(
+    runner: &impl PromptRunner,
+    chunks: Vec<Chunk>,
+    concurrency: usize,
+    project: Option<String>,
+) -> Report {
     let progress = Progress { total: chunks.len(), done: AtomicUsize::new(0), on: std::io::stderr().is_terminal() };
     let total = chunks.len();
     let results: Vec<ChunkResult> = futures_util::stream::iter(chunks)
@@ -345,7 +320,7 @@ pub async fn review(runner: &Runner, chunks: Vec<Chunk>, concurrency: usize, pro
 /// Reviews lines `first..=last` (1-based) of a file as if they were all new (the editor's "review
 /// selection"): one chunk, its context from the file.
 pub async fn review_lines(
-    runner: &Runner,
+    runner: &impl PromptRunner,
     path: &str,
     text: &str,
     first: usize,
@@ -387,7 +362,7 @@ enum ChunkResult {
     Failed(String),
 }
 
-async fn review_chunk(runner: &Runner, chunk: &Chunk, project: Option<String>) -> ChunkResult {
+async fn review_chunk(runner: &impl PromptRunner, chunk: &Chunk, project: Option<String>) -> ChunkResult {
     let variables = BTreeMap::from([
         ("path".to_string(), chunk.path.clone()),
         ("language".to_string(), chunk.language.clone()),
