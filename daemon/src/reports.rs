@@ -7,6 +7,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::config::Loaded;
+use crate::ledger::{UsageLine, UsageReport};
 use crate::paths::Paths;
 use crate::store::Store;
 use crate::{ledger, utc};
@@ -30,13 +31,13 @@ fn query<T: Send + 'static>(
     Ok(crate::ipc::block_on(store.run(f))??)
 }
 
-fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<Value> {
-    if let Some(v) = from_daemon(paths, &format!("/v1/usage?since={since}&by={by}"))? {
-        return Ok(v);
+fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<UsageReport> {
+    if let Some(report) = from_daemon(paths, &format!("/v1/usage?since={since}&by={by}"))? {
+        return Ok(report);
     }
     let from = utc::since(Some(since), utc::now_ms()).map_err(anyhow::Error::msg)?;
     let by: ledger::GroupBy = serde_json::from_value(Value::String(by.into()))?;
-    Ok(serde_json::to_value(query(paths, move |c| ledger::usage(c, from, by))?)?)
+    query(paths, move |c| ledger::usage(c, from, by))
 }
 
 pub fn usage(paths: &Paths, _loaded: &Loaded, since: Option<&str>, by: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -49,50 +50,51 @@ pub fn usage(paths: &Paths, _loaded: &Loaded, since: Option<&str>, by: &str, jso
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let mut all = serde_json::Map::new();
-    for period in ["today", "week", "month"] {
-        all.insert(period.into(), usage_report(paths, period, by)?);
-    }
+    let [today, week, month] = ["today", "week", "month"].map(|period| usage_report(paths, period, by));
+    let all = [("today", today?), ("week", week?), ("month", month?)];
     if json {
-        println!("{}", serde_json::to_string_pretty(&Value::Object(all))?);
+        let mut out = serde_json::Map::new();
+        for (period, report) in &all {
+            out.insert(period.to_string(), serde_json::to_value(report)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    for (label, period) in [("today", "today"), ("this week", "week"), ("this month", "month")] {
-        let t = &all[period]["total"];
+    for ((_, report), label) in all.iter().zip(["today", "this week", "this month"]) {
+        let t = &report.total;
         println!(
             "{label:<11} {:>6} requests  {:>10} tokens  ${}{}",
-            t["requests"],
-            t["input_tokens"].as_u64().unwrap_or(0) + t["output_tokens"].as_u64().unwrap_or(0),
-            t["cost_usd"].as_str().unwrap_or("0"),
+            t.requests,
+            t.input_tokens + t.output_tokens,
+            t.cost_usd,
             unknown_note(t)
         );
     }
     println!();
-    print_usage(&all["month"]);
+    print_usage(&all[2].1);
     Ok(ExitCode::SUCCESS)
 }
 
-fn unknown_note(line: &Value) -> String {
-    match line["unknown_cost_requests"].as_u64().unwrap_or(0) {
+fn unknown_note(line: &UsageLine) -> String {
+    match line.unknown_cost_requests {
         0 => String::new(),
         n => format!("  + {n} of unknown cost"),
     }
 }
 
-fn print_usage(report: &Value) {
-    println!("since {}, by {}", report["since"].as_str().unwrap_or("?"), report["group_by"].as_str().unwrap_or("?"));
+fn print_usage(report: &UsageReport) {
+    let by = serde_json::to_value(report.group_by).ok();
+    println!("since {}, by {}", report.since, by.as_ref().and_then(Value::as_str).unwrap_or("?"));
     println!("{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}", "", "requests", "input", "output", "cached", "cost (USD)");
-    let lines = report["lines"].as_array().cloned().unwrap_or_default();
-    for l in lines.iter().chain(std::iter::once(&report["total"])) {
+    for l in report.lines.iter().chain(std::iter::once(&report.total)) {
         println!(
             "{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}{}",
-            l["key"].as_str().unwrap_or(""),
-            // A JSON value's Display ignores width: as strings, the columns line up.
-            l["requests"].to_string(),
-            l["input_tokens"].to_string(),
-            l["output_tokens"].to_string(),
-            l["cached_tokens"].to_string(),
-            l["cost_usd"].as_str().unwrap_or(""),
+            l.key,
+            l.requests,
+            l.input_tokens,
+            l.output_tokens,
+            l.cached_tokens,
+            l.cost_usd,
             unknown_note(l)
         );
     }

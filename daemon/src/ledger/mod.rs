@@ -283,7 +283,7 @@ pub enum GroupBy {
     Caller,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct UsageLine {
     pub key: String,
     pub requests: u64,
@@ -297,7 +297,8 @@ pub struct UsageLine {
     pub errors: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// `GET /v1/usage`: written by the daemon, read by `tollgate usage`.
+#[derive(Debug, Serialize, serde::Deserialize)]
 pub struct UsageReport {
     pub since: String,
     pub group_by: GroupBy,
