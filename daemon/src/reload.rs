@@ -27,8 +27,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// File changes closer together than this are one change (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// What `tollgate policy status` shows.
-#[derive(Debug, Clone, Default, Serialize)]
+/// What `tollgate policy status` shows (`GET /v1/policy`, and `policy` in `/v1/status`): written by
+/// the daemon, read by the CLI.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Status {
     /// The `policy.source` setting; empty when none is set.
     pub source: String,
@@ -48,7 +50,7 @@ pub struct Status {
     /// Local settings ignored because they would loosen the policy.
     pub ignored: Vec<Ignored>,
     /// Changed settings that take effect at the next start.
-    pub needs_restart: Vec<&'static str>,
+    pub needs_restart: Vec<String>,
     pub identity: Option<Identity>,
     #[serde(skip)]
     fetched_ms: Option<i64>,
@@ -235,7 +237,7 @@ impl Reloader {
                 let mut st = self.state.lock().expect("policy state");
                 st.status.config_error = None;
                 st.status.ignored = ignored;
-                st.status.needs_restart = restart;
+                st.status.needs_restart = restart.into_iter().map(str::to_string).collect();
             }
             Err(e) => {
                 tracing::error!(why, error = %e, "the new configuration is invalid; keeping the previous one");

@@ -9,6 +9,7 @@ use clap::Subcommand;
 use super::load_with_policy;
 use crate::config::Overrides;
 use crate::paths::Paths;
+use crate::reload::Status;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -111,60 +112,46 @@ pub fn run(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> a
                 println!("{}", serde_json::to_string_pretty(&body)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            print!("{}", status_text(&body));
+            let status: Status = serde_json::from_value(body.clone()).context("the daemon's policy status")?;
+            print!("{}", status_text(&status, body["daemon"].as_str()));
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// `tollgate policy status` as lines.
-pub fn status_text(s: &serde_json::Value) -> String {
+pub fn status_text(s: &Status, daemon: Option<&str>) -> String {
     let mut out = String::new();
-    let source = s["source"].as_str().unwrap_or("");
-    if source.is_empty() {
+    if s.source.is_empty() {
         out.push_str("policy:   none (set policy.source in the config)\n");
         return out;
     }
-    let commit = s["commit"].as_str().map_or("none yet".to_string(), |c| c[..c.len().min(12)].to_string());
-    let age = s["age_s"].as_i64().map_or(String::new(), |a| format!(", synced {} ago", human_age(a)));
-    out.push_str(&format!("policy:   {source} @ {commit}{age}\n"));
-    if let Some(d) = s["daemon"].as_str() {
+    let commit = s.commit.as_deref().map_or("none yet".to_string(), |c| c[..c.len().min(12)].to_string());
+    let age = s.age_s.map_or(String::new(), |a| format!(", synced {} ago", human_age(a)));
+    out.push_str(&format!("policy:   {} @ {commit}{age}\n", s.source));
+    if let Some(d) = daemon {
         out.push_str(&format!("daemon:   {d}\n"));
     }
-    if let Some(e) = s["last_error"].as_str() {
+    if let Some(e) = &s.last_error {
         out.push_str(&format!("error:    {e}\n"));
     }
-    for p in s["problems"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "  {}:{}:{}: {}\n",
-            p["file"].as_str().unwrap_or(""),
-            p["line"],
-            p["column"],
-            p["message"].as_str().unwrap_or("")
-        ));
+    for p in &s.problems {
+        out.push_str(&format!("  {p}\n"));
     }
-    if let Some(e) = s["config_error"].as_str() {
+    if let Some(e) = &s.config_error {
         out.push_str(&format!("config:   invalid, previous config in force: {e}\n"));
     }
-    for i in s["ignored"].as_array().into_iter().flatten() {
+    for i in &s.ignored {
         out.push_str(&format!(
             "ignored:  {}: local {} would loosen the policy's {} ({})\n",
-            i["key"].as_str().unwrap_or(""),
-            i["local"].as_str().unwrap_or(""),
-            i["policy"].as_str().unwrap_or(""),
-            i["reason"].as_str().unwrap_or("")
+            i.key, i.local, i.policy, i.reason
         ));
     }
-    if let Some(n) = s["next_check"].as_str() {
+    if let Some(n) = &s.next_check {
         out.push_str(&format!("next:     {n}\n"));
     }
-    if let Some(id) = s["identity"].as_object() {
-        let groups = id.get("groups").and_then(|g| g.as_array()).map_or(0, Vec::len);
-        out.push_str(&format!(
-            "identity: {} ({}, {groups} groups)\n",
-            id.get("username").and_then(|u| u.as_str()).unwrap_or("?"),
-            id.get("source").and_then(|u| u.as_str()).unwrap_or("?")
-        ));
+    if let Some(id) = &s.identity {
+        out.push_str(&format!("identity: {} ({}, {} groups)\n", id.username, id.source, id.groups.len()));
     }
     out
 }

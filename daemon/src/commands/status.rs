@@ -71,7 +71,8 @@ pub fn run(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Resul
         Err(e) => println!("keychain: unavailable: {e}"),
     }
     if daemon.is_ok() {
-        print!("{}", super::policy::status_text(&daemon_json["policy"]));
+        let policy: crate::reload::Status = serde_json::from_value(daemon_json["policy"].clone()).unwrap_or_default();
+        print!("{}", super::policy::status_text(&policy, None));
         if let Some(problem) = daemon_json["database"]["problem"].as_str() {
             println!("database: does not keep writes, calls are refused: {problem}");
         }

@@ -125,7 +125,7 @@ pub fn wanted(path: &str) -> bool {
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 
 /// One problem in a policy, where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     pub file: String,
     pub line: usize,

@@ -22,7 +22,7 @@ use crate::ledger::budgets::{Action, BudgetConfig};
 use crate::redact::Mode;
 
 /// A local setting that would have loosened the policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Ignored {
     pub key: String,
     pub local: String,
