@@ -362,8 +362,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // The address of the daemon that runs now, asked over its socket (in a directory of the
             // user's own): with none running, whatever holds the configured port (another user's
             // program, on a shared machine) would get the token and every prompt.
-            let alive = crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/healthz", None))
-                .is_ok_and(|r| r.status.is_success());
+            let alive = crate::ipc::block_on(crate::ipc::daemon(&paths).healthy());
             let port = std::fs::read_to_string(paths.port_file()).ok().and_then(|p| p.trim().parse::<u16>().ok());
             let Some(port) = port.filter(|_| alive) else {
                 eprintln!(
@@ -432,7 +431,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Docs { target, json } => prompt_command(cli.config.as_ref(), &paths, "docs", Some(&target), json),
         Command::CommitMessage { json } => prompt_command(cli.config.as_ref(), &paths, "commit-message", None, json),
         Command::Lsp { stdio: _ } => {
-            let gateway = crate::lsp_gateway::SocketGateway::new(paths);
+            let gateway = crate::lsp_bridge::SocketAssistant::new(paths);
             crate::ipc::block_on(tollgate_lsp::server::serve_stdio(gateway));
             Ok(ExitCode::SUCCESS)
         }

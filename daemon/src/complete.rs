@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use tollgate_lsp::{CompletionAnswer, CompletionRequest, Intent};
+use tollgate_protocol::{CompletionAnswer, CompletionRequest, Intent};
 
 use crate::model::{ChatRequest, Message, Role};
 use crate::pipeline::{Gateway, GatewayError, RequestContext};
@@ -151,7 +151,7 @@ pub async fn run(gw: &Gateway, req: CompletionRequest, ctx: &RequestContext) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_lsp::Snippet;
+    use tollgate_protocol::Snippet;
 
     fn req(intent: Intent) -> CompletionRequest {
         CompletionRequest {

@@ -52,8 +52,7 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
     let cfg = &loaded.config;
 
     // The daemon.
-    let daemon = crate::ipc::request(&paths.socket, http::Method::GET, "/v1/status", None).await;
-    let daemon_json = daemon.as_ref().ok().map(crate::ipc::Reply::json);
+    let daemon = crate::ipc::daemon(paths).status().await;
     out.push(match &daemon {
         Ok(_) => check("daemon", Outcome::Ok, format!("running (socket {})", paths.socket.display()), None),
         Err(_) => check(
@@ -157,18 +156,15 @@ pub async fn run(paths: &Paths, loaded: &Loaded, repo: &Path) -> Vec<Check> {
             Some("set policy.source to your team's policy repository (see packaging/policy/)".into()),
         ));
     } else {
-        let st = daemon_json.as_ref().map(|j| j["policy"].clone());
-        out.push(match st {
-            Some(s) if s["commit"].is_string() && s["last_error"].is_null() && s["config_error"].is_null() => check(
-                "policy",
-                Outcome::Ok,
-                format!("{} @ {}", cfg.policy.source, &s["commit"].as_str().unwrap_or("")[..12.min(s["commit"].as_str().unwrap_or("").len())]),
-                None,
-            ),
+        out.push(match daemon.as_ref().ok().map(|d| &d.policy) {
+            Some(s) if s.last_error.is_none() && s.config_error.is_none() && s.commit.is_some() => {
+                let commit = s.commit.as_deref().unwrap_or_default();
+                check("policy", Outcome::Ok, format!("{} @ {}", cfg.policy.source, &commit[..12.min(commit.len())]), None)
+            }
             Some(s) => check(
                 "policy",
                 Outcome::Fail,
-                s["last_error"].as_str().or(s["config_error"].as_str()).unwrap_or("not synced yet").to_string(),
+                s.last_error.as_deref().or(s.config_error.as_deref()).unwrap_or("not synced yet").to_string(),
                 Some("see `tollgate policy status`; `tollgate login gitlab` for a GitLab token; `tollgate policy sync` to retry".into()),
             ),
             None => check("policy", Outcome::Warn, "unknown while the daemon is not running", None),

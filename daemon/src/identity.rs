@@ -6,29 +6,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
+pub use tollgate_protocol::Identity;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Identity {
-    pub username: String,
-    /// Full paths of the GitLab groups the user belongs to (`acme/platform`), sorted.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Where the name came from: `os`, `gitlab-ci`, or the GitLab host.
-    pub source: String,
-}
-
-impl Identity {
-    /// The identity known without asking any server.
-    pub fn local() -> Self {
-        if let Ok(login) = std::env::var("GITLAB_USER_LOGIN")
-            && !login.is_empty()
-        {
-            return Self { username: login, groups: Vec::new(), source: "gitlab-ci".into() };
-        }
-        let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
-        Self { username: user, groups: Vec::new(), source: "os".into() }
+/// The identity known without asking any server.
+pub fn local() -> Identity {
+    if let Ok(login) = std::env::var("GITLAB_USER_LOGIN")
+        && !login.is_empty()
+    {
+        return Identity { username: login, groups: Vec::new(), source: "gitlab-ci".into() };
     }
+    let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME")).unwrap_or_else(|_| "unknown".into());
+    Identity { username: user, groups: Vec::new(), source: "os".into() }
 }
 
 /// `group/subgroup/project` from a git remote URL (`git@host:group/project.git`,

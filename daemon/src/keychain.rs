@@ -60,6 +60,18 @@ pub fn key_origin(keychain: Option<&Keychain>, provider: &str) -> Option<KeyOrig
     }
 }
 
+/// What a status report says of a provider's key found at `origin` (`local`: a provider that needs
+/// none).
+pub fn credentials(origin: Option<KeyOrigin>, local: bool) -> tollgate_protocol::Credentials {
+    use tollgate_protocol::Credentials;
+    match origin {
+        Some(KeyOrigin::Keychain) => Credentials::Keychain,
+        Some(KeyOrigin::Environment) => Credentials::Environment,
+        None if local => Credentials::NotNeeded,
+        None => Credentials::Missing,
+    }
+}
+
 /// The environment variable that supplies `provider`'s key when the keychain has none.
 pub fn env_var(provider: &str) -> String {
     let name: String =

@@ -23,6 +23,7 @@
 
 pub use tollgate_model as model;
 pub use tollgate_model::utc;
+pub use tollgate_protocol as protocol;
 pub use tollgate_providers as providers;
 pub use tollgate_providers::tokens;
 pub use tollgate_redact as redact;
@@ -43,7 +44,7 @@ pub mod identity;
 pub mod ipc;
 pub mod keychain;
 pub mod ledger;
-pub mod lsp_gateway;
+pub mod lsp_bridge;
 pub mod metrics;
 pub mod paths;
 pub mod pipeline;

@@ -654,9 +654,11 @@ impl Gateway {
             if rt.estimates { tokens::estimate(req, rt.config.limits.default_max_output_tokens) } else { (0, 0) };
         let now = Instant::now();
         let tokens = est_in + est_out;
-        rt.limits.admit(ratelimit::Scope::Caller, ctx.entry.name(), tokens, now).map_err(GatewayError::RateLimited)?;
+        rt.limits
+            .admit(ratelimit::LimitScope::Caller, ctx.entry.name(), tokens, now)
+            .map_err(GatewayError::RateLimited)?;
         if let Some(project) = &ctx.project {
-            rt.limits.admit(ratelimit::Scope::Project, project, tokens, now).map_err(GatewayError::RateLimited)?;
+            rt.limits.admit(ratelimit::LimitScope::Project, project, tokens, now).map_err(GatewayError::RateLimited)?;
         }
         Ok(Admitted { permit, waited, est_in, est_out })
     }
@@ -835,7 +837,9 @@ impl Gateway {
     ) -> Result<Candidate, Skip> {
         rt.router.check(target, local_only).map_err(|e| Skip::Other(e.to_string()))?;
         let name = target.to_string();
-        rt.limits.admit(ratelimit::Scope::Model, &name, est_in + est_out, Instant::now()).map_err(Skip::Limited)?;
+        rt.limits
+            .admit(ratelimit::LimitScope::Model, &name, est_in + est_out, Instant::now())
+            .map_err(Skip::Limited)?;
         let config = &rt.config.providers[&target.provider];
         providers::supports(config, req).map_err(Skip::Untranslatable)?;
         let key = self.credentials.get(&target.provider).await.map(|(k, _)| k);
@@ -1269,9 +1273,12 @@ mod tests {
         let id = ctx.request_id.clone();
         let outcome = gw
             .store
-            .run(move |c| c.query_row("SELECT outcome FROM ledger WHERE request_id = ?1", [&id], |r| r.get(0)))
+            .run(move |c| {
+                c.query_row("SELECT outcome FROM ledger WHERE request_id = ?1", [&id], |r| r.get::<_, String>(0))
+            })
             .await
             .unwrap()
+            .map(|word| Outcome::parse(&word))
             .expect("a ledger row for the refused request");
         (format!("{e:?}"), outcome)
     }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-pub enum Scope {
+pub enum LimitScope {
     Caller,
     Project,
     Model,
@@ -19,7 +19,7 @@ pub enum Scope {
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    pub scope: Scope,
+    pub scope: LimitScope,
     /// Which callers, projects or `provider/model`s (a glob) the limit covers; each gets its own
     /// bucket.
     #[serde(default = "star", rename = "match")]
@@ -99,7 +99,7 @@ impl RateLimits {
 
     /// Takes one request and `tokens` from every bucket of `scope` that covers `value`; all or
     /// nothing.
-    pub fn admit(&self, scope: Scope, value: &str, tokens: u64, now: Instant) -> Result<(), Limited> {
+    pub fn admit(&self, scope: LimitScope, value: &str, tokens: u64, now: Instant) -> Result<(), Limited> {
         let mut buckets = self.buckets.lock().expect("rate limit lock");
         let mut taken: Vec<((usize, bool, String), f64)> = Vec::new();
         let mut refusal = None;
@@ -148,32 +148,32 @@ mod tests {
     #[test]
     fn a_reload_keeps_the_buckets_of_the_limits_it_keeps() {
         let limit = RateLimitConfig {
-            scope: Scope::Caller,
+            scope: LimitScope::Caller,
             matches: "*".into(),
             requests_per_minute: Some(1),
             tokens_per_minute: None,
         };
         let other = RateLimitConfig {
-            scope: Scope::Project,
+            scope: LimitScope::Project,
             matches: "*".into(),
             requests_per_minute: Some(5),
             tokens_per_minute: None,
         };
         let now = Instant::now();
         let old = RateLimits::new(std::slice::from_ref(&limit));
-        assert!(old.admit(Scope::Caller, "openai", 0, now).is_ok());
+        assert!(old.admit(LimitScope::Caller, "openai", 0, now).is_ok());
         // The same limit, now second (a policy rule came before it): still spent.
         let new = RateLimits::new(&[other, limit]);
         new.adopt(&old);
-        assert!(new.admit(Scope::Caller, "openai", 0, now).is_err());
-        assert!(new.admit(Scope::Caller, "anthropic", 0, now).is_ok());
+        assert!(new.admit(LimitScope::Caller, "openai", 0, now).is_err());
+        assert!(new.admit(LimitScope::Caller, "anthropic", 0, now).is_ok());
     }
 
     use super::*;
 
     fn limits(rpm: Option<u32>, tpm: Option<u64>) -> RateLimits {
         RateLimits::new(&[RateLimitConfig {
-            scope: Scope::Caller,
+            scope: LimitScope::Caller,
             matches: "*".into(),
             requests_per_minute: rpm,
             tokens_per_minute: tpm,
@@ -184,22 +184,22 @@ mod tests {
     fn requests_beyond_the_bucket_wait_for_the_refill() {
         let l = limits(Some(2), None);
         let t = Instant::now();
-        assert!(l.admit(Scope::Caller, "openai", 0, t).is_ok());
-        assert!(l.admit(Scope::Caller, "openai", 0, t).is_ok());
-        let err = l.admit(Scope::Caller, "openai", 0, t).unwrap_err();
+        assert!(l.admit(LimitScope::Caller, "openai", 0, t).is_ok());
+        assert!(l.admit(LimitScope::Caller, "openai", 0, t).is_ok());
+        let err = l.admit(LimitScope::Caller, "openai", 0, t).unwrap_err();
         assert!((29.0..=30.1).contains(&err.retry_after.as_secs_f64()), "{err:?}");
-        assert!(l.admit(Scope::Caller, "anthropic", 0, t).is_ok(), "each caller has its own bucket");
-        assert!(l.admit(Scope::Caller, "openai", 0, t + Duration::from_secs(31)).is_ok());
+        assert!(l.admit(LimitScope::Caller, "anthropic", 0, t).is_ok(), "each caller has its own bucket");
+        assert!(l.admit(LimitScope::Caller, "openai", 0, t + Duration::from_secs(31)).is_ok());
     }
 
     #[test]
     fn a_refused_request_takes_nothing_from_the_other_buckets() {
         let l = limits(Some(10), Some(100));
         let t = Instant::now();
-        assert!(l.admit(Scope::Caller, "c", 150, t).is_err());
+        assert!(l.admit(LimitScope::Caller, "c", 150, t).is_err());
         // The request bucket was given back: ten more requests fit.
         for _ in 0..10 {
-            assert!(l.admit(Scope::Caller, "c", 1, t).is_ok());
+            assert!(l.admit(LimitScope::Caller, "c", 1, t).is_ok());
         }
     }
 }

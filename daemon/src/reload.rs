@@ -16,7 +16,6 @@ use crate::config::{Loaded, Overrides};
 use crate::identity::Identity;
 use crate::paths::{self, Paths};
 use crate::pipeline::Gateway;
-use crate::policy::overlay::Ignored;
 use crate::policy::source::{self, FetchError, Gitlab, GitlabAuth, PolicySource};
 use crate::policy::{Policy, Problem, Snapshot};
 use crate::runtime::Runtime;
@@ -27,39 +26,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// File changes closer together than this are one change (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
-/// What `tollgate policy status` shows (`GET /v1/policy`, and `policy` in `/v1/status`): written by
-/// the daemon, read by the CLI.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Status {
-    /// The `policy.source` setting; empty when none is set.
-    pub source: String,
-    /// The commit in force (a content hash for a directory).
-    pub commit: Option<String>,
-    pub fetched_at: Option<String>,
-    pub age_s: Option<i64>,
-    pub last_check: Option<String>,
-    pub next_check: Option<String>,
-    /// The last sync's error, if it failed: the policy in force is the last good one.
-    pub last_error: Option<String>,
-    /// The problems of a commit that was rejected.
-    pub rejected_commit: Option<String>,
-    pub problems: Vec<Problem>,
-    /// The local config file could not be used: the previous config stays in force.
-    pub config_error: Option<String>,
-    /// Local settings ignored because they would loosen the policy.
-    pub ignored: Vec<Ignored>,
-    /// Changed settings that take effect at the next start.
-    pub needs_restart: Vec<String>,
-    pub identity: Option<Identity>,
-    #[serde(skip)]
-    fetched_ms: Option<i64>,
-}
+pub use tollgate_protocol::PolicyStatus;
 
 struct State {
     policy: Option<Arc<Policy>>,
     identity: Identity,
-    status: Status,
+    status: PolicyStatus,
 }
 
 /// The daemon's reload and sync machinery.
@@ -91,7 +63,7 @@ pub struct Initial {
 pub struct Seed {
     policy: Option<Arc<Policy>>,
     identity: Identity,
-    status: Status,
+    status: PolicyStatus,
 }
 
 fn snapshot_file(paths: &Paths) -> PathBuf {
@@ -133,12 +105,11 @@ pub fn saved_policy(paths: &Paths, setting: &str) -> Option<Policy> {
 impl Initial {
     pub fn load(loaded: Loaded, paths: &Paths) -> anyhow::Result<Self> {
         let setting = loaded.config.policy.source.clone();
-        let mut status = Status { source: setting.clone(), ..Default::default() };
-        let identity = read_json::<Identity>(&identity_file(paths)).unwrap_or_else(Identity::local);
+        let mut status = PolicyStatus { source: setting.clone(), ..Default::default() };
+        let identity = read_json::<Identity>(&identity_file(paths)).unwrap_or_else(crate::identity::local);
         let policy = saved_policy(paths, &setting).map(Arc::new);
         if let Some(p) = &policy {
             status.commit = Some(p.commit.clone());
-            status.fetched_ms = Some(p.fetched_ms);
         } else if !setting.is_empty() {
             status.last_error = Some("no policy synced yet; the first sync is running".into());
         }
@@ -188,11 +159,14 @@ impl Reloader {
         }))
     }
 
-    pub fn status(&self) -> Status {
-        let mut s = self.state.lock().expect("policy state").status.clone();
+    pub fn status(&self) -> PolicyStatus {
+        let (mut s, fetched_ms) = {
+            let st = self.state.lock().expect("policy state");
+            (st.status.clone(), st.policy.as_ref().map(|p| p.fetched_ms))
+        };
         let now = utc::now_ms();
-        s.age_s = s.fetched_ms.map(|f| (now - f) / 1000);
-        s.fetched_at = s.fetched_ms.map(utc::iso);
+        s.age_s = fetched_ms.map(|f| (now - f) / 1000);
+        s.fetched_at = fetched_ms.map(utc::iso);
         s.identity = Some(self.gateway.runtime().identity.clone());
         s
     }
@@ -339,7 +313,6 @@ impl Reloader {
         tracing::info!(policy = %policy.label(), "policy applied");
         let mut st = self.state.lock().expect("policy state");
         st.status.commit = Some(policy.commit.clone());
-        st.status.fetched_ms = Some(policy.fetched_ms);
         st.status.rejected_commit = None;
         st.status.problems.clear();
         st.status.ignored = ignored;

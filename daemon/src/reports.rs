@@ -7,16 +7,21 @@ use anyhow::Context;
 use serde_json::Value;
 
 use crate::config::Loaded;
-use crate::ledger::{UsageLine, UsageReport};
+use crate::ipc::{ClientError, DaemonClient};
+use crate::ledger::{GroupBy, UsageLine, UsageReport};
 use crate::paths::Paths;
 use crate::store::Store;
 use crate::{ledger, utc};
+use tollgate_protocol::CallsReply;
 
-/// GETs `path` from the daemon; `None` when no daemon runs.
-fn from_daemon<T: serde::de::DeserializeOwned>(paths: &Paths, path: &str) -> anyhow::Result<Option<T>> {
-    match crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, path, None)) {
-        Ok(reply) => Ok(Some(reply.decode()?)),
-        Err(crate::ipc::ClientError::NotRunning(_)) => Ok(None),
+/// Asks the daemon; `None` when no daemon runs.
+fn from_daemon<T, Fut>(paths: &Paths, ask: impl FnOnce(DaemonClient) -> Fut) -> anyhow::Result<Option<T>>
+where
+    Fut: std::future::Future<Output = Result<T, ClientError>>,
+{
+    match crate::ipc::block_on(ask(crate::ipc::daemon(paths))) {
+        Ok(answer) => Ok(Some(answer)),
+        Err(ClientError::NotRunning(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -32,11 +37,12 @@ fn query<T: Send + 'static>(
 }
 
 fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<UsageReport> {
-    if let Some(report) = from_daemon(paths, &format!("/v1/usage?since={since}&by={by}"))? {
+    let by: GroupBy = serde_json::from_value(Value::String(by.into()))
+        .map_err(|_| anyhow::anyhow!("cannot group by {by:?}: use model, project, task, provider or caller"))?;
+    if let Some(report) = from_daemon(paths, |d| async move { d.usage(since, by).await })? {
         return Ok(report);
     }
     let from = utc::since(Some(since), utc::now_ms()).map_err(anyhow::Error::msg)?;
-    let by: ledger::GroupBy = serde_json::from_value(Value::String(by.into()))?;
     query(paths, move |c| ledger::usage(c, from, by))
 }
 
@@ -102,7 +108,7 @@ fn print_usage(report: &UsageReport) {
 
 pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<ExitCode> {
     use crate::ledger::budgets::BudgetsReply;
-    let report: BudgetsReply = match from_daemon(paths, "/v1/budget")? {
+    let report: BudgetsReply = match from_daemon(paths, |d| async move { d.budgets().await })? {
         Some(v) => v,
         None => {
             // What the daemon would enforce: the local config under the last synced policy.
@@ -146,70 +152,71 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
 }
 
 pub fn log(paths: &Paths, loaded: &Loaded, id: Option<&str>, limit: u32, json: bool) -> anyhow::Result<ExitCode> {
-    let value = match id {
-        Some(id) => match from_daemon(paths, &format!("/v1/log/{id}"))? {
-            Some(v) => v,
-            None => {
-                let id = id.to_string();
-                // The key that opens the audit text, if there is one (none is made here).
-                let keychain = crate::keychain::Keychain::open(loaded.config.keychain.backend).ok();
-                let sealer = match crate::seal::load(keychain.as_ref(), &paths.data_dir)?.0 {
-                    Some(key) => key.sealer,
-                    None => crate::seal::Sealer::random(),
-                };
-                let call = query(paths, move |c| ledger::call(c, &sealer, &id))?;
-                serde_json::to_value(call.context("no such call in the ledger")?)?
-            }
-        },
-        None => match from_daemon(paths, &format!("/v1/log?limit={limit}"))? {
-            Some(v) => v,
-            None => {
-                let rows = query(paths, move |c| ledger::recent(c, limit))?;
-                serde_json::json!({"calls": rows})
-            }
-        },
+    let Some(id) = id else {
+        let calls = match from_daemon(paths, |d| async move { d.calls(limit).await })? {
+            Some(reply) => reply,
+            None => CallsReply { calls: query(paths, move |c| ledger::recent(c, limit))? },
+        };
+        if json {
+            println!("{}", serde_json::to_string_pretty(&calls)?);
+        } else {
+            print_calls(&calls.calls);
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let call = match from_daemon(paths, |d| async move { d.call(id).await })? {
+        Some(call) => call,
+        None => {
+            let id = id.to_string();
+            // The key that opens the audit text, if there is one (none is made here).
+            let keychain = crate::keychain::Keychain::open(loaded.config.keychain.backend).ok();
+            let sealer = match crate::seal::load(keychain.as_ref(), &paths.data_dir)?.0 {
+                Some(key) => key.sealer,
+                None => crate::seal::Sealer::random(),
+            };
+            query(paths, move |c| ledger::call(c, &sealer, &id))?.context("no such call in the ledger")?
+        }
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&call)?);
         return Ok(ExitCode::SUCCESS);
     }
-    if id.is_some() {
-        for (k, v) in value.as_object().into_iter().flatten() {
-            if k != "request" && k != "response" {
-                println!("{k:<14} {v}");
-            }
-        }
-        match (&value["request"], &value["response"]) {
-            (Value::Null, _) if value["unreadable"] == true => println!(
-                "\n(the prompt and answer were kept sealed with a storage key no longer held: they cannot be read)"
-            ),
-            (Value::Null, _) => println!("\n(no prompt or answer kept: the audit log is off)"),
-            (q, a) => println!(
-                "\nrequest:\n{}\n\nresponse:\n{}",
-                serde_json::to_string_pretty(q)?,
-                serde_json::to_string_pretty(a)?
-            ),
-        }
-        return Ok(ExitCode::SUCCESS);
+    let value = serde_json::to_value(&call.row)?;
+    for (k, v) in value.as_object().into_iter().flatten() {
+        println!("{k:<14} {v}");
     }
-    for c in value["calls"].as_array().into_iter().flatten() {
-        let cost = match c["cost_micros"].as_i64() {
+    match (&call.request, &call.response) {
+        (None, _) if call.unreadable => println!(
+            "\n(the prompt and answer were kept sealed with a storage key no longer held: they cannot be read)"
+        ),
+        (None, _) => println!("\n(no prompt or answer kept: the audit log is off)"),
+        (q, a) => println!(
+            "\nrequest:\n{}\n\nresponse:\n{}",
+            serde_json::to_string_pretty(q)?,
+            serde_json::to_string_pretty(a)?
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_calls(calls: &[ledger::Row]) {
+    for c in calls {
+        let cost = match c.cost_micros {
             Some(m) => format!("${}", ledger::prices::format_usd(m)),
             None => "unknown".into(),
         };
         println!(
             "{}  {}  {:<9} {:<28} {:>6}+{:<6} {:>12} {:>8.1}ms {}{}",
-            c["request_id"].as_str().unwrap_or(""),
-            utc::iso(c["ts_ms"].as_i64().unwrap_or(0)),
-            c["task"].as_str().unwrap_or(""),
-            format!("{}/{}", c["provider"].as_str().unwrap_or("-"), c["model"].as_str().unwrap_or("-")),
-            c["input_tokens"].to_string(),
-            c["output_tokens"].to_string(),
+            c.request_id,
+            utc::iso(c.ts_ms),
+            c.task,
+            format!("{}/{}", c.provider.as_deref().unwrap_or("-"), c.model.as_deref().unwrap_or("-")),
+            c.input_tokens,
+            c.output_tokens,
             cost,
-            c["latency_ms"].as_f64().unwrap_or(0.0),
-            c["outcome"].as_str().unwrap_or(""),
-            if c["cache_hit"] == true { " (cache)" } else { "" }
+            c.latency_ms,
+            c.outcome.as_str(),
+            if c.cache_hit { " (cache)" } else { "" }
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -189,15 +189,7 @@ struct Health {
     last_error: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub struct HealthReport {
-    pub target: String,
-    pub state: &'static str,
-    pub successes: u64,
-    pub failures: u64,
-    pub consecutive_failures: u32,
-    pub last_error: Option<String>,
-}
+pub use tollgate_protocol::status::{CircuitState, TargetHealth};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -463,19 +455,19 @@ impl Router {
         names
     }
 
-    pub fn health_report(&self) -> Vec<HealthReport> {
+    pub fn health_report(&self) -> Vec<TargetHealth> {
         let now = Instant::now();
         let health = self.health.lock().expect("health lock");
-        let mut out: Vec<HealthReport> = health
+        let mut out: Vec<TargetHealth> = health
             .iter()
-            .map(|(target, h)| HealthReport {
+            .map(|(target, h)| TargetHealth {
                 target: target.clone(),
                 state: if h.open_until.is_some_and(|u| u > now) {
-                    "open"
+                    CircuitState::Open
                 } else if h.cool_until.is_some_and(|u| u > now) {
-                    "cooling-down"
+                    CircuitState::CoolingDown
                 } else {
-                    "closed"
+                    CircuitState::Closed
                 },
                 successes: h.successes,
                 failures: h.failures,

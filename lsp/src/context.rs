@@ -3,9 +3,8 @@
 //! does not reach it, and the most related snippets of other open documents. Also whether to ask
 //! at all, and whether the user wants code written from a comment (generation) or completed.
 
-use serde::{Deserialize, Serialize};
-
 use crate::documents::Document;
+pub use tollgate_protocol::{Intent, Snippet};
 
 /// Sizes in bytes (about four per token).
 #[derive(Debug, Clone, Copy)]
@@ -20,22 +19,6 @@ impl Default for Budget {
         // About 1,500, 500 and 500 tokens.
         Self { prefix: 6000, suffix: 2000, snippets: 2000 }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Intent {
-    /// Continue the code at the cursor.
-    Complete,
-    /// Write the code a comment just above the cursor describes.
-    Generate,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Snippet {
-    /// Where it comes from: a path, or `imports` / `enclosing scope`.
-    pub label: String,
-    pub text: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The LSP server over a [`Gateway`].
+//! The LSP server over a [`Assistant`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -16,13 +16,13 @@ use tower_lsp_server::{Client, LanguageServer, LspService, Server, UriExt};
 
 use crate::context::{self, Budget};
 use crate::documents::{Document, Documents, Encoding};
-use crate::{CompletionRequest, Gateway, GatewayError, GatewayStatus, ReviewFinding};
+use crate::{Assistant, AssistantError, AssistantStatus, CompletionRequest, ReviewFinding, ReviewLines, Severity};
 
 /// `tollgate/status`: the route in use, budget left, redactions, whether the daemon answers.
 pub enum StatusNotification {}
 
 impl Notification for StatusNotification {
-    type Params = GatewayStatus;
+    type Params = AssistantStatus;
     const METHOD: &'static str = "tollgate/status";
 }
 
@@ -33,9 +33,9 @@ const CMD_EXPLAIN: &str = "tollgate.explain";
 const CMD_REVIEW: &str = "tollgate.review";
 const CMD_TESTS: &str = "tollgate.tests";
 
-pub struct Backend<G: Gateway> {
+pub struct Backend<G: Assistant> {
     client: Client,
-    gateway: Arc<G>,
+    assistant: Arc<G>,
     docs: RwLock<Documents>,
     encoding: Mutex<Encoding>,
     roots: Mutex<Vec<PathBuf>>,
@@ -45,7 +45,7 @@ pub struct Backend<G: Gateway> {
     debounce: Duration,
     /// The kind of the last error shown, so that each is shown once, not on every keystroke.
     shown_error: Mutex<Option<&'static str>>,
-    status: Mutex<GatewayStatus>,
+    status: Mutex<AssistantStatus>,
     show_document: AtomicBool,
     /// Review findings published per document.
     findings: Mutex<HashMap<Uri, Vec<ReviewFinding>>>,
@@ -72,11 +72,11 @@ struct ActionData {
     message: Option<String>,
 }
 
-impl<G: Gateway> Backend<G> {
-    pub fn new(client: Client, gateway: G, debounce: Duration) -> Self {
+impl<G: Assistant> Backend<G> {
+    pub fn new(client: Client, assistant: G, debounce: Duration) -> Self {
         Self {
             client,
-            gateway: Arc::new(gateway),
+            assistant: Arc::new(assistant),
             docs: RwLock::default(),
             encoding: Mutex::new(Encoding::Utf16),
             roots: Mutex::default(),
@@ -113,7 +113,7 @@ impl<G: Gateway> Backend<G> {
     }
 
     /// Shows an error once per kind; a success clears it.
-    async fn report(&self, err: &GatewayError) {
+    async fn report(&self, err: &AssistantError) {
         let first = {
             let mut shown = self.shown_error.lock().unwrap();
             let first = *shown != Some(err.kind());
@@ -122,12 +122,12 @@ impl<G: Gateway> Backend<G> {
         };
         {
             let mut st = self.status.lock().unwrap();
-            st.reachable = !matches!(err, GatewayError::Unreachable(_));
+            st.reachable = !matches!(err, AssistantError::Unreachable(_));
             st.message = Some(err.to_string());
         }
         if first {
             let typ =
-                if matches!(err, GatewayError::Unreachable(_)) { MessageType::WARNING } else { MessageType::ERROR };
+                if matches!(err, AssistantError::Unreachable(_)) { MessageType::WARNING } else { MessageType::ERROR };
             self.client.show_message(typ, format!("tollgate: {err}")).await;
         }
         self.publish_status().await;
@@ -177,7 +177,7 @@ impl<G: Gateway> Backend<G> {
                 };
                 (req, doc.lang, doc.text[line_start..offset].to_string(), ctx.suffix, doc.position(offset, enc))
             };
-            let answer = self.gateway.complete(req).await;
+            let answer = self.assistant.complete(req).await;
             Some((answer, lang, line_before, suffix_line, offset_pos))
         };
         let (answer, lang, line_before, suffix, at) = tokio::select! {
@@ -266,7 +266,7 @@ impl<G: Gateway> Backend<G> {
             ("path".to_string(), path.clone()),
         ]);
         vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-        match self.gateway.prompt(name, vars, Some(path), repo).await {
+        match self.assistant.prompt(name, vars, Some(path), repo).await {
             Ok(text) => {
                 self.succeeded().await;
                 Ok(Some(text))
@@ -279,9 +279,9 @@ impl<G: Gateway> Backend<G> {
     }
 
     async fn review(&self, uri: Uri, range: Range) -> Result<()> {
-        let Selection { language, path, repo, first, last, .. } = self.selection(&uri, range)?;
+        let Selection { path, repo, first, last, .. } = self.selection(&uri, range)?;
         let text = self.docs.read().unwrap().docs.get(&uri).map(|d| d.text.clone()).unwrap_or_default();
-        let findings = match self.gateway.review(&path, &language, &text, first, last, repo).await {
+        let findings = match self.assistant.review(ReviewLines { path, text: text.clone(), first, last, repo }).await {
             Ok(f) => {
                 self.succeeded().await;
                 f
@@ -300,12 +300,12 @@ impl<G: Gateway> Backend<G> {
     }
 }
 
-fn lsp_severity(s: &str) -> DiagnosticSeverity {
+fn lsp_severity(s: Severity) -> DiagnosticSeverity {
     match s {
-        "critical" | "high" => DiagnosticSeverity::ERROR,
-        "medium" => DiagnosticSeverity::WARNING,
-        "low" => DiagnosticSeverity::INFORMATION,
-        _ => DiagnosticSeverity::HINT,
+        Severity::Critical | Severity::High => DiagnosticSeverity::ERROR,
+        Severity::Medium => DiagnosticSeverity::WARNING,
+        Severity::Low => DiagnosticSeverity::INFORMATION,
+        Severity::Info => DiagnosticSeverity::HINT,
     }
 }
 
@@ -318,7 +318,7 @@ fn diagnostic(text: &str, f: &ReviewFinding) -> Diagnostic {
             start: Position { line, character: indent },
             end: Position { line, character: line_text.encode_utf16().count() as u32 },
         },
-        severity: Some(lsp_severity(&f.severity)),
+        severity: Some(lsp_severity(f.severity)),
         code: Some(NumberOrString::String(f.category.clone())),
         source: Some("tollgate".into()),
         message: f.message.clone(),
@@ -347,7 +347,7 @@ fn whole_lines(range: Range) -> Range {
     }
 }
 
-impl<G: Gateway> LanguageServer for Backend<G> {
+impl<G: Assistant> LanguageServer for Backend<G> {
     async fn initialize(&self, params: InitializeParams) -> Result<InitializeResult> {
         let encodings =
             params.capabilities.general.as_ref().and_then(|g| g.position_encodings.clone()).unwrap_or_default();
@@ -402,7 +402,7 @@ impl<G: Gateway> LanguageServer for Backend<G> {
     }
 
     async fn initialized(&self, _: InitializedParams) {
-        let status = self.gateway.status().await;
+        let status = self.assistant.status().await;
         match status {
             Ok(s) => {
                 *self.status.lock().unwrap() = s;
@@ -571,8 +571,8 @@ impl<G: Gateway> LanguageServer for Backend<G> {
 }
 
 /// Serves LSP on stdin/stdout until the client exits.
-pub async fn serve_stdio<G: Gateway>(gateway: G) {
-    let (service, socket) = LspService::build(|client| Backend::new(client, gateway, DEBOUNCE))
+pub async fn serve_stdio<G: Assistant>(assistant: G) {
+    let (service, socket) = LspService::build(|client| Backend::new(client, assistant, DEBOUNCE))
         .custom_method("textDocument/inlineCompletion", Backend::inline_completion)
         .finish();
     // The editor's messages are checked first (a bad one is answered, not fatal), and the answers

@@ -1,4 +1,4 @@
-//! The server at the protocol level, over a fake Gateway: what it asks for, what it answers,
+//! The server at the protocol level, over a fake Assistant: what it asks for, what it answers,
 //! debounce and cancellation, errors shown once, lazily resolved code actions.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -8,7 +8,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tollgate_lsp::server::Backend;
-use tollgate_lsp::{CompletionAnswer, CompletionRequest, Gateway, GatewayError, GatewayStatus, Intent, ReviewFinding};
+use tollgate_lsp::{
+    Assistant, AssistantError, AssistantStatus, CompletionAnswer, CompletionRequest, Intent, ReviewFinding, ReviewLines,
+};
 use tower::{Service, ServiceExt};
 use tower_lsp_server::LspService;
 use tower_lsp_server::jsonrpc::{Request, Response};
@@ -16,7 +18,7 @@ use tower_lsp_server::jsonrpc::{Request, Response};
 #[derive(Default)]
 struct State {
     completions: Mutex<Vec<CompletionRequest>>,
-    answers: Mutex<VecDeque<Result<String, GatewayError>>>,
+    answers: Mutex<VecDeque<Result<String, AssistantError>>>,
     delay: Mutex<Duration>,
     prompts: Mutex<Vec<(String, BTreeMap<String, String>)>>,
 }
@@ -24,8 +26,8 @@ struct State {
 #[derive(Clone, Default)]
 struct Fake(Arc<State>);
 
-impl Gateway for Fake {
-    async fn complete(&self, req: CompletionRequest) -> Result<CompletionAnswer, GatewayError> {
+impl Assistant for Fake {
+    async fn complete(&self, req: CompletionRequest) -> Result<CompletionAnswer, AssistantError> {
         self.0.completions.lock().unwrap().push(req);
         let delay = *self.0.delay.lock().unwrap();
         tokio::time::sleep(delay).await;
@@ -39,25 +41,17 @@ impl Gateway for Fake {
         variables: BTreeMap<String, String>,
         _path: Option<String>,
         _repo: Option<String>,
-    ) -> Result<String, GatewayError> {
+    ) -> Result<String, AssistantError> {
         self.0.prompts.lock().unwrap().push((name.to_string(), variables));
         Ok("```rust\n/// Adds two numbers.\nfn add(a: u32, b: u32) -> u32 { a + b }\n```".into())
     }
 
-    async fn review(
-        &self,
-        _path: &str,
-        _language: &str,
-        _text: &str,
-        _first: usize,
-        _last: usize,
-        _repo: Option<String>,
-    ) -> Result<Vec<ReviewFinding>, GatewayError> {
+    async fn review(&self, _lines: ReviewLines) -> Result<Vec<ReviewFinding>, AssistantError> {
         Ok(Vec::new())
     }
 
-    async fn status(&self) -> Result<GatewayStatus, GatewayError> {
-        Ok(GatewayStatus { reachable: true, route: Some("local".into()), ..Default::default() })
+    async fn status(&self) -> Result<AssistantStatus, AssistantError> {
+        Ok(AssistantStatus { reachable: true, route: Some("local".into()), ..Default::default() })
     }
 }
 
@@ -204,7 +198,7 @@ async fn a_newer_request_supersedes_an_older_one_and_mid_word_asks_nothing() {
     let (a, b) = tokio::join!(first, second);
     assert_eq!(a.unwrap(), Value::Null, "the older request gives up");
     assert_eq!(b.unwrap()[0]["insertText"], "x");
-    assert_eq!(h.fake.0.completions.lock().unwrap().len(), 1, "only the newer one reached the gateway");
+    assert_eq!(h.fake.0.completions.lock().unwrap().len(), 1, "only the newer one reached the assistant");
 
     // Mid-word: nothing is asked.
     let r = h.inline(2, 5).await.unwrap();
@@ -233,7 +227,7 @@ async fn an_error_is_shown_once_not_on_every_keystroke() {
     let mut h = Harness::start(false).await;
     h.open(RUST).await;
     for _ in 0..3 {
-        h.fake.0.answers.lock().unwrap().push_back(Err(GatewayError::Budget("budget \"daily\" is spent".into())));
+        h.fake.0.answers.lock().unwrap().push_back(Err(AssistantError::Budget("budget \"daily\" is spent".into())));
         assert_eq!(h.inline(3, 4).await.unwrap(), Value::Null);
     }
     let shown = h.sent("window/showMessage");
@@ -241,7 +235,7 @@ async fn an_error_is_shown_once_not_on_every_keystroke() {
     assert!(shown[0]["message"].as_str().unwrap().contains("budget \"daily\" is spent"));
     // After a success, a new failure is shown again.
     assert_eq!(h.inline(3, 4).await.unwrap()[0]["insertText"], "x");
-    h.fake.0.answers.lock().unwrap().push_back(Err(GatewayError::Budget("spent".into())));
+    h.fake.0.answers.lock().unwrap().push_back(Err(AssistantError::Budget("spent".into())));
     h.inline(3, 4).await.unwrap();
     assert_eq!(h.sent("window/showMessage").len(), 2);
 }

@@ -24,33 +24,37 @@ pub async fn healthz(State(state): State<super::State>) -> Response {
 
 /// Providers (with credential presence, never a value), target health, version and uptime.
 pub async fn status(State(state): State<super::State>) -> Response {
+    use tollgate_protocol::status::{DaemonStatus, DatabaseStatus, KeychainStatus, ProviderStatus};
     let gw = &state.gateway;
     let rt = gw.runtime();
     let mut providers = Vec::new();
     for (name, p) in &rt.config.providers {
-        let credentials = match gw.credentials.get(name).await {
-            Some((_, origin)) => serde_json::to_value(origin).unwrap_or(Value::Null),
-            None if p.is_local() => json!("not-needed"),
-            None => json!("missing"),
-        };
-        providers.push(json!({
-            "name": name, "kind": p.kind, "base_url": p.shown_base_url(), "local": p.is_local(),
-            "enabled": p.enabled, "credentials": credentials,
-        }));
+        let origin = gw.credentials.get(name).await.map(|(_, origin)| origin);
+        providers.push(ProviderStatus {
+            name: name.clone(),
+            kind: p.kind.as_str().to_string(),
+            base_url: Some(p.shown_base_url()),
+            local: p.is_local(),
+            enabled: p.enabled,
+            credentials: crate::keychain::credentials(origin, p.is_local()),
+        });
     }
-    axum::Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "port": rt.config.server.port,
-        "config_file": rt.loaded.file,
-        "identity": rt.identity,
-        "policy": state.reloader.status(),
-        "keychain": {"backend": gw.credentials.backend_name(), "error": gw.credentials.backend_error()},
-        "database": {"keeps_writes": gw.store.failure().is_none(), "problem": gw.store.failure()},
-        "providers": providers,
-        "health": rt.router.health_report(),
-    }))
+    axum::Json(DaemonStatus {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        uptime_s: state.started.elapsed().as_secs(),
+        port: rt.config.server.port,
+        config_file: rt.loaded.file.clone(),
+        identity: rt.identity.clone(),
+        policy: state.reloader.status(),
+        keychain: KeychainStatus {
+            backend: gw.credentials.backend_name().to_string(),
+            error: gw.credentials.backend_error().map(str::to_string),
+        },
+        database: DatabaseStatus { keeps_writes: gw.store.failure().is_none(), problem: gw.store.failure() },
+        providers,
+        health: rt.router.health_report(),
+    })
     .into_response()
 }
 
@@ -111,11 +115,11 @@ pub async fn policy(State(state): State<super::State>) -> Response {
 pub async fn policy_sync(State(state): State<super::State>) -> Response {
     let result = state.reloader.sync().await;
     let status = state.reloader.status();
-    let (code, body) = match result {
-        Ok(changed) => (StatusCode::OK, json!({"changed": changed, "status": status})),
-        Err(e) => (StatusCode::BAD_GATEWAY, json!({"changed": false, "error": e, "status": status})),
+    let (code, reply) = match result {
+        Ok(changed) => (StatusCode::OK, tollgate_protocol::SyncReply { changed, error: None, status }),
+        Err(e) => (StatusCode::BAD_GATEWAY, tollgate_protocol::SyncReply { changed: false, error: Some(e), status }),
     };
-    (code, axum::Json(body)).into_response()
+    (code, axum::Json(reply)).into_response()
 }
 
 /// The effective configuration (local config and policy) with each value's source.
@@ -213,16 +217,6 @@ pub async fn complete(
     }
 }
 
-#[derive(Debug, serde::Deserialize)]
-pub struct ReviewLines {
-    path: String,
-    text: String,
-    first: usize,
-    last: usize,
-    #[serde(default)]
-    repo: Option<String>,
-}
-
 /// Reviews some lines of a file for an editor (`POST /v1/review`): `{"findings": [...]}`.
 pub async fn review(
     State(state): State<super::State>,
@@ -231,7 +225,7 @@ pub async fn review(
     body: axum::body::Body,
 ) -> Response {
     let limit = state.gateway.runtime().config.limits.max_body_bytes;
-    let req: ReviewLines = match super::read_json(body, &headers, limit, Format::Openai).await {
+    let req: tollgate_protocol::ReviewLines = match super::read_json(body, &headers, limit, Format::Openai).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -288,7 +282,7 @@ pub struct LogQuery {
 pub async fn log(State(state): State<super::State>, Query(q): Query<LogQuery>) -> Response {
     let limit = q.limit.unwrap_or(20).min(1000);
     match state.gateway.store.run(move |c| crate::ledger::recent(c, limit)).await {
-        Ok(Ok(rows)) => axum::Json(json!({"calls": rows})).into_response(),
+        Ok(Ok(calls)) => axum::Json(tollgate_protocol::CallsReply { calls }).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),
     }

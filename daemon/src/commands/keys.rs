@@ -62,10 +62,5 @@ fn read_key(provider: &str, from_stdin: bool) -> anyhow::Result<Secret> {
 
 /// Tells a running daemon to re-read credentials; no daemon is fine.
 fn notify_daemon(paths: &Paths) {
-    let _ = crate::ipc::block_on(crate::ipc::request(
-        &paths.socket,
-        http::Method::POST,
-        "/v1/admin/credentials/reload",
-        None,
-    ));
+    let _ = crate::ipc::block_on(crate::ipc::daemon(paths).reload_credentials());
 }

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use super::load_with_policy;
 use crate::config::Overrides;
 use crate::paths::Paths;
-use crate::reload::Status;
+use crate::reload::PolicyStatus;
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -72,55 +72,59 @@ pub fn run(command: PolicyCommand, config: Option<&PathBuf>, paths: &Paths) -> a
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::Sync { json } => {
-            let reply = crate::ipc::block_on(crate::ipc::request(
-                &paths.socket,
-                http::Method::POST,
-                "/v1/admin/policy/sync",
-                None,
-            ))
-            .context("the daemon is not running (start it with `tollgate daemon`); it syncs the policy at start")?;
-            let body = reply.json();
+            let reply = crate::ipc::block_on(crate::ipc::daemon(paths).sync_policy()).map_err(|e| match e {
+                crate::ipc::ClientError::NotRunning(_) => anyhow::anyhow!(
+                    "the daemon is not running (start it with `tollgate daemon`); it syncs the policy at start"
+                ),
+                e => e.into(),
+            })?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&body)?);
-            } else if let Some(e) = body["error"].as_str() {
+                println!("{}", serde_json::to_string_pretty(&reply)?);
+            } else if let Some(e) = &reply.error {
                 println!("sync failed: {e}");
             } else {
-                let commit = body["status"]["commit"].as_str().unwrap_or("none");
-                let changed = body["changed"].as_bool().unwrap_or(false);
-                println!("{} {}", if changed { "applied" } else { "up to date:" }, &commit[..commit.len().min(12)]);
+                let commit = reply.status.commit.as_deref().unwrap_or("none");
+                println!(
+                    "{} {}",
+                    if reply.changed { "applied" } else { "up to date:" },
+                    &commit[..commit.len().min(12)]
+                );
             }
-            Ok(if body["error"].is_null() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if reply.error.is_none() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         PolicyCommand::Status { json } => {
-            let daemon =
-                crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/v1/policy", None));
-            let body = match daemon {
-                Ok(reply) => reply.json(),
+            let (status, daemon) = match crate::ipc::block_on(crate::ipc::daemon(paths).policy()) {
+                Ok(status) => (status, None),
                 Err(e) => {
+                    // What a daemon started now would begin with: the saved policy.
                     let loaded = load_with_policy(config, paths, &Overrides::default())?;
                     let snap = crate::reload::saved_snapshot(paths, &loaded.config.policy.source);
-                    serde_json::json!({
-                        "daemon": format!("not running: {e}"),
-                        "source": loaded.config.policy.source,
-                        "commit": snap.as_ref().map(|s| s.commit.clone()),
-                        "fetched_at": snap.as_ref().map(|s| crate::utc::iso(s.fetched_ms)),
-                        "age_s": snap.as_ref().map(|s| (crate::utc::now_ms() - s.fetched_ms) / 1000),
-                    })
+                    let status = PolicyStatus {
+                        source: loaded.config.policy.source.clone(),
+                        commit: snap.as_ref().map(|s| s.commit.clone()),
+                        fetched_at: snap.as_ref().map(|s| crate::utc::iso(s.fetched_ms)),
+                        age_s: snap.as_ref().map(|s| (crate::utc::now_ms() - s.fetched_ms) / 1000),
+                        ..Default::default()
+                    };
+                    (status, Some(format!("not running: {e}")))
                 }
             };
             if json {
+                let mut body = serde_json::to_value(&status)?;
+                if let Some(d) = &daemon {
+                    body["daemon"] = d.as_str().into();
+                }
                 println!("{}", serde_json::to_string_pretty(&body)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            let status: Status = serde_json::from_value(body.clone()).context("the daemon's policy status")?;
-            print!("{}", status_text(&status, body["daemon"].as_str()));
+            print!("{}", status_text(&status, daemon.as_deref()));
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
 /// `tollgate policy status` as lines.
-pub fn status_text(s: &Status, daemon: Option<&str>) -> String {
+pub fn status_text(s: &PolicyStatus, daemon: Option<&str>) -> String {
     let mut out = String::new();
     if s.source.is_empty() {
         out.push_str("policy:   none (set policy.source in the config)\n");

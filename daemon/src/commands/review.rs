@@ -21,20 +21,14 @@ use crate::tasks::{PromptAnswer, PromptRunner};
 /// Where the CLI's prompts run: the daemon over its socket, or a gateway in this process (CI
 /// jobs, or no daemon running).
 pub enum Runner {
-    Daemon(PathBuf),
+    Daemon(crate::ipc::DaemonClient),
     InProcess(Arc<crate::pipeline::Gateway>),
 }
 
 impl PromptRunner for Runner {
     async fn prompt(&self, name: &str, call: PromptCall) -> Result<PromptAnswer, String> {
         match self {
-            Runner::Daemon(socket) => {
-                let body = serde_json::to_value(&call).map_err(|e| e.to_string())?;
-                crate::ipc::request(socket, http::Method::POST, &format!("/v1/prompts/{name}"), Some(body))
-                    .await
-                    .and_then(crate::ipc::Reply::decode)
-                    .map_err(|e| e.to_string())
-            }
+            Runner::Daemon(daemon) => daemon.prompt(name, &call).await.map_err(|e| e.to_string()),
             Runner::InProcess(gw) => gw.prompt(name, call).await,
         }
     }
@@ -56,13 +50,14 @@ pub async fn runner(
     loaded: Loaded,
     in_process: bool,
 ) -> anyhow::Result<(Runner, Option<crate::daemon::InstanceLock>)> {
-    if !in_process && crate::ipc::request(&paths.socket, http::Method::GET, "/healthz", None).await.is_ok() {
-        return Ok((Runner::Daemon(paths.socket.clone()), None));
+    let daemon = crate::ipc::daemon(paths);
+    if !in_process && daemon.running().await {
+        return Ok((Runner::Daemon(daemon), None));
     }
     let lock = match crate::daemon::lock(paths) {
         Ok(l) => l,
         // A daemon holds the data: ask it after all.
-        Err(_) => return Ok((Runner::Daemon(paths.socket.clone()), None)),
+        Err(_) => return Ok((Runner::Daemon(daemon), None)),
     };
     let initial = crate::reload::Initial::load(loaded, paths)?;
     let gateway = crate::daemon::open_gateway(initial.runtime, paths).await?;
@@ -96,7 +91,7 @@ fn summary(report: &Report, block: Severity) -> String {
         "{} finding(s) in {} chunk(s), {blocking} at or above {}; {} answered from the cache",
         report.findings.len(),
         report.chunks,
-        crate::review::severity_word(block),
+        block.as_str(),
         report.cached
     );
     if !report.errors.is_empty() {
@@ -239,7 +234,7 @@ pub async fn pre_push(paths: &Paths, loaded: Loaded, remote: &str) -> anyhow::Re
     if report.blocking(review.block_severity).next().is_some() {
         eprintln!(
             "tollgate: push blocked: fix the findings at or above {} (review.block_severity), or {bypass}",
-            crate::review::severity_word(review.block_severity)
+            review.block_severity.as_str()
         );
         return Ok(ExitCode::from(1));
     }

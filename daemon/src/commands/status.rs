@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use tollgate_protocol::status::ProviderStatus;
+
 use super::load_with_policy;
 use crate::config::{Loaded, Overrides};
 use crate::keychain::{self, Keychain};
@@ -16,46 +18,48 @@ pub fn run(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Resul
         Err(e) => (Loaded::load(None, false, &Overrides::default())?, Some(format!("{e:#}"))),
     };
     let keychain = Keychain::open(loaded.config.keychain.backend);
-    let mut providers = Vec::new();
-    for (name, p) in &loaded.config.providers {
-        let origin = keychain::key_origin(keychain.as_ref().ok(), name);
-        let credentials = match origin {
-            Some(o) => serde_json::to_value(o)?,
-            None if p.is_local() => "not-needed".into(),
-            None => "missing".into(),
-        };
-        providers
-            .push(serde_json::json!({"name": name, "kind": p.kind, "local": p.is_local(), "credentials": credentials}));
-    }
-    let daemon = crate::ipc::block_on(crate::ipc::request(&paths.socket, http::Method::GET, "/v1/status", None));
-    let daemon_json = match &daemon {
-        Ok(reply) => reply.json(),
-        Err(e) => serde_json::json!({"running": false, "error": e.to_string()}),
-    };
+    let daemon = crate::ipc::block_on(crate::ipc::daemon(paths).status());
     // The credentials that count are the running daemon's (its environment, its keychain), not
     // this shell's; without a daemon, what one started from here would have.
-    if let Some(from_daemon) = daemon_json["providers"].as_array().filter(|_| daemon.is_ok()) {
-        providers = from_daemon.clone();
-    }
+    let providers: Vec<ProviderStatus> = match &daemon {
+        Ok(status) => status.providers.clone(),
+        Err(_) => loaded
+            .config
+            .providers
+            .iter()
+            .map(|(name, p)| ProviderStatus {
+                name: name.clone(),
+                kind: p.kind.as_str().to_string(),
+                base_url: None,
+                local: p.is_local(),
+                enabled: p.enabled,
+                credentials: keychain::credentials(keychain::key_origin(keychain.as_ref().ok(), name), p.is_local()),
+            })
+            .collect(),
+    };
     let port = std::fs::read_to_string(paths.port_file()).ok().and_then(|p| p.trim().parse::<u16>().ok());
     if json {
+        let daemon = match &daemon {
+            Ok(status) => serde_json::to_value(status)?,
+            Err(e) => serde_json::json!({"running": false, "error": e.to_string()}),
+        };
         let out = serde_json::json!({
             "config_file": loaded.file,
             "config_error": config_error,
             "keychain": keychain.as_ref().map(|k| k.backend_name()).map_err(|e| e.to_string()),
             "providers": providers,
-            "daemon": daemon_json,
+            "daemon": daemon,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
     match &daemon {
-        Ok(_) => println!(
+        Ok(d) => println!(
             "daemon:   running (pid {}, version {}, http://127.0.0.1:{}, up {}s)",
-            daemon_json["pid"],
-            daemon_json["version"].as_str().unwrap_or("?"),
-            port.map_or_else(|| daemon_json["port"].to_string(), |p| p.to_string()),
-            daemon_json["uptime_s"]
+            d.pid,
+            d.version,
+            port.unwrap_or(d.port),
+            d.uptime_s
         ),
         Err(e) => println!("daemon:   {e}"),
     }
@@ -70,10 +74,9 @@ pub fn run(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Resul
         Ok(k) => println!("keychain: {}", k.backend_name()),
         Err(e) => println!("keychain: unavailable: {e}"),
     }
-    if daemon.is_ok() {
-        let policy: crate::reload::Status = serde_json::from_value(daemon_json["policy"].clone()).unwrap_or_default();
-        print!("{}", super::policy::status_text(&policy, None));
-        if let Some(problem) = daemon_json["database"]["problem"].as_str() {
+    if let Ok(d) = &daemon {
+        print!("{}", super::policy::status_text(&d.policy, None));
+        if let Some(problem) = &d.database.problem {
             println!("database: does not keep writes, calls are refused: {problem}");
         }
     }
@@ -82,23 +85,12 @@ pub fn run(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Resul
         if daemon.is_ok() { "" } else { " (as a daemon started from this shell would have them)" }
     );
     for p in &providers {
-        println!(
-            "  {:<12} {:<10} {}",
-            p["name"].as_str().unwrap_or(""),
-            p["kind"].as_str().unwrap_or(""),
-            p["credentials"].as_str().unwrap_or("")
-        );
+        println!("  {:<12} {:<10} {}", p.name, p.kind, p.credentials.as_str());
     }
-    if let Some(health) = daemon_json["health"].as_array().filter(|h| !h.is_empty()) {
+    if let Some(d) = daemon.as_ref().ok().filter(|d| !d.health.is_empty()) {
         println!("targets:");
-        for h in health {
-            println!(
-                "  {:<40} {:<13} ok {} / failed {}",
-                h["target"].as_str().unwrap_or(""),
-                h["state"].as_str().unwrap_or(""),
-                h["successes"],
-                h["failures"]
-            );
+        for h in &d.health {
+            println!("  {:<40} {:<13} ok {} / failed {}", h.target, h.state.as_str(), h.successes, h.failures);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -37,7 +37,7 @@ fn ask<T: Send + 'static>(
     from_reply: impl FnOnce(serde_json::Value) -> anyhow::Result<T>,
     on_db: impl FnOnce(&rusqlite::Connection) -> Result<T, callers::CallerError> + Send + 'static,
 ) -> anyhow::Result<T> {
-    match crate::ipc::block_on(crate::ipc::request(&paths.socket, method, &path, body)) {
+    match crate::ipc::block_on(crate::ipc::daemon(paths).request(method, &path, body)) {
         Ok(reply) => from_reply(reply.decode()?),
         Err(crate::ipc::ClientError::NotRunning(_)) => {
             let store = crate::store::Store::open(&paths.database()).context("cannot open the database")?;

@@ -15,37 +15,13 @@ use serde::{Deserialize, Serialize};
 use super::prices::{Decimal, Micros, format_usd};
 use crate::utc::{self, Period};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Scope {
-    /// Everything this user does; `match` is a glob on the user's name (GitLab username when the
-    /// policy comes from GitLab, else the OS user).
-    User,
-    /// Everything this user does, when the user belongs to a GitLab group matching `match`: the
-    /// limit each member of the group gets.
-    Group,
-    /// Each project (the caller's `group/project`) on its own.
-    Project,
-    /// Each `provider/model` on its own.
-    Model,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Action {
-    /// Refuse the request with an error naming the budget.
-    Block,
-    /// Reroute the request to `downgrade_to`.
-    Downgrade,
-    /// Let it through; the response says the budget is spent.
-    Warn,
-}
+pub use tollgate_protocol::{Action, BudgetReport, BudgetScope, BudgetsReply};
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     pub name: String,
-    pub scope: Scope,
+    pub scope: BudgetScope,
     /// For project and model scopes: which projects or models (a glob) the budget covers.
     #[serde(default = "star", rename = "match")]
     pub matches: String,
@@ -169,42 +145,6 @@ pub struct Budgets {
 /// Spend already in the ledger for the current period: `(budget index, scope value) -> (micros, tokens)`.
 pub type Spent = HashMap<Key, (Micros, u64)>;
 
-/// `GET /v1/budget`: each budget's spend, limit and reset; written by the daemon, read by the CLI
-/// and the language server bridge.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BudgetsReply {
-    pub budgets: Vec<BudgetReport>,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct BudgetReport {
-    pub name: String,
-    pub scope: Scope,
-    pub key: String,
-    pub period: Period,
-    pub spent_usd: String,
-    pub limit_usd: Option<String>,
-    pub spent_tokens: u64,
-    pub limit_tokens: Option<u64>,
-    pub reserved_usd: String,
-    pub remaining_micros: Option<Micros>,
-    pub remaining_tokens: Option<u64>,
-    pub resets_at: String,
-    pub action: Action,
-}
-
-impl BudgetReport {
-    /// The share of the money limit left (0 to 1), and the text that says it: `$1.20 of $5.00
-    /// (daily)`. `None` for a budget without a money limit.
-    pub fn money_left(&self) -> Option<(f64, String)> {
-        let limit: f64 = self.limit_usd.as_deref()?.parse().ok()?;
-        let spent: f64 = self.spent_usd.parse().ok()?;
-        (limit > 0.0).then(|| {
-            ((limit - spent) / limit, format!("${:.2} of ${limit:.2} ({})", (limit - spent).max(0.0), self.name))
-        })
-    }
-}
-
 impl Budgets {
     /// The budgets that apply to `identity`: user budgets whose glob matches the user's name,
     /// group budgets whose glob matches one of the user's groups, and every other budget.
@@ -213,9 +153,9 @@ impl Budgets {
             let Ok(glob) = globset::Glob::new(&d.matches) else { return false };
             let m = glob.compile_matcher();
             match d.scope {
-                Scope::User => m.is_match(&identity.username),
-                Scope::Group => identity.groups.iter().any(|g| m.is_match(g)),
-                Scope::Project | Scope::Model => true,
+                BudgetScope::User => m.is_match(&identity.username),
+                BudgetScope::Group => identity.groups.iter().any(|g| m.is_match(g)),
+                BudgetScope::Project | BudgetScope::Model => true,
             }
         };
         let defs = defs
@@ -256,9 +196,9 @@ impl Budgets {
     /// The scope value a request has for budget `def`, or `None` when the budget does not cover it.
     fn key_for(def: &BudgetConfig, matcher: &globset::GlobMatcher, facts: &Facts<'_>) -> Option<String> {
         match def.scope {
-            Scope::User | Scope::Group => Some(String::new()),
-            Scope::Project => facts.project.filter(|p| matcher.is_match(p)).map(str::to_string),
-            Scope::Model => matcher.is_match(facts.target).then(|| facts.target.to_string()),
+            BudgetScope::User | BudgetScope::Group => Some(String::new()),
+            BudgetScope::Project => facts.project.filter(|p| matcher.is_match(p)).map(str::to_string),
+            BudgetScope::Model => matcher.is_match(facts.target).then(|| facts.target.to_string()),
         }
     }
 
@@ -347,7 +287,7 @@ impl Budgets {
         for (i, (def, _)) in self.defs.iter().enumerate() {
             let mut keys: Vec<&String> = state.keys().filter(|(j, _)| *j == i).map(|(_, k)| k).collect();
             let empty = String::new();
-            if matches!(def.scope, Scope::User | Scope::Group) && keys.is_empty() {
+            if matches!(def.scope, BudgetScope::User | BudgetScope::Group) && keys.is_empty() {
                 keys.push(&empty);
             }
             keys.sort();
@@ -383,7 +323,7 @@ mod tests {
     fn budget(action: Action, limit_usd: Option<Micros>, limit_tokens: Option<u64>) -> BudgetConfig {
         BudgetConfig {
             name: "b".into(),
-            scope: Scope::User,
+            scope: BudgetScope::User,
             matches: "*".into(),
             period: Period::Day,
             limit_usd: limit_usd.map(Decimal),
@@ -410,14 +350,14 @@ mod tests {
             ..budget(Action::Block, Some(1), None)
         };
         let applies = |b: BudgetConfig| !Budgets::new(&[b], &me()).is_empty();
-        assert!(applies(with(Scope::User, "*")));
-        assert!(applies(with(Scope::User, "alice")));
-        assert!(!applies(with(Scope::User, "bob")));
-        assert!(applies(with(Scope::Group, "acme/platform")));
-        assert!(applies(with(Scope::Group, "acme/*/infra")));
-        assert!(!applies(with(Scope::Group, "acme/ml")));
+        assert!(applies(with(BudgetScope::User, "*")));
+        assert!(applies(with(BudgetScope::User, "alice")));
+        assert!(!applies(with(BudgetScope::User, "bob")));
+        assert!(applies(with(BudgetScope::Group, "acme/platform")));
+        assert!(applies(with(BudgetScope::Group, "acme/*/infra")));
+        assert!(!applies(with(BudgetScope::Group, "acme/ml")));
         // A group budget counts everything the member spends.
-        let b = Arc::new(Budgets::new(&[with(Scope::Group, "acme/platform")], &me()));
+        let b = Arc::new(Budgets::new(&[with(BudgetScope::Group, "acme/platform")], &me()));
         assert!(b.reserve(&facts(2, 10), 0).is_err());
     }
 
@@ -463,7 +403,7 @@ mod tests {
     #[test]
     fn project_and_model_budgets_count_each_key_apart() {
         let mut p = budget(Action::Block, Some(100), None);
-        p.scope = Scope::Project;
+        p.scope = BudgetScope::Project;
         p.matches = "acme/*".into();
         let b = Arc::new(Budgets::new(&[p], &me()));
         b.reserve(&facts(90, 1), 0).unwrap().settle(Some(90), 1);

@@ -13,132 +13,13 @@ pub mod prices;
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 
 use crate::seal::{Column, Sealer};
 use crate::store::Store;
 use crate::utc;
 use prices::Micros;
 
-/// What the ledger knows of a request.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Row {
-    pub request_id: String,
-    pub ts_ms: i64,
-    pub identity: String,
-    pub project: Option<String>,
-    pub task: String,
-    pub entry: String,
-    /// The named token that made the call (`default` for the main token, `local` on the socket).
-    pub caller: String,
-    pub provider: Option<String>,
-    pub model: Option<String>,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_tokens: u64,
-    /// Input tokens written to the provider's prompt cache.
-    pub cache_write_tokens: u64,
-    /// `None`: unknown price.
-    pub cost_micros: Option<Micros>,
-    pub latency_ms: f64,
-    pub added_ms: f64,
-    pub cache_hit: bool,
-    pub redactions: u32,
-    pub outcome: Outcome,
-    pub note: Option<String>,
-}
-
-/// How a call ended, as the ledger, `/metrics` and reports name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// Sent to a provider; not settled yet (a row a killed daemon leaves becomes `Interrupted`).
-    #[default]
-    Pending,
-    Ok,
-    /// The caller went away part-way through the answer.
-    Cancelled,
-    /// The provider's stream broke after output had reached the caller.
-    Cut,
-    /// The daemon stopped before the answer was settled; the figures are the estimate.
-    Interrupted,
-    RefusedPolicy,
-    UnknownModel,
-    NoTarget,
-    Rejected,
-    Failed,
-    Blocked,
-    RateLimited,
-    RefusedSecret,
-    Untranslatable,
-    ShuttingDown,
-    Unrecordable,
-    Busy,
-    /// A word this version does not know (a row written by another version).
-    Other,
-}
-
-impl Outcome {
-    const ALL: [Outcome; 18] = [
-        Self::Pending,
-        Self::Ok,
-        Self::Cancelled,
-        Self::Cut,
-        Self::Interrupted,
-        Self::RefusedPolicy,
-        Self::UnknownModel,
-        Self::NoTarget,
-        Self::Rejected,
-        Self::Failed,
-        Self::Blocked,
-        Self::RateLimited,
-        Self::RefusedSecret,
-        Self::Untranslatable,
-        Self::ShuttingDown,
-        Self::Unrecordable,
-        Self::Busy,
-        Self::Other,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Ok => "ok",
-            Self::Cancelled => "cancelled",
-            Self::Cut => "cut",
-            Self::Interrupted => "interrupted",
-            Self::RefusedPolicy => "refused_policy",
-            Self::UnknownModel => "unknown_model",
-            Self::NoTarget => "no_target",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-            Self::Blocked => "blocked",
-            Self::RateLimited => "rate_limited",
-            Self::RefusedSecret => "refused_secret",
-            Self::Untranslatable => "untranslatable",
-            Self::ShuttingDown => "shutting_down",
-            Self::Unrecordable => "unrecordable",
-            Self::Busy => "busy",
-            Self::Other => "other",
-        }
-    }
-
-    fn parse(word: &str) -> Self {
-        Self::ALL.into_iter().find(|o| o.as_str() == word).unwrap_or(Self::Other)
-    }
-}
-
-impl rusqlite::types::ToSql for Outcome {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
-    }
-}
-
-impl rusqlite::types::FromSql for Outcome {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        value.as_str().map(Self::parse)
-    }
-}
+pub use tollgate_protocol::{Call, GroupBy, Outcome, Row, UsageLine, UsageReport};
 
 const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provider, model, input_tokens, output_tokens, \
                        cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note, \
@@ -170,7 +51,7 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
         r.added_ms,
         r.cache_hit,
         r.redactions,
-        r.outcome,
+        r.outcome.as_str(),
         r.note,
         r.cache_write_tokens as i64,
         r.caller,
@@ -235,7 +116,7 @@ pub async fn recover(store: &Store) -> usize {
             c.execute(
                 "UPDATE ledger SET outcome = ?1, note = 'the daemon stopped before the answer was settled; figures are the estimate' \
                  WHERE outcome = ?2",
-                params![Outcome::Interrupted, Outcome::Pending],
+                params![Outcome::Interrupted.as_str(), Outcome::Pending.as_str()],
             )
             .unwrap_or(0)
         })
@@ -245,16 +126,16 @@ pub async fn recover(store: &Store) -> usize {
 
 /// Spend in each budget's current period, to seed the in-memory counters.
 pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -> budgets::Spent {
-    let queries: Vec<(usize, budgets::Scope, i64)> =
+    let queries: Vec<(usize, budgets::BudgetScope, i64)> =
         budgets.configs().map(|(i, b)| (i, b.scope, b.period.start(now))).collect();
     store
         .run(move |c| {
             let mut out = HashMap::new();
             for (i, scope, since) in queries {
                 let key = match scope {
-                    budgets::Scope::User | budgets::Scope::Group => "''",
-                    budgets::Scope::Project => "COALESCE(project, '')",
-                    budgets::Scope::Model => "COALESCE(provider, '') || '/' || COALESCE(model, '')",
+                    budgets::BudgetScope::User | budgets::BudgetScope::Group => "''",
+                    budgets::BudgetScope::Project => "COALESCE(project, '')",
+                    budgets::BudgetScope::Model => "COALESCE(provider, '') || '/' || COALESCE(model, '')",
                 };
                 let sql = format!(
                     "SELECT {key}, COALESCE(SUM(cost_micros), 0), COALESCE(SUM(input_tokens + output_tokens), 0) \
@@ -271,39 +152,6 @@ pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -
         })
         .await
         .unwrap_or_default()
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GroupBy {
-    Model,
-    Project,
-    Task,
-    Provider,
-    Caller,
-}
-
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct UsageLine {
-    pub key: String,
-    pub requests: u64,
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_tokens: u64,
-    /// The known cost; requests of unknown price are counted apart.
-    pub cost_usd: String,
-    pub unknown_cost_requests: u64,
-    pub cache_hits: u64,
-    pub errors: u64,
-}
-
-/// `GET /v1/usage`: written by the daemon, read by `tollgate usage`.
-#[derive(Debug, Serialize, serde::Deserialize)]
-pub struct UsageReport {
-    pub since: String,
-    pub group_by: GroupBy,
-    pub lines: Vec<UsageLine>,
-    pub total: UsageLine,
 }
 
 /// Usage since `since`, grouped.
@@ -385,7 +233,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         added_ms: r.get(13)?,
         cache_hit: r.get(14)?,
         redactions: r.get(15)?,
-        outcome: r.get(16)?,
+        outcome: Outcome::parse(&r.get::<_, String>(16)?),
         note: r.get(17)?,
         cache_write_tokens: r.get::<_, i64>(18)? as u64,
         caller: r.get::<_, Option<String>>(19)?.unwrap_or_default(),
@@ -396,18 +244,6 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 pub fn recent(c: &Connection, limit: u32) -> rusqlite::Result<Vec<Row>> {
     let mut stmt = c.prepare(&format!("SELECT {COLUMNS} FROM ledger ORDER BY ts_ms DESC, id DESC LIMIT ?1"))?;
     stmt.query_map([limit], row_from)?.collect()
-}
-
-#[derive(Debug, Serialize)]
-pub struct Call {
-    #[serde(flatten)]
-    pub row: Row,
-    /// The redacted request and answer, when the audit log was on.
-    pub request: Option<serde_json::Value>,
-    pub response: Option<serde_json::Value>,
-    /// The audit log kept them, but they do not open: sealed with a storage key no longer held.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub unreadable: bool,
 }
 
 /// One call in full: its row, and its audit entry if there is one (opened with `sealer`). `id`
@@ -505,14 +341,17 @@ mod tests {
                 .unwrap();
             assert_eq!(word, outcome.as_str());
             assert_eq!(serde_json::to_value(outcome).unwrap(), word.as_str(), "the JSON word is the database's");
-            let back: Outcome = c
-                .query_row("SELECT outcome FROM ledger WHERE request_id = ?1", [&row.request_id], |r| r.get(0))
-                .unwrap();
-            assert_eq!(back, outcome);
+            assert_eq!(
+                recent(&c, 1000).unwrap().iter().find(|r| r.request_id == row.request_id).unwrap().outcome,
+                outcome
+            );
+            let json: Outcome = serde_json::from_value(serde_json::to_value(outcome).unwrap()).unwrap();
+            assert_eq!(json, outcome);
         }
         c.execute("UPDATE ledger SET outcome = 'exploded' WHERE request_id = 'r0'", []).unwrap();
-        let back: Outcome =
-            c.query_row("SELECT outcome FROM ledger WHERE request_id = 'r0'", [], |r| r.get(0)).unwrap();
+        let back = recent(&c, 1000).unwrap().into_iter().find(|r| r.request_id == "r0").unwrap().outcome;
         assert_eq!(back, Outcome::Other);
+        let json: Outcome = serde_json::from_value(serde_json::json!("exploded")).unwrap();
+        assert_eq!(json, Outcome::Other, "a reply from another version reads too");
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::Usage;
 
 /// Micro-dollars (1 USD = 1,000,000).
-pub type Micros = i64;
+pub use tollgate_protocol::Micros;
 
 /// Prices in micro-dollars per million tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

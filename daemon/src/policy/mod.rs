@@ -124,20 +124,7 @@ pub fn wanted(path: &str) -> bool {
 /// Largest policy file accepted, in bytes: a policy is configuration, not data.
 pub const MAX_FILE_BYTES: usize = 1 << 20;
 
-/// One problem in a policy, where it is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Problem {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
-    }
-}
+pub use tollgate_protocol::Problem;
 
 /// A checked policy, ready to apply.
 #[derive(Debug, Clone)]
@@ -532,7 +519,7 @@ on_error = "closed"
             ("prompts/explain.md", "+++\ndescription = \"d\"\nversion = 2\nmodel = \"code\"\nvariables = [\"code\"]\n+++\n{{code}}\n"),
         ]))
         .unwrap();
-        assert_eq!(p.file.budgets[0].scope, crate::ledger::budgets::Scope::Group);
+        assert_eq!(p.file.budgets[0].scope, crate::ledger::budgets::BudgetScope::Group);
         assert_eq!(p.rules.len(), 1);
         assert_eq!(p.prompts[0].0, "explain");
         assert_eq!(p.label(), "test@0123456789ab");

@@ -21,20 +21,7 @@ use crate::config::{ConfigError, Loaded, OnError, Source};
 use crate::ledger::budgets::{Action, BudgetConfig};
 use crate::redact::Mode;
 
-/// A local setting that would have loosened the policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Ignored {
-    pub key: String,
-    pub local: String,
-    pub policy: String,
-    pub reason: String,
-}
-
-impl std::fmt::Display for Ignored {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: local {} ignored, the policy's {} applies ({})", self.key, self.local, self.policy, self.reason)
-    }
-}
+pub use tollgate_protocol::Ignored;
 
 fn mode_rank(m: Mode) -> u8 {
     match m {

@@ -48,41 +48,20 @@ pub struct Chunk {
     pub lines: BTreeMap<usize, String>,
 }
 
-/// `POST /v1/review`: the findings on the lines asked about; written by the daemon, read by the
-/// language server bridge.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FindingsReply {
-    pub findings: Vec<Finding>,
-}
+pub use tollgate_protocol::{FindingsReply, ReviewFinding};
 
-/// A finding on a changed line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Finding {
-    pub path: String,
-    pub line: usize,
-    pub severity: Severity,
-    pub category: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub suggestion: Option<String>,
-    /// The line's code, as the change leaves it.
-    pub code: String,
-}
-
-impl Finding {
-    /// Stable across runs while the finding is about the same code, however the model words it
-    /// and wherever the line moves: the file, the category and the line's code.
-    pub fn fingerprint(&self) -> String {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("{}\0{}\0{}", self.path, self.category, self.code.trim()));
-        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
-    }
+/// Stable across runs while a finding is about the same code, however the model words it and
+/// wherever the line moves: the file, the category and the line's code.
+pub fn fingerprint(f: &ReviewFinding) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{}\0{}\0{}", f.path, f.category, f.code.trim()));
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The whole review.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
-    pub findings: Vec<Finding>,
+    pub findings: Vec<ReviewFinding>,
     pub chunks: usize,
     /// Chunks the gateway answered from its cache.
     pub cached: usize,
@@ -95,7 +74,7 @@ pub struct Report {
 
 impl Report {
     /// Findings at or above `severity`.
-    pub fn blocking(&self, severity: Severity) -> impl Iterator<Item = &Finding> {
+    pub fn blocking(&self, severity: Severity) -> impl Iterator<Item = &ReviewFinding> {
         self.findings.iter().filter(move |f| f.severity >= severity)
     }
 }
@@ -326,7 +305,7 @@ pub async fn review_lines(
     first: usize,
     last: usize,
     project: Option<String>,
-) -> Result<Vec<Finding>, String> {
+) -> Result<Vec<ReviewFinding>, String> {
     let lines: BTreeMap<usize, String> = text
         .lines()
         .enumerate()
@@ -358,7 +337,7 @@ pub async fn review_lines(
 }
 
 enum ChunkResult {
-    Done { findings: Vec<Finding>, dropped: usize, cached: bool, version: u32 },
+    Done { findings: Vec<ReviewFinding>, dropped: usize, cached: bool, version: u32 },
     Failed(String),
 }
 
@@ -403,33 +382,16 @@ async fn review_chunk(runner: &impl PromptRunner, chunk: &Chunk, project: Option
             continue;
         }
         let code = chunk.lines.get(&line).cloned().unwrap_or_default();
-        findings.push(Finding { path: chunk.path.clone(), line, severity, category, message, suggestion, code });
+        findings.push(ReviewFinding { path: chunk.path.clone(), line, severity, category, message, suggestion, code });
     }
     ChunkResult::Done { findings, dropped, cached: answer.cache_hit, version: answer.version }
-}
-
-pub(crate) fn severity_word(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Low => "low",
-        Severity::Medium => "medium",
-        Severity::High => "high",
-        Severity::Critical => "critical",
-    }
 }
 
 /// Compiler-style text: `path:line: severity: message [category]`, the code, the suggestion.
 pub fn text(report: &Report) -> String {
     let mut out = String::new();
     for f in &report.findings {
-        out.push_str(&format!(
-            "{}:{}: {}: {} [{}]\n",
-            f.path,
-            f.line,
-            severity_word(f.severity),
-            f.message,
-            f.category
-        ));
+        out.push_str(&format!("{}:{}: {}: {} [{}]\n", f.path, f.line, f.severity.as_str(), f.message, f.category));
         out.push_str(&format!("{:>6} | {}\n", f.line, f.code));
         if let Some(s) = &f.suggestion {
             for (i, l) in s.lines().enumerate() {
@@ -457,7 +419,7 @@ pub fn codequality(report: &Report) -> serde_json::Value {
             serde_json::json!({
                 "description": f.message,
                 "check_name": format!("tollgate-review/{}", f.category),
-                "fingerprint": f.fingerprint(),
+                "fingerprint": fingerprint(f),
                 "severity": severity,
                 "location": {"path": f.path, "lines": {"begin": f.line}},
             })
@@ -481,7 +443,7 @@ pub fn sarif(report: &Report) -> serde_json::Value {
                 "ruleId": format!("tollgate-review/{}", f.category),
                 "level": level,
                 "message": {"text": f.message},
-                "partialFingerprints": {"tollgate/v1": f.fingerprint()},
+                "partialFingerprints": {"tollgate/v1": fingerprint(f)},
                 "locations": [{"physicalLocation": {"artifactLocation": {"uri": f.path}, "region": {"startLine": f.line}}}],
             });
             if let Some(s) = &f.suggestion {
@@ -527,7 +489,7 @@ mod tests {
     #[test]
     fn outputs_follow_their_formats() {
         let report = Report {
-            findings: vec![Finding {
+            findings: vec![ReviewFinding {
                 path: "src/a.rs".into(),
                 line: 7,
                 severity: Severity::High,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Finding, Report, severity_word};
+use super::{Report, ReviewFinding, fingerprint};
 use crate::policy::source::{GitlabAuth, enc};
 
 const MARKER: &str = "<!-- tollgate-review:";
@@ -76,12 +76,12 @@ struct DiffRefs {
     start_sha: String,
 }
 
-fn body(f: &Finding) -> String {
-    let mut b = format!("**{}** ({}): {}\n", severity_word(f.severity), f.category, f.message);
+fn body(f: &ReviewFinding) -> String {
+    let mut b = format!("**{}** ({}): {}\n", f.severity.as_str(), f.category, f.message);
     if let Some(s) = &f.suggestion {
         b.push_str(&format!("\n```suggestion:-0+0\n{s}\n```\n"));
     }
-    b.push_str(&format!("\n{MARKER}{} -->", f.fingerprint()));
+    b.push_str(&format!("\n{MARKER}{} -->", fingerprint(f)));
     b
 }
 
@@ -151,7 +151,7 @@ pub async fn sync(
     let mut posted = Posted::default();
     let mut seen = std::collections::HashSet::new();
     for f in &report.findings {
-        let fp = f.fingerprint();
+        let fp = fingerprint(f);
         if !seen.insert(fp.clone()) {
             continue;
         }
