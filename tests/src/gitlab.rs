@@ -167,12 +167,13 @@ fn git(state: &GitlabState, args: &[&str]) -> Option<Vec<u8>> {
     out.status.success().then_some(out.stdout)
 }
 
-fn project_known(state: &GitlabState, id: &str) -> Result<(), Response> {
-    if id == state.project { Ok(()) } else { Err(message(StatusCode::NOT_FOUND, "404 Project Not Found")) }
+/// GitLab's refusal when `id` is not the project this fake serves.
+fn unknown_project(state: &GitlabState, id: &str) -> Option<Response> {
+    (id != state.project).then(|| message(StatusCode::NOT_FOUND, "404 Project Not Found"))
 }
 
 async fn branch(State(state): State<Arc<GitlabState>>, Path((id, name)): Path<(String, String)>) -> Response {
-    if let Err(r) = project_known(&state, &id) {
+    if let Some(r) = unknown_project(&state, &id) {
         return r;
     }
     let Some(sha) = git(&state, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")]) else {
@@ -208,7 +209,7 @@ struct TreeQuery {
 }
 
 async fn tree(State(state): State<Arc<GitlabState>>, Path(id): Path<String>, Query(q): Query<TreeQuery>) -> Response {
-    if let Err(r) = project_known(&state, &id) {
+    if let Some(r) = unknown_project(&state, &id) {
         return r;
     }
     let mut args = vec!["ls-tree", "-z"];
@@ -256,7 +257,7 @@ async fn raw(
     Path((id, path)): Path<(String, String)>,
     Query(q): Query<RefQuery>,
 ) -> Response {
-    if let Err(r) = project_known(&state, &id) {
+    if let Some(r) = unknown_project(&state, &id) {
         return r;
     }
     match git(&state, &["cat-file", "blob", &format!("{}:{path}", q.reference)]) {
@@ -301,13 +302,13 @@ async fn groups_list(State(state): State<Arc<GitlabState>>, Query(q): Query<Page
     resp
 }
 
-fn mr_known(state: &GitlabState, id: &str, iid: u64) -> Result<(), Response> {
-    project_known(state, id)?;
-    if iid == 1 { Ok(()) } else { Err(message(StatusCode::NOT_FOUND, "404 Not found")) }
+/// GitLab's refusal when `iid` is not the one merge request of the project this fake serves.
+fn unknown_mr(state: &GitlabState, id: &str, iid: u64) -> Option<Response> {
+    unknown_project(state, id).or_else(|| (iid != 1).then(|| message(StatusCode::NOT_FOUND, "404 Not found")))
 }
 
 async fn merge_request(State(state): State<Arc<GitlabState>>, Path((id, iid)): Path<(String, u64)>) -> Response {
-    if let Err(r) = mr_known(&state, &id, iid) {
+    if let Some(r) = unknown_mr(&state, &id, iid) {
         return r;
     }
     let (base, start, head) = state.diff_refs.lock().unwrap().clone();
@@ -323,7 +324,7 @@ async fn list_discussions(
     Path((id, iid)): Path<(String, u64)>,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    if let Err(r) = mr_known(&state, &id, iid) {
+    if let Some(r) = unknown_mr(&state, &id, iid) {
         return r;
     }
     let all = state.discussions.lock().unwrap().clone();
@@ -342,7 +343,7 @@ async fn create_discussion(
     Path((id, iid)): Path<(String, u64)>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(r) = mr_known(&state, &id, iid) {
+    if let Some(r) = unknown_mr(&state, &id, iid) {
         return r;
     }
     let Some(text) = body["body"].as_str() else {
@@ -392,7 +393,7 @@ async fn resolve_discussion(
     Path((id, iid, did)): Path<(String, u64, String)>,
     Query(q): Query<ResolveQuery>,
 ) -> Response {
-    if let Err(r) = mr_known(&state, &id, iid) {
+    if let Some(r) = unknown_mr(&state, &id, iid) {
         return r;
     }
     let mut all = state.discussions.lock().unwrap();
@@ -410,7 +411,7 @@ async fn update_note(
     Path((id, iid, did, nid)): Path<(String, u64, String, u64)>,
     axum::Json(body): axum::Json<Value>,
 ) -> Response {
-    if let Err(r) = mr_known(&state, &id, iid) {
+    if let Some(r) = unknown_mr(&state, &id, iid) {
         return r;
     }
     let mut all = state.discussions.lock().unwrap();

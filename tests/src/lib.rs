@@ -100,9 +100,10 @@ fn assert_fresh(bin: &Path) {
             })
             .max()
     }
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../daemon/src");
-    if let (Some(source), Ok(built)) = (newest(&src), std::fs::metadata(bin).and_then(|m| m.modified())) {
-        assert!(built >= source, "{} is older than daemon/src: run `cargo build -p tollgate` first", bin.display());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let source = ["daemon/src", "crates", "lsp/src", "prompts"].iter().filter_map(|d| newest(&root.join(d))).max();
+    if let (Some(source), Ok(built)) = (source, std::fs::metadata(bin).and_then(|m| m.modified())) {
+        assert!(built >= source, "{} is older than its sources: run `cargo build -p tollgate` first", bin.display());
     }
 }
 

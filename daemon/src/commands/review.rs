@@ -257,7 +257,7 @@ fn code_of(target: &str) -> anyhow::Result<(String, String, String)> {
             text.lines().skip(a - 1).take(b - a + 1).collect::<Vec<_>>().join("\n")
         }
     };
-    Ok((code, file.to_string(), tollgate_syntax::language_name(file)))
+    Ok((code, file.to_string(), crate::syntax::language_name(file)))
 }
 
 /// `tollgate explain|tests|docs FILE[:A-B]` and `tollgate commit-message`: one prompt, its answer

@@ -209,7 +209,7 @@ fn scan(path: Option<std::path::PathBuf>) {
 fn redact() {
     let redactor =
         tollgate::redact::Redactor::new(Arc::new(tollgate::redact::Scanner::new(tollgate::redact::rules::built_in())));
-    let src = include_str!("../../../daemon/src/pipeline.rs");
+    let src = include_str!("../../../crates/engine/src/pipeline.rs");
     for size in [16 * 1024, 256 * 1024] {
         // Real source code, with a few secrets and personal data in it.
         let mut text = String::new();

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 const BUILT_IN: &[(&str, &str)] = &[
-    ("commit-message", include_str!("../../prompts/commit-message.md")),
-    ("completion", include_str!("../../prompts/completion.md")),
-    ("docs", include_str!("../../prompts/docs.md")),
-    ("explain", include_str!("../../prompts/explain.md")),
-    ("fix", include_str!("../../prompts/fix.md")),
-    ("review", include_str!("../../prompts/review.md")),
-    ("tests", include_str!("../../prompts/tests.md")),
+    ("commit-message", include_str!("../../../prompts/commit-message.md")),
+    ("completion", include_str!("../../../prompts/completion.md")),
+    ("docs", include_str!("../../../prompts/docs.md")),
+    ("explain", include_str!("../../../prompts/explain.md")),
+    ("fix", include_str!("../../../prompts/fix.md")),
+    ("review", include_str!("../../../prompts/review.md")),
+    ("tests", include_str!("../../../prompts/tests.md")),
 ];
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]

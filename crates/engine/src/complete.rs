@@ -11,7 +11,7 @@ use tollgate_protocol::{CompletionAnswer, CompletionRequest, Intent};
 use crate::model::{ChatRequest, Message, Role};
 use crate::pipeline::{Gateway, GatewayError, RequestContext};
 
-const FIM: &str = include_str!("../../prompts/fim.toml");
+const FIM: &str = include_str!("../../../prompts/fim.toml");
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Family {

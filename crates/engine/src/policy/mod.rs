@@ -1,7 +1,7 @@
 //! The team policy: `policy.toml` at the root of a repository, extra redaction rules under
 //! `rules/`, prompt overrides and additions under `prompts/`. The policy sets the limits; the
 //! user's own config may only tighten them ([`overlay`]). It is fetched by [`source`], kept and
-//! swapped by [`crate::reload`], and checked whole before use ([`Policy::parse`]), with every problem
+//! swapped by the daemon's reloader (`tollgate::reload`), and checked whole before use ([`Policy::parse`]), with every problem
 //! located at a file and line.
 
 pub mod overlay;
@@ -576,7 +576,7 @@ on_error = "closed"
 
     #[test]
     fn the_shipped_schema_is_the_generated_one() {
-        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/policy/policy.schema.json");
+        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../../packaging/policy/policy.schema.json");
         let on_disk = std::fs::read_to_string(shipped).unwrap_or_default();
         assert!(
             on_disk.trim_end() == schema(),
