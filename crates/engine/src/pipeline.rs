@@ -747,23 +747,17 @@ impl Gateway {
                     ..masked.row.clone()
                 };
                 if pending.is_none() {
-                    let pending_row = Row {
+                    let estimate = Row {
                         input_tokens: est_in,
                         output_tokens: est_out,
                         cost_micros: candidate.est_micros,
                         ..row.clone()
                     };
-                    let store = self.store.clone();
-                    *pending = Some(tokio::spawn(async move {
-                        if let Err(e) = ledger::write_durable(&store, pending_row).await {
-                            tracing::error!(error = %e, "the call's ledger row was not kept");
-                        }
-                    }));
+                    *pending = Some(self.write_pending(estimate));
                 }
-                let provider_cfg = &rt.config.providers[&target.provider];
                 let wire = Target {
                     provider: &target.provider,
-                    config: provider_cfg,
+                    config: &rt.config.providers[&target.provider],
                     model: &target.model,
                     key: candidate.key.as_ref(),
                 };
@@ -775,42 +769,11 @@ impl Gateway {
                     None => continue,
                 };
                 let settle = Settle {
-                    config: Arc::clone(&rt.config),
-                    store: self.store.clone(),
-                    sealer: Arc::clone(&self.sealer),
-                    metrics: Arc::clone(&self.metrics),
-                    row,
-                    reservation,
                     pending: pending.take(),
-                    price: candidate.price,
-                    local: candidate.local,
-                    cache_key: masked.cache_key.filter(|_| !ctx.no_store),
-                    audit_request: rt
-                        .config
-                        .audit
-                        .enabled
-                        .then(|| serde_json::to_value(&masked.req).unwrap_or_default()),
-                    // A Responses target keeps its own; tollgate keeps the others'.
-                    keep: ctx
-                        .answer_id
-                        .clone()
-                        .filter(|_| ctx.keep && !providers::passes_through(provider_cfg, &masked.req))
-                        .map(|id| (id, rt.identity.username.clone(), masked.req.messages.clone())),
-                    received: ctx.received,
                     provider_time,
-                    input_chars: crate::redact::Redactor::text_len(&masked.req),
+                    ..self.settle(rt, ctx, &masked, row, reservation, &candidate)
                 };
-                let answer = match answer {
-                    Answer::Stream(s) => {
-                        Answer::Stream(Self::watch(s, target.clone(), Arc::clone(&rt.router), permit, settle))
-                    }
-                    Answer::Complete(r) => {
-                        drop(permit);
-                        let events = settle.keeps_events().then(|| r.clone().into_events());
-                        settle.finish(r.usage, answer_chars(&r), events, Outcome::Ok).await;
-                        Answer::Complete(r)
-                    }
-                };
+                let answer = Self::hand_over(answer, &target, rt, permit, settle).await;
                 return Ok(Served {
                     target,
                     answer: restore(answer, masked.vault),
@@ -823,6 +786,74 @@ impl Gateway {
             break;
         }
         Err(failures.into_error(&masked.req.model))
+    }
+
+    /// Writes a call's pending row (its estimate) while the provider works: durable before the
+    /// answer completes, at no cost to the request. `Settle` waits for it.
+    fn write_pending(&self, estimate: Row) -> JoinHandle<()> {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = ledger::write_durable(&store, estimate).await {
+                tracing::error!(error = %e, "the call's ledger row was not kept");
+            }
+        })
+    }
+
+    /// What settles a call (to the provider its `row` names) at the answer's end: its ledger row,
+    /// the budget reservation, the cache entry, the audit entry and the kept response (the pending
+    /// row's write and the time spent on providers are the caller's to fill in).
+    fn settle(
+        &self,
+        rt: &Runtime,
+        ctx: &RequestContext,
+        masked: &Masked,
+        row: Row,
+        reservation: Reservation,
+        candidate: &Candidate,
+    ) -> Settle {
+        let provider_cfg = row.provider.as_deref().and_then(|p| rt.config.providers.get(p));
+        Settle {
+            config: Arc::clone(&rt.config),
+            store: self.store.clone(),
+            sealer: Arc::clone(&self.sealer),
+            metrics: Arc::clone(&self.metrics),
+            row,
+            reservation,
+            pending: None,
+            price: candidate.price,
+            local: candidate.local,
+            cache_key: masked.cache_key.clone().filter(|_| !ctx.no_store),
+            audit_request: rt.config.audit.enabled.then(|| serde_json::to_value(&masked.req).unwrap_or_default()),
+            // A Responses target keeps its own; tollgate keeps the others'.
+            keep: ctx
+                .answer_id
+                .clone()
+                .filter(|_| ctx.keep && provider_cfg.is_some_and(|cfg| !providers::passes_through(cfg, &masked.req)))
+                .map(|id| (id, rt.identity.username.clone(), masked.req.messages.clone())),
+            received: ctx.received,
+            provider_time: Duration::ZERO,
+            input_chars: crate::redact::Redactor::text_len(&masked.req),
+        }
+    }
+
+    /// The answer as the caller gets it: a stream watched to its end (which settles it and frees
+    /// the slot), or a whole answer settled now.
+    async fn hand_over(
+        answer: Answer,
+        target: &TargetRef,
+        rt: &Runtime,
+        permit: OwnedSemaphorePermit,
+        settle: Settle,
+    ) -> Answer {
+        match answer {
+            Answer::Stream(s) => Answer::Stream(Self::watch(s, target.clone(), Arc::clone(&rt.router), permit, settle)),
+            Answer::Complete(r) => {
+                drop(permit);
+                let events = settle.keeps_events().then(|| r.clone().into_events());
+                settle.finish(r.usage, answer_chars(&r), events, Outcome::Ok).await;
+                Answer::Complete(r)
+            }
+        }
     }
 
     /// Whether `target` can be asked now, and on what terms; why not otherwise.
