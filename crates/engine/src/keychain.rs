@@ -290,16 +290,6 @@ mod platform {
         })
     }
     pub fn keyutils() -> Result<Keychain, KeychainError> {
-        // In the user's default session keyring the kernel keyring store adds a key, is refused
-        // linking it to the persistent keyring, and cannot find it again to remove it: refused
-        // here, before any key is written.
-        if let Some(name) = session_keyring().filter(|n| n.starts_with("_uid_ses.")) {
-            return Err(KeychainError::Unavailable {
-                backend: "keyutils",
-                reason: format!("this process has no session keyring of its own (only the user's default, {name})"),
-                hint: KEYUTILS_HINT,
-            });
-        }
         Err(KeychainError::Unavailable {
             backend: "keyutils",
             reason: "not on macOS".into(),
@@ -327,16 +317,6 @@ mod platform {
         })
     }
     pub fn keyutils() -> Result<Keychain, KeychainError> {
-        // In the user's default session keyring the kernel keyring store adds a key, is refused
-        // linking it to the persistent keyring, and cannot find it again to remove it: refused
-        // here, before any key is written.
-        if let Some(name) = session_keyring().filter(|n| n.starts_with("_uid_ses.")) {
-            return Err(KeychainError::Unavailable {
-                backend: "keyutils",
-                reason: format!("this process has no session keyring of its own (only the user's default, {name})"),
-                hint: KEYUTILS_HINT,
-            });
-        }
         Err(KeychainError::Unavailable {
             backend: "keyutils",
             reason: "not on Windows".into(),
