@@ -401,20 +401,20 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy { command } => crate::commands::policy::run(command, cli.config.as_ref(), &paths),
         Command::Review { range, staged, mr, format, output, concurrency, fail_on, in_process, post_discussions } => {
             use crate::commands::review as command;
-            use crate::review::Target;
-            let target = match (range, staged, mr) {
+            use crate::review::Changes;
+            let changes = match (range, staged, mr) {
                 (_, _, true) => {
                     let base = std::env::var("CI_MERGE_REQUEST_DIFF_BASE_SHA").ok().filter(|v| !v.is_empty()).context(
                         "--mr reviews a merge request in its pipeline: CI_MERGE_REQUEST_DIFF_BASE_SHA is not set here (give a range instead)",
                     )?;
-                    Target::Range(format!("{base}..HEAD"))
+                    Changes::Range(format!("{base}..HEAD"))
                 }
-                (Some(r), _, _) => Target::Range(r),
-                (None, _, _) => Target::Staged,
+                (Some(r), _, _) => Changes::Range(r),
+                (None, _, _) => Changes::Staged,
             };
             let loaded = loaded()?;
             let args = command::ReviewArgs {
-                target,
+                changes,
                 format,
                 output,
                 concurrency,

@@ -14,7 +14,7 @@ use anyhow::Context;
 
 use crate::config::{Loaded, OnError, Severity};
 use crate::paths::Paths;
-use crate::review::{Report, Target};
+use crate::review::{Changes, Report};
 use crate::tasks::PromptCall;
 use crate::tasks::{PromptAnswer, PromptRunner};
 
@@ -101,7 +101,7 @@ fn summary(report: &Report, block: Severity) -> String {
 }
 
 pub struct ReviewArgs {
-    pub target: Target,
+    pub changes: Changes,
     pub format: Format,
     pub output: Option<PathBuf>,
     pub concurrency: usize,
@@ -115,7 +115,7 @@ pub struct ReviewArgs {
 pub async fn review(paths: &Paths, loaded: Loaded, args: ReviewArgs) -> anyhow::Result<ExitCode> {
     let repo = repo_dir()?;
     let block = args.fail_on.unwrap_or(loaded.config.review.block_severity);
-    let chunks = crate::review::collect(&repo, &args.target)?;
+    let chunks = crate::review::collect(&repo, &args.changes)?;
     if chunks.is_empty() {
         eprintln!("nothing to review: the change adds no lines");
     }
@@ -211,7 +211,7 @@ pub async fn pre_push(paths: &Paths, loaded: Loaded, remote: &str) -> anyhow::Re
     };
     let mut chunks = Vec::new();
     for r in &ranges {
-        match crate::review::collect(&repo, &Target::Range(r.clone())) {
+        match crate::review::collect(&repo, &Changes::Range(r.clone())) {
             Ok(c) => chunks.extend(c),
             Err(e) => return Ok(fail(format!("{e:#}"))),
         }

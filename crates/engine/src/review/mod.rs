@@ -28,7 +28,7 @@ const MAX_CONTEXT_LINES: usize = 150;
 
 /// What to review.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub enum Changes {
     /// `A..B`, `A...B` (from their merge base), or `A` (A..HEAD).
     Range(String),
     Staged,
@@ -80,10 +80,10 @@ impl Report {
 }
 
 /// `(base, head)` of a range; `head` None means the index (staged changes).
-fn endpoints(repo: &Path, target: &Target) -> anyhow::Result<(String, Option<String>)> {
-    Ok(match target {
-        Target::Staged => ("HEAD".into(), None),
-        Target::Range(r) => {
+fn endpoints(repo: &Path, changes: &Changes) -> anyhow::Result<(String, Option<String>)> {
+    Ok(match changes {
+        Changes::Staged => ("HEAD".into(), None),
+        Changes::Range(r) => {
             if let Some((a, b)) = r.split_once("...") {
                 let b = if b.is_empty() { "HEAD" } else { b };
                 let base = String::from_utf8_lossy(&git(repo, &["merge-base", a, b])?).trim().to_string();
@@ -97,9 +97,9 @@ fn endpoints(repo: &Path, target: &Target) -> anyhow::Result<(String, Option<Str
     })
 }
 
-/// The diff of `target` in `repo`, cut into chunks with their context.
-pub fn collect(repo: &Path, target: &Target) -> anyhow::Result<Vec<Chunk>> {
-    let (base, head) = endpoints(repo, target)?;
+/// The diff of `changes` in `repo`, cut into chunks with their context.
+pub fn collect(repo: &Path, changes: &Changes) -> anyhow::Result<Vec<Chunk>> {
+    let (base, head) = endpoints(repo, changes)?;
     let mut args = vec!["-c", "core.quotePath=false", "diff", "--no-color", "--no-ext-diff", "-U3", "--find-renames"];
     match &head {
         None => args.extend(["--cached", base.as_str()]),
