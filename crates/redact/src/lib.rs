@@ -13,6 +13,9 @@ pub mod rules;
 pub mod scan;
 pub mod stream;
 
+#[cfg(test)]
+mod generated;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

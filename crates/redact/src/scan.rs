@@ -7,7 +7,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 
-use super::rules::{Rule, Validate, Window};
+use super::rules::{Category, Rule, Validate, Window};
 
 /// A finding: a byte range of the scanned text and the rule that found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +35,9 @@ pub struct Scanner {
     /// The keyword-less rules' patterns as one alternation: one pass over the text finds the lines
     /// where any of them may match, instead of a pass each.
     always_re: Option<Regex>,
-    /// Values that are placeholders, examples or lookups, never secrets.
+    /// Values that are placeholders, examples or lookups, never secrets (built in; secrets only).
+    placeholders: Vec<Regex>,
+    /// Values the config or policy allows, whatever the rule.
     allow: Vec<Regex>,
     markers: AhoCorasick,
 }
@@ -83,12 +85,13 @@ impl Scanner {
             .ascii_case_insensitive(true)
             .build(ALLOW_MARKERS)
             .expect("marker automaton builds");
-        let allow = GLOBAL_ALLOW.iter().map(|a| super::rules::compile(a).expect("global allowlist compiles")).collect();
+        let placeholders =
+            GLOBAL_ALLOW.iter().map(|a| super::rules::compile(a).expect("global allowlist compiles")).collect();
         let always_re = (!always.is_empty()).then(|| {
             let alternation: Vec<String> = always.iter().map(|&i| format!("(?:{})", rules[i].regex.as_str())).collect();
             super::rules::compile(&alternation.join("|")).expect("patterns that compile alone compile together")
         });
-        Self { rules, keywords, keyword_rules, always, always_re, allow, markers }
+        Self { rules, keywords, keyword_rules, always, always_re, placeholders, allow: Vec::new(), markers }
     }
 
     /// Adds allowlist patterns: values they match are never findings.
@@ -194,7 +197,10 @@ impl Scanner {
         {
             return;
         }
-        if rule.allow.iter().chain(&self.allow).any(|a| a.is_match(secret)) {
+        // The placeholder list is about secrets; personal data has its own validators (an email
+        // at a domain that merely contains "example" is still someone's address).
+        let placeholders: &[Regex] = if rule.category == Category::Secret { &self.placeholders } else { &[] };
+        if rule.allow.iter().chain(placeholders).chain(&self.allow).any(|a| a.is_match(secret)) {
             return;
         }
         if !rule.stopwords.is_empty() {
@@ -424,6 +430,26 @@ mod tests {
         for no in ["ci@example.com", "icon@2x.png", "git@gitlab.com", "a@b.localhost"] {
             assert!(!email(no), "{no}");
         }
+    }
+
+    #[test]
+    fn formats_with_a_shape_are_found_without_their_vendor_named_and_example_is_only_a_reserved_domain() {
+        let s = Scanner::new(crate::rules::built_in());
+        let kinds = |text: &str| -> Vec<String> {
+            s.scan(text.as_bytes()).iter().map(|f| s.rule(f.rule).kind.clone()).collect()
+        };
+        // Nothing on these lines names the vendor.
+        assert_eq!(kinds("key = SK8f3a0c2e4b6d8f0a1c3e5b7d9f1a3c5e"), ["twilio_api_key"]);
+        assert_eq!(kinds("sid: AC0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e"), ["twilio_account_sid"]);
+        assert_eq!(kinds("auth glsa_Xq7Lr2Vn9Kd4Tg1Wz6Bp3Hc8Ys5Jm0Fu_a1b2c3d4"), ["grafana_service_account_token"]);
+        // A real domain that contains the word is someone's address; the reserved ones are not.
+        assert_eq!(kinds("mail jo.kim@sampleexample.io"), ["email"]);
+        assert_eq!(kinds("mail jo.kim@counterexample.de today"), ["email"]);
+        assert!(kinds("mail jo.kim@example.com or ci@docs.example").is_empty());
+        // The built-in placeholder list is for secrets; an allow pattern from the config is for all.
+        let allowed =
+            Scanner::new(crate::rules::built_in()).with_allow(vec![crate::rules::compile(r"@acme\.io$").unwrap()]);
+        assert!(allowed.scan(b"mail raj.patel54@acme.io").is_empty());
     }
 
     #[test]
