@@ -102,6 +102,13 @@ pub enum Command {
         /// Scan only the lines added in the git index
         #[arg(long)]
         staged: bool,
+        /// Look for secrets only, not personal data (for pre-commit hooks, where authors' emails and
+        /// test fixtures would be noise)
+        #[arg(long)]
+        secrets_only: bool,
+        /// List the kinds the rules find (with their category) and exit
+        #[arg(long, conflicts_with_all = ["paths", "staged"])]
+        kinds: bool,
         #[arg(long, value_enum, default_value = "text")]
         format: crate::commands::scan::ScanFormat,
     },
@@ -252,7 +259,7 @@ impl From<SeverityArg> for crate::config::Severity {
 pub enum HooksCommand {
     /// Install hooks in the repository of the current directory.
     Install {
-        /// A pre-commit hook that runs `tollgate scan --staged`
+        /// A pre-commit hook that runs `tollgate scan --staged --secrets-only`
         #[arg(long)]
         pre_commit: bool,
         /// A pre-push hook that reviews the pushed commits and blocks on serious findings
@@ -392,11 +399,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = loaded()?;
             crate::reports::log(&paths, &loaded, id.as_deref(), limit, json)
         }
-        Command::Scan { paths: files, staged, format } => {
+        Command::Scan { paths: files, staged, secrets_only, kinds, format } => {
             // The policy's rules and allowlist apply to scans too.
             let loaded = loaded()?;
             let rules = saved_policy(&paths, &loaded).map(|p| p.rules).unwrap_or_default();
-            crate::commands::scan::run(&loaded, &rules, &files, staged, format)
+            let what = crate::commands::scan::Scan { paths: &files, staged, secrets_only, format };
+            if kinds {
+                return crate::commands::scan::kinds(&loaded, &rules, format);
+            }
+            crate::commands::scan::run(&loaded, &rules, &what)
         }
         Command::Policy { command } => crate::commands::policy::run(command, cli.config.as_ref(), &paths),
         Command::Review { range, staged, mr, format, output, concurrency, fail_on, in_process, post_discussions } => {

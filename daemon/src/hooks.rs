@@ -26,7 +26,7 @@ impl Hook {
 
     fn command(self) -> &'static str {
         match self {
-            Hook::PreCommit => "scan --staged",
+            Hook::PreCommit => "scan --staged --secrets-only",
             // git passes the remote's name and URL, and the pushed refs on stdin.
             Hook::PrePush => "hook-pre-push \"$@\"",
         }

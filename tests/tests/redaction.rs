@@ -262,6 +262,57 @@ fn scan_reports_byte_exact_findings_in_every_format_and_never_the_secret() {
     );
 }
 
+#[test]
+fn secrets_only_leaves_personal_data_and_kinds_turned_off_are_not_looked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fixture.py");
+    std::fs::write(&file, format!("AUTHOR = 'raj.patel54@acme.io'\nDEVICE = '3c:22:fb:8a:10:4e'\nTOKEN = '{PAT}'\n"))
+        .unwrap();
+    let kinds_of = |out: &std::process::Output| -> Vec<String> {
+        let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        v.iter().map(|f| f["kind"].as_str().unwrap().to_string()).collect()
+    };
+    let all = tollgate(dir.path(), &["scan", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(kinds_of(&all), ["email", "mac_address", "gitlab_pat"]);
+    let secrets = tollgate(dir.path(), &["scan", "--secrets-only", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(kinds_of(&secrets), ["gitlab_pat"]);
+    assert_eq!(secrets.status.code(), Some(1), "a secret still fails the scan");
+
+    // A kind turned off in the config is not looked for; an unknown one is an error that says so.
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, "[redaction]\nmode = \"mask\"\noff_kinds = [\"mac_address\"]\n").unwrap();
+    let cfg = config.to_str().unwrap();
+    let off = tollgate(dir.path(), &["--config", cfg, "scan", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(kinds_of(&off), ["email", "gitlab_pat"]);
+    std::fs::write(&config, "[redaction]\nmode = \"mask\"\noff_kinds = [\"mac_adress\"]\n").unwrap();
+    let typo = tollgate(dir.path(), &["--config", cfg, "scan", file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&typo.stderr);
+    assert!(!typo.status.success() && err.contains("mac_adress") && err.contains("--kinds"), "{err}");
+
+    // A team's existing rules of another scanner come along (here Kingfisher's YAML).
+    let rules = dir.path().join("acme.yaml");
+    std::fs::write(
+        &rules,
+        "rules:\n  - name: Acme Deploy Key\n    id: acme.deploy.1\n    pattern: '\\b(acmedk_[a-z0-9]{32})\\b'\n    min_entropy: 3.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &config,
+        format!("[redaction]\nmode = \"mask\"\nrule_files = [{:?}]\n", rules.display().to_string()),
+    )
+    .unwrap();
+    std::fs::write(&file, "KEY = 'acmedk_4f9a8c7b6d5e4f3a2b1c0d9e8f7a6b5c'\n").unwrap();
+    let theirs = tollgate(dir.path(), &["--config", cfg, "scan", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(kinds_of(&theirs), ["acme_deploy_key"]);
+
+    // The kinds, for choosing what to turn off.
+    let kinds = tollgate(dir.path(), &["scan", "--kinds", "--format", "json"]);
+    let list: Vec<Value> = serde_json::from_slice(&kinds.stdout).unwrap();
+    assert!(list.len() >= 300, "{} kinds", list.len());
+    let mac = list.iter().find(|k| k["kind"] == "mac_address").expect("mac_address listed");
+    assert_eq!(mac["category"], "personal");
+}
+
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new("git")
         .current_dir(dir)
@@ -329,7 +380,9 @@ fn the_pre_commit_hook_blocks_a_secret_and_lets_a_clean_commit_through() {
     assert!(dir.path().join(".git/chained-ran").exists(), "the previous hook ran first");
 
     std::fs::write(dir.path().join("config.env"), "TOKEN=${GITLAB_TOKEN}\n").unwrap();
-    git(dir.path(), &["add", "config.env"]);
+    // An author's address in a source file is personal data, not a secret: it does not block.
+    std::fs::write(dir.path().join("AUTHORS"), "Raj Patel <raj.patel54@acme.io>\n").unwrap();
+    git(dir.path(), &["add", "config.env", "AUTHORS"]);
     let commit = git(dir.path(), &["commit", "-qm", "add config"]);
     assert!(commit.status.success(), "{}", String::from_utf8_lossy(&commit.stderr));
 

@@ -8,6 +8,7 @@
 //! chunk boundaries ([`stream::Restorer`]), but never inside a URL: a model must not be able to
 //! smuggle a secret out through a link.
 
+pub mod formats;
 pub mod report;
 pub mod rules;
 pub mod scan;
@@ -45,6 +46,9 @@ pub struct RedactionConfig {
     /// Regexes for values never masked, whatever rule found them.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Kinds not looked for (`email`, `phone`, `ipv4_public`, ...): every other kind is.
+    #[serde(default)]
+    pub off_kinds: Vec<String>,
 }
 
 /// The placeholders of one request and the values they stand for.
@@ -393,8 +397,17 @@ fn snap(text: &str, mut start: usize, mut end: usize) -> (usize, usize) {
     (start, end)
 }
 
-/// The built-in rules and the configured rule files, compiled.
+/// The built-in rules and the configured rule files, compiled, without the kinds turned off.
 pub fn load_scanner(config: &RedactionConfig, extra: &[(String, String)]) -> Result<Scanner, rules::RuleError> {
+    load_scanner_where(config, extra, &|_| true)
+}
+
+/// As [`load_scanner`], keeping only the rules `keep` accepts (`tollgate scan --secrets-only`).
+pub fn load_scanner_where(
+    config: &RedactionConfig,
+    extra: &[(String, String)],
+    keep: &dyn Fn(&rules::Rule) -> bool,
+) -> Result<Scanner, rules::RuleError> {
     let mut all = rules::built_in();
     for path in &config.rule_files {
         let origin = path.display().to_string();
@@ -408,6 +421,14 @@ pub fn load_scanner(config: &RedactionConfig, extra: &[(String, String)]) -> Res
     for (origin, text) in extra {
         all.extend(rules::load_file(text, origin)?);
     }
+    if let Some(unknown) = config.off_kinds.iter().find(|k| !all.iter().any(|r| &r.kind == *k)) {
+        return Err(rules::RuleError {
+            origin: "redaction.off_kinds".into(),
+            id: unknown.clone(),
+            message: "no rule finds this kind (`tollgate scan --kinds` lists them)".into(),
+        });
+    }
+    all.retain(|r| !config.off_kinds.contains(&r.kind) && keep(r));
     let allow = config
         .allow
         .iter()

@@ -30,6 +30,16 @@ pub enum Validate {
     Ipv4Public,
     Email,
     Phone,
+    UsSsn,
+    UkNino,
+    DeTaxId,
+    FrNir,
+    EsDni,
+    ItCodiceFiscale,
+    /// The Verhoeff check digit (Indian Aadhaar numbers).
+    Verhoeff,
+    Ipv6Public,
+    Mac,
 }
 
 /// One rule in tollgate's format.
@@ -278,8 +288,16 @@ pub fn parse_gitleaks(text: &str, origin: &str) -> Result<GitleaksLoad, RuleErro
     Ok(GitleaksLoad { rules, skipped })
 }
 
-/// Loads a rule file of either format, by its shape: gitleaks' has `[[rules]]`, ours `[[rule]]`.
+/// Loads a rule file by its name and shape: YAML or JSON (`.yaml`, `.yml`, `.json`) is
+/// Kingfisher's or TruffleHog's; TOML is gitleaks' (`[[rules]]`) or ours (`[[rule]]`).
 pub fn load_file(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
+    if [".yaml", ".yml", ".json"].iter().any(|ext| origin.to_ascii_lowercase().ends_with(ext)) {
+        let load = crate::formats::parse_yaml(text, origin)?;
+        for (id, why) in &load.skipped {
+            tracing::warn!(origin, id, why, "rule skipped");
+        }
+        return Ok(load.rules);
+    }
     let value: toml::Table = text.parse().map_err(|e: toml::de::Error| RuleError {
         origin: origin.into(),
         id: String::new(),

@@ -278,7 +278,7 @@ pub fn entropy(s: &[u8]) -> f64 {
         .sum()
 }
 
-fn validate(v: Validate, s: &[u8]) -> bool {
+pub(crate) fn validate(v: Validate, s: &[u8]) -> bool {
     let Ok(s) = std::str::from_utf8(s) else { return false };
     match v {
         Validate::Luhn => luhn(s),
@@ -293,7 +293,192 @@ fn validate(v: Validate, s: &[u8]) -> bool {
             range.contains(&digits)
                 && s.chars().filter(char::is_ascii_digit).collect::<std::collections::HashSet<_>>().len() > 2
         }
+        Validate::UsSsn => us_ssn(s),
+        Validate::UkNino => uk_nino(s),
+        Validate::DeTaxId => de_tax_id(s),
+        Validate::FrNir => fr_nir(s),
+        Validate::EsDni => es_dni(s),
+        Validate::ItCodiceFiscale => it_codice_fiscale(s),
+        Validate::Verhoeff => verhoeff(s),
+        Validate::Ipv6Public => ipv6_public(s),
+        Validate::Mac => mac_address(s),
     }
+}
+
+/// A US Social Security number outside the ranges never issued (area 000, 666, 900-999; group 00;
+/// serial 0000).
+pub fn us_ssn(s: &str) -> bool {
+    let d: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if d.len() != 9 {
+        return false;
+    }
+    let area = d[0] * 100 + d[1] * 10 + d[2];
+    let group = d[3] * 10 + d[4];
+    let serial = d[5] * 1000 + d[6] * 100 + d[7] * 10 + d[8];
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0
+}
+
+/// A UK National Insurance number: two prefix letters HMRC allocates, six digits, a suffix A-D.
+pub fn uk_nino(s: &str) -> bool {
+    let c: String = s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+    let b = c.as_bytes();
+    if b.len() != 9 || !b[2..8].iter().all(u8::is_ascii_digit) || !(b'A'..=b'D').contains(&b[8]) {
+        return false;
+    }
+    let (p, q) = (b[0], b[1]);
+    let first_ok = p.is_ascii_uppercase() && !b"DFIQUV".contains(&p);
+    let second_ok = q.is_ascii_uppercase() && !b"DFIOQUV".contains(&q);
+    first_ok && second_ok && !["BG", "GB", "NK", "KN", "TN", "NT", "ZZ"].contains(&&c[..2])
+}
+
+/// A German tax identification number (Steuer-IdNr): eleven digits, the first not 0, in the first
+/// ten one digit twice or three times and the rest at most once, and the ISO 7064 MOD 11,10
+/// check digit last.
+pub fn de_tax_id(s: &str) -> bool {
+    let d: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
+    if d.len() != 11 || d[0] == 0 {
+        return false;
+    }
+    let mut counts = [0u8; 10];
+    for &x in &d[..10] {
+        counts[x as usize] += 1;
+    }
+    let repeated = counts.iter().filter(|&&n| n >= 2).count();
+    if repeated != 1 || counts.iter().any(|&n| n > 3) {
+        return false;
+    }
+    let mut product = 10;
+    for &x in &d[..10] {
+        let mut sum = (x + product) % 10;
+        if sum == 0 {
+            sum = 10;
+        }
+        product = (sum * 2) % 11;
+    }
+    let check = (11 - product) % 10;
+    check == d[10]
+}
+
+/// A French social security number (NIR): sex, year, month, department (2A and 2B for Corsica,
+/// counted as 19 and 18), commune, order, and a key of 97 minus the number modulo 97.
+pub fn fr_nir(s: &str) -> bool {
+    let c: String = s.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+    if c.len() != 15 || !(c.starts_with('1') || c.starts_with('2')) || !c.is_ascii() {
+        return false;
+    }
+    let (body, key) = c.split_at(13);
+    let month: u32 = body[3..5].parse().unwrap_or(0);
+    if !((1..=12).contains(&month) || (20..=99).contains(&month)) {
+        return false;
+    }
+    let digits = match &body[5..7] {
+        "2A" => format!("{}19{}", &body[..5], &body[7..]),
+        "2B" => format!("{}18{}", &body[..5], &body[7..]),
+        _ => body.to_string(),
+    };
+    match (digits.parse::<u64>(), key.parse::<u64>()) {
+        (Ok(n), Ok(k)) => k == 97 - n % 97,
+        _ => false,
+    }
+}
+
+const DNI_LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+
+/// A Spanish DNI (eight digits and their letter) or NIE (X, Y or Z, seven digits, the letter).
+pub fn es_dni(s: &str) -> bool {
+    let c: String = s.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
+    if c.len() != 9 {
+        return false;
+    }
+    let (digits, letter) = c.split_at(8);
+    let digits = match digits.as_bytes()[0] {
+        b'X' => format!("0{}", &digits[1..]),
+        b'Y' => format!("1{}", &digits[1..]),
+        b'Z' => format!("2{}", &digits[1..]),
+        _ => digits.to_string(),
+    };
+    match digits.parse::<usize>() {
+        Ok(n) => letter.as_bytes()[0] == DNI_LETTERS[n % 23],
+        Err(_) => false,
+    }
+}
+
+/// An Italian codice fiscale: its sixteenth character is the check letter of the other fifteen.
+pub fn it_codice_fiscale(s: &str) -> bool {
+    const ODD: [u32; 36] = [
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, // 0-9
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23, // A-Z
+    ];
+    let c = s.to_ascii_uppercase();
+    let b = c.as_bytes();
+    if b.len() != 16 || !b.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let value = |ch: u8, odd: bool| -> u32 {
+        let i = if ch.is_ascii_digit() { (ch - b'0') as usize } else { (ch - b'A') as usize + 10 };
+        if odd {
+            ODD[i]
+        } else if ch.is_ascii_digit() {
+            (ch - b'0') as u32
+        } else {
+            (ch - b'A') as u32
+        }
+    };
+    // Positions are 1-based in the specification: the first character is odd.
+    let sum: u32 = b[..15].iter().enumerate().map(|(i, &ch)| value(ch, i % 2 == 0)).sum();
+    b[15] == b'A' + (sum % 26) as u8
+}
+
+/// The Verhoeff check digit (an Indian Aadhaar number's last digit).
+pub fn verhoeff(s: &str) -> bool {
+    const D: [[u8; 10]; 10] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 2, 3, 4, 0, 6, 7, 8, 9, 5],
+        [2, 3, 4, 0, 1, 7, 8, 9, 5, 6],
+        [3, 4, 0, 1, 2, 8, 9, 5, 6, 7],
+        [4, 0, 1, 2, 3, 9, 5, 6, 7, 8],
+        [5, 9, 8, 7, 6, 0, 4, 3, 2, 1],
+        [6, 5, 9, 8, 7, 1, 0, 4, 3, 2],
+        [7, 6, 5, 9, 8, 2, 1, 0, 4, 3],
+        [8, 7, 6, 5, 9, 3, 2, 1, 0, 4],
+        [9, 8, 7, 6, 5, 4, 3, 2, 1, 0],
+    ];
+    const P: [[u8; 10]; 8] = [
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        [1, 5, 7, 6, 2, 8, 3, 0, 9, 4],
+        [5, 8, 0, 3, 7, 9, 6, 1, 4, 2],
+        [8, 9, 1, 6, 0, 4, 3, 5, 2, 7],
+        [9, 4, 5, 3, 1, 2, 6, 8, 7, 0],
+        [4, 2, 8, 6, 5, 7, 3, 9, 0, 1],
+        [2, 7, 9, 3, 8, 0, 6, 4, 1, 5],
+        [7, 0, 4, 6, 9, 1, 3, 2, 5, 8],
+    ];
+    let d: Vec<u8> = s.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+    if d.len() != 12 || d.iter().all(|&x| x == d[0]) {
+        return false;
+    }
+    let mut c = 0u8;
+    for (i, &x) in d.iter().rev().enumerate() {
+        c = D[c as usize][P[i % 8][x as usize] as usize];
+    }
+    c == 0
+}
+
+/// A public IPv6 address: global unicast (2000::/3) outside the documentation range.
+pub fn ipv6_public(s: &str) -> bool {
+    let Ok(a) = s.parse::<std::net::Ipv6Addr>() else { return false };
+    let seg = a.segments();
+    (seg[0] & 0xe000) == 0x2000 && !(seg[0] == 0x2001 && seg[1] == 0x0db8) && s.contains(':')
+}
+
+/// A MAC address: six octets with one separator throughout, not all zeros or all ones.
+pub fn mac_address(s: &str) -> bool {
+    let sep = if s.contains(':') { ':' } else { '-' };
+    let octets: Vec<&str> = s.split(sep).collect();
+    octets.len() == 6
+        && octets.iter().all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
+        && !octets.iter().all(|o| *o == "00")
+        && !octets.iter().all(|o| o.eq_ignore_ascii_case("ff"))
 }
 
 pub fn luhn(s: &str) -> bool {
@@ -450,6 +635,37 @@ mod tests {
         let allowed =
             Scanner::new(crate::rules::built_in()).with_allow(vec![crate::rules::compile(r"@acme\.io$").unwrap()]);
         assert!(allowed.scan(b"mail raj.patel54@acme.io").is_empty());
+    }
+
+    #[test]
+    fn national_identifiers_are_checked_against_their_published_examples() {
+        // Valid: published or hand-checked examples; invalid: the same with one digit or letter off.
+        assert!(us_ssn("078-05-1120") && us_ssn("219-09-9999"));
+        for no in ["000-12-3456", "666-12-3456", "912-12-3456", "123-00-4567", "123-45-0000"] {
+            assert!(!us_ssn(no), "{no}");
+        }
+        assert!(uk_nino("AB 12 34 56 C") && uk_nino("JG103759A"));
+        for no in ["QQ123456C", "BG123456A", "AB123456E", "DA123456A", "AO123456A"] {
+            assert!(!uk_nino(no), "{no}");
+        }
+        assert!(de_tax_id("86095742719") && de_tax_id("47036892816"));
+        assert!(!de_tax_id("86095742718") && !de_tax_id("06095742719") && !de_tax_id("12345678903"));
+        assert!(fr_nir("1 84 12 76 451 089 46") && fr_nir("184127645108946"));
+        assert!(!fr_nir("1 84 12 76 451 089 47") && !fr_nir("3 84 12 76 451 089 46"));
+        assert!(es_dni("12345678Z") && es_dni("X1234567L") && es_dni("Y-7654321-G"));
+        assert!(!es_dni("12345678A") && !es_dni("X1234567M"));
+        assert!(it_codice_fiscale("RSSMRA85T10A562S"));
+        assert!(!it_codice_fiscale("RSSMRA85T10A562T"));
+        assert!(verhoeff("4918 2736 4553"));
+        assert!(!verhoeff("4918 2736 4554") && !verhoeff("2222 2222 2222"));
+        assert!(ipv6_public("2a02:1205:34d2:9a50::1") && ipv6_public("2001:4860:4860::8888"));
+        for no in ["::1", "fe80::1", "fd00::1", "2001:db8::1", "ff02::1", "1:2:3"] {
+            assert!(!ipv6_public(no), "{no}");
+        }
+        assert!(mac_address("3c:22:fb:8a:10:4e") && mac_address("3C-22-FB-8A-10-4E"));
+        assert!(
+            !mac_address("00:00:00:00:00:00") && !mac_address("ff:ff:ff:ff:ff:ff") && !mac_address("3c:22-fb:8a:10:4e")
+        );
     }
 
     #[test]

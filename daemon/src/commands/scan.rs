@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Loaded;
+use crate::redact::rules::Category;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ScanFormat {
@@ -16,16 +17,44 @@ pub enum ScanFormat {
     Gitlab,
 }
 
-pub fn run(
-    loaded: &Loaded,
-    rules: &[(String, String)],
-    paths: &[PathBuf],
-    staged: bool,
-    format: ScanFormat,
-) -> anyhow::Result<ExitCode> {
-    use crate::redact::report;
-    let started = crate::utc::now_ms();
+/// What `tollgate scan` was asked.
+pub struct Scan<'a> {
+    pub paths: &'a [PathBuf],
+    pub staged: bool,
+    pub secrets_only: bool,
+    pub format: ScanFormat,
+}
+
+/// `tollgate scan --kinds`: each kind the rules find, its category and how many rules find it.
+pub fn kinds(loaded: &Loaded, rules: &[(String, String)], format: ScanFormat) -> anyhow::Result<ExitCode> {
     let scanner = crate::redact::load_scanner(&loaded.config.redaction, rules)?;
+    let mut kinds: std::collections::BTreeMap<&str, (Category, usize)> = std::collections::BTreeMap::new();
+    for r in scanner.rules() {
+        kinds.entry(&r.kind).or_insert((r.category, 0)).1 += 1;
+    }
+    if format == ScanFormat::Json {
+        let list: Vec<_> = kinds
+            .iter()
+            .map(|(kind, (category, rules))| serde_json::json!({"kind": kind, "category": category, "rules": rules}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+    } else {
+        for (kind, (category, rules)) in &kinds {
+            let category = if *category == Category::Secret { "secret" } else { "personal" };
+            println!("{kind:<40} {category:<9} {rules}");
+        }
+        eprintln!("{} kinds; turn one off with redaction.off_kinds", kinds.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run(loaded: &Loaded, rules: &[(String, String)], scan: &Scan<'_>) -> anyhow::Result<ExitCode> {
+    use crate::redact::report;
+    let Scan { paths, staged, secrets_only, format } = *scan;
+    let started = crate::utc::now_ms();
+    let scanner = crate::redact::load_scanner_where(&loaded.config.redaction, rules, &|r| {
+        !secrets_only || r.category == Category::Secret
+    })?;
     let mut findings = Vec::new();
     let mut skipped = Vec::new();
     if staged {

@@ -1,8 +1,8 @@
 //! The team policy: `policy.toml` at the root of a repository, extra redaction rules under
 //! `rules/`, prompt overrides and additions under `prompts/`. The policy sets the limits; the
 //! user's own config may only tighten them ([`overlay`]). It is fetched by [`source`], kept and
-//! swapped by the daemon's reloader (`tollgate::reload`), and checked whole before use ([`Policy::parse`]), with every problem
-//! located at a file and line.
+//! swapped by the daemon's reloader (`tollgate::reload`), and checked whole before use
+//! ([`Policy::parse`]), with every problem located at a file and line.
 
 pub mod overlay;
 pub mod source;
@@ -80,6 +80,9 @@ pub struct RedactionPolicy {
     /// Regexes for values never masked (known fixtures, public identifiers).
     #[serde(default)]
     pub allow: Vec<String>,
+    /// The kinds a user may turn off (`redaction.off_kinds`); absent: none may be.
+    #[serde(default)]
+    pub off_kinds: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -104,7 +107,8 @@ pub struct Snapshot {
     /// The commit id (a content hash for a local directory).
     pub commit: String,
     pub fetched_ms: i64,
-    /// `policy.toml`, `rules/*.toml`, `prompts/*.md`, by path relative to the repository root.
+    /// `policy.toml`, `rules/*` (TOML, or YAML/JSON rules of other scanners), `prompts/*.md`, by path
+    /// relative to the repository root.
     pub files: BTreeMap<String, String>,
 }
 
@@ -117,7 +121,7 @@ pub fn schema() -> String {
 /// Whether a repository path belongs in a snapshot.
 pub fn wanted(path: &str) -> bool {
     path == "policy.toml"
-        || (path.starts_with("rules/") && path.ends_with(".toml"))
+        || (path.starts_with("rules/") && [".toml", ".yaml", ".yml", ".json"].iter().any(|e| path.ends_with(e)))
         || (path.starts_with("prompts/") && path.ends_with(".md") && !path[8..].contains('/'))
 }
 
@@ -587,6 +591,7 @@ on_error = "closed"
     #[test]
     fn only_policy_files_belong_in_a_snapshot() {
         assert!(wanted("policy.toml") && wanted("rules/a.toml") && wanted("prompts/explain.md"));
+        assert!(wanted("rules/kingfisher.yaml") && wanted("rules/trufflehog.yml"), "other scanners' rule files");
         assert!(
             !wanted("README.md") && !wanted("rules/a.txt") && !wanted("prompts/sub/x.md") && !wanted("src/policy.toml")
         );

@@ -12,6 +12,7 @@
 //! | budgets | apply | more may be added; one of the same name only if tighter |
 //! | `redaction.mode` | the least strict allowed | a stricter one applies; a looser one ignored |
 //! | `redaction.allow` | applies | ignored |
+//! | `redaction.off_kinds` | the kinds a user may turn off | only those stay off; others ignored |
 //! | `review.block_severity`, `on_error` | the least strict allowed | stricter applies |
 
 use serde::Serialize;
@@ -148,6 +149,17 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
         );
     }
     c.redaction.allow = p.redaction.allow.clone();
+    let (may, may_not): (Vec<String>, Vec<String>) =
+        c.redaction.off_kinds.iter().cloned().partition(|k| p.redaction.off_kinds.contains(k));
+    if !may_not.is_empty() {
+        ignore(
+            "redaction.off_kinds".into(),
+            show(&may_not),
+            show(&p.redaction.off_kinds),
+            "turning a kind off loosens redaction; only the kinds the policy lists may be",
+        );
+    }
+    c.redaction.off_kinds = may;
 
     if let Some(ps) = p.review.block_severity
         && c.review.block_severity > ps
@@ -218,6 +230,7 @@ action = "block"
 [redaction]
 mode = "mask"
 allow = ["^acme-fixture-[0-9]+$"]
+off_kinds = ["mac_address"]
 [review]
 block_severity = "high"
 on_error = "closed"
@@ -228,6 +241,7 @@ on_error = "closed"
         let (_f, mut loaded) = local(
             r#"[redaction]
 mode = "block"
+off_kinds = ["mac_address"]
 [review]
 block_severity = "medium"
 [providers.anthropic]
@@ -258,6 +272,7 @@ action = "warn"
         assert_eq!(c.budgets.len(), 2);
         assert_eq!(c.budgets[0].limit_usd.unwrap().0, 3_000_000);
         assert_eq!(c.redaction.allow, ["^acme-fixture-[0-9]+$"]);
+        assert_eq!(c.redaction.off_kinds, ["mac_address"], "a kind the policy lets users turn off");
         assert_eq!(c.models.policy.len(), 3);
         let shown = loaded.show();
         assert!(shown.contains("review.on_error = \"closed\"  # policy git@example:acme/policy@c0ffee"), "{shown}");
@@ -269,6 +284,7 @@ action = "warn"
             r#"[redaction]
 mode = "off"
 allow = [".*"]
+off_kinds = ["email", "mac_address"]
 [review]
 block_severity = "critical"
 on_error = "open"
@@ -293,6 +309,7 @@ targets = ["openai/gpt-4.1", "anthropic/claude-sonnet-4-5"]
         for key in [
             "redaction.mode",
             "redaction.allow",
+            "redaction.off_kinds",
             "review.block_severity",
             "review.on_error",
             "providers.anthropic",
@@ -304,6 +321,7 @@ targets = ["openai/gpt-4.1", "anthropic/claude-sonnet-4-5"]
         let c = &loaded.config;
         assert_eq!(c.redaction.mode, Mode::Mask);
         assert_eq!(c.redaction.allow, ["^acme-fixture-[0-9]+$"]);
+        assert_eq!(c.redaction.off_kinds, ["mac_address"], "email stays on: the policy does not list it");
         assert_eq!(c.review.block_severity, crate::config::Severity::High);
         assert_eq!(c.review.on_error, OnError::Closed);
         assert_eq!(c.providers["anthropic"].base_url, "https://llm-proxy.acme.example/anthropic");
