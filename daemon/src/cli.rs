@@ -106,6 +106,9 @@ pub enum Command {
         /// test fixtures would be noise)
         #[arg(long)]
         secrets_only: bool,
+        /// Leave out values whose vendor checksum fails (GitHub, npm): made up, as in test fixtures
+        #[arg(long)]
+        skip_fakes: bool,
         /// List the kinds the rules find (with their category) and exit
         #[arg(long, conflicts_with_all = ["paths", "staged"])]
         kinds: bool,
@@ -399,11 +402,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = loaded()?;
             crate::reports::log(&paths, &loaded, id.as_deref(), limit, json)
         }
-        Command::Scan { paths: files, staged, secrets_only, kinds, format } => {
+        Command::Scan { paths: files, staged, secrets_only, skip_fakes, kinds, format } => {
             // The policy's rules and allowlist apply to scans too.
             let loaded = loaded()?;
             let rules = saved_policy(&paths, &loaded).map(|p| p.rules).unwrap_or_default();
-            let what = crate::commands::scan::Scan { paths: &files, staged, secrets_only, format };
+            let what = crate::commands::scan::Scan { paths: &files, staged, secrets_only, skip_fakes, format };
             if kinds {
                 return crate::commands::scan::kinds(&loaded, &rules, format);
             }

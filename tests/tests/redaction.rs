@@ -289,6 +289,14 @@ fn secrets_only_leaves_personal_data_and_kinds_turned_off_are_not_looked_for() {
     let err = String::from_utf8_lossy(&typo.stderr);
     assert!(!typo.status.success() && err.contains("mac_adress") && err.contains("--kinds"), "{err}");
 
+    // A phone number without its country code is looked for where the config names the country.
+    std::fs::write(&file, "SUPPORT = 'call (415) 722-0134 after nine'\n").unwrap();
+    let plain = tollgate(dir.path(), &["scan", file.to_str().unwrap(), "--format", "json"]);
+    assert!(kinds_of(&plain).is_empty(), "national formats are off by default");
+    std::fs::write(&config, "[redaction]\nmode = \"mask\"\ncountries = [\"US\"]\n").unwrap();
+    let us = tollgate(dir.path(), &["--config", cfg, "scan", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(kinds_of(&us), ["phone"]);
+
     // A team's existing rules of another scanner come along (here Kingfisher's YAML).
     let rules = dir.path().join("acme.yaml");
     std::fs::write(
@@ -304,6 +312,21 @@ fn secrets_only_leaves_personal_data_and_kinds_turned_off_are_not_looked_for() {
     std::fs::write(&file, "KEY = 'acmedk_4f9a8c7b6d5e4f3a2b1c0d9e8f7a6b5c'\n").unwrap();
     let theirs = tollgate(dir.path(), &["--config", cfg, "scan", file.to_str().unwrap(), "--format", "json"]);
     assert_eq!(kinds_of(&theirs), ["acme_deploy_key"]);
+
+    // A GitHub token whose checksum holds is reported as such; one that fails it is made up, and
+    // --skip-fakes leaves it out (both are random: neither is anyone's token).
+    std::fs::write(
+        &file,
+        "A = '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'\nB = 'ghp_JN6U6PrPod6eWGP4xkGXY4nttSt2JxkSSVDM'\n",
+    )
+    .unwrap();
+    let out = tollgate(dir.path(), &["scan", file.to_str().unwrap(), "--format", "json"]);
+    let v: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let checks: Vec<&str> = v.iter().map(|f| f["checksum"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["valid", "invalid"]);
+    let real_only = tollgate(dir.path(), &["scan", "--skip-fakes", file.to_str().unwrap(), "--format", "json"]);
+    let v: Vec<Value> = serde_json::from_slice(&real_only.stdout).unwrap();
+    assert_eq!((v.len(), v[0]["line"].as_u64()), (1, Some(1)));
 
     // The kinds, for choosing what to turn off.
     let kinds = tollgate(dir.path(), &["scan", "--kinds", "--format", "json"]);

@@ -81,6 +81,8 @@ fn spec(id: String, kind: String, keywords: Vec<String>, regex: String, entropy:
         stopwords: Vec::new(),
         priority: 10,
         sample: None,
+        checksum: None,
+        country: None,
     }
 }
 

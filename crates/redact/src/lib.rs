@@ -49,6 +49,10 @@ pub struct RedactionConfig {
     /// Kinds not looked for (`email`, `phone`, `ipv4_public`, ...): every other kind is.
     #[serde(default)]
     pub off_kinds: Vec<String>,
+    /// Countries (ISO 3166 codes) whose national formats are looked for too: phone numbers written
+    /// without their country code. International numbers (`+49 ...`) are found whatever this says.
+    #[serde(default)]
+    pub countries: Vec<String>,
 }
 
 /// The placeholders of one request and the values they stand for.
@@ -428,7 +432,9 @@ pub fn load_scanner_where(
             message: "no rule finds this kind (`tollgate scan --kinds` lists them)".into(),
         });
     }
-    all.retain(|r| !config.off_kinds.contains(&r.kind) && keep(r));
+    let country_listed =
+        |r: &rules::Rule| r.country.as_ref().is_none_or(|c| config.countries.iter().any(|l| l.eq_ignore_ascii_case(c)));
+    all.retain(|r| !config.off_kinds.contains(&r.kind) && country_listed(r) && keep(r));
     let allow = config
         .allow
         .iter()
@@ -840,7 +846,7 @@ pub(crate) mod tests {
 
     /// Recall and precision on the labelled corpus, scored as its README says.
     #[test]
-    fn the_corpus_is_found_with_recall_and_precision_of_at_least_0_95() {
+    fn the_corpus_is_found_whole_with_no_false_alarm() {
         let dir = corpus_dir().join("secrets");
         let labels =
             std::fs::read_to_string(dir.join("labels.jsonl")).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -907,7 +913,7 @@ pub(crate) mod tests {
         println!(
             "corpus: recall {recall:.3} ({covered}/{labelled}), precision {precision:.3} ({true_findings}/{findings})"
         );
-        assert!(recall >= 0.95, "recall {recall:.3}; missed: {misses:#?}");
-        assert!(precision >= 0.95, "precision {precision:.3}; false positives: {false_positives:#?}");
+        assert!(misses.is_empty(), "recall {recall:.3}; missed: {misses:#?}");
+        assert!(false_positives.is_empty(), "precision {precision:.3}; false positives: {false_positives:#?}");
     }
 }

@@ -25,6 +25,10 @@ pub struct Reported {
     pub end_byte: usize,
     pub rule: String,
     pub kind: String,
+    /// `valid` or `invalid` for a format that carries a checksum: an invalid one is made up (a
+    /// test fixture, an example), though still masked by the gateway.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<&'static str>,
     #[serde(skip)]
     pub end_line: usize,
     #[serde(skip)]
@@ -66,6 +70,9 @@ pub fn scan_text(scanner: &Scanner, path: &str, text: &[u8], keep_line: &dyn Fn(
                 end_byte: f.end,
                 rule: rule.id.clone(),
                 kind: rule.kind.clone(),
+                checksum: rule
+                    .checksum
+                    .map(|c| if crate::scan::checksum_valid(c, &text[f.start..f.end]) { "valid" } else { "invalid" }),
                 end_line,
                 end_column,
                 preview: preview(&text[f.start..f.end]),
@@ -130,7 +137,8 @@ pub fn scan_files(scanner: &Scanner, files: &[PathBuf]) -> (Vec<Reported>, Vec<S
 pub fn text(findings: &[Reported]) -> String {
     let mut out = String::new();
     for f in findings {
-        out.push_str(&format!("{}:{}:{}: {} ({}): {}\n", f.path, f.line, f.column, f.rule, f.kind, f.preview));
+        let made_up = if f.checksum == Some("invalid") { " [checksum invalid: made up?]" } else { "" };
+        out.push_str(&format!("{}:{}:{}: {} ({}): {}{made_up}\n", f.path, f.line, f.column, f.rule, f.kind, f.preview));
     }
     out
 }
@@ -153,6 +161,7 @@ pub fn sarif(findings: &[Reported], scanner: &Scanner) -> Value {
                 "ruleId": f.rule,
                 "level": "error",
                 "message": {"text": format!("A {} was found: {}", f.kind, f.preview)},
+                "properties": {"checksum": f.checksum},
                 "locations": [{"physicalLocation": {
                     "artifactLocation": {"uri": f.path},
                     "region": {"startLine": f.line, "startColumn": f.column, "endLine": f.end_line, "endColumn": f.end_column,

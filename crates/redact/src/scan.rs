@@ -7,7 +7,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::bytes::Regex;
 
-use super::rules::{Category, Rule, Validate, Window};
+use super::rules::{Category, Checksum, Rule, Validate, Window};
 
 /// A finding: a byte range of the scanned text and the rule that found it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,14 +166,18 @@ impl Scanner {
         let mut found = Vec::new();
         for (r, list) in windows.iter().enumerate() {
             let rule = &self.rules[r];
+            if list.is_empty() {
+                continue;
+            }
+            let Some(regex) = rule.regex.regex() else { continue };
             for &(ws, we) in list {
                 let hay = &text[ws..we];
                 if rule.secret_group == 0 {
-                    for m in rule.regex.find_iter(hay) {
+                    for m in regex.find_iter(hay) {
                         self.consider(text, r, ws + m.start(), ws + m.end(), &mut found);
                     }
                 } else {
-                    for caps in rule.regex.captures_iter(hay) {
+                    for caps in regex.captures_iter(hay) {
                         // Rules with alternative groups take whichever matched.
                         let group = caps.get(rule.secret_group).or_else(|| (1..caps.len()).find_map(|g| caps.get(g)));
                         if let Some(g) = group {
@@ -481,6 +485,37 @@ pub fn mac_address(s: &str) -> bool {
         && !octets.iter().all(|o| o.eq_ignore_ascii_case("ff"))
 }
 
+/// Whether `s` carries a valid `c` checksum.
+pub fn checksum_valid(c: Checksum, s: &[u8]) -> bool {
+    match c {
+        Checksum::Crc32Base62 => {
+            const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+            if s.len() != 40 || s.get(3) != Some(&b'_') {
+                return false;
+            }
+            let (body, check) = (&s[4..34], &s[34..]);
+            let mut value: u64 = 0;
+            for b in check {
+                let Some(digit) = BASE62.iter().position(|x| x == b) else { return false };
+                value = value * 62 + digit as u64;
+            }
+            value == u64::from(crc32(body))
+        }
+    }
+}
+
+/// CRC-32 (IEEE 802.3, as zlib computes it).
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
 pub fn luhn(s: &str) -> bool {
     let digits: Vec<u32> = s.chars().filter_map(|c| c.to_digit(10)).collect();
     if !(13..=19).contains(&digits.len()) || digits.iter().all(|&d| d == digits[0]) {
@@ -666,6 +701,22 @@ mod tests {
         assert!(
             !mac_address("00:00:00:00:00:00") && !mac_address("ff:ff:ff:ff:ff:ff") && !mac_address("3c:22-fb:8a:10:4e")
         );
+    }
+
+    #[test]
+    fn github_and_npm_checksums_tell_real_tokens_from_made_up_ones() {
+        // Made with zlib's CRC32 apart from this code; the corpus's made-up tokens fail it.
+        for real in ["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", "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"] {
+            assert!(checksum_valid(Checksum::Crc32Base62, real.as_bytes()), "{real}");
+        }
+        for fake in [
+            "ghp_Ky9Pf34qY6Nb3wWD25RQ4F5ZR3qa7y3gm1IM",
+            "ghp_JN6U6PrPod6eWGP4xkGXY4nttSt2JxkSSVDM",
+            "ghp_Ky9Pf34qY6Nb3wWD25RQ4F5ZR3qa7y3gm1I",
+        ] {
+            assert!(!checksum_valid(Checksum::Crc32Base62, fake.as_bytes()), "{fake}");
+        }
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the standard check value");
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct Scan<'a> {
     pub paths: &'a [PathBuf],
     pub staged: bool,
     pub secrets_only: bool,
+    /// Leave out findings whose vendor checksum fails.
+    pub skip_fakes: bool,
     pub format: ScanFormat,
 }
 
@@ -50,7 +52,7 @@ pub fn kinds(loaded: &Loaded, rules: &[(String, String)], format: ScanFormat) ->
 
 pub fn run(loaded: &Loaded, rules: &[(String, String)], scan: &Scan<'_>) -> anyhow::Result<ExitCode> {
     use crate::redact::report;
-    let Scan { paths, staged, secrets_only, format } = *scan;
+    let Scan { paths, staged, secrets_only, skip_fakes, format } = *scan;
     let started = crate::utc::now_ms();
     let scanner = crate::redact::load_scanner_where(&loaded.config.redaction, rules, &|r| {
         !secrets_only || r.category == Category::Secret
@@ -79,6 +81,9 @@ pub fn run(loaded: &Loaded, rules: &[(String, String)], scan: &Scan<'_>) -> anyh
     }
     for s in &skipped {
         eprintln!("skipped {s}");
+    }
+    if skip_fakes {
+        findings.retain(|f| f.checksum != Some("invalid"));
     }
     match format {
         ScanFormat::Text => {

@@ -83,6 +83,9 @@ pub struct RedactionPolicy {
     /// The kinds a user may turn off (`redaction.off_kinds`); absent: none may be.
     #[serde(default)]
     pub off_kinds: Vec<String>,
+    /// Countries whose national formats everyone's redaction looks for (added to each user's).
+    #[serde(default)]
+    pub countries: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -13,6 +13,7 @@
 //! | `redaction.mode` | the least strict allowed | a stricter one applies; a looser one ignored |
 //! | `redaction.allow` | applies | ignored |
 //! | `redaction.off_kinds` | the kinds a user may turn off | only those stay off; others ignored |
+//! | `redaction.countries` | national formats looked for | more may be added |
 //! | `review.block_severity`, `on_error` | the least strict allowed | stricter applies |
 
 use serde::Serialize;
@@ -160,6 +161,11 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
         );
     }
     c.redaction.off_kinds = may;
+    for country in &p.redaction.countries {
+        if !c.redaction.countries.iter().any(|l| l.eq_ignore_ascii_case(country)) {
+            c.redaction.countries.push(country.clone());
+        }
+    }
 
     if let Some(ps) = p.review.block_severity
         && c.review.block_severity > ps
@@ -231,6 +237,7 @@ action = "block"
 mode = "mask"
 allow = ["^acme-fixture-[0-9]+$"]
 off_kinds = ["mac_address"]
+countries = ["DE"]
 [review]
 block_severity = "high"
 on_error = "closed"
@@ -242,6 +249,7 @@ on_error = "closed"
             r#"[redaction]
 mode = "block"
 off_kinds = ["mac_address"]
+countries = ["FR"]
 [review]
 block_severity = "medium"
 [providers.anthropic]
@@ -273,6 +281,7 @@ action = "warn"
         assert_eq!(c.budgets[0].limit_usd.unwrap().0, 3_000_000);
         assert_eq!(c.redaction.allow, ["^acme-fixture-[0-9]+$"]);
         assert_eq!(c.redaction.off_kinds, ["mac_address"], "a kind the policy lets users turn off");
+        assert_eq!(c.redaction.countries, ["FR", "DE"], "the policy's countries are added to the user's");
         assert_eq!(c.models.policy.len(), 3);
         let shown = loaded.show();
         assert!(shown.contains("review.on_error = \"closed\"  # policy git@example:acme/policy@c0ffee"), "{shown}");
