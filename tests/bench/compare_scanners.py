@@ -121,6 +121,7 @@ def main():
     ap.add_argument("--venv", required=True)
     ap.add_argument("--tollgate", required=True)
     ap.add_argument("--corpus", required=True)
+    ap.add_argument("--generated", help="a corpus drawn from tollgate's rule samples (tollgate-bench --scenario gen-corpus)")
     ap.add_argument("--source", required=True)
     ap.add_argument("--mb", type=float, default=20)
     args = ap.parse_args()
@@ -146,6 +147,15 @@ def main():
         per_100 = len(outside_tests(big)) * 100e6 / size
         print(f"{name:<15} {recall:>7.3f} {precision:>10.3f} {n:>9} {corpus_s:>9.2f} {src_s:>9.2f} {size / 1e6 / src_s:>8.1f} "
               f"{len(big):>16} {per_100:>22.1f}")
+    if args.generated:
+        generated = pathlib.Path(args.generated).resolve()
+        gen_spans = labelled(generated)
+        print(f"\ngenerated: {sum(len(v) for v in gen_spans.values())} fresh values over "
+              f"{len(list(generated.glob('*.txt')))} files (positives and placeholder negatives)\n")
+        print(f"{'scanner':<15} {'recall':>7} {'precision':>10} {'findings':>9}")
+        for name, run in TOOLS.items():
+            recall, precision, n = score(run(args, generated, out), gen_spans)
+            print(f"{name:<15} {recall:>7.3f} {precision:>10.3f} {n:>9}")
     shutil.rmtree(src, ignore_errors=True)
     shutil.rmtree(only_txt, ignore_errors=True)
 

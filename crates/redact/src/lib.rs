@@ -11,11 +11,9 @@
 pub mod formats;
 pub mod report;
 pub mod rules;
+pub mod samples;
 pub mod scan;
 pub mod stream;
-
-#[cfg(test)]
-mod generated;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

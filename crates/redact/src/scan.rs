@@ -49,7 +49,7 @@ const GLOBAL_ALLOW: &[&str] = &[
     r"^\{\{.*\}\}$",
     r"^<[^>]*>$",
     r"(?i)^(?:x+|\*+|\.+|-+|#+)$",
-    r"(?i)xxxx|\*\*\*\*",
+    r"xxxx|XXXX|\*\*\*\*",
     r"(?i)example|placeholder|changeme|change_me|dummy|redacted|your[_-]?(?:api[_-]?)?(?:key|token|secret|password)",
     r"(?i)os\.environ|process\.env|getenv|ENV\[|\$\{|\$\(|\{\{|secrets\.|vault:|ssm:|keyring",
     r"^TOLLGATE_[A-Z0-9_]+_[0-9]+$",

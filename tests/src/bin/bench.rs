@@ -19,6 +19,10 @@
 //! 3.6 kB system text, 12 tools): Chat Completions (the baseline), an Anthropic pass-through (cache
 //! marks, thinking, betas), the Responses API passed through and translated to Anthropic.
 //!
+//! `--scenario gen-corpus --path DIR` writes a labelled corpus of fresh positives and placeholder
+//! negatives for every rule with a sample (`TOLLGATE_SEED` chooses the draw), in
+//! `shared/corpus/secrets`' layout, for `tests/bench/compare-scanners.sh`.
+//!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
 use std::sync::Arc;
@@ -210,6 +214,26 @@ fn scan(path: Option<std::path::PathBuf>) {
         compiled as f64 / 1024.0,
         after as f64 / 1024.0
     );
+}
+
+/// A labelled corpus drawn from the secret rules' samples, written to `dir` (files and labels.jsonl).
+fn gen_corpus(dir: Option<std::path::PathBuf>) {
+    let dir = dir.expect("--path DIR: where to write the corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let seed = std::env::var("TOLLGATE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x7011_6A7E);
+    // Secrets only: the scanners compared look for nothing else.
+    let mut rules = tollgate::redact::rules::built_in();
+    rules.retain(|r| r.category == tollgate::redact::rules::Category::Secret);
+    let cases = tollgate::redact::samples::corpus(&rules, seed, 2);
+    let mut labels = String::new();
+    for case in &cases {
+        std::fs::write(dir.join(&case.file), &case.text).unwrap();
+        let secrets: Vec<_> = case.labels.iter().map(|(kind, value)| json!({"kind": kind, "value": value})).collect();
+        labels.push_str(&json!({"file": case.file, "secrets": secrets}).to_string());
+        labels.push('\n');
+    }
+    std::fs::write(dir.join("labels.jsonl"), labels).unwrap();
+    println!("gen-corpus: {} files (seed {seed}) in {}", cases.len(), dir.display());
 }
 
 /// Time to mask a prompt (scan and replace) and restore its answer, p50 and p99.
@@ -600,6 +624,7 @@ async fn main() {
     match args.scenario.as_str() {
         "db-size" => return db_size().await,
         "scan" => return scan(args.path),
+        "gen-corpus" => return gen_corpus(args.path),
         "redact" => return redact(),
         "review" => return review(if args.provider_delay_ms == 0 { 500 } else { args.provider_delay_ms }).await,
         "lsp" => return lsp().await,
