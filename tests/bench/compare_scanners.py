@@ -17,9 +17,9 @@ import time
 
 
 def tollgate(args, target, out):
-    # Secrets only, as the others look for: personal data (authors' emails) is not compared.
-    r = subprocess.run([args.tollgate, "scan", "--secrets-only", str(target), "--format", "json"],
-                       capture_output=True, text=True)
+    # The labelled corpus labels personal data too; elsewhere secrets only, as the others look for.
+    only = [] if target.name.startswith("corpus-") else ["--secrets-only"]
+    r = subprocess.run([args.tollgate, "scan", *only, str(target), "--format", "json"], capture_output=True, text=True)
     return [(f["path"], f["line"], f["line"]) for f in json.loads(r.stdout or "[]")]
 
 

@@ -1,6 +1,7 @@
-//! Rule files other scanners use, so that a team's existing rules come along: Kingfisher's YAML
-//! rules (`rules:` with `pattern`, `min_entropy`, `examples`) and TruffleHog's custom detectors
-//! (`detectors:` with `keywords` and named `regex`es). Both are YAML (or JSON, which YAML reads).
+//! Rule files of every format tollgate reads ([`load_file`]): its own and gitleaks' TOML (in
+//! [`crate::rules`]), and, so that a team's existing rules come along, Kingfisher's YAML rules
+//! (`rules:` with `pattern`, `min_entropy`, `examples`) and TruffleHog's custom detectors
+//! (`detectors:` with `keywords` and named `regex`es), YAML or JSON.
 //! What tollgate cannot use is reported, not fatal: live validation is dropped (tollgate never
 //! sends a value anywhere to check it), rules marked not visible are skipped.
 
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use crate::rules::{Category, Rule, RuleError, RuleSpec, Window};
 
 /// Rules loaded from another scanner's file, and the ones left out with why.
-pub struct Loaded {
+pub struct Imported {
     pub rules: Vec<Rule>,
     pub skipped: Vec<(String, String)>,
 }
@@ -100,9 +101,9 @@ fn yaml_error(origin: &str, e: impl std::fmt::Display) -> RuleError {
 
 /// Kingfisher's rules. A pattern Rust's regex engine does not take, or one that misses its own
 /// examples, is skipped and reported.
-pub fn parse_kingfisher(text: &str, origin: &str) -> Result<Loaded, RuleError> {
+pub fn parse_kingfisher(text: &str, origin: &str) -> Result<Imported, RuleError> {
     let file: KingfisherFile = yaml_serde::from_str(text).map_err(|e| yaml_error(origin, e))?;
-    let mut out = Loaded { rules: Vec::new(), skipped: Vec::new() };
+    let mut out = Imported { rules: Vec::new(), skipped: Vec::new() };
     for r in file.rules {
         if !r.visible {
             out.skipped.push((r.id, "not visible (a helper for another rule's validation)".into()));
@@ -126,9 +127,9 @@ pub fn parse_kingfisher(text: &str, origin: &str) -> Result<Loaded, RuleError> {
 }
 
 /// TruffleHog's custom detectors: one rule per named regex.
-pub fn parse_trufflehog(text: &str, origin: &str) -> Result<Loaded, RuleError> {
+pub fn parse_trufflehog(text: &str, origin: &str) -> Result<Imported, RuleError> {
     let file: TrufflehogFile = yaml_serde::from_str(text).map_err(|e| yaml_error(origin, e))?;
-    let mut out = Loaded { rules: Vec::new(), skipped: Vec::new() };
+    let mut out = Imported { rules: Vec::new(), skipped: Vec::new() };
     for d in file.detectors {
         for (name, pattern) in &d.regex {
             let id = format!("{}.{name}", d.name);
@@ -145,7 +146,7 @@ pub fn parse_trufflehog(text: &str, origin: &str) -> Result<Loaded, RuleError> {
 }
 
 /// A YAML (or JSON) rule file of either scanner, by its top-level key.
-pub fn parse_yaml(text: &str, origin: &str) -> Result<Loaded, RuleError> {
+pub fn parse_yaml(text: &str, origin: &str) -> Result<Imported, RuleError> {
     let top: yaml_serde::Value = yaml_serde::from_str(text).map_err(|e| yaml_error(origin, e))?;
     if top.get("detectors").is_some() {
         parse_trufflehog(text, origin)
@@ -153,6 +154,32 @@ pub fn parse_yaml(text: &str, origin: &str) -> Result<Loaded, RuleError> {
         parse_kingfisher(text, origin)
     } else {
         Err(yaml_error(origin, "neither Kingfisher rules (`rules:`) nor TruffleHog detectors (`detectors:`)"))
+    }
+}
+
+/// Loads a rule file by its name and shape: YAML or JSON (`.yaml`, `.yml`, `.json`) is
+/// Kingfisher's or TruffleHog's; TOML is gitleaks' (`[[rules]]`) or ours (`[[rule]]`).
+pub fn load_file(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
+    if [".yaml", ".yml", ".json"].iter().any(|ext| origin.to_ascii_lowercase().ends_with(ext)) {
+        let load = parse_yaml(text, origin)?;
+        for (id, why) in &load.skipped {
+            tracing::warn!(origin, id, why, "rule skipped");
+        }
+        return Ok(load.rules);
+    }
+    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| RuleError {
+        origin: origin.into(),
+        id: String::new(),
+        message: e.to_string(),
+    })?;
+    if value.contains_key("rules") {
+        let load = crate::rules::parse_gitleaks(text, origin)?;
+        for (id, why) in &load.skipped {
+            tracing::debug!(origin, id, why, "gitleaks rule skipped");
+        }
+        Ok(load.rules)
+    } else {
+        crate::rules::parse_tollgate(text, origin)
     }
 }
 

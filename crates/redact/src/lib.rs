@@ -418,10 +418,10 @@ pub fn load_scanner_where(
             id: String::new(),
             message: e.to_string(),
         })?;
-        all.extend(rules::load_file(&text, &origin)?);
+        all.extend(formats::load_file(&text, &origin)?);
     }
     for (origin, text) in extra {
-        all.extend(rules::load_file(text, origin)?);
+        all.extend(formats::load_file(text, origin)?);
     }
     if let Some(unknown) = config.off_kinds.iter().find(|k| !all.iter().any(|r| &r.kind == *k)) {
         return Err(rules::RuleError {

@@ -365,32 +365,6 @@ pub fn parse_gitleaks(text: &str, origin: &str) -> Result<GitleaksLoad, RuleErro
     Ok(GitleaksLoad { rules, skipped })
 }
 
-/// Loads a rule file by its name and shape: YAML or JSON (`.yaml`, `.yml`, `.json`) is
-/// Kingfisher's or TruffleHog's; TOML is gitleaks' (`[[rules]]`) or ours (`[[rule]]`).
-pub fn load_file(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> {
-    if [".yaml", ".yml", ".json"].iter().any(|ext| origin.to_ascii_lowercase().ends_with(ext)) {
-        let load = crate::formats::parse_yaml(text, origin)?;
-        for (id, why) in &load.skipped {
-            tracing::warn!(origin, id, why, "rule skipped");
-        }
-        return Ok(load.rules);
-    }
-    let value: toml::Table = text.parse().map_err(|e: toml::de::Error| RuleError {
-        origin: origin.into(),
-        id: String::new(),
-        message: e.to_string(),
-    })?;
-    if value.contains_key("rules") {
-        let load = parse_gitleaks(text, origin)?;
-        for (id, why) in &load.skipped {
-            tracing::debug!(origin, id, why, "gitleaks rule skipped");
-        }
-        Ok(load.rules)
-    } else {
-        parse_tollgate(text, origin)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

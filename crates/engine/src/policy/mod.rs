@@ -173,7 +173,7 @@ impl Policy {
         let rules: Vec<(String, String)> =
             snap.files.iter().filter(|(p, _)| p.starts_with("rules/")).map(|(p, t)| (p.clone(), t.clone())).collect();
         for (path, text) in &rules {
-            if let Err(e) = crate::redact::rules::load_file(text, path) {
+            if let Err(e) = crate::redact::formats::load_file(text, path) {
                 // TOML errors say "at line N, column M"; a rule's own error names the rule.
                 let at = toml_position(&e.message);
                 let (line, column) = at
