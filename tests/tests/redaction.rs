@@ -106,6 +106,21 @@ async fn providers_see_placeholders_and_callers_get_their_values_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn names_a_team_lists_are_masked_and_come_back_in_the_answer() {
+    let (a, d) = setup("[redaction]\nmode = \"mask\"\nnames = [\"Ingrid Nakamura-Ruiz\"]").await;
+    let prompt = "Write a thank-you note to ingrid nakamura-ruiz for the release.";
+    let body = json!({"model": "oa/gpt-4.1", "messages": [{"role": "user", "content": prompt}]});
+    let r = d.client().post(d.url("/v1/chat/completions")).json(&body).send().await.unwrap();
+    assert_eq!(header(&r, "x-tollgate-redactions"), "person_name=1");
+    let v: Value = r.json().await.unwrap();
+    assert!(v["choices"][0]["message"]["content"].as_str().unwrap().ends_with(prompt), "{v}");
+    assert_eq!(
+        a.requests()[0].body["messages"][0]["content"],
+        "Write a thank-you note to TOLLGATE_PERSON_NAME_1 for the release."
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_placeholder_in_a_url_stays_a_placeholder_and_tool_arguments_are_restored() {
     let (a, d) = setup("").await;
     a.script([Behaviour {

@@ -51,6 +51,39 @@ pub struct RedactionConfig {
     /// without their country code. International numbers (`+49 ...`) are found whatever this says.
     #[serde(default)]
     pub countries: Vec<String>,
+    /// Names of people masked wherever they appear (any case): a team's own list. Names are never
+    /// guessed, so none are looked for by default.
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+/// The rule that finds the configured names (kind `person_name`), or none without names.
+fn names_rule(names: &[String]) -> Result<Option<rules::Rule>, rules::RuleError> {
+    let names: Vec<&str> = names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let alternation: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
+    let spec = rules::RuleSpec {
+        id: "person-name".into(),
+        kind: "person_name".into(),
+        category: rules::Category::Personal,
+        keywords: names.iter().map(|n| n.to_string()).collect(),
+        // Letters on either side make it part of another word (`Anna` in `Annabelle`).
+        regex: format!(r"(?i)(?:^|[^\p{{L}}\p{{N}}_])({})(?:[^\p{{L}}\p{{N}}_]|$)", alternation.join("|")),
+        secret_group: 1,
+        entropy: None,
+        window: rules::Window::Line,
+        validate: None,
+        allow: Vec::new(),
+        allow_line: Vec::new(),
+        stopwords: Vec::new(),
+        priority: 8,
+        sample: None,
+        checksum: None,
+        country: None,
+    };
+    spec.compile("redaction.names").map(Some)
 }
 
 /// The placeholders of one request and the values they stand for.
@@ -423,6 +456,7 @@ pub fn load_scanner_where(
     for (origin, text) in extra {
         all.extend(formats::load_file(text, origin)?);
     }
+    all.extend(names_rule(&config.names)?);
     if let Some(unknown) = config.off_kinds.iter().find(|k| !all.iter().any(|r| &r.kind == *k)) {
         return Err(rules::RuleError {
             origin: "redaction.off_kinds".into(),
@@ -663,6 +697,30 @@ pub(crate) mod tests {
 
     fn redactor() -> Redactor {
         Redactor::new(Arc::new(Scanner::new(rules::built_in())))
+    }
+
+    #[test]
+    fn names_are_masked_only_where_listed_whole_words_in_any_case() {
+        let config = |names: &[&str]| RedactionConfig {
+            mode: Mode::Mask,
+            rule_files: Vec::new(),
+            allow: Vec::new(),
+            off_kinds: Vec::new(),
+            countries: Vec::new(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+        };
+        let none = load_scanner(&config(&[]), &[]).unwrap();
+        assert!(none.rules().iter().all(|r| r.kind != "person_name"), "no names, no rule");
+        let s = load_scanner(&config(&["Raj Patel", "José Álvarez", " "]), &[]).unwrap();
+        let found = |text: &str| -> Vec<String> {
+            s.scan(text.as_bytes())
+                .iter()
+                .filter(|f| s.rule(f.rule).kind == "person_name")
+                .map(|f| text[f.start..f.end].to_string())
+                .collect()
+        };
+        assert_eq!(found("ask raj patel or JOSÉ ÁLVAREZ."), ["raj patel", "JOSÉ ÁLVAREZ"]);
+        assert!(found("rajpatel and Raj Patelson and xJosé Álvarez").is_empty(), "part of another word");
     }
 
     #[test]

@@ -86,6 +86,9 @@ pub struct RedactionPolicy {
     /// Countries whose national formats everyone's redaction looks for (added to each user's).
     #[serde(default)]
     pub countries: Vec<String>,
+    /// Names of people everyone's redaction masks (added to each user's list).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]

@@ -13,7 +13,7 @@
 //! | `redaction.mode` | the least strict allowed | a stricter one applies; a looser one ignored |
 //! | `redaction.allow` | applies | ignored |
 //! | `redaction.off_kinds` | the kinds a user may turn off | only those stay off; others ignored |
-//! | `redaction.countries` | national formats looked for | more may be added |
+//! | `redaction.countries`, `redaction.names` | looked for | more may be added |
 //! | `review.block_severity`, `on_error` | the least strict allowed | stricter applies |
 
 use serde::Serialize;
@@ -161,9 +161,13 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
         );
     }
     c.redaction.off_kinds = may;
-    for country in &p.redaction.countries {
-        if !c.redaction.countries.iter().any(|l| l.eq_ignore_ascii_case(country)) {
-            c.redaction.countries.push(country.clone());
+    for (theirs, ours) in
+        [(&p.redaction.countries, &mut c.redaction.countries), (&p.redaction.names, &mut c.redaction.names)]
+    {
+        for value in theirs {
+            if !ours.iter().any(|l| l.eq_ignore_ascii_case(value)) {
+                ours.push(value.clone());
+            }
         }
     }
 
@@ -238,6 +242,7 @@ mode = "mask"
 allow = ["^acme-fixture-[0-9]+$"]
 off_kinds = ["mac_address"]
 countries = ["DE"]
+names = ["Raj Patel"]
 [review]
 block_severity = "high"
 on_error = "closed"
@@ -282,6 +287,7 @@ action = "warn"
         assert_eq!(c.redaction.allow, ["^acme-fixture-[0-9]+$"]);
         assert_eq!(c.redaction.off_kinds, ["mac_address"], "a kind the policy lets users turn off");
         assert_eq!(c.redaction.countries, ["FR", "DE"], "the policy's countries are added to the user's");
+        assert_eq!(c.redaction.names, ["Raj Patel"], "and its names");
         assert_eq!(c.models.policy.len(), 3);
         let shown = loaded.show();
         assert!(shown.contains("review.on_error = \"closed\"  # policy git@example:acme/policy@c0ffee"), "{shown}");
