@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::rules::{Category, Rule, RuleError, RuleSpec, Window};
+use crate::rules::{Rule, RuleError, RuleSpec};
 
 /// Rules loaded from another scanner's file, and the ones left out with why.
 pub struct Imported {
@@ -67,24 +67,7 @@ fn kind_of(name: &str) -> String {
 }
 
 fn spec(id: String, kind: String, keywords: Vec<String>, regex: String, entropy: Option<f64>) -> RuleSpec {
-    RuleSpec {
-        id,
-        kind,
-        category: Category::Secret,
-        keywords,
-        regex,
-        secret_group: 0,
-        entropy,
-        window: Window::Line,
-        validate: None,
-        allow: Vec::new(),
-        allow_line: Vec::new(),
-        stopwords: Vec::new(),
-        priority: 10,
-        sample: None,
-        checksum: None,
-        country: None,
-    }
+    RuleSpec { keywords, entropy, ..RuleSpec::new(id, kind, regex) }
 }
 
 /// The first capture group holds the secret where there is one, as both scanners take it.

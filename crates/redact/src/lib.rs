@@ -65,23 +65,16 @@ fn names_rule(names: &[String]) -> Result<Option<rules::Rule>, rules::RuleError>
     }
     let alternation: Vec<String> = names.iter().map(|n| regex::escape(n)).collect();
     let spec = rules::RuleSpec {
-        id: "person-name".into(),
-        kind: "person_name".into(),
         category: rules::Category::Personal,
         keywords: names.iter().map(|n| n.to_string()).collect(),
-        // Letters on either side make it part of another word (`Anna` in `Annabelle`).
-        regex: format!(r"(?i)(?:^|[^\p{{L}}\p{{N}}_])({})(?:[^\p{{L}}\p{{N}}_]|$)", alternation.join("|")),
         secret_group: 1,
-        entropy: None,
-        window: rules::Window::Line,
-        validate: None,
-        allow: Vec::new(),
-        allow_line: Vec::new(),
-        stopwords: Vec::new(),
         priority: 8,
-        sample: None,
-        checksum: None,
-        country: None,
+        // Letters on either side make it part of another word (`Anna` in `Annabelle`).
+        ..rules::RuleSpec::new(
+            "person-name",
+            "person_name",
+            format!(r"(?i)(?:^|[^\p{{L}}\p{{N}}_])({})(?:[^\p{{L}}\p{{N}}_]|$)", alternation.join("|")),
+        )
     };
     spec.compile("redaction.names").map(Some)
 }

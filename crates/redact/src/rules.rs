@@ -200,6 +200,29 @@ pub fn compile(pattern: &str) -> Result<Regex, regex::Error> {
 }
 
 impl RuleSpec {
+    /// A secret rule with every optional field at its default, for rules made in code (other
+    /// scanners' formats, the configured names).
+    pub fn new(id: impl Into<String>, kind: impl Into<String>, regex: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            kind: kind.into(),
+            category: Category::Secret,
+            keywords: Vec::new(),
+            regex: regex.into(),
+            secret_group: 0,
+            entropy: None,
+            window: Window::Line,
+            validate: None,
+            allow: Vec::new(),
+            allow_line: Vec::new(),
+            stopwords: Vec::new(),
+            priority: ten(),
+            sample: None,
+            checksum: None,
+            country: None,
+        }
+    }
+
     pub fn compile(self, origin: &str) -> Result<Rule, RuleError> {
         let err = |message: String| RuleError { origin: origin.to_string(), id: self.id.clone(), message };
         let regex = Pattern::new(&self.regex).map_err(|e| err(format!("bad regex: {e}")))?;
@@ -331,22 +354,11 @@ pub fn parse_gitleaks(text: &str, origin: &str) -> Result<GitleaksLoad, RuleErro
         let kind: String =
             r.id.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).collect();
         let spec = RuleSpec {
-            id: r.id.clone(),
-            kind,
-            category: Category::Secret,
             keywords: r.keywords,
-            regex: pattern,
             secret_group: r.secret_group.unwrap_or(0),
             entropy: r.entropy,
-            window: Window::Line,
-            validate: None,
-            allow: Vec::new(),
-            allow_line: Vec::new(),
             stopwords,
-            priority: 10,
-            sample: None,
-            checksum: None,
-            country: None,
+            ..RuleSpec::new(r.id.clone(), kind, pattern)
         };
         let mut compiled = match spec.compile(origin) {
             Ok(c) => c,
