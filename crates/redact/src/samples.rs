@@ -1,6 +1,6 @@
 //! Fresh positives for every rule that has a `sample`: random bodies in the rule's alphabet and
 //! length, drawn from a seed, placed in the contexts secrets turn up in (code, JSON, YAML, .env and
-//! shell, logs, stack traces, Markdown, URLs). The tests require each to be found as its rule's
+//! shell, shell history, logs, stack traces, Markdown, URLs). The tests require each to be found as its rule's
 //! kind, exactly where it is; [`corpus`] writes them as a labelled corpus in `shared/corpus`'s
 //! layout, so that other scanners can be measured on data no rule was written against.
 
@@ -114,6 +114,7 @@ pub fn contexts(sample: &str, carries_context: bool) -> Vec<(String, String)> {
                 ("2026-11-30T10:00:00Z WARN retrying with ", " after 401\n"),
                 ("    at Client.connect (client.js:42:7) credential='", "'\n"),
                 ("Use `", "` for the staging account.\n"),
+                ("  503  curl -s -H 'X-Token: ", "' https://api.acme.io/v1/items\n"),
             ]
             .map(|(a, b)| (a.to_string(), b.to_string())),
         );

@@ -720,6 +720,36 @@ mod tests {
     }
 
     #[test]
+    fn a_card_number_is_found_whatever_punctuation_stands_around_it() {
+        let s = Scanner::new(crate::rules::built_in());
+        let card = "4111 1111 1111 1111";
+        for (before, after) in [
+            ("(", ")"),
+            ("[", "]."),
+            ("card=", ";"),
+            ("\"", "\","),
+            ("Nr.", " ok"),
+            ("no-", "!"),
+            ("#", "?"),
+            ("'", "'"),
+            ("", ""),
+        ] {
+            let text = format!("{before}{card}{after}");
+            let found: Vec<&str> = s
+                .scan(text.as_bytes())
+                .iter()
+                .filter(|f| s.rule(f.rule).kind == "credit_card")
+                .map(|f| &text[f.start..f.end])
+                .collect();
+            assert_eq!(found, [card], "{text:?}");
+        }
+        // The tail of a decimal or a version is not a card.
+        for not in ["3.4111111111111111", "v2-4111111111111111", "x4111111111111111"] {
+            assert!(s.scan(not.as_bytes()).iter().all(|f| s.rule(f.rule).kind != "credit_card"), "{not}");
+        }
+    }
+
+    #[test]
     fn entropy_tells_random_from_repetitive() {
         assert!(entropy(b"xxxxxxxxxxxxxxxx") < 0.1);
         assert!(entropy(b"riGp_58WAm-dX3a5IDnO") > 3.5);
