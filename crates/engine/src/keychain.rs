@@ -60,15 +60,26 @@ pub fn key_origin(keychain: Option<&Keychain>, provider: &str) -> Option<KeyOrig
     }
 }
 
-/// What a status report says of a provider's key found at `origin` (`local`: a provider that needs
-/// none).
-pub fn credentials(origin: Option<KeyOrigin>, local: bool) -> tollgate_protocol::Credentials {
+/// What a status report says of provider `name`: its kind, address (secrets in it masked), whether
+/// it is local, and where its key was found (`origin`).
+pub fn provider_status(
+    name: &str,
+    p: &crate::providers::ProviderConfig,
+    origin: Option<KeyOrigin>,
+) -> tollgate_protocol::status::ProviderStatus {
     use tollgate_protocol::Credentials;
-    match origin {
-        Some(KeyOrigin::Keychain) => Credentials::Keychain,
-        Some(KeyOrigin::Environment) => Credentials::Environment,
-        None if local => Credentials::NotNeeded,
-        None => Credentials::Missing,
+    tollgate_protocol::status::ProviderStatus {
+        name: name.to_string(),
+        kind: p.kind.as_str().to_string(),
+        base_url: Some(p.shown_base_url()),
+        local: p.is_local(),
+        enabled: p.enabled,
+        credentials: match origin {
+            Some(KeyOrigin::Keychain) => Credentials::Keychain,
+            Some(KeyOrigin::Environment) => Credentials::Environment,
+            None if p.is_local() => Credentials::NotNeeded,
+            None => Credentials::Missing,
+        },
     }
 }
 

@@ -70,14 +70,6 @@ fn spec(id: String, kind: String, keywords: Vec<String>, regex: String, entropy:
     RuleSpec { keywords, entropy, ..RuleSpec::new(id, kind, regex) }
 }
 
-/// The first capture group holds the secret where there is one, as both scanners take it.
-fn with_secret_group(mut rule: Rule) -> Rule {
-    if rule.regex.captures_len() > 1 {
-        rule.secret_group = 1;
-    }
-    rule
-}
-
 fn yaml_error(origin: &str, e: impl std::fmt::Display) -> RuleError {
     RuleError { origin: origin.into(), id: String::new(), message: e.to_string() }
 }
@@ -94,7 +86,7 @@ pub fn parse_kingfisher(text: &str, origin: &str) -> Result<Imported, RuleError>
         }
         let kind = kind_of(r.name.as_deref().unwrap_or(&r.id));
         let rule = match spec(r.id.clone(), kind, Vec::new(), r.pattern, r.min_entropy).compile(origin) {
-            Ok(rule) => with_secret_group(rule),
+            Ok(rule) => rule.first_group_as_secret(),
             Err(e) => {
                 out.skipped.push((r.id, e.message));
                 continue;
@@ -120,7 +112,7 @@ pub fn parse_trufflehog(text: &str, origin: &str) -> Result<Imported, RuleError>
             spec.stopwords = d.exclude_words.clone();
             spec.allow = d.exclude_regexes_match.clone();
             match spec.compile(origin) {
-                Ok(rule) => out.rules.push(with_secret_group(rule)),
+                Ok(rule) => out.rules.push(rule.first_group_as_secret()),
                 Err(e) => out.skipped.push((id, e.message)),
             }
         }

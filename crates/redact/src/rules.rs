@@ -162,6 +162,17 @@ impl Pattern {
     }
 }
 
+impl Rule {
+    /// The first capture group as the secret where the pattern has one, as gitleaks, Kingfisher and
+    /// TruffleHog read a rule that does not say.
+    pub fn first_group_as_secret(mut self) -> Self {
+        if self.regex.captures_len() > 1 {
+            self.secret_group = 1;
+        }
+        self
+    }
+}
+
 /// A loaded rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
@@ -368,8 +379,8 @@ pub fn parse_gitleaks(text: &str, origin: &str) -> Result<GitleaksLoad, RuleErro
             }
         };
         // gitleaks takes the first group when secretGroup is unset and groups exist.
-        if r.secret_group.is_none() && compiled.regex.captures_len() > 1 {
-            compiled.secret_group = 1;
+        if r.secret_group.is_none() {
+            compiled = compiled.first_group_as_secret();
         }
         compiled.allow = allow.iter().filter_map(|a| compile(a).ok()).collect();
         rules.push(compiled);

@@ -129,6 +129,12 @@ pub fn sampled(rules: &[Rule]) -> Vec<&Rule> {
     rules.iter().filter(|r| r.sample.is_some()).collect()
 }
 
+/// The same shape with a placeholder body: letters and digits become `x` (`ghp_xxxx...`,
+/// `xxxxxxxx-xxxx-...`).
+pub fn placeholder(secret: &str) -> String {
+    secret.chars().map(|c| if c.is_ascii_alphanumeric() { 'x' } else { c }).collect()
+}
+
 /// One file of a generated corpus: its text and the labelled values in it.
 pub struct Case {
     pub file: String,
@@ -155,8 +161,7 @@ pub fn corpus(rules: &[Rule], seed: u64, per_rule: usize) -> Vec<Case> {
                 text: format!("{before}{sample}{after}"),
                 labels: vec![(rule.kind.clone(), sample[secret.clone()].to_string())],
             });
-            let placeholder: String =
-                sample[secret.clone()].chars().map(|c| if c.is_ascii_alphanumeric() { 'x' } else { c }).collect();
+            let placeholder = placeholder(&sample[secret.clone()]);
             out.push(Case {
                 file: format!("neg_{:05}_{}.txt", n + 1, rule.kind),
                 text: format!("{before}{}{placeholder}{}{after}", &sample[..secret.start], &sample[secret.end..]),
@@ -220,10 +225,8 @@ mod tests {
         let mut wrong = Vec::new();
         for rule in sampled(scanner.rules()) {
             let (sample, secret) = draw(rule, &mut rng);
-            // The secret's letters and digits become x: `ghp_xxxx...`, `xxxxxxxx-xxxx-...`.
-            let placeholder: String =
-                sample[secret.clone()].chars().map(|c| if c.is_ascii_alphanumeric() { 'x' } else { c }).collect();
-            let text = format!("{}{placeholder}{}", &sample[..secret.start], &sample[secret.end..]);
+            let text =
+                format!("{}{}{}", &sample[..secret.start], placeholder(&sample[secret.clone()]), &sample[secret.end..]);
             for f in scanner.scan(text.as_bytes()) {
                 let hit = scanner.rule(f.rule);
                 if hit.category == rules::Category::Secret {

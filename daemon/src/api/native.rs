@@ -24,20 +24,13 @@ pub async fn healthz(State(state): State<super::State>) -> Response {
 
 /// Providers (with credential presence, never a value), target health, version and uptime.
 pub async fn status(State(state): State<super::State>) -> Response {
-    use tollgate_protocol::status::{DaemonStatus, DatabaseStatus, KeychainStatus, ProviderStatus};
+    use tollgate_protocol::status::{DaemonStatus, DatabaseStatus, KeychainStatus};
     let gw = &state.gateway;
     let rt = gw.runtime();
     let mut providers = Vec::new();
     for (name, p) in &rt.config.providers {
         let origin = gw.credentials.get(name).await.map(|(_, origin)| origin);
-        providers.push(ProviderStatus {
-            name: name.clone(),
-            kind: p.kind.as_str().to_string(),
-            base_url: Some(p.shown_base_url()),
-            local: p.is_local(),
-            enabled: p.enabled,
-            credentials: crate::keychain::credentials(origin, p.is_local()),
-        });
+        providers.push(crate::keychain::provider_status(name, p, origin));
     }
     axum::Json(DaemonStatus {
         version: env!("CARGO_PKG_VERSION").to_string(),

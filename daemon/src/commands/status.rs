@@ -28,12 +28,9 @@ pub fn run(config: Option<&PathBuf>, paths: &Paths, json: bool) -> anyhow::Resul
             .providers
             .iter()
             .map(|(name, p)| ProviderStatus {
-                name: name.clone(),
-                kind: p.kind.as_str().to_string(),
+                // What a daemon started here would report, less the address it alone shows.
                 base_url: None,
-                local: p.is_local(),
-                enabled: p.enabled,
-                credentials: keychain::credentials(keychain::key_origin(keychain.as_ref().ok(), name), p.is_local()),
+                ..keychain::provider_status(name, p, keychain::key_origin(keychain.as_ref().ok(), name))
             })
             .collect(),
     };
