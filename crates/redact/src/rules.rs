@@ -51,6 +51,9 @@ pub enum Checksum {
     /// GitHub's and npm's: the CRC32 of the 30 characters after the 4-character prefix, as six
     /// base62 digits at the end.
     Crc32Base62,
+    /// PyPI's: the token is a macaroon (v2 binary, URL-safe base64) whose structure must parse
+    /// whole; its HMAC signature only PyPI can check.
+    PypiMacaroon,
 }
 
 /// One rule in tollgate's format.

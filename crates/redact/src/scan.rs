@@ -489,19 +489,107 @@ pub fn mac_address(s: &str) -> bool {
 pub fn checksum_valid(c: Checksum, s: &[u8]) -> bool {
     match c {
         Checksum::Crc32Base62 => {
-            const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-            if s.len() != 40 || s.get(3) != Some(&b'_') {
-                return false;
-            }
-            let (body, check) = (&s[4..34], &s[34..]);
-            let mut value: u64 = 0;
-            for b in check {
-                let Some(digit) = BASE62.iter().position(|x| x == b) else { return false };
-                value = value * 62 + digit as u64;
-            }
-            value == u64::from(crc32(body))
+            s.len() == 40 && s.get(3) == Some(&b'_') && s[34..] == crc32_base62_tail(&s[4..34])
+        }
+        Checksum::PypiMacaroon => {
+            s.strip_prefix(b"pypi-").and_then(base64url_decode).is_some_and(|m| macaroon_v2(&m))
         }
     }
+}
+
+/// The six base62 digits GitHub and npm append to a token: the CRC32 of its body.
+pub fn crc32_base62_tail(body: &[u8]) -> [u8; 6] {
+    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut value = crc32(body);
+    let mut tail = [b'0'; 6];
+    for digit in tail.iter_mut().rev() {
+        *digit = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    tail
+}
+
+/// URL-safe base64 without padding (what PyPI tokens use), or `None` for anything else.
+fn base64url_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let sextet = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as u32)
+    };
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= sextet(c)? << (18 - 6 * i);
+        }
+        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
+    }
+    Some(out)
+}
+
+/// Whether `m` is a whole macaroon in libmacaroons' v2 binary form: version 2, an optional
+/// location, an identifier, the caveats (each an optional location, an identifier and an optional
+/// verification id), and a 32-byte signature, with nothing left over. The signature itself is an
+/// HMAC only PyPI can check; the structure is what a random or truncated body does not have.
+fn macaroon_v2(m: &[u8]) -> bool {
+    fn varint(m: &[u8], at: &mut usize) -> Option<usize> {
+        let mut value = 0usize;
+        for shift in (0..35).step_by(7) {
+            let b = *m.get(*at)?;
+            *at += 1;
+            value |= usize::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    /// A field of `kind` at `at` (consumed, with its length), if one is there.
+    fn field(m: &[u8], at: &mut usize, kind: u8) -> Option<usize> {
+        if m.get(*at) != Some(&kind) {
+            return None;
+        }
+        let mut pos = *at + 1;
+        let len = varint(m, &mut pos)?;
+        let end = pos.checked_add(len).filter(|&e| e <= m.len())?;
+        *at = end;
+        Some(len)
+    }
+    /// location?, identifier, extra?, end of section.
+    fn section(m: &[u8], at: &mut usize, extra: u8) -> bool {
+        field(m, at, 1);
+        if field(m, at, 2).is_none() {
+            return false;
+        }
+        if extra != 0 {
+            field(m, at, extra);
+        }
+        let end = m.get(*at) == Some(&0);
+        *at += 1;
+        end
+    }
+    if m.first() != Some(&2) {
+        return false;
+    }
+    let mut at = 1;
+    if !section(m, &mut at, 0) {
+        return false;
+    }
+    while m.get(at).is_some_and(|&b| b != 0) {
+        if !section(m, &mut at, 4) {
+            return false;
+        }
+    }
+    at += 1; // the end of the caveats
+    field(m, &mut at, 6) == Some(32) && at == m.len()
 }
 
 /// CRC-32 (IEEE 802.3, as zlib computes it).
@@ -717,6 +805,19 @@ mod tests {
             assert!(!checksum_valid(Checksum::Crc32Base62, fake.as_bytes()), "{fake}");
         }
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926, "the standard check value");
+    }
+
+    #[test]
+    fn a_pypi_token_must_be_a_whole_macaroon() {
+        // Assembled byte by byte and encoded with Python's base64 apart from this code.
+        let real = "pypi-AgEIcHlwaS5vcmcCJDBmM2MyYTRlLTViMWQtNGM4ZS05YTdmLTFlMmQzYzRiNWE2OQACJXsidmVyc2lvbiI6IDEsICJwZXJtaXNzaW9ucyI6ICJ1c2VyIn0AAAYgZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-f4CBgoM";
+        assert!(checksum_valid(Checksum::PypiMacaroon, real.as_bytes()));
+        let truncated = &real[..real.len() - 4];
+        let random_body = "pypi-AgEIcHlwaS5vcmcCJDBmM2MyYTRlLTViMWQtNGM4ZS05YTdmLTFlMmQzYzRiNWE2OQACJXsidmVyc2lvbiI6IDEsICJwZXJtaXNzaW9ucyI6ICJ1c2VyIn0AAAYgZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-f4CBgoMAAAA";
+        let not_base64 = "pypi-AgEIcHlwaS5vcmcC.DBm";
+        for fake in [truncated, random_body, not_base64, "pypi-AgEIcHlwaS5vcmcxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"] {
+            assert!(!checksum_valid(Checksum::PypiMacaroon, fake.as_bytes()), "{fake}");
+        }
     }
 
     #[test]
