@@ -13,8 +13,9 @@ mkdir -p "$CACHE/models"
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # --- Debian packages -------------------------------------------------------------------------
-# systemd: systemd-analyze checks the service unit.
-APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd)
+# systemd: systemd-analyze checks the service unit. postgresql: the team server's database, started
+# by the team tests in a temporary directory (as the postgres user when the tests run as root).
+APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd postgresql)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -34,6 +34,29 @@ pub enum Command {
         #[arg(long, env = "TOLLGATE_PORT")]
         port: Option<u16>,
     },
+    /// Run the team server: budget leases shared by every member's daemon, and the team's usage,
+    /// stored in PostgreSQL. Daemons join with `[team] server = "https://..."` in the policy.
+    TeamServer {
+        /// PostgreSQL: postgres://USER@HOST:PORT/DATABASE (the password from PGPASSWORD or the URL)
+        #[arg(long, env = "TOLLGATE_TEAM_DATABASE")]
+        database: String,
+        /// Address to listen on; plain HTTP only on a loopback address, TLS elsewhere
+        #[arg(long, default_value = "127.0.0.1:8789")]
+        listen: std::net::SocketAddr,
+        /// A checkout of the team's policy repository (its budgets and [team] section; re-read
+        /// every minute)
+        #[arg(long)]
+        policy: PathBuf,
+        /// The GitLab instance whose tokens identify the daemons (https://gitlab.example.com)
+        #[arg(long, env = "TOLLGATE_TEAM_GITLAB")]
+        gitlab: String,
+        /// PEM certificate chain for TLS
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for TLS
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
     /// Store a provider's API key in the OS keychain (prompted without echo, or read from stdin).
     Login {
         /// A provider name from the config (openai, anthropic, gemini, mistral, ...)
@@ -74,9 +97,13 @@ pub enum Command {
         /// today, week, month, a date (2026-11-01), a timestamp, or an age (7d, 12h)
         #[arg(long)]
         since: Option<String>,
-        /// Group by model, project, task or provider
-        #[arg(long, value_enum, default_value = "model")]
-        by: GroupArg,
+        /// Group by model, project, task, provider or caller; with --team by user, group, project,
+        /// model, task or tool [default: model, user with --team]
+        #[arg(long, value_enum)]
+        by: Option<GroupArg>,
+        /// The whole team's usage from the team server (for the policy's team admins)
+        #[arg(long)]
+        team: bool,
         #[arg(long)]
         json: bool,
     },
@@ -285,6 +312,12 @@ pub enum GroupArg {
     Task,
     Provider,
     Caller,
+    /// With --team
+    User,
+    /// With --team
+    Group,
+    /// With --team: the calling tool
+    Tool,
 }
 
 impl GroupArg {
@@ -295,7 +328,23 @@ impl GroupArg {
             GroupArg::Task => "task",
             GroupArg::Provider => "provider",
             GroupArg::Caller => "caller",
+            GroupArg::User => "user",
+            GroupArg::Group => "group",
+            GroupArg::Tool => "tool",
         }
+    }
+
+    fn team(self) -> anyhow::Result<crate::protocol::team::TeamGroupBy> {
+        use crate::protocol::team::TeamGroupBy as T;
+        Ok(match self {
+            GroupArg::User => T::User,
+            GroupArg::Group => T::Group,
+            GroupArg::Project => T::Project,
+            GroupArg::Model => T::Model,
+            GroupArg::Task => T::Task,
+            GroupArg::Tool | GroupArg::Caller => T::Tool,
+            GroupArg::Provider => anyhow::bail!("--team --by: user, group, project, model, task or tool"),
+        })
     }
 }
 
@@ -315,7 +364,7 @@ pub fn main() -> ExitCode {
     // instead of panicking on its next line of output. The daemon and the language server keep
     // SIGPIPE ignored: a peer that hangs up is an error they handle, not a reason to die.
     #[cfg(unix)]
-    if !matches!(cli.command, Command::Daemon { .. } | Command::Lsp { .. }) {
+    if !matches!(cli.command, Command::Daemon { .. } | Command::Lsp { .. } | Command::TeamServer { .. }) {
         // SAFETY: restoring the default disposition of one signal, before any thread starts.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -355,6 +404,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::ipc::block_on(crate::daemon::run(loaded, paths, origin))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::TeamServer { database, listen, policy, gitlab, tls_cert, tls_key } => {
+            let opts = tollgate_team::Options { database, listen, policy, gitlab, tls: tls_cert.zip(tls_key) };
+            crate::ipc::block_on(tollgate_team::serve(opts, crate::daemon::shutdown_signal()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Login { provider, stdin } => crate::commands::keys::login(&paths, &loaded()?, &provider, stdin),
         Command::Logout { provider } => crate::commands::keys::logout(&paths, &loaded()?, &provider),
         Command::Status { json } => crate::commands::status::run(cli.config.as_ref(), &paths, json),
@@ -390,7 +444,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("export ANTHROPIC_API_KEY={token}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Usage { since, by, json } => {
+        Command::Usage { since, by, team: true, json } => {
+            let by = by.unwrap_or(GroupArg::User).team()?;
+            crate::reports::team_usage(&paths, since.as_deref(), by, json)
+        }
+        Command::Usage { since, by, team: false, json } => {
+            let by = by.unwrap_or(GroupArg::Model);
+            if matches!(by, GroupArg::User | GroupArg::Group | GroupArg::Tool) {
+                anyhow::bail!("--by {} is for the team's usage: add --team", by.name());
+            }
             let loaded = loaded()?;
             crate::reports::usage(&paths, &loaded, since.as_deref(), by.name(), json)
         }

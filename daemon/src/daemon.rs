@@ -129,6 +129,8 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
         Reloader::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;
     reloader.start();
     tokio::spawn(housekeeping(store.clone(), Arc::clone(&gateway)));
+    // Leases on shared budgets and usage for the team server, while the config or policy names one.
+    tokio::spawn(crate::team::run(Arc::clone(&gateway)));
     let callers = Arc::new(crate::callers::Callers::default());
     callers.refresh(&store).await;
     let state = Arc::new(AppState { gateway, reloader, token, callers, started, projects: Default::default() });
@@ -383,7 +385,7 @@ async fn housekeeping(store: Store, gateway: Arc<Gateway>) {
     }
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term =

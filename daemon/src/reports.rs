@@ -106,6 +106,38 @@ fn print_usage(report: &UsageReport) {
     }
 }
 
+/// `tollgate usage --team`: the team server's figures, through the daemon (which holds the GitLab
+/// token and knows the server from the policy).
+pub fn team_usage(
+    paths: &Paths,
+    since: Option<&str>,
+    by: crate::protocol::team::TeamGroupBy,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let since = since.unwrap_or("month").to_string();
+    let Some(report) = from_daemon(paths, |d| async move { d.team_usage(&since, by).await })? else {
+        anyhow::bail!("the team's usage is asked of the team server through the daemon: start it (`tollgate daemon`)");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let by = serde_json::to_value(report.by).ok();
+    println!("the team since {}, by {}", utc::iso(report.since_ms), by.as_ref().and_then(Value::as_str).unwrap_or("?"));
+    println!("{:<40} {:>8} {:>10} {:>10} {:>14}", "", "requests", "input", "output", "cost (USD)");
+    for l in &report.lines {
+        println!(
+            "{:<40} {:>8} {:>10} {:>10} {:>14}",
+            l.key,
+            l.requests,
+            l.input_tokens,
+            l.output_tokens,
+            crate::ledger::prices::format_usd(l.cost_micros)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<ExitCode> {
     use crate::ledger::budgets::BudgetsReply;
     let report: BudgetsReply = match from_daemon(paths, |d| async move { d.budgets().await })? {

@@ -1,7 +1,8 @@
 //! A fake of the parts of GitLab's REST API v4 that tollgate uses, serving a real git repository:
 //! a branch's head (`GET /projects/:id/repository/branches/:branch`), the tree
 //! (`/repository/tree`, paginated with `x-next-page`), raw files (`/repository/files/:path/raw`),
-//! the token's user (`/user`) and their groups (`/groups`). Tokens are checked (`PRIVATE-TOKEN`,
+//! the token's user (`/user`) and their groups (`/groups`), for the main user and any others added
+//! with their own tokens (`add_user`). Tokens are checked (`PRIVATE-TOKEN`,
 //! `JOB-TOKEN`, `Authorization: Bearer`); errors are GitLab's `{"message": ...}` bodies; a script of
 //! failures (401, 404, 429 with Retry-After, 500) can be queued. Merge request `1` of the project
 //! has `diff_refs` and discussions: list (paginated), create (with a diff position), update a
@@ -28,6 +29,8 @@ pub struct GitlabState {
     pub token: Mutex<String>,
     pub username: String,
     pub groups: Vec<String>,
+    /// More users: (token, username, groups).
+    pub others: Mutex<Vec<(String, String, Vec<String>)>>,
     /// Statuses the next requests get instead of their answer (429 carries Retry-After: 1; a 3xx
     /// points at `redirect_to`, the request's path kept).
     pub failures: Mutex<VecDeque<u16>>,
@@ -71,6 +74,7 @@ impl FakeGitlab {
             token: Mutex::new(token.into()),
             username: username.into(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            others: Mutex::default(),
             failures: Mutex::default(),
             redirect_to: Mutex::default(),
             requests: Mutex::default(),
@@ -109,6 +113,15 @@ impl FakeGitlab {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Another user, known by `token`.
+    pub fn add_user(&self, token: &str, username: &str, groups: &[&str]) {
+        self.state.others.lock().unwrap().push((
+            token.into(),
+            username.into(),
+            groups.iter().map(|g| g.to_string()).collect(),
+        ));
     }
 
     pub fn fail_next(&self, statuses: &[u16]) {
@@ -155,11 +168,25 @@ async fn gate(
         }
         return resp;
     }
-    let expected = state.token.lock().unwrap().clone();
     match presented {
-        Some((_, token)) if token == expected => next.run(req).await,
+        Some((_, token)) if who(&state, &token).is_some() => next.run(req).await,
         _ => message(StatusCode::UNAUTHORIZED, "401 Unauthorized"),
     }
+}
+
+/// The user and groups `token` belongs to.
+fn who(state: &GitlabState, token: &str) -> Option<(String, Vec<String>)> {
+    if token == *state.token.lock().unwrap() {
+        return Some((state.username.clone(), state.groups.clone()));
+    }
+    state.others.lock().unwrap().iter().find(|(t, _, _)| t == token).map(|(_, u, g)| (u.clone(), g.clone()))
+}
+
+fn presented_token(headers: &HeaderMap) -> String {
+    ["private-token", "job-token", "authorization"]
+        .iter()
+        .find_map(|h| headers.get(*h)?.to_str().ok().map(|v| v.trim_start_matches("Bearer ").to_string()))
+        .unwrap_or_default()
 }
 
 fn git(state: &GitlabState, args: &[&str]) -> Option<Vec<u8>> {
@@ -266,13 +293,14 @@ async fn raw(
     }
 }
 
-async fn user(State(state): State<Arc<GitlabState>>) -> Response {
+async fn user(State(state): State<Arc<GitlabState>>, headers: HeaderMap) -> Response {
+    let (username, _) = who(&state, &presented_token(&headers)).unwrap_or_default();
     axum::Json(json!({
         "id": 42,
-        "username": state.username,
+        "username": username,
         "name": "Test User",
         "state": "active",
-        "web_url": format!("https://gitlab.example.com/{}", state.username),
+        "web_url": format!("https://gitlab.example.com/{username}"),
     }))
     .into_response()
 }
@@ -283,11 +311,11 @@ struct PageQuery {
     page: Option<usize>,
 }
 
-async fn groups_list(State(state): State<Arc<GitlabState>>, Query(q): Query<PageQuery>, _h: HeaderMap) -> Response {
+async fn groups_list(State(state): State<Arc<GitlabState>>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
     let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
     let page = q.page.unwrap_or(1).max(1);
-    let all: Vec<Value> = state
-        .groups
+    let (_, groups) = who(&state, &presented_token(&headers)).unwrap_or_default();
+    let all: Vec<Value> = groups
         .iter()
         .enumerate()
         .map(|(i, g)| {

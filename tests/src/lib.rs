@@ -3,6 +3,7 @@
 
 pub mod fake;
 pub mod gitlab;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -273,4 +274,57 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
         }
     }
     out
+}
+
+/// A bare repository and a work tree that pushes to it.
+pub struct PolicyRepo {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn run_git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "Policy Admin")
+        .env("GIT_AUTHOR_EMAIL", "admin@example.com")
+        .env("GIT_COMMITTER_NAME", "Policy Admin")
+        .env("GIT_COMMITTER_EMAIL", "admin@example.com")
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+impl PolicyRepo {
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new().prefix("tg-policy-").tempdir().unwrap();
+        run_git(dir.path(), &["init", "--quiet", "--bare", "--initial-branch=main", "policy.git"]);
+        run_git(dir.path(), &["clone", "--quiet", "policy.git", "work"]);
+        run_git(&dir.path().join("work"), &["checkout", "--quiet", "-b", "main"]);
+        Self { dir }
+    }
+
+    pub fn bare(&self) -> PathBuf {
+        self.dir.path().join("policy.git")
+    }
+
+    /// Writes the files, commits and pushes; returns the new commit id.
+    pub fn push(&self, files: &[(&str, &str)], message: &str) -> String {
+        let work = self.dir.path().join("work");
+        for (path, text) in files {
+            let p = work.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        run_git(&work, &["add", "-A"]);
+        run_git(&work, &["commit", "--quiet", "-m", message]);
+        run_git(&work, &["push", "--quiet", "origin", "main"]);
+        run_git(&work, &["rev-parse", "HEAD"])
+    }
+}
+
+/// A TCP port free on 127.0.0.1 now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

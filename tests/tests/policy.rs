@@ -1,63 +1,14 @@
 //! The team policy end to end: a real git server (git daemon on loopback) and a fake GitLab API
 //! serving a real repository that the tests commit and push to; the real daemon syncing from them.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tollgate_tests::fake::FakeProvider;
 use tollgate_tests::gitlab::FakeGitlab;
-use tollgate_tests::{Daemon, init};
-
-/// A bare repository and a work tree that pushes to it.
-struct PolicyRepo {
-    dir: tempfile::TempDir,
-}
-
-fn run_git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "Policy Admin")
-        .env("GIT_AUTHOR_EMAIL", "admin@example.com")
-        .env("GIT_COMMITTER_NAME", "Policy Admin")
-        .env("GIT_COMMITTER_EMAIL", "admin@example.com")
-        .output()
-        .expect("run git");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-impl PolicyRepo {
-    fn new() -> Self {
-        let dir = tempfile::Builder::new().prefix("tg-policy-").tempdir().unwrap();
-        run_git(dir.path(), &["init", "--quiet", "--bare", "--initial-branch=main", "policy.git"]);
-        run_git(dir.path(), &["clone", "--quiet", "policy.git", "work"]);
-        run_git(&dir.path().join("work"), &["checkout", "--quiet", "-b", "main"]);
-        Self { dir }
-    }
-
-    fn bare(&self) -> PathBuf {
-        self.dir.path().join("policy.git")
-    }
-
-    /// Writes the files, commits and pushes; returns the new commit id.
-    fn push(&self, files: &[(&str, &str)], message: &str) -> String {
-        let work = self.dir.path().join("work");
-        for (path, text) in files {
-            let p = work.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(p, text).unwrap();
-        }
-        run_git(&work, &["add", "-A"]);
-        run_git(&work, &["commit", "--quiet", "-m", message]);
-        run_git(&work, &["push", "--quiet", "origin", "main"]);
-        run_git(&work, &["rev-parse", "HEAD"])
-    }
-}
+use tollgate_tests::{Daemon, PolicyRepo, free_port, init, run_git};
 
 /// `git daemon` serving a directory on a loopback port; killed on drop.
 struct GitDaemon {
@@ -94,9 +45,6 @@ impl Drop for GitDaemon {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 const CORP_KEY: (&str, &str) = ("TOLLGATE_CORP_API_KEY", "sk-test-corp-000000000000000000");
 const GITLAB_TOKEN: &str = "glpat-FAKEfake0000000000000";

@@ -219,6 +219,9 @@ pub struct Config {
     pub review: ReviewConfig,
     pub policy: PolicySourceConfig,
     pub completion: CompletionConfig,
+    /// A team server for shared budgets and team usage (the policy's `[team]` wins).
+    #[serde(default)]
+    pub team: crate::team::TeamConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -485,6 +488,9 @@ impl Config {
             if let Err(e) = globset::Glob::new(glob) {
                 out.push(("privacy".into(), format!("bad glob {glob:?}: {e}")));
             }
+        }
+        if let Err(e) = self.team.validate() {
+            out.push(("team".into(), e));
         }
         out.extend(
             Sections {

@@ -413,7 +413,7 @@ pub struct Gateway {
     /// Seals what the store keeps of prompts and answers.
     pub sealer: Arc<crate::seal::Sealer>,
     pub metrics: Arc<Metrics>,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     slots: Arc<Semaphore>,
 }
 
@@ -553,6 +553,11 @@ impl Gateway {
         }
     }
 
+    /// The HTTP client the gateway calls out with (providers, the team server).
+    pub fn http(&self) -> reqwest::Client {
+        self.http.clone()
+    }
+
     /// The runtime in force now; a request keeps the one it started with.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
@@ -565,6 +570,7 @@ impl Gateway {
         runtime.budgets.load(ledger::budget_spend(&self.store, &runtime.budgets, now).await, now);
         let old = self.runtime.load();
         runtime.router.adopt_health(&old.router);
+        runtime.budgets.adopt_leases(&old.budgets);
         runtime.limits.adopt(&old.limits);
         self.runtime.store(Arc::new(runtime));
     }
@@ -726,6 +732,13 @@ impl Gateway {
                     tokens: est_in + est_out,
                     micros: candidate.est_micros,
                 };
+                if let Some(leases) = rt.budgets.leases()
+                    && rt.budgets.lacks_lease(utc::now_ms())
+                {
+                    // Only the first request after the daemon started or idled past its leases.
+                    let covered = || !rt.budgets.lacks_lease(utc::now_ms());
+                    leases.next_round(crate::team::FIRST_LEASE_WAIT, covered).await;
+                }
                 let reservation = match rt.budgets.reserve(&facts, utc::now_ms()) {
                     Ok(r) => r,
                     Err(ex) if ex.action == Action::Downgrade && !downgraded => {

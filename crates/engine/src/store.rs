@@ -118,6 +118,9 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
 
+-- The team server's side: this daemon's id and the usage cursor (the last ledger id sent).
+CREATE TABLE IF NOT EXISTS team_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
 CREATE TABLE IF NOT EXISTS tokens (
     id         INTEGER PRIMARY KEY,
     name       TEXT NOT NULL,

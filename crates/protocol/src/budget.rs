@@ -12,9 +12,12 @@ pub enum BudgetScope {
     /// Everything this user does; `match` is a glob on the user's name (GitLab username when the
     /// policy comes from GitLab, else the OS user).
     User,
-    /// Everything this user does, when the user belongs to a GitLab group matching `match`: the
-    /// limit each member of the group gets.
+    /// Everything this user does, when the user belongs to a GitLab group matching `match`. With a
+    /// team server, one budget the members share; without one, the limit each member gets.
     Group,
+    /// Everything everyone under the policy does, as one budget. Needs a team server (`[team]
+    /// server`) to be shared; without one, each daemon counts its own spend against it.
+    Team,
     /// Each project (the caller's `group/project`) on its own.
     Project,
     /// Each `provider/model` on its own.

@@ -19,6 +19,7 @@ pub mod policy;
 pub mod prompt;
 pub mod review;
 pub mod status;
+pub mod team;
 pub mod usage;
 
 pub use budget::{Action, BudgetReport, BudgetScope, BudgetsReply};

@@ -63,6 +63,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/usage", get(native::usage))
+        .route("/v1/team/usage", get(native::team_usage))
         .route("/v1/budget", get(native::budget))
         .route("/v1/log", get(native::log))
         .route("/v1/log/{id}", get(native::log_entry))

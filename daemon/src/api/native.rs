@@ -256,6 +256,40 @@ pub async fn usage(State(state): State<super::State>, Query(q): Query<UsageQuery
     }
 }
 
+#[derive(Debug, serde::Deserialize)]
+pub struct TeamUsageQuery {
+    since: Option<String>,
+    by: Option<crate::protocol::team::TeamGroupBy>,
+}
+
+/// The whole team's usage from the team server, asked with this user's GitLab token (the server
+/// answers team admins only).
+pub async fn team_usage(State(state): State<super::State>, Query(q): Query<TeamUsageQuery>) -> Response {
+    let since = match crate::utc::since(Some(q.since.as_deref().unwrap_or("month")), crate::utc::now_ms()) {
+        Ok(s) => s,
+        Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, e).into_response(),
+    };
+    let rt = state.gateway.runtime();
+    let Some(url) = rt.config.team.server.as_deref() else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            Format::Openai,
+            "no team server is set: the policy's [team] server (or the config's) names one",
+        )
+        .into_response();
+    };
+    let client = crate::team::TeamClient::from_credentials(state.gateway.http(), url, &state.gateway.credentials).await;
+    let by = q.by.unwrap_or(crate::protocol::team::TeamGroupBy::User);
+    match client.team_usage(by, since).await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(crate::team::CallError::Refused(status, message)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            ApiError::new(status, Format::Openai, format!("the team server refused: {message}")).into_response()
+        }
+        Err(e) => ApiError::new(StatusCode::BAD_GATEWAY, Format::Openai, e.to_string()).into_response(),
+    }
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, format!("database: {e}")).into_response()
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::prices::{Decimal, Micros, format_usd};
+use crate::team::Leases;
 use crate::utc::{self, Period};
 
 pub use tollgate_protocol::{Action, BudgetReport, BudgetScope, BudgetsReply};
@@ -140,6 +141,20 @@ impl Drop for Reservation {
 pub struct Budgets {
     defs: Vec<(BudgetConfig, globset::GlobMatcher)>,
     state: Mutex<HashMap<Key, Bucket>>,
+    /// With a team server: the leases on shared budgets (team and group scopes), whose grants
+    /// stand in for their limits.
+    leases: arc_swap::ArcSwapOption<Leases>,
+}
+
+/// A shared budget's lease to ask for or renew: this daemon's own spend in the period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseWant {
+    pub budget: String,
+    pub period_start: i64,
+    pub used_micros: Micros,
+    pub used_tokens: u64,
+    /// Less than half of the last slice is left.
+    pub low: bool,
 }
 
 /// Spend already in the ledger for the current period: `(budget index, scope value) -> (micros, tokens)`.
@@ -147,15 +162,16 @@ pub type Spent = HashMap<Key, (Micros, u64)>;
 
 impl Budgets {
     /// The budgets that apply to `identity`: user budgets whose glob matches the user's name,
-    /// group budgets whose glob matches one of the user's groups, and every other budget.
-    pub fn new(defs: &[BudgetConfig], identity: &crate::identity::Identity) -> Self {
+    /// group budgets whose glob matches one of the user's groups, and every other budget. With
+    /// `leases` (a team server is set), team and group budgets are spent within their leases.
+    pub fn new(defs: &[BudgetConfig], identity: &crate::identity::Identity, leases: Option<Arc<Leases>>) -> Self {
         let applies = |d: &&BudgetConfig| {
             let Ok(glob) = globset::Glob::new(&d.matches) else { return false };
             let m = glob.compile_matcher();
             match d.scope {
                 BudgetScope::User => m.is_match(&identity.username),
                 BudgetScope::Group => identity.groups.iter().any(|g| m.is_match(g)),
-                BudgetScope::Project | BudgetScope::Model => true,
+                BudgetScope::Team | BudgetScope::Project | BudgetScope::Model => true,
             }
         };
         let defs = defs
@@ -170,7 +186,84 @@ impl Budgets {
                 )
             })
             .collect();
-        Self { defs, state: Mutex::default() }
+        Self { defs, state: Mutex::default(), leases: arc_swap::ArcSwapOption::new(leases) }
+    }
+
+    fn shared(&self, def: &BudgetConfig) -> Option<Arc<Leases>> {
+        self.leases.load_full().filter(|_| matches!(def.scope, BudgetScope::Team | BudgetScope::Group))
+    }
+
+    /// The leases, when a team server is set.
+    pub fn leases(&self) -> Option<Arc<Leases>> {
+        self.leases.load_full()
+    }
+
+    /// Keeps the leases `old` held (a reload builds new budgets; the grants stay good).
+    pub fn adopt_leases(&self, old: &Budgets) {
+        if self.leases.load().is_some()
+            && let Some(held) = old.leases.load_full()
+        {
+            self.leases.store(Some(held));
+        }
+    }
+
+    /// Whether a shared budget this request falls under has no live lease; marks each such budget
+    /// as needed, for the task to ask for.
+    pub fn lacks_lease(&self, now: i64) -> bool {
+        let mut lacking = false;
+        for (def, _) in &self.defs {
+            if let Some(leases) = self.shared(def) {
+                let start = def.period.start(now);
+                if leases.get(&def.name).is_none_or(|h| h.period_start != start || h.until_ms <= now) {
+                    leases.touch(&def.name, now);
+                    lacking = true;
+                }
+            }
+        }
+        lacking
+    }
+
+    /// The leases to ask for or renew: each shared budget a request needed within `recent_ms`, with
+    /// this daemon's spend in its current period.
+    pub fn lease_wants(&self, now: i64, recent_ms: i64) -> Vec<LeaseWant> {
+        let state = self.state.lock().expect("budget lock");
+        self.defs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (def, _))| {
+                let leases = self.shared(def)?;
+                if !leases.demanded_since(&def.name, now - recent_ms) {
+                    return None;
+                }
+                let start = def.period.start(now);
+                let b = state.get(&(i, String::new())).copied().filter(|b| b.period_start == start).unwrap_or_default();
+                let low = leases.get(&def.name).is_some_and(|h| {
+                    let left_m = h.granted_micros.map(|g| g - b.spent_micros - b.reserved_micros);
+                    let left_t = h.granted_tokens.map(|g| g as i128 - (b.spent_tokens + b.reserved_tokens) as i128);
+                    left_m.is_some_and(|l| l * 2 < h.slice_micros) || left_t.is_some_and(|l| l * 2 < h.slice_tokens as i128)
+                });
+                Some(LeaseWant {
+                    budget: def.name.clone(),
+                    period_start: start,
+                    used_micros: b.spent_micros,
+                    used_tokens: b.spent_tokens,
+                    low,
+                })
+            })
+            .collect()
+    }
+
+    /// The shared budgets a request at `ts_ms` counted against (for its usage row).
+    pub fn shared_names(&self, ts_ms: i64) -> Vec<String> {
+        self.defs
+            .iter()
+            .filter(|(def, _)| {
+                self.shared(def).is_some_and(|l| {
+                    def.action != Action::Warn || l.get(&def.name).is_some_and(|h| h.period_start == def.period.start(ts_ms))
+                })
+            })
+            .map(|(def, _)| def.name.clone())
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -196,7 +289,7 @@ impl Budgets {
     /// The scope value a request has for budget `def`, or `None` when the budget does not cover it.
     fn key_for(def: &BudgetConfig, matcher: &globset::GlobMatcher, facts: &Facts<'_>) -> Option<String> {
         match def.scope {
-            BudgetScope::User | BudgetScope::Group => Some(String::new()),
+            BudgetScope::User | BudgetScope::Group | BudgetScope::Team => Some(String::new()),
             BudgetScope::Project => facts.project.filter(|p| matcher.is_match(p)).map(str::to_string),
             BudgetScope::Model => matcher.is_match(facts.target).then(|| facts.target.to_string()),
         }
@@ -224,20 +317,42 @@ impl Budgets {
             let est_m = facts.micros.unwrap_or(0);
             let after_m = b.spent_micros + b.reserved_micros + est_m;
             let after_t = b.spent_tokens + b.reserved_tokens + facts.tokens;
-            let over_money = def.limit_usd.is_some_and(|l| after_m > l.0);
-            let over_tokens = def.limit_tokens.is_some_and(|l| after_t > l);
+            // A shared budget is spent within this daemon's lease: none without a live one.
+            let (limit_m, limit_t, leased) = match self.shared(def) {
+                Some(leases) => {
+                    leases.touch(&def.name, now);
+                    let held = leases.get(&def.name).filter(|h| h.period_start == start && h.until_ms > now);
+                    let h = held.as_ref();
+                    (
+                        def.limit_usd.map(|_| h.and_then(|h| h.granted_micros).unwrap_or(0)),
+                        def.limit_tokens.map(|_| h.and_then(|h| h.granted_tokens).unwrap_or(0)),
+                        Some(held.is_some()),
+                    )
+                }
+                None => (def.limit_usd.map(|l| l.0), def.limit_tokens, None),
+            };
+            let over_money = limit_m.is_some_and(|l| after_m > l);
+            let over_tokens = limit_t.is_some_and(|l| after_t > l);
             if over_money || over_tokens {
+                let whose = match leased {
+                    None => "",
+                    Some(true) => " (this machine's lease of the team budget)",
+                    Some(false) => " (no lease of the team budget: the team server has not granted one)",
+                };
                 let (spent, limit) = if over_money {
                     (
                         format!("${}", format_usd(b.spent_micros + b.reserved_micros)),
-                        format!("${}", format_usd(def.limit_usd.unwrap().0)),
+                        format!("${}{whose}", format_usd(limit_m.unwrap_or(0))),
                     )
                 } else {
                     (
                         format!("{} tokens", b.spent_tokens + b.reserved_tokens),
-                        format!("{} tokens", def.limit_tokens.unwrap()),
+                        format!("{} tokens{whose}", limit_t.unwrap_or(0)),
                     )
                 };
+                if let Some(leases) = self.shared(def) {
+                    leases.wake();
+                }
                 let exceeded = Exceeded {
                     budget: def.name.clone(),
                     spent,
@@ -254,6 +369,13 @@ impl Budgets {
                 }
                 warnings.push(format!("{} exceeded", def.name));
             } else {
+                if let Some(leases) = self.shared(def)
+                    && let Some(h) = leases.get(&def.name)
+                    && (limit_m.is_some_and(|l| (l - after_m) * 2 < h.slice_micros)
+                        || limit_t.is_some_and(|l| ((l - after_t.min(l)) as i128) * 2 < h.slice_tokens as i128))
+                {
+                    leases.wake();
+                }
                 let soft = |limit: i128, after: i128| after * 100 >= limit * def.soft_percent as i128;
                 if def.limit_usd.is_some_and(|l| soft(l.0 as i128, after_m as i128))
                     || def.limit_tokens.is_some_and(|l| soft(l as i128, after_t as i128))
@@ -287,7 +409,7 @@ impl Budgets {
         for (i, (def, _)) in self.defs.iter().enumerate() {
             let mut keys: Vec<&String> = state.keys().filter(|(j, _)| *j == i).map(|(_, k)| k).collect();
             let empty = String::new();
-            if matches!(def.scope, BudgetScope::User | BudgetScope::Group) && keys.is_empty() {
+            if matches!(def.scope, BudgetScope::User | BudgetScope::Group | BudgetScope::Team) && keys.is_empty() {
                 keys.push(&empty);
             }
             keys.sort();
@@ -349,7 +471,7 @@ mod tests {
             matches: matches.into(),
             ..budget(Action::Block, Some(1), None)
         };
-        let applies = |b: BudgetConfig| !Budgets::new(&[b], &me()).is_empty();
+        let applies = |b: BudgetConfig| !Budgets::new(&[b], &me(), None).is_empty();
         assert!(applies(with(BudgetScope::User, "*")));
         assert!(applies(with(BudgetScope::User, "alice")));
         assert!(!applies(with(BudgetScope::User, "bob")));
@@ -357,7 +479,7 @@ mod tests {
         assert!(applies(with(BudgetScope::Group, "acme/*/infra")));
         assert!(!applies(with(BudgetScope::Group, "acme/ml")));
         // A group budget counts everything the member spends.
-        let b = Arc::new(Budgets::new(&[with(BudgetScope::Group, "acme/platform")], &me()));
+        let b = Arc::new(Budgets::new(&[with(BudgetScope::Group, "acme/platform")], &me(), None));
         assert!(b.reserve(&facts(2, 10), 0).is_err());
     }
 
@@ -367,7 +489,7 @@ mod tests {
 
     #[test]
     fn reservations_count_until_settled_or_dropped() {
-        let b = Arc::new(Budgets::new(&[budget(Action::Block, Some(100), None)], &me()));
+        let b = Arc::new(Budgets::new(&[budget(Action::Block, Some(100), None)], &me(), None));
         let r1 = b.reserve(&facts(60, 1), 0).unwrap();
         assert!(b.reserve(&facts(60, 1), 0).is_err(), "60 reserved + 60 > 100");
         drop(r1);
@@ -382,7 +504,7 @@ mod tests {
 
     #[test]
     fn the_error_names_the_budget_spend_limit_and_reset() {
-        let b = Arc::new(Budgets::new(&[budget(Action::Block, None, Some(1000))], &me()));
+        let b = Arc::new(Budgets::new(&[budget(Action::Block, None, Some(1000))], &me(), None));
         b.load(HashMap::from([((0, String::new()), (0, 990))]), 0);
         let e = b.reserve(&facts(0, 20), 5).err().unwrap();
         assert_eq!(
@@ -393,7 +515,7 @@ mod tests {
 
     #[test]
     fn warn_budgets_never_stop_a_request_and_a_new_period_starts_from_zero() {
-        let b = Arc::new(Budgets::new(&[budget(Action::Warn, Some(10), None)], &me()));
+        let b = Arc::new(Budgets::new(&[budget(Action::Warn, Some(10), None)], &me(), None));
         let r = b.reserve(&facts(50, 1), 0).unwrap();
         assert!(r.warnings.iter().any(|w| w.contains("exceeded")));
         r.settle(Some(50), 1);
@@ -405,7 +527,7 @@ mod tests {
         let mut p = budget(Action::Block, Some(100), None);
         p.scope = BudgetScope::Project;
         p.matches = "acme/*".into();
-        let b = Arc::new(Budgets::new(&[p], &me()));
+        let b = Arc::new(Budgets::new(&[p], &me(), None));
         b.reserve(&facts(90, 1), 0).unwrap().settle(Some(90), 1);
         assert!(b.reserve(&facts(20, 1), 0).is_err());
         let other = Facts { project: Some("acme/api"), target: "openai/gpt-4.1", tokens: 1, micros: Some(20) };

@@ -133,7 +133,7 @@ pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -
             let mut out = HashMap::new();
             for (i, scope, since) in queries {
                 let key = match scope {
-                    budgets::BudgetScope::User | budgets::BudgetScope::Group => "''",
+                    budgets::BudgetScope::User | budgets::BudgetScope::Group | budgets::BudgetScope::Team => "''",
                     budgets::BudgetScope::Project => "COALESCE(project, '')",
                     budgets::BudgetScope::Model => "COALESCE(provider, '') || '/' || COALESCE(model, '')",
                 };
@@ -238,6 +238,14 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         cache_write_tokens: r.get::<_, i64>(18)? as u64,
         caller: r.get::<_, Option<String>>(19)?.unwrap_or_default(),
     })
+}
+
+/// Rows with `after < id < before`, oldest first, at most `limit`, with their ids (the team
+/// server's usage cursor).
+pub fn rows_between(c: &Connection, after: i64, before: i64, limit: usize) -> rusqlite::Result<Vec<(i64, Row)>> {
+    let mut stmt =
+        c.prepare_cached(&format!("SELECT {COLUMNS}, id FROM ledger WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3"))?;
+    stmt.query_map(params![after, before, limit as i64], |r| Ok((r.get(20)?, row_from(r)?)))?.collect()
 }
 
 /// The most recent calls, newest first.

@@ -61,6 +61,9 @@ pub struct PolicyFile {
     /// The tasks that may be served (completion, explain, review, chat, api, ...); absent: all.
     #[serde(default)]
     pub tasks: Option<Vec<String>>,
+    /// The team server every member's daemon joins, and how it leases shared budgets.
+    #[serde(default)]
+    pub team: Option<crate::team::TeamConfig>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -409,6 +412,9 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
         defaults: Some(&defaults.config),
     }
     .problems();
+    if let Some(Err(e)) = p.team.as_ref().map(crate::team::TeamConfig::validate) {
+        out.push(("team".into(), e));
+    }
     let provider_known = |name: &str| p.providers.contains_key(name) || defaults.config.providers.contains_key(name);
     for key in p.prices.keys() {
         if let Some((provider, _)) = key.split_once('/')

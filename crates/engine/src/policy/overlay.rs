@@ -15,6 +15,7 @@
 //! | `redaction.off_kinds` | the kinds a user may turn off | only those stay off; others ignored |
 //! | `redaction.countries`, `redaction.names` | looked for | more may be added |
 //! | `review.block_severity`, `on_error` | the least strict allowed | stricter applies |
+//! | `team` | the team server and its lease terms | ignored |
 
 use serde::Serialize;
 
@@ -110,6 +111,13 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
     c.routing = p.routing.iter().cloned().chain(c.routing).collect();
     c.model_names = p.model_names.iter().cloned().chain(c.model_names).collect();
     c.rate_limits = p.rate_limits.iter().cloned().chain(c.rate_limits).collect();
+
+    if let Some(team) = &p.team {
+        if set_locally("team") && c.team != *team {
+            ignore("team".into(), show(&c.team), show(team), "the policy names the team server");
+        }
+        c.team = team.clone();
+    }
 
     let mut budgets = p.budgets.clone();
     for local in c.budgets {
