@@ -49,6 +49,30 @@ fn the_systemd_user_unit_passes_systemd_analyze_and_installs_and_uninstalls() {
 }
 
 #[test]
+fn the_team_servers_system_unit_passes_systemd_analyze() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("tollgate-team.service");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/team-server/tollgate-team.service"))
+        .unwrap();
+    // Checked against the binary built here, as the .deb's /usr/bin/tollgate would be.
+    std::fs::write(&unit, text.replace("/usr/bin/tollgate", &tollgate_bin().display().to_string())).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (tests/setup.sh installs systemd)");
+    let complaints = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && complaints.trim().is_empty(), "systemd-analyze: {complaints}");
+    // The flags it passes are ones the binary takes.
+    let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    let help = Command::new(tollgate_bin()).args(["team-server", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in exec.split_whitespace().filter(|w| w.starts_with("--")) {
+        assert!(help.contains(flag), "{flag} is not in team-server --help");
+    }
+}
+
+#[test]
 fn the_launchd_plist_and_the_windows_task_are_well_formed() {
     let dir = tempfile::tempdir().unwrap();
     let plist = dir.path().join("dev.tollgate.daemon.plist");

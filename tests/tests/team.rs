@@ -28,9 +28,9 @@ struct TeamServer {
 }
 
 impl TeamServer {
-    fn start(pg: &Postgres, policy: &Path, gitlab: &str, port: u16) -> Self {
+    fn start(pg: &Postgres, policy: &Path, gitlab: &str, port: u16, tls: Option<&Tls>) -> Self {
         let log = pg.dir().join(format!("team-server-{port}.log"));
-        let args = vec![
+        let mut args = vec![
             "team-server".to_string(),
             "--database".into(),
             pg.url(),
@@ -41,6 +41,9 @@ impl TeamServer {
             "--gitlab".into(),
             gitlab.to_string(),
         ];
+        if let Some(tls) = tls {
+            args.extend(["--tls-cert".into(), tls.cert(), "--tls-key".into(), tls.key()]);
+        }
         let mut s = Self { child: None, args, log, port };
         s.spawn();
         s
@@ -86,6 +89,45 @@ impl TeamServer {
 impl Drop for TeamServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A test CA and a certificate for localhost it signed, made with openssl for this run.
+struct Tls {
+    dir: tempfile::TempDir,
+}
+
+impl Tls {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl").args(args).current_dir(dir.path()).output().expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tollgate test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]].concat());
+        openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+        std::fs::write(
+            dir.path().join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+            "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+        Self { dir }
+    }
+
+    fn cert(&self) -> String {
+        self.dir.path().join("server.pem").display().to_string()
+    }
+
+    fn key(&self) -> String {
+        self.dir.path().join("server.key").display().to_string()
+    }
+
+    fn ca(&self) -> String {
+        self.dir.path().join("ca.pem").display().to_string()
     }
 }
 
@@ -242,19 +284,35 @@ struct Team {
 /// PostgreSQL, the fake GitLab serving the policy to alice, bob and carol (all in acme/platform;
 /// alice also leads), the team server, and one daemon per user reaching it at `via(server port)`.
 async fn team(budgets: &str, relay: Option<&Relay>, server_port: u16) -> Team {
+    team_with(budgets, relay, server_port, None).await
+}
+
+async fn team_with(budgets: &str, relay: Option<&Relay>, server_port: u16, tls: Option<&Tls>) -> Team {
     let pg = Postgres::start();
     let (cloud, local) = (FakeProvider::start().await, FakeProvider::start().await);
     let repo = PolicyRepo::new();
-    let team_url = relay.map_or_else(|| format!("http://127.0.0.1:{server_port}"), Relay::url);
+    let team_url = match (relay, tls) {
+        (Some(r), _) => r.url(),
+        (None, Some(_)) => format!("https://localhost:{server_port}"),
+        (None, None) => format!("http://127.0.0.1:{server_port}"),
+    };
     repo.push(&[("policy.toml", &policy(&cloud, &local, &team_url, budgets))], "team policy");
     let gitlab = FakeGitlab::start(repo.bare(), "acme/ai-policy", TOKENS[0].1, "alice", &["acme", "acme/leads", "acme/platform"]).await;
     gitlab.add_user(TOKENS[1].1, "bob", &["acme", "acme/platform"]);
     gitlab.add_user(TOKENS[2].1, "carol", &["acme", "acme/platform"]);
-    let server = TeamServer::start(&pg, &repo.dir.path().join("work"), &gitlab.url(), server_port);
+    let server = TeamServer::start(&pg, &repo.dir.path().join("work"), &gitlab.url(), server_port, tls);
     let source = format!("gitlab+http://{}/acme/ai-policy?ref=main", gitlab.addr);
+    // The daemons trust the test CA the way they trust a team's own: through the system's store.
+    let ca = tls.map(Tls::ca).unwrap_or_default();
     let daemons: Vec<Daemon> = TOKENS
         .iter()
-        .map(|(_, token)| Daemon::start_with_env(&config(&source), &[CORP_KEY, OFFICE_KEY, ("TOLLGATE_GITLAB_API_KEY", token)]))
+        .map(|(_, token)| {
+            let mut env = vec![CORP_KEY, OFFICE_KEY, ("TOLLGATE_GITLAB_API_KEY", *token)];
+            if tls.is_some() {
+                env.push(("SSL_CERT_FILE", &ca));
+            }
+            Daemon::start_with_env(&config(&source), &env)
+        })
         .collect();
     for (d, (user, _)) in daemons.iter().zip(TOKENS) {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -383,37 +441,61 @@ downgrade_to = "local"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leases_carry_a_daemon_through_a_killed_server_and_a_cut_network_and_usage_reconciles_once() {
     init();
+    // $2 for the team; one grant holds at most 10% of it ($0.20: about a dozen requests).
     let budgets = r#"
 [[budgets]]
 name = "team-day"
 scope = "team"
 period = "day"
-limit_usd = 100
+limit_usd = 2
 action = "block"
 "#;
     let server_port = free_port();
     let relay = Relay::start(server_port).await;
     let mut t = team(budgets, Some(&relay), server_port).await;
     let d = &t.daemons[0];
-    // A lease first: the daemon holds 10% of $100 ($10, 10,000 tokens) for a minute.
-    for _ in 0..5 {
+    for _ in 0..3 {
         assert_eq!(chat(d).await, (200, "corp".into()), "{}", d.log());
     }
-    // The server is killed (SIGKILL): requests go on within the lease.
+    // The server is killed (SIGKILL): requests go on within the lease, then the budget's action.
     t.server.kill();
-    for _ in 0..20 {
-        assert_eq!(chat(d).await, (200, "corp".into()), "{}", d.log());
-    }
-    // The network to it is cut (connections accepted and dropped) while it comes back.
+    let mut offline = 0;
+    let refusal = loop {
+        let resp = d
+            .client()
+            .post(d.url("/v1/chat/completions"))
+            .json(&json!({"model": "team", "max_tokens": 8, "messages": [{"role": "user", "content": "say something short"}]}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 200 {
+            assert_eq!(resp.status(), 402, "{}", d.log());
+            break resp.json::<Value>().await.unwrap();
+        }
+        offline += 1;
+        assert!(offline < 100, "more than a lease's worth served offline");
+    };
+    assert!(offline > 0, "nothing served within the lease while the server was down");
+    let message = refusal["error"]["message"].as_str().unwrap();
+    assert!(message.contains("team-day") && message.contains("lease"), "{message}");
+    // The network to it is cut (connections accepted and dropped) while it comes back: still the
+    // budget's action, at once (no request waits on an unreachable server).
     relay.set_cut(true);
     t.server.spawn();
-    for _ in 0..20 {
-        assert_eq!(chat(d).await, (200, "corp".into()), "{}", d.log());
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(chat(d).await.0, 402);
     }
+    assert!(started.elapsed() < Duration::from_secs(3), "blocked requests waited on the network");
     let (before, _) = ledger(d);
     assert!(server_usage(&t.pg).iter().map(|u| u.1).sum::<i64>() < before, "rows went through a cut network?");
-    // The network is back: every row arrives once.
+    // The network is back: a new lease, and every row arrives once.
     relay.set_cut(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while chat(d).await != (200, "corp".into()) {
+        assert!(Instant::now() < deadline, "no new lease after the network came back:\n{}", d.log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_until(
         "usage to reconcile",
         Duration::from_secs(30),
@@ -421,6 +503,7 @@ action = "block"
         || format!("{:?} vs {:?}\n{}\n{}", server_usage(&t.pg), ledger(d), t.server.log(), d.log()),
     )
     .await;
+    assert!(ledger(d).1 <= 2_000_000, "the team spent {} of $2", ledger(d).1);
     let dupes: i64 = t.pg.psql("SELECT count(*) - count(DISTINCT (daemon_id, request_id)) FROM usage").parse().unwrap();
     assert_eq!(dupes, 0);
     // A daemon restarted (SIGKILL) sends nothing twice and keeps its lease.
@@ -529,4 +612,36 @@ action = "block"
     // The tokens never reach the server's log.
     let log = t.server.log();
     assert!(TOKENS.iter().all(|(_, tok)| !log.contains(tok)), "a token in the server's log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_team_server_speaks_tls_and_refuses_plain_http_off_loopback() {
+    init();
+    let budgets = "[[budgets]]\nname = \"team-day\"\nscope = \"team\"\nperiod = \"day\"\nlimit_usd = 5\naction = \"block\"\n";
+    let tls = Tls::new();
+    let t = team_with(budgets, None, free_port(), Some(&tls)).await;
+    let d = &t.daemons[1];
+    for _ in 0..3 {
+        assert_eq!(chat(d).await, (200, "corp".into()), "{}\n{}", d.log(), t.server.log());
+    }
+    wait_until(
+        "bob's rows over TLS",
+        Duration::from_secs(30),
+        || server_usage(&t.pg).first().is_some_and(|u| u.0 == "bob" && (u.1, u.2) == ledger(d)),
+        || format!("{:?}\n{}", server_usage(&t.pg), d.log()),
+    )
+    .await;
+    // Plain HTTP to the TLS port gets nowhere.
+    let plain = reqwest::Client::new().get(format!("http://127.0.0.1:{}/healthz", t.server.port)).send().await;
+    assert!(plain.is_err() || !plain.unwrap().status().is_success());
+    // Off loopback, the server will not start without TLS.
+    let out = Command::new(tollgate_bin())
+        .args(["team-server", "--database", &t.pg.url(), "--listen", "0.0.0.0:0", "--policy"])
+        .arg(t.repo.dir.path().join("work"))
+        .args(["--gitlab", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a loopback address") && stderr.contains("--tls-cert"), "{stderr}");
 }
