@@ -16,8 +16,8 @@
 
 pub use tollgate_engine::{
     cache, callers, complete, config, diff, git, identity, keychain, ledger, metrics, model, paths, pipeline, policy,
-    prompts, protocol, providers, ratelimit, redact, review, route, runtime, seal, store, stored, syntax, tasks,
-    team, tokens, utc,
+    prompts, protocol, providers, ratelimit, redact, review, route, runtime, seal, store, stored, syntax, tasks, team,
+    tokens, utc,
 };
 
 pub mod api;

@@ -311,7 +311,11 @@ struct PageQuery {
     page: Option<usize>,
 }
 
-async fn groups_list(State(state): State<Arc<GitlabState>>, Query(q): Query<PageQuery>, headers: HeaderMap) -> Response {
+async fn groups_list(
+    State(state): State<Arc<GitlabState>>,
+    Query(q): Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
     let per_page = q.per_page.unwrap_or(20).clamp(1, 100);
     let page = q.page.unwrap_or(1).max(1);
     let (_, groups) = who(&state, &presented_token(&headers)).unwrap_or_default();

@@ -296,6 +296,12 @@ pub fn run_git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+impl Default for PolicyRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PolicyRepo {
     pub fn new() -> Self {
         let dir = tempfile::Builder::new().prefix("tg-policy-").tempdir().unwrap();

@@ -52,8 +52,9 @@ fn the_systemd_user_unit_passes_systemd_analyze_and_installs_and_uninstalls() {
 fn the_team_servers_system_unit_passes_systemd_analyze() {
     let dir = tempfile::tempdir().unwrap();
     let unit = dir.path().join("tollgate-team.service");
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/team-server/tollgate-team.service"))
-        .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/team-server/tollgate-team.service"))
+            .unwrap();
     // Checked against the binary built here, as the .deb's /usr/bin/tollgate would be.
     std::fs::write(&unit, text.replace("/usr/bin/tollgate", &tollgate_bin().display().to_string())).unwrap();
     let verify = Command::new("systemd-analyze")

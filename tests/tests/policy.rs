@@ -45,7 +45,6 @@ impl Drop for GitDaemon {
     }
 }
 
-
 const CORP_KEY: (&str, &str) = ("TOLLGATE_CORP_API_KEY", "sk-test-corp-000000000000000000");
 const GITLAB_TOKEN: &str = "glpat-FAKEfake0000000000000";
 

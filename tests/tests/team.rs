@@ -16,8 +16,11 @@ use tollgate_tests::{Daemon, PolicyRepo, free_port, init, tollgate_bin};
 
 const CORP_KEY: (&str, &str) = ("TOLLGATE_CORP_API_KEY", "sk-test-corp-000000000000000000");
 const OFFICE_KEY: (&str, &str) = ("TOLLGATE_OFFICE_API_KEY", "sk-test-office-00000000000000000");
-const TOKENS: [(&str, &str); 3] =
-    [("alice", "glpat-ALICEfake000000000000"), ("bob", "glpat-BOBfake00000000000000"), ("carol", "glpat-CAROLfake000000000000")];
+const TOKENS: [(&str, &str); 3] = [
+    ("alice", "glpat-ALICEfake000000000000"),
+    ("bob", "glpat-BOBfake00000000000000"),
+    ("carol", "glpat-CAROLfake000000000000"),
+];
 
 /// `tollgate team-server` as a child process, stopped on drop.
 struct TeamServer {
@@ -105,16 +108,52 @@ impl Tls {
             assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         };
         let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-        openssl(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=tollgate test CA",
-            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]].concat());
-        openssl(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.pem",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=tollgate test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat(),
+        );
         std::fs::write(
             dir.path().join("ext.cnf"),
             "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
-        openssl(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-            "server.pem", "-days", "2", "-extfile", "ext.cnf"]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
         Self { dir }
     }
 
@@ -297,7 +336,14 @@ async fn team_with(budgets: &str, relay: Option<&Relay>, server_port: u16, tls: 
         (None, None) => format!("http://127.0.0.1:{server_port}"),
     };
     repo.push(&[("policy.toml", &policy(&cloud, &local, &team_url, budgets))], "team policy");
-    let gitlab = FakeGitlab::start(repo.bare(), "acme/ai-policy", TOKENS[0].1, "alice", &["acme", "acme/leads", "acme/platform"]).await;
+    let gitlab = FakeGitlab::start(
+        repo.bare(),
+        "acme/ai-policy",
+        TOKENS[0].1,
+        "alice",
+        &["acme", "acme/leads", "acme/platform"],
+    )
+    .await;
     gitlab.add_user(TOKENS[1].1, "bob", &["acme", "acme/platform"]);
     gitlab.add_user(TOKENS[2].1, "carol", &["acme", "acme/platform"]);
     let server = TeamServer::start(&pg, &repo.dir.path().join("work"), &gitlab.url(), server_port, tls);
@@ -423,12 +469,8 @@ downgrade_to = "local"
     let lines = by_user["lines"].as_array().unwrap();
     assert_eq!(lines.len(), 3, "{by_user:#}");
     assert_eq!(lines.iter().map(|l| l["cost_micros"].as_i64().unwrap()).sum::<i64>(), spent);
-    let refused = admin
-        .get(format!("{}/v1/team/usage?by=user", t.server.url()))
-        .bearer_auth(TOKENS[1].1)
-        .send()
-        .await
-        .unwrap();
+    let refused =
+        admin.get(format!("{}/v1/team/usage?by=user", t.server.url())).bearer_auth(TOKENS[1].1).send().await.unwrap();
     assert_eq!(refused.status(), 403);
     // And through a daemon's CLI.
     let out = t.daemons[0].command().args(["usage", "--team", "--by", "user", "--json"]).output().unwrap();
@@ -552,9 +594,7 @@ action = "block"
     };
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
     let day = now - now % 86_400_000;
-    let lease = |daemon: &str, budget: &str| {
-        json!({"daemon": daemon, "budget": budget, "period_start": day, "used_micros": 0, "used_tokens": 0})
-    };
+    let lease = |daemon: &str, budget: &str| json!({"daemon": daemon, "budget": budget, "period_start": day, "used_micros": 0, "used_tokens": 0});
     let row = |user: &str, id: &str, budgets: Value| {
         json!({"request_id": id, "ts_ms": now, "user": user, "project": null, "task": "chat", "model": "corp/model-a",
                "caller": null, "input_tokens": 5, "output_tokens": 5, "cost_micros": 10000, "outcome": "ok", "budgets": budgets})
@@ -563,7 +603,10 @@ action = "block"
     // No token, or one GitLab does not know: 401.
     let r = http.post(format!("{}/v1/team/lease", t.server.url())).json(&lease("b1", "team-day")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert_eq!(post("/v1/team/lease", "glpat-NOBODYfake0000000000", lease("b1", "team-day")).await.unwrap().status(), 401);
+    assert_eq!(
+        post("/v1/team/lease", "glpat-NOBODYfake0000000000", lease("b1", "team-day")).await.unwrap().status(),
+        401
+    );
     // Bob leases the team budget with his own daemon id.
     let r = post("/v1/team/lease", TOKENS[1].1, lease("bobs-laptop", "team-day")).await.unwrap();
     assert_eq!(r.status(), 200);
@@ -573,17 +616,22 @@ action = "block"
     let r = post("/v1/team/lease", TOKENS[1].1, lease("bobs-laptop", "leads-day")).await.unwrap();
     assert_eq!(r.status(), 403);
     // A row claiming to be alice's: refused, and nothing stored.
-    let r = post("/v1/team/usage", TOKENS[1].1, json!({"daemon": "bobs-laptop", "rows": [row("alice", "r1", json!([]))]}))
-        .await
-        .unwrap();
+    let r =
+        post("/v1/team/usage", TOKENS[1].1, json!({"daemon": "bobs-laptop", "rows": [row("alice", "r1", json!([]))]}))
+            .await
+            .unwrap();
     assert_eq!(r.status(), 403);
     let refusal: Value = r.json().await.unwrap();
     let message = refusal["error"]["message"].as_str().unwrap();
     assert!(message.contains("\"alice\"") && message.contains("\"bob\"'s"), "{message}");
     // A row counted against a budget he holds no lease on: refused.
-    let r = post("/v1/team/usage", TOKENS[1].1, json!({"daemon": "bobs-laptop", "rows": [row("bob", "r2", json!(["leads-day"]))]}))
-        .await
-        .unwrap();
+    let r = post(
+        "/v1/team/usage",
+        TOKENS[1].1,
+        json!({"daemon": "bobs-laptop", "rows": [row("bob", "r2", json!(["leads-day"]))]}),
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 403);
     // Alice using bob's daemon id: refused.
     let r = post("/v1/team/lease", TOKENS[0].1, lease("bobs-laptop", "team-day")).await.unwrap();
@@ -591,9 +639,13 @@ action = "block"
     assert_eq!(t.pg.psql("SELECT count(*) FROM usage"), "0");
     // His own row on the budget he leased: stored once, however often it is sent.
     for expect in [(1, 0), (0, 1)] {
-        let r = post("/v1/team/usage", TOKENS[1].1, json!({"daemon": "bobs-laptop", "rows": [row("bob", "r3", json!(["team-day"]))]}))
-            .await
-            .unwrap();
+        let r = post(
+            "/v1/team/usage",
+            TOKENS[1].1,
+            json!({"daemon": "bobs-laptop", "rows": [row("bob", "r3", json!(["team-day"]))]}),
+        )
+        .await
+        .unwrap();
         assert_eq!(r.status(), 200);
         let ack: Value = r.json().await.unwrap();
         assert_eq!((ack["stored"].as_i64().unwrap(), ack["duplicates"].as_i64().unwrap()), expect);
@@ -617,7 +669,8 @@ action = "block"
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_team_server_speaks_tls_and_refuses_plain_http_off_loopback() {
     init();
-    let budgets = "[[budgets]]\nname = \"team-day\"\nscope = \"team\"\nperiod = \"day\"\nlimit_usd = 5\naction = \"block\"\n";
+    let budgets =
+        "[[budgets]]\nname = \"team-day\"\nscope = \"team\"\nperiod = \"day\"\nlimit_usd = 5\naction = \"block\"\n";
     let tls = Tls::new();
     let t = team_with(budgets, None, free_port(), Some(&tls)).await;
     let d = &t.daemons[1];

@@ -73,7 +73,10 @@ pub fn check_server_url(url: &str) -> Result<(), String> {
         "http"
             if parsed.host_str().is_some_and(|h| {
                 h == "localhost"
-                    || h.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                    || h.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
             }) =>
         {
             Ok(())
@@ -198,7 +201,8 @@ impl TeamClient {
             GitlabAuth::None => req,
         };
         let unreachable = |e: String| CallError::Unreachable(self.base.clone(), e);
-        let resp = req.timeout(Duration::from_secs(10)).send().await.map_err(|e| unreachable(e.without_url().to_string()))?;
+        let resp =
+            req.timeout(Duration::from_secs(10)).send().await.map_err(|e| unreachable(e.without_url().to_string()))?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| unreachable(e.without_url().to_string()))?;
         if bytes.len() > 8 << 20 {
@@ -231,9 +235,8 @@ impl TeamClient {
 pub async fn daemon_id(store: &Store) -> String {
     store
         .run(|c| {
-            let existing: Option<String> = c
-                .query_row("SELECT value FROM team_state WHERE key = 'daemon_id'", [], |r| r.get(0))
-                .ok();
+            let existing: Option<String> =
+                c.query_row("SELECT value FROM team_state WHERE key = 'daemon_id'", [], |r| r.get(0)).ok();
             if let Some(id) = existing {
                 return id;
             }
@@ -323,9 +326,9 @@ async fn renew(rt: &crate::runtime::Runtime, leases: &Leases, client: &TeamClien
     let ttl_ms = rt.config.team.lease_ttl_secs as i64 * 1000;
     for want in rt.budgets.lease_wants(utc::now_ms(), ttl_ms) {
         let sent = utc::now_ms();
-        let due = leases.get(&want.budget).is_none_or(|h| {
-            h.period_start != want.period_start || want.low || h.until_ms - sent < ttl_ms / 3
-        });
+        let due = leases
+            .get(&want.budget)
+            .is_none_or(|h| h.period_start != want.period_start || want.low || h.until_ms - sent < ttl_ms / 3);
         if !due {
             continue;
         }
@@ -377,10 +380,8 @@ async fn send_usage(
         let rows = rows_to_send(store).await;
         let Some(last) = rows.last().map(|(id, _)| *id) else { return Ok(()) };
         let full = rows.len() == BATCH;
-        let batch = UsageBatch {
-            daemon: daemon.to_string(),
-            rows: rows.into_iter().map(|(_, r)| usage_row(&r, rt)).collect(),
-        };
+        let batch =
+            UsageBatch { daemon: daemon.to_string(), rows: rows.into_iter().map(|(_, r)| usage_row(&r, rt)).collect() };
         client.usage(&batch).await.map_err(|e| e.to_string())?;
         advance_cursor(store, last).await;
         if !full {
@@ -410,5 +411,39 @@ fn usage_row(r: &tollgate_protocol::Row, rt: &crate::runtime::Runtime) -> UsageR
         cost_micros: r.cost_micros,
         outcome: r.outcome.as_str().to_string(),
         budgets: if counted { rt.budgets.shared_names(r.ts_ms) } else { Vec::new() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_is_https_or_loopback_http() {
+        for ok in [
+            "https://team.example.com",
+            "https://10.0.0.5:8789",
+            "http://127.0.0.1:8789",
+            "http://[::1]:1",
+            "http://localhost:8789",
+        ] {
+            assert!(check_server_url(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("http://team.example.com", "in clear"),
+            ("http://10.0.0.5:8789", "in clear"),
+            ("ftp://team.example.com", "not http"),
+            ("team.example.com", "relative URL"),
+        ] {
+            let e = check_server_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let mut c = TeamConfig { server: Some("https://t".into()), ..Default::default() };
+        assert!(c.validate().is_ok());
+        c.lease_max_percent = 0;
+        assert!(c.validate().unwrap_err().contains("percentages"));
+        c.lease_max_percent = 5;
+        c.lease_ttl_secs = 1;
+        assert!(c.validate().is_err());
     }
 }

@@ -156,7 +156,11 @@ impl DaemonClient {
     }
 
     /// The whole team's usage, through the daemon from the team server (team admins only).
-    pub async fn team_usage(&self, since: &str, by: crate::team::TeamGroupBy) -> Result<crate::team::TeamUsage, ClientError> {
+    pub async fn team_usage(
+        &self,
+        since: &str,
+        by: crate::team::TeamGroupBy,
+    ) -> Result<crate::team::TeamUsage, ClientError> {
         let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         self.get(&format!("/v1/team/usage?since={}&by={by}", query_escape(since))).await
     }

@@ -122,7 +122,8 @@ fn macaroon(location: &str, rng: &mut Rng) -> String {
         out.extend_from_slice(&[kind, len]);
         out.extend_from_slice(data);
     }
-    let identifier: String = (0..36).map(|i| if [8, 13, 18, 23].contains(&i) { '-' } else { rng.pick(LOWER_HEX) }).collect();
+    let identifier: String =
+        (0..36).map(|i| if [8, 13, 18, 23].contains(&i) { '-' } else { rng.pick(LOWER_HEX) }).collect();
     let signature: Vec<u8> = (0..32).map(|_| rng.next() as u8).collect();
     let mut m = vec![2];
     field(&mut m, 1, location.as_bytes());

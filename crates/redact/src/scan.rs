@@ -488,12 +488,8 @@ pub fn mac_address(s: &str) -> bool {
 /// Whether `s` carries a valid `c` checksum.
 pub fn checksum_valid(c: Checksum, s: &[u8]) -> bool {
     match c {
-        Checksum::Crc32Base62 => {
-            s.len() == 40 && s.get(3) == Some(&b'_') && s[34..] == crc32_base62_tail(&s[4..34])
-        }
-        Checksum::PypiMacaroon => {
-            s.strip_prefix(b"pypi-").and_then(base64url_decode).is_some_and(|m| macaroon_v2(&m))
-        }
+        Checksum::Crc32Base62 => s.len() == 40 && s.get(3) == Some(&b'_') && s[34..] == crc32_base62_tail(&s[4..34]),
+        Checksum::PypiMacaroon => s.strip_prefix(b"pypi-").and_then(base64url_decode).is_some_and(|m| macaroon_v2(&m)),
     }
 }
 
@@ -815,7 +811,12 @@ mod tests {
         let truncated = &real[..real.len() - 4];
         let random_body = "pypi-AgEIcHlwaS5vcmcCJDBmM2MyYTRlLTViMWQtNGM4ZS05YTdmLTFlMmQzYzRiNWE2OQACJXsidmVyc2lvbiI6IDEsICJwZXJtaXNzaW9ucyI6ICJ1c2VyIn0AAAYgZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1-f4CBgoMAAAA";
         let not_base64 = "pypi-AgEIcHlwaS5vcmcC.DBm";
-        for fake in [truncated, random_body, not_base64, "pypi-AgEIcHlwaS5vcmcxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"] {
+        for fake in [
+            truncated,
+            random_body,
+            not_base64,
+            "pypi-AgEIcHlwaS5vcmcxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ] {
             assert!(!checksum_valid(Checksum::PypiMacaroon, fake.as_bytes()), "{fake}");
         }
     }

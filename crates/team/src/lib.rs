@@ -132,7 +132,10 @@ fn gitlab_client() -> reqwest::Client {
 }
 
 /// Runs the server until `shutdown` resolves.
-pub async fn serve(opts: Options, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    opts: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     if opts.tls.is_none() && !opts.listen.ip().is_loopback() {
         anyhow::bail!(
             "--listen {} is not a loopback address: daemons send GitLab tokens, so the server needs \
@@ -267,7 +270,9 @@ fn shared_budget(policy: &PolicyFile, name: &str, who: &Identity) -> Result<Budg
         .budgets
         .iter()
         .find(|b| b.name == name && matches!(b.scope, BudgetScope::Team | BudgetScope::Group))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("the policy has no team or group budget named {name:?}")))?;
+        .ok_or_else(|| {
+            ApiError(StatusCode::NOT_FOUND, format!("the policy has no team or group budget named {name:?}"))
+        })?;
     if def.scope == BudgetScope::Group {
         let glob = globset::Glob::new(&def.matches).map_err(|e| forbidden(e.to_string()))?.compile_matcher();
         if !who.groups.iter().any(|g| glob.is_match(g)) {
@@ -287,10 +292,14 @@ fn daemon_id_ok(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-async fn lease(State(state): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Result<Json<Lease>, ApiError> {
+async fn lease(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Lease>, ApiError> {
     let who = identify(&state, &headers).await?;
-    let req: LeaseRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the lease request: {e}")))?;
+    let req: LeaseRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the lease request: {e}")))?;
     daemon_id_ok(&req.daemon)?;
     if req.used_micros < 0 {
         return Err(ApiError(StatusCode::BAD_REQUEST, "used_micros is negative".into()));
@@ -352,8 +361,8 @@ async fn usage(
     body: axum::body::Bytes,
 ) -> Result<Json<UsageAck>, ApiError> {
     let who = identify(&state, &headers).await?;
-    let batch: UsageBatch =
-        serde_json::from_slice(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the usage batch: {e}")))?;
+    let batch: UsageBatch = serde_json::from_slice(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the usage batch: {e}")))?;
     daemon_id_ok(&batch.daemon)?;
     if batch.rows.len() > MAX_ROWS {
         return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_ROWS} rows in a batch")));
@@ -365,7 +374,10 @@ async fn usage(
         )));
     }
     if let Some(r) = batch.rows.iter().find(|r| r.request_id.is_empty() || r.request_id.len() > 128) {
-        return Err(ApiError(StatusCode::BAD_REQUEST, format!("row with a request id of {} bytes", r.request_id.len())));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("row with a request id of {} bytes", r.request_id.len()),
+        ));
     }
     state.db.claim_daemon(&batch.daemon, &who.username, utc::now_ms()).await?;
     let policy = state.policy.load_full();

@@ -240,7 +240,8 @@ impl Budgets {
                 let low = leases.get(&def.name).is_some_and(|h| {
                     let left_m = h.granted_micros.map(|g| g - b.spent_micros - b.reserved_micros);
                     let left_t = h.granted_tokens.map(|g| g as i128 - (b.spent_tokens + b.reserved_tokens) as i128);
-                    left_m.is_some_and(|l| l * 2 < h.slice_micros) || left_t.is_some_and(|l| l * 2 < h.slice_tokens as i128)
+                    left_m.is_some_and(|l| l * 2 < h.slice_micros)
+                        || left_t.is_some_and(|l| l * 2 < h.slice_tokens as i128)
                 });
                 Some(LeaseWant {
                     budget: def.name.clone(),
@@ -259,7 +260,8 @@ impl Budgets {
             .iter()
             .filter(|(def, _)| {
                 self.shared(def).is_some_and(|l| {
-                    def.action != Action::Warn || l.get(&def.name).is_some_and(|h| h.period_start == def.period.start(ts_ms))
+                    def.action != Action::Warn
+                        || l.get(&def.name).is_some_and(|h| h.period_start == def.period.start(ts_ms))
                 })
             })
             .map(|(def, _)| def.name.clone())
@@ -534,5 +536,46 @@ mod tests {
         assert!(b.reserve(&other, 0).is_ok());
         let outside = Facts { project: Some("oss/tool"), target: "openai/gpt-4.1", tokens: 1, micros: Some(500) };
         assert!(b.reserve(&outside, 0).is_ok());
+    }
+
+    #[test]
+    fn a_shared_budget_is_spent_within_its_lease_and_only_wanted_while_requests_need_it() {
+        use crate::team::{Held, Leases};
+        let mut team = budget(Action::Block, Some(1_000_000), None);
+        team.scope = BudgetScope::Team;
+        let leases = Arc::new(Leases::default());
+        let b = Arc::new(Budgets::new(&[team], &me(), Some(Arc::clone(&leases))));
+        let now = 1_000;
+        // No lease: nothing that costs money passes, and the budget is marked as needed.
+        assert!(b.lease_wants(now, 60_000).is_empty(), "not wanted before a request needs it");
+        let e = b.reserve(&facts(10, 1), now).err().unwrap();
+        assert!(e.limit.contains("no lease"), "{e}");
+        assert!(b.lacks_lease(now));
+        let want = &b.lease_wants(now, 60_000)[0];
+        assert_eq!((want.budget.as_str(), want.used_micros, want.low), ("b", 0, false));
+        // A lease of 100: the lease is the limit, not the budget's 1,000,000.
+        let held = Held {
+            period_start: 0,
+            granted_micros: Some(100),
+            granted_tokens: None,
+            until_ms: 5_000,
+            slice_micros: 100,
+            slice_tokens: 0,
+        };
+        leases.set("b", held);
+        assert!(!b.lacks_lease(now));
+        b.reserve(&facts(60, 1), now).unwrap().settle(Some(60), 1);
+        assert!(b.lease_wants(now, 60_000)[0].low, "40 of a 100 slice left is low");
+        assert_eq!(b.lease_wants(now, 60_000)[0].used_micros, 60);
+        let e = b.reserve(&facts(60, 1), now).err().unwrap();
+        assert!(e.limit.contains("lease"), "{e}");
+        // After its end, none of it is spent.
+        assert!(b.reserve(&facts(1, 1), 5_000).is_err());
+        // Idle past the window: no longer wanted, so the lease lapses.
+        assert!(b.lease_wants(now + 120_000, 60_000).is_empty());
+        // A user budget is never shared.
+        let user = Arc::new(Budgets::new(&[budget(Action::Block, Some(100), None)], &me(), Some(leases)));
+        assert!(!user.lacks_lease(now));
+        assert!(user.reserve(&facts(60, 1), now).is_ok());
     }
 }
