@@ -29,7 +29,8 @@ if ((${#missing[@]})); then
 fi
 
 # --- Python venv with the real SDK clients ---------------------------------------------------
-PY_PKGS=("openai==3.51.0" "anthropic==2.10.0" "pytest==9.2.0" "httpx")
+# opentelemetry-proto: the official OTLP messages, to decode what the daemon exports.
+PY_PKGS=("openai==3.51.0" "anthropic==2.10.0" "pytest==9.2.0" "httpx" "opentelemetry-proto==1.45.2")
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv at $VENV"
   python3 -m venv "$VENV"

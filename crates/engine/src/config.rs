@@ -222,6 +222,9 @@ pub struct Config {
     /// A team server for shared budgets and team usage (the policy's `[team]` wins).
     #[serde(default)]
     pub team: crate::team::TeamConfig,
+    /// OpenTelemetry export to a collector (off by default).
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -491,6 +494,9 @@ impl Config {
         }
         if let Err(e) = self.team.validate() {
             out.push(("team".into(), e));
+        }
+        if let Err(e) = self.telemetry.validate() {
+            out.push(("telemetry".into(), e));
         }
         out.extend(
             Sections {

@@ -17,6 +17,7 @@
 //!   config and policy decide, built whole and swapped whole; [`identity`], [`prompts`].
 //! - [`tasks`], [`complete`], [`review`]: prompt tasks, inline completion and review over the
 //!   pipeline ([`tasks::PromptRunner`]).
+//! - [`telemetry`]: OpenTelemetry export (OTLP/HTTP) of spans and GenAI metrics, off by default.
 //! - [`team`]: leases on budgets shared through a team server, and usage sent to it.
 //! - [`git`], [`diff`]: the one git runner and the one unified-diff reader; [`metrics`]:
 //!   Prometheus counters.
@@ -52,3 +53,4 @@ pub mod store;
 pub mod stored;
 pub mod tasks;
 pub mod team;
+pub mod telemetry;

@@ -413,6 +413,8 @@ pub struct Gateway {
     /// Seals what the store keeps of prompts and answers.
     pub sealer: Arc<crate::seal::Sealer>,
     pub metrics: Arc<Metrics>,
+    /// OpenTelemetry export, when a collector is configured (read at start).
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     pub(crate) http: reqwest::Client,
     slots: Arc<Semaphore>,
 }
@@ -424,6 +426,9 @@ struct Settle {
     store: Store,
     sealer: Arc<crate::seal::Sealer>,
     metrics: Arc<Metrics>,
+    telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The redacted messages, for a span, when contents are exported.
+    content: Option<String>,
     row: Row,
     reservation: Reservation,
     pending: Option<JoinHandle<()>>,
@@ -438,6 +443,14 @@ struct Settle {
     /// Characters of text in the (masked) request: its input tokens are estimated from them when
     /// the provider reports none.
     input_chars: usize,
+}
+
+/// Hands a settled row to the OpenTelemetry exporter, when one runs (never waits).
+fn observe(telemetry: Option<&Arc<crate::telemetry::Telemetry>>, config: &Config, row: &Row, content: Option<String>) {
+    if let Some(t) = telemetry {
+        let provider_kind = row.provider.as_deref().and_then(|p| config.providers.get(p)).map(|c| c.kind.as_str());
+        t.observe(crate::telemetry::Observation { row: row.clone(), provider_kind, content });
+    }
 }
 
 /// Tokens of text, estimated from its length where no provider said (about four characters each).
@@ -502,6 +515,7 @@ impl Settle {
             ..self.row
         };
         self.metrics.record(&row);
+        observe(self.telemetry.as_ref(), &self.config, &row, self.content.take());
         self.reservation.settle(cost, usage.input_tokens.saturating_add(usage.output_tokens));
         if outcome == Outcome::Ok
             && let (Some((key, scope)), Some(events)) = (self.cache_key, &events)
@@ -542,8 +556,12 @@ impl Gateway {
     ) -> Self {
         let now = utc::now_ms();
         runtime.budgets.load(ledger::budget_spend(&store, &runtime.budgets, now).await, now);
+        let http = providers::http_client(&runtime.config.limits);
+        let telemetry =
+            crate::telemetry::Telemetry::start(&runtime.config.telemetry, http.clone(), &runtime.identity.username);
         Self {
-            http: providers::http_client(&runtime.config.limits),
+            telemetry,
+            http,
             slots: Arc::new(Semaphore::new(runtime.config.limits.max_concurrent_requests.max(1))),
             metrics: Arc::default(),
             runtime: ArcSwap::from_pointee(runtime),
@@ -612,6 +630,7 @@ impl Gateway {
                 ..self.row(&rt, ctx)
             };
             self.metrics.record(&row);
+            observe(self.telemetry.as_ref(), &rt.config, &row, None);
             if let Err(e) = ledger::write_durable(&self.store, row).await {
                 tracing::error!(error = %e, "a refused request's ledger row was not kept");
             }
@@ -684,6 +703,7 @@ impl Gateway {
             return None;
         };
         self.metrics.record(&hit.row);
+        observe(self.telemetry.as_ref(), &ctx.runtime.config, &hit.row, None);
         let answer = if masked.req.stream {
             Answer::Stream(Box::pin(futures_util::stream::iter(hit.events.into_iter().map(Ok))))
         } else {
@@ -830,6 +850,12 @@ impl Gateway {
             store: self.store.clone(),
             sealer: Arc::clone(&self.sealer),
             metrics: Arc::clone(&self.metrics),
+            telemetry: self.telemetry.clone(),
+            content: self
+                .telemetry
+                .as_ref()
+                .filter(|t| t.content)
+                .map(|_| serde_json::to_string(&masked.req.messages).unwrap_or_default()),
             row,
             reservation,
             pending: None,

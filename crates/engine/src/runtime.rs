@@ -93,6 +93,7 @@ impl Runtime {
             ("limits", json(&old.limits) != json(&new.limits)),
             ("keychain", json(&old.keychain) != json(&new.keychain)),
             ("policy", json(&old.policy) != json(&new.policy)),
+            ("telemetry", json(&old.telemetry) != json(&new.telemetry)),
         ]
         .into_iter()
         .filter_map(|(name, changed)| changed.then_some(name))

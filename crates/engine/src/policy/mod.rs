@@ -64,6 +64,9 @@ pub struct PolicyFile {
     /// The team server every member's daemon joins, and how it leases shared budgets.
     #[serde(default)]
     pub team: Option<crate::team::TeamConfig>,
+    /// The team's OpenTelemetry collector, and whether message contents may be exported.
+    #[serde(default)]
+    pub telemetry: Option<crate::telemetry::TelemetryPolicy>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]

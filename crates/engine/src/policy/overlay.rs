@@ -16,6 +16,7 @@
 //! | `redaction.countries`, `redaction.names` | looked for | more may be added |
 //! | `review.block_severity`, `on_error` | the least strict allowed | stricter applies |
 //! | `team` | the team server and its lease terms | ignored |
+//! | `telemetry` | the collector; whether contents may be exported | contents only if allowed |
 
 use serde::Serialize;
 
@@ -117,6 +118,20 @@ pub fn apply(loaded: &mut Loaded, policy: &Policy) -> Result<Vec<Ignored>, Confi
             ignore("team".into(), show(&c.team), show(team), "the policy names the team server");
         }
         c.team = team.clone();
+    }
+
+    let telemetry = p.telemetry.clone().unwrap_or_default();
+    if let Some(endpoint) = &telemetry.otlp_endpoint {
+        c.telemetry.otlp_endpoint = Some(endpoint.clone());
+    }
+    if c.telemetry.content && !telemetry.allow_content {
+        ignore(
+            "telemetry.content".into(),
+            "true".into(),
+            "false".into(),
+            "the policy does not allow exporting contents",
+        );
+        c.telemetry.content = false;
     }
 
     let mut budgets = p.budgets.clone();
@@ -255,6 +270,22 @@ names = ["Raj Patel"]
 block_severity = "high"
 on_error = "closed"
 "#;
+
+    #[test]
+    fn telemetry_contents_leave_only_where_the_policy_allows_and_its_collector_wins() {
+        let mine = "[telemetry]\notlp_endpoint = \"http://localhost:4318\"\ncontent = true\n";
+        let (_f, mut loaded) = local(mine);
+        let ignored = apply(&mut loaded, &policy("version = 1\n")).unwrap();
+        assert!(!loaded.config.telemetry.content, "a policy that says nothing does not allow contents");
+        assert!(ignored.iter().any(|i| i.key == "telemetry.content"), "{ignored:#?}");
+        assert_eq!(loaded.config.telemetry.otlp_endpoint.as_deref(), Some("http://localhost:4318"));
+        let allowing =
+            "version = 1\n[telemetry]\notlp_endpoint = \"https://otel.acme.example\"\nallow_content = true\n";
+        let (_f, mut loaded) = local(mine);
+        let ignored = apply(&mut loaded, &policy(allowing)).unwrap();
+        assert!(loaded.config.telemetry.content && ignored.is_empty(), "{ignored:#?}");
+        assert_eq!(loaded.config.telemetry.otlp_endpoint.as_deref(), Some("https://otel.acme.example"));
+    }
 
     #[test]
     fn tightening_applies() {
