@@ -88,6 +88,7 @@ impl FakeGitlab {
             .route("/api/v4/projects/{id}/repository/tree", get(tree))
             .route("/api/v4/projects/{id}/repository/files/{path}/raw", get(raw))
             .route("/api/v4/user", get(user))
+            .route("/api/v4/job", get(job))
             .route("/api/v4/groups", get(groups_list))
             .route("/api/v4/projects/{id}/merge_requests/{iid}", get(merge_request))
             .route(
@@ -291,6 +292,24 @@ async fn raw(
         Some(bytes) => ([(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response(),
         None => message(StatusCode::NOT_FOUND, "404 File Not Found"),
     }
+}
+
+/// The job a CI job token belongs to (job tokens only), started by the token's user.
+async fn job(State(state): State<Arc<GitlabState>>, headers: HeaderMap) -> Response {
+    if headers.get("job-token").is_none() {
+        return message(StatusCode::UNAUTHORIZED, "401 Unauthorized");
+    }
+    let (username, _) = who(&state, &presented_token(&headers)).unwrap_or_default();
+    axum::Json(json!({
+        "id": 7001,
+        "status": "running",
+        "stage": "test",
+        "name": "review",
+        "ref": "main",
+        "user": {"id": 42, "username": username, "name": "Test User", "state": "active"},
+        "pipeline": {"id": 900, "project_id": 12, "ref": "main", "status": "running"},
+    }))
+    .into_response()
 }
 
 async fn user(State(state): State<Arc<GitlabState>>, headers: HeaderMap) -> Response {

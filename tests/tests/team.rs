@@ -612,6 +612,16 @@ action = "block"
     assert_eq!(r.status(), 200);
     let granted: Value = r.json().await.unwrap();
     assert_eq!(granted["granted_micros"], 10_000_000, "10% of $100: {granted:#}");
+    // A CI job of carol's, with its job token: her identity, from GitLab's /job.
+    let r = http
+        .post(format!("{}/v1/team/lease", t.server.url()))
+        .header("job-token", TOKENS[2].1)
+        .json(&lease("ci-runner-7001", "team-day"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(t.pg.psql("SELECT username FROM daemons WHERE daemon_id = 'ci-runner-7001'"), "carol");
     // A group budget of a group he is not in: refused.
     let r = post("/v1/team/lease", TOKENS[1].1, lease("bobs-laptop", "leads-day")).await.unwrap();
     assert_eq!(r.status(), 403);

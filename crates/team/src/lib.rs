@@ -229,29 +229,32 @@ async fn serve_tls(
     }
 }
 
-/// Who is asking, from the GitLab token the daemon sends (`Authorization: Bearer`), as GitLab
-/// says: asked once per token, then cached for [`IDENTITY_TTL`].
+/// Who is asking, from the GitLab token the daemon sends (`Authorization: Bearer`, or `Job-Token`
+/// from a CI job), as GitLab says: asked once per token, then cached for [`IDENTITY_TTL`].
 async fn identify(state: &Shared, headers: &HeaderMap) -> Result<Identity, ApiError> {
     let unauthorized = |m: &str| ApiError(StatusCode::UNAUTHORIZED, m.into());
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            unauthorized("send the GitLab token as `Authorization: Bearer`: save one with `tollgate login gitlab`")
-        })?;
-    let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|t| !t.is_empty());
+    let bearer = header("authorization").and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    let (token, job) = match (bearer, header("job-token")) {
+        (Some(t), _) => (t, false),
+        (None, Some(t)) => (t, true),
+        (None, None) => {
+            return Err(unauthorized(
+                "send the GitLab token as `Authorization: Bearer` (or a CI job's as `Job-Token`): save one with \
+                 `tollgate login gitlab`",
+            ));
+        }
+    };
+    let key: [u8; 32] = Sha256::digest([token.as_bytes(), &[u8::from(job)]].concat()).into();
     if let Some((id, at)) = state.identities.lock().expect("identities").get(&key)
         && at.elapsed() < IDENTITY_TTL
     {
         return Ok(id.clone());
     }
-    let auth = GitlabAuth::Token(Secret::new(token.to_string()));
-    let identity = (Gitlab { http: &state.http, api: &state.gitlab, auth: &auth })
-        .identity()
-        .await
+    let secret = Secret::new(token.to_string());
+    let auth = if job { GitlabAuth::Job(secret) } else { GitlabAuth::Token(secret) };
+    let gitlab = Gitlab { http: &state.http, api: &state.gitlab, auth: &auth };
+    let identity = if job { gitlab.job_identity().await } else { gitlab.identity().await }
         .map_err(|e| unauthorized(&format!("GitLab did not confirm the token: {e}")))?;
     let mut cache = state.identities.lock().expect("identities");
     if cache.len() >= IDENTITY_CACHE {

@@ -284,6 +284,22 @@ impl Gitlab<'_> {
         Ok(files)
     }
 
+    /// Who a CI job token acts for: the user who started the job (`GET /job`, the one call a job
+    /// token may make about itself), with no groups (a job token cannot list them).
+    pub async fn job_identity(&self) -> Result<Identity, FetchError> {
+        #[derive(serde::Deserialize)]
+        struct User {
+            username: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Job {
+            user: User,
+        }
+        let (job, _): (Job, _) = self.json("/job").await?;
+        let host = self.api.split_once("://").map_or(self.api, |(_, h)| h).to_string();
+        Ok(Identity { username: job.user.username, groups: Vec::new(), source: format!("{host} (CI job)") })
+    }
+
     /// The user the token belongs to, and the full paths of their groups.
     pub async fn identity(&self) -> Result<Identity, FetchError> {
         #[derive(serde::Deserialize)]
