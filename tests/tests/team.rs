@@ -661,6 +661,8 @@ action = "block"
         assert_eq!((ack["stored"].as_i64().unwrap(), ack["duplicates"].as_i64().unwrap()), expect);
     }
     assert_eq!(t.pg.psql("SELECT count(*) FROM usage"), "1");
+    assert_eq!(t.pg.psql("SELECT budgets FROM usage"), "{team-day}");
+    assert_eq!(t.pg.psql("SELECT groups FROM usage"), "{acme,acme/platform}", "bob's groups, as GitLab says");
     // Malformed bodies: a clear 400, not a crash.
     let r = http
         .post(format!("{}/v1/team/usage", t.server.url()))

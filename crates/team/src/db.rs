@@ -248,42 +248,44 @@ impl Db {
         rows: &[UsageRow],
         now: i64,
     ) -> Result<(usize, usize), DbError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let insert = tx
-            .prepare(
+        // One statement for the whole batch: the rows as arrays, unnested (a budget list travels
+        // as one string joined by the unit separator, which no policy name contains).
+        const SEP: char = '\u{1f}';
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let col = |f: &dyn Fn(&UsageRow) -> String| rows.iter().map(f).collect::<Vec<String>>();
+        let opt = |f: &dyn Fn(&UsageRow) -> Option<String>| rows.iter().map(f).collect::<Vec<Option<String>>>();
+        let (ids, users, tasks, models, outcomes) = (
+            col(&|r| r.request_id.clone()),
+            col(&|r| r.user.clone()),
+            col(&|r| r.task.clone()),
+            col(&|r| r.model.clone()),
+            col(&|r| r.outcome.clone()),
+        );
+        let budgets = col(&|r| r.budgets.join(&SEP.to_string()));
+        let (projects, callers) = (opt(&|r| r.project.clone()), opt(&|r| r.caller.clone()));
+        let ts: Vec<i64> = rows.iter().map(|r| r.ts_ms).collect();
+        let input: Vec<i64> = rows.iter().map(|r| tokens(r.input_tokens)).collect();
+        let output: Vec<i64> = rows.iter().map(|r| tokens(r.output_tokens)).collect();
+        let cost: Vec<Option<i64>> = rows.iter().map(|r| r.cost_micros).collect();
+        let client = self.pool.get().await?;
+        let stored = client
+            .execute(
                 "INSERT INTO usage (daemon_id, request_id, ts_ms, username, groups, project, task, model, caller, \
                  input_tokens, output_tokens, cost_micros, outcome, budgets, received_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING",
+                 SELECT $1, r.request_id, r.ts_ms, r.username, $2, r.project, r.task, r.model, r.caller, \
+                 r.input_tokens, r.output_tokens, r.cost_micros, r.outcome, \
+                 CASE WHEN r.budgets = '' THEN ARRAY[]::text[] ELSE string_to_array(r.budgets, chr(31)) END, $3 \
+                 FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
+                 $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[]) \
+                 AS r(request_id, ts_ms, username, project, task, model, caller, input_tokens, output_tokens, \
+                 cost_micros, outcome, budgets) \
+                 ON CONFLICT DO NOTHING",
+                &[
+                    &daemon, &groups, &now, &ids, &ts, &users, &projects, &tasks, &models, &callers, &input, &output,
+                    &cost, &outcomes, &budgets,
+                ],
             )
-            .await?;
-        let mut stored = 0;
-        for r in rows {
-            let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-            stored += tx
-                .execute(
-                    &insert,
-                    &[
-                        &daemon,
-                        &r.request_id,
-                        &r.ts_ms,
-                        &r.user,
-                        &groups,
-                        &r.project,
-                        &r.task,
-                        &r.model,
-                        &r.caller,
-                        &tokens(r.input_tokens),
-                        &tokens(r.output_tokens),
-                        &r.cost_micros,
-                        &r.outcome,
-                        &r.budgets,
-                        &now,
-                    ],
-                )
-                .await? as usize;
-        }
-        tx.commit().await?;
+            .await? as usize;
         Ok((stored, rows.len() - stored))
     }
 

@@ -23,6 +23,12 @@
 //! negatives for every rule with a sample (`TOLLGATE_SEED` chooses the draw), in
 //! `shared/corpus/secrets`' layout, for `tests/bench/compare-scanners.sh`.
 //!
+//! `--scenario team` runs a real PostgreSQL, `tollgate team-server`, the fake GitLab and two
+//! daemons with the same team budget, one spending it within leases from the server and one
+//! counting it alone: it prints both latencies at `--rates` (what leasing adds on the request path),
+//! the lease grants per 1,000 requests, and the server's throughput for usage rows (batches of
+//! 5,000 posted back to back).
+//!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
 use std::sync::Arc;
@@ -41,7 +47,7 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, first-event, db-size, scan, redact, review, or lsp
+    /// overhead, cache, first-event, db-size, scan, redact, review, lsp, or team
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
@@ -617,6 +623,120 @@ async fn review(delay_ms: u64) {
     }
 }
 
+/// Leasing's cost on the request path, lease grants per 1,000 requests, and the team server's
+/// throughput for usage rows.
+async fn team(rates: &[u32], seconds: u64) {
+    use tollgate_tests::gitlab::FakeGitlab;
+    use tollgate_tests::postgres::Postgres;
+    let token = "glpat-BENCHfake00000000000";
+    let pg = Postgres::start();
+    let fake = FakeProvider::start().await;
+    let server_port = tollgate_tests::free_port();
+    // $3 / $15 per million tokens, a team budget of $1,000 a day on the default lease terms.
+    let budget =
+        "[[budgets]]\nname = \"team-day\"\nscope = \"team\"\nperiod = \"day\"\nlimit_usd = 1000\naction = \"block\"\n";
+    let prices = "[prices.\"oa/gpt-4.1\"]\ninput = 3\noutput = 15\n";
+    let policy = format!(
+        "version = 1\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n{prices}\
+         [team]\nserver = \"http://127.0.0.1:{server_port}\"\n{budget}",
+        fake.url()
+    );
+    let repo = tollgate_tests::PolicyRepo::new();
+    repo.push(&[("policy.toml", &policy)], "bench policy");
+    let gitlab = FakeGitlab::start(repo.bare(), "acme/ai-policy", token, "bench", &["acme"]).await;
+    let log = std::fs::File::create(pg.dir().join("team-server.log")).unwrap();
+    let mut server = std::process::Command::new(tollgate_tests::tollgate_bin())
+        .args(["team-server", "--database", &pg.url(), "--listen", &format!("127.0.0.1:{server_port}"), "--policy"])
+        .arg(repo.dir.path().join("work"))
+        .args(["--gitlab", &gitlab.url()])
+        .env("TOLLGATE_LOG", "warn")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", server_port)).is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let source = format!("gitlab+http://{}/acme/ai-policy?ref=main", gitlab.addr);
+    let leased = Daemon::start_with_env(
+        &format!("[keychain]\nbackend = \"env\"\n[policy]\nsource = \"{source}\"\nsync_interval_s = 3600\n"),
+        &[
+            ("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000"),
+            ("TOLLGATE_GITLAB_API_KEY", token),
+            ("TOLLGATE_LOG", "warn"),
+        ],
+    );
+    let alone = bench_daemon(&fake, &format!("{prices}{}", budget.replace("\"team\"", "\"user\"")));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while leased.get_json("/v1/policy").await["commit"].is_null() {
+        assert!(Instant::now() < deadline, "no policy:\n{}", leased.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build().unwrap();
+    let (to_leased, to_alone) = (leased.url("/v1/chat/completions"), alone.url("/v1/chat/completions"));
+    let warm = load(&client, &to_leased, Some(&leased.token), 100, 1).await;
+    load(&client, &to_alone, Some(&alone.token), 100, 1).await;
+    let mut sent = warm.e2e.len() + warm.errors;
+    println!();
+    println!(
+        "{:>6}  {:>26}  {:>26}  {:>28}",
+        "rate/s", "budget alone p50 / p99 ms", "team lease p50 / p99 ms", "reported added alone / lease p99"
+    );
+    for &rate in rates {
+        let a = load(&client, &to_alone, Some(&alone.token), rate, seconds).await;
+        let l = load(&client, &to_leased, Some(&leased.token), rate, seconds).await;
+        sent += l.e2e.len() + l.errors;
+        println!(
+            "{:>6}  {:>12.3} / {:>9.3}  {:>12.3} / {:>9.3}  {:>13.3} / {:>10.3}   (n={}+{}, errors {}+{})",
+            rate,
+            pct(&a.e2e, 50.0),
+            pct(&a.e2e, 99.0),
+            pct(&l.e2e, 50.0),
+            pct(&l.e2e, 99.0),
+            pct(&a.added, 99.0),
+            pct(&l.added, 99.0),
+            a.e2e.len(),
+            l.e2e.len(),
+            a.errors,
+            l.errors
+        );
+    }
+    let grants: i64 = pg.psql("SELECT COALESCE(sum(grants), 0) FROM leases").parse().unwrap();
+    println!(
+        "\nlease grants (the first included): {grants} for {sent} requests ({:.2} per 1,000; a request costs about \
+         $0.0001 here, one grant adds at most $50)",
+        grants as f64 * 1000.0 / sent.max(1) as f64
+    );
+    // The server's throughput for usage rows: batches of 5,000 posted back to back.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let batches = 20;
+    let started = Instant::now();
+    for b in 0..batches {
+        let rows: Vec<serde_json::Value> = (0..5000)
+            .map(|i| {
+                json!({"request_id": format!("bench-{b}-{i}"), "ts_ms": now, "user": "bench", "project": "acme/web",
+                       "task": "chat", "model": "oa/gpt-4.1", "caller": "claude-code", "input_tokens": 1200,
+                       "output_tokens": 300, "cost_micros": 8100, "outcome": "ok", "budgets": []})
+            })
+            .collect();
+        let r = client
+            .post(format!("http://127.0.0.1:{server_port}/v1/team/usage"))
+            .bearer_auth(token)
+            .json(&json!({"daemon": "bench-usage", "rows": rows}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "usage rows: {} in {secs:.2}s = {:.0} rows/s (batches of 5,000, one connection)",
+        batches * 5000,
+        f64::from(batches * 5000) / secs
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -629,6 +749,7 @@ async fn main() {
         "review" => return review(if args.provider_delay_ms == 0 { 500 } else { args.provider_delay_ms }).await,
         "lsp" => return lsp().await,
         "first-event" => return first_event(args.seconds).await,
+        "team" => return team(&args.rates, args.seconds).await,
         _ => {}
     }
     let fake = FakeProvider::start().await;
