@@ -47,6 +47,9 @@ struct Inner {
     /// Why the database cannot keep what it is given (a full disk, damaged pages, a read-only
     /// file), while that lasts; cleared by the next durable write that commits.
     failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    path: PathBuf,
+    /// A read-only connection of its own for background readers (see [`Store::read`]).
+    reader: std::sync::Mutex<Option<Connection>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,7 +205,14 @@ impl Store {
             .name("tollgate-db".into())
             .spawn(move || run(conn, rx, &state))
             .expect("spawn the database thread");
-        let store = Self { inner: std::sync::Arc::new(Inner { tx, failing }) };
+        let store = Self {
+            inner: std::sync::Arc::new(Inner {
+                tx,
+                failing,
+                path: path.to_path_buf(),
+                reader: std::sync::Mutex::new(None),
+            }),
+        };
         // A weak handle: the checkpointer does not keep the writer alive.
         let probe = std::sync::Arc::downgrade(&store.inner);
         std::thread::Builder::new()
@@ -232,6 +242,29 @@ impl Store {
             })))
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)
+    }
+
+    /// Runs a read on a read-only connection of its own, on a blocking thread. In WAL mode it
+    /// neither waits for the writer thread nor holds it up: for readers off the request path (the
+    /// team's usage cursor) whose queries would otherwise delay the pending rows requests wait for.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = std::sync::Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = inner.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if reader.is_none() {
+                let c = Connection::open_with_flags(&inner.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                    .and_then(|c| c.execute_batch("PRAGMA busy_timeout = 5000;").map(|()| c))
+                    .map_err(|e| StoreError::NotKept(format!("cannot open a reader: {e}")))?;
+                *reader = Some(c);
+            }
+            let c = reader.as_ref().expect("opened above");
+            f(c).map_err(|e| StoreError::NotKept(format!("read: {e}")))
+        })
+        .await
+        .map_err(|_| StoreError::Stopped)?
     }
 
     /// Queues a write; returns at once.

@@ -17,6 +17,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
+use rusqlite::OptionalExtension;
+
 use crate::keychain::Credentials;
 use crate::policy::source::GitlabAuth;
 use crate::store::Store;
@@ -256,18 +258,24 @@ const BATCH: usize = 500;
 /// Settled ledger rows after the cursor (none past a row still pending, which may settle later),
 /// with their ids.
 async fn rows_to_send(store: &Store) -> Vec<(i64, tollgate_protocol::Row)> {
+    // On a reader connection: the requests' pending rows never wait behind this.
     store
-        .run(|c| {
+        .read(|c| {
             let cursor: i64 = c
                 .query_row("SELECT CAST(value AS INTEGER) FROM team_state WHERE key = 'usage_cursor'", [], |r| r.get(0))
+                .optional()?
                 .unwrap_or(0);
-            let pending: Option<i64> = c
-                .query_row("SELECT MIN(id) FROM ledger WHERE id > ?1 AND outcome = 'pending'", [cursor], |r| r.get(0))
-                .unwrap_or(None);
-            crate::ledger::rows_between(c, cursor, pending.unwrap_or(i64::MAX), BATCH).unwrap_or_default()
+            let pending: Option<i64> =
+                c.query_row("SELECT MIN(id) FROM ledger WHERE id > ?1 AND outcome = 'pending'", [cursor], |r| {
+                    r.get(0)
+                })?;
+            crate::ledger::rows_between(c, cursor, pending.unwrap_or(i64::MAX), BATCH)
         })
         .await
-        .unwrap_or_default()
+        .unwrap_or_else(|e| {
+            tracing::warn!("team usage: {e}");
+            Vec::new()
+        })
 }
 
 async fn advance_cursor(store: &Store, to: i64) {
@@ -283,7 +291,10 @@ async fn advance_cursor(store: &Store, to: i64) {
         .await;
 }
 
-/// How often the task looks at its leases and the ledger when nothing wakes it.
+/// How often usage rows are sent (in batches of up to [`BATCH`], as many as are waiting).
+const USAGE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the task looks at its leases when nothing wakes it.
 const TICK: Duration = Duration::from_secs(2);
 
 /// Keeps the leases of `gateway`'s shared budgets and sends its usage while a team server is set
@@ -292,6 +303,7 @@ pub async fn run(gateway: Arc<crate::pipeline::Gateway>) {
     let store = gateway.store.clone();
     let daemon = daemon_id(&store).await;
     let mut client: Option<(String, TeamClient)> = None;
+    let mut usage_sent = std::time::Instant::now() - USAGE_EVERY;
     loop {
         let rt = gateway.runtime();
         let (Some(url), Some(leases)) = (rt.config.team.server.clone(), rt.budgets.leases()) else {
@@ -303,10 +315,13 @@ pub async fn run(gateway: Arc<crate::pipeline::Gateway>) {
             client = Some((url, c));
         }
         let Some((_, client)) = &client else { continue };
-        let failure = match renew(&rt, &leases, client, &daemon).await {
-            Ok(()) => send_usage(&store, client, &daemon, &rt).await.err(),
-            Err(e) => Some(e),
-        };
+        let mut failure = renew(&rt, &leases, client, &daemon).await.err();
+        if failure.is_none() && usage_sent.elapsed() >= USAGE_EVERY {
+            failure = send_usage(&store, client, &daemon, &rt).await.err();
+            if failure.is_none() {
+                usage_sent = std::time::Instant::now();
+            }
+        }
         if let Some(f) = &failure {
             tracing::warn!("team server: {f}");
         }
