@@ -221,7 +221,7 @@ pub struct Config {
     pub completion: CompletionConfig,
     /// A team server for shared budgets and team usage (the policy's `[team]` wins).
     #[serde(default)]
-    pub team: crate::team::TeamConfig,
+    pub team: crate::team::lease::TeamConfig,
     /// OpenTelemetry export to a collector (off by default).
     #[serde(default)]
     pub telemetry: crate::telemetry::TelemetryConfig,

@@ -757,7 +757,7 @@ impl Gateway {
                 {
                     // Only the first request after the daemon started or idled past its leases.
                     let covered = || !rt.budgets.lacks_lease(utc::now_ms());
-                    leases.next_round(crate::team::FIRST_LEASE_WAIT, covered).await;
+                    leases.next_round(crate::team::lease::FIRST_LEASE_WAIT, covered).await;
                 }
                 let reservation = match rt.budgets.reserve(&facts, utc::now_ms()) {
                     Ok(r) => r,

@@ -63,7 +63,7 @@ impl Runtime {
         let scanner = crate::redact::load_scanner(&config.redaction, extra_rules).context("redaction rules")?;
         let prompts = Prompts::new(policy.map(|p| p.prompts.as_slice()).unwrap_or_default())
             .map_err(|(name, e)| anyhow::anyhow!("prompts/{name}.md:{}: {}", e.line, e.message))?;
-        let leases = config.team.server.as_ref().map(|_| Arc::new(crate::team::Leases::default()));
+        let leases = config.team.server.as_ref().map(|_| Arc::new(crate::team::lease::Leases::default()));
         let budgets = Arc::new(Budgets::new(&config.budgets, &identity, leases));
         let estimates = !budgets.is_empty() || config.rate_limits.iter().any(|r| r.tokens_per_minute.is_some());
         Ok(Self {

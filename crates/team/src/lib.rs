@@ -295,14 +295,18 @@ fn daemon_id_ok(id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// A JSON body, or a 400 that says which body and what is wrong with it.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("{what}: {e}")))
+}
+
 async fn lease(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<Json<Lease>, ApiError> {
     let who = identify(&state, &headers).await?;
-    let req: LeaseRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the lease request: {e}")))?;
+    let req: LeaseRequest = parse(&body, "the lease request")?;
     daemon_id_ok(&req.daemon)?;
     if req.used_micros < 0 {
         return Err(ApiError(StatusCode::BAD_REQUEST, "used_micros is negative".into()));
@@ -364,8 +368,7 @@ async fn usage(
     body: axum::body::Bytes,
 ) -> Result<Json<UsageAck>, ApiError> {
     let who = identify(&state, &headers).await?;
-    let batch: UsageBatch = serde_json::from_slice(&body)
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("the usage batch: {e}")))?;
+    let batch: UsageBatch = parse(&body, "the usage batch")?;
     daemon_id_ok(&batch.daemon)?;
     if batch.rows.len() > MAX_ROWS {
         return Err(ApiError(StatusCode::PAYLOAD_TOO_LARGE, format!("at most {MAX_ROWS} rows in a batch")));

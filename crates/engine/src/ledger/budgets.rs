@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 
 use super::prices::{Decimal, Micros, format_usd};
-use crate::team::Leases;
+use crate::team::lease::Leases;
 use crate::utc::{self, Period};
 
 pub use tollgate_protocol::{Action, BudgetReport, BudgetScope, BudgetsReply};
@@ -540,7 +540,7 @@ mod tests {
 
     #[test]
     fn a_shared_budget_is_spent_within_its_lease_and_only_wanted_while_requests_need_it() {
-        use crate::team::{Held, Leases};
+        use crate::team::lease::{Held, Leases};
         let mut team = budget(Action::Block, Some(1_000_000), None);
         team.scope = BudgetScope::Team;
         let leases = Arc::new(Leases::default());

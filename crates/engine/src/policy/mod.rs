@@ -63,7 +63,7 @@ pub struct PolicyFile {
     pub tasks: Option<Vec<String>>,
     /// The team server every member's daemon joins, and how it leases shared budgets.
     #[serde(default)]
-    pub team: Option<crate::team::TeamConfig>,
+    pub team: Option<crate::team::lease::TeamConfig>,
     /// The team's OpenTelemetry collector, and whether message contents may be exported.
     #[serde(default)]
     pub telemetry: Option<crate::telemetry::TelemetryPolicy>,
@@ -415,7 +415,7 @@ fn check(p: &PolicyFile) -> Vec<(String, String)> {
         defaults: Some(&defaults.config),
     }
     .problems();
-    if let Some(Err(e)) = p.team.as_ref().map(crate::team::TeamConfig::validate) {
+    if let Some(Err(e)) = p.team.as_ref().map(crate::team::lease::TeamConfig::validate) {
         out.push(("team".into(), e));
     }
     let provider_known = |name: &str| p.providers.contains_key(name) || defaults.config.providers.contains_key(name);

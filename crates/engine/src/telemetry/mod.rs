@@ -21,8 +21,8 @@ use prost::Message as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::ledger::Row;
 use otlp::{Value, kv};
+use tollgate_protocol::{Outcome, Row};
 
 /// `[telemetry]` in the config.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema, PartialEq, Eq)]
@@ -218,7 +218,7 @@ impl Aggregates {
             }
         }
         let mut timed = base.clone();
-        if r.outcome != crate::ledger::Outcome::Ok {
+        if r.outcome != Outcome::Ok {
             timed.push(("error.type", r.outcome.as_str().into()));
         }
         self.duration.entry(timed).or_default().add(&DURATION_BOUNDS, r.latency_ms / 1000.0);
@@ -427,7 +427,7 @@ fn span(o: Observation) -> otlp::Span {
     if let Some(content) = o.content {
         attributes.push(kv("gen_ai.input.messages", Value::String(content)));
     }
-    let ok = r.outcome == crate::ledger::Outcome::Ok;
+    let ok = r.outcome == Outcome::Ok;
     otlp::Span {
         trace_id: random::<16>().to_vec(),
         span_id: random::<8>().to_vec(),
@@ -459,7 +459,7 @@ mod tests {
             input_tokens: n,
             output_tokens: 2 * n,
             latency_ms: 30.0,
-            outcome: crate::ledger::Outcome::Ok,
+            outcome: Outcome::Ok,
             ..Default::default()
         }
     }
