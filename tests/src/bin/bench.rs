@@ -53,6 +53,10 @@ struct Args {
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
     #[arg(long)]
     path: Option<std::path::PathBuf>,
+    /// team: the model's price, USD per million input and output tokens (the fake's answers are
+    /// about ten tokens: 1000 makes a request cost about a cent)
+    #[arg(long, default_value_t = 3)]
+    price_per_million: u32,
     /// Latency of the fake provider, in milliseconds (0: it answers at once)
     #[arg(long, default_value_t = 0)]
     provider_delay_ms: u64,
@@ -625,17 +629,17 @@ async fn review(delay_ms: u64) {
 
 /// Leasing's cost on the request path, lease grants per 1,000 requests, and the team server's
 /// throughput for usage rows.
-async fn team(rates: &[u32], seconds: u64) {
+async fn team(rates: &[u32], seconds: u64, price: u32) {
     use tollgate_tests::gitlab::FakeGitlab;
     use tollgate_tests::postgres::Postgres;
     let token = "glpat-BENCHfake00000000000";
     let pg = Postgres::start();
     let fake = FakeProvider::start().await;
     let server_port = tollgate_tests::free_port();
-    // $3 / $15 per million tokens, a team budget of $1,000 a day on the default lease terms.
+    // A team budget of $1,000 a day on the default lease terms.
     let budget =
         "[[budgets]]\nname = \"team-day\"\nscope = \"team\"\nperiod = \"day\"\nlimit_usd = 1000\naction = \"block\"\n";
-    let prices = "[prices.\"oa/gpt-4.1\"]\ninput = 3\noutput = 15\n";
+    let prices = format!("[prices.\"oa/gpt-4.1\"]\ninput = {price}\noutput = {price}\n");
     let policy = format!(
         "version = 1\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n{prices}\
          [team]\nserver = \"http://127.0.0.1:{server_port}\"\n{budget}",
@@ -701,10 +705,12 @@ async fn team(rates: &[u32], seconds: u64) {
         );
     }
     let grants: i64 = pg.psql("SELECT COALESCE(sum(grants), 0) FROM leases").parse().unwrap();
+    let spent = leased.get_json("/v1/usage?since=today").await["total"]["cost_usd"].clone();
     println!(
-        "\nlease grants (the first included): {grants} for {sent} requests ({:.2} per 1,000; a request costs about \
-         $0.0001 here, one grant adds at most $50)",
-        grants as f64 * 1000.0 / sent.max(1) as f64
+        "\nlease grants (the first included): {grants} for {sent} requests ({:.2} per 1,000; ${} spent; one grant \
+         adds at most $50)",
+        grants as f64 * 1000.0 / sent.max(1) as f64,
+        spent.as_str().unwrap_or("?")
     );
     // The server's throughput for usage rows: batches of 5,000 posted back to back.
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
@@ -749,7 +755,7 @@ async fn main() {
         "review" => return review(if args.provider_delay_ms == 0 { 500 } else { args.provider_delay_ms }).await,
         "lsp" => return lsp().await,
         "first-event" => return first_event(args.seconds).await,
-        "team" => return team(&args.rates, args.seconds).await,
+        "team" => return team(&args.rates, args.seconds, args.price_per_million).await,
         _ => {}
     }
     let fake = FakeProvider::start().await;
