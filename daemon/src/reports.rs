@@ -179,6 +179,31 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
             limits.join(", "),
             b.resets_at
         );
+        if let Some(lease) = &b.lease {
+            let granted = [
+                lease.granted_usd.as_ref().map(|u| format!("${u}")),
+                lease.granted_tokens.map(|t| format!("{t} tokens")),
+            ];
+            let granted: Vec<String> = granted.into_iter().flatten().collect();
+            let left = [
+                lease.team_left_usd.as_ref().map(|u| format!("${u}")),
+                lease.team_left_tokens.map(|t| format!("{t} tokens")),
+            ];
+            let left: Vec<String> = left.into_iter().flatten().collect();
+            match &lease.until {
+                Some(until) => println!(
+                    "  shared through the team server: this machine may spend up to {} until {until}; the team has {} left to lease",
+                    granted.join(", "),
+                    if left.is_empty() { "?".to_string() } else { left.join(", ") }
+                ),
+                None => println!(
+                    "  shared through the team server: no lease held now (one is asked for when a request needs it)"
+                ),
+            }
+            if let Some(e) = &lease.error {
+                println!("  team server: {e}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

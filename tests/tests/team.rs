@@ -455,6 +455,15 @@ downgrade_to = "local"
     let renewals: i64 = t.pg.psql("SELECT sum(grants) FROM leases").parse().unwrap();
     eprintln!("{cloud_calls} cloud calls, {spent} micro-dollars spent, {renewals} lease grants");
 
+    // `tollgate budget` says the budget is shared, and what the team had left at this daemon's
+    // last grant (less than the limit: the others had spent some by then).
+    let out = t.daemons[1].command().args(["budget", "--json"]).output().unwrap();
+    let budgets: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lease = &budgets["budgets"][0]["lease"];
+    assert!(lease["team_left_usd"].as_str().is_some_and(|l| l.parse::<f64>().unwrap() < 3.0), "{budgets:#}");
+    let text = String::from_utf8(t.daemons[1].command().arg("budget").output().unwrap().stdout).unwrap();
+    assert!(text.contains("shared through the team server"), "{text}");
+
     // The team's usage, by user, for a team admin; not for anyone else.
     let admin = reqwest::Client::new();
     let by_user: Value = admin

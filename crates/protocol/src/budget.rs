@@ -66,6 +66,24 @@ pub struct BudgetReport {
     pub remaining_tokens: Option<u64>,
     pub resets_at: String,
     pub action: Action,
+    /// A shared budget's lease from the team server (absent: the budget is counted here alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseReport>,
+}
+
+/// What this machine holds of a shared budget.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseReport {
+    /// The most this machine may have spent in the period by the lease's end.
+    pub granted_usd: Option<String>,
+    pub granted_tokens: Option<u64>,
+    /// When the lease ends (ISO 8601); `None`: no live lease.
+    pub until: Option<String>,
+    /// What the team had left to lease at the last grant.
+    pub team_left_usd: Option<String>,
+    pub team_left_tokens: Option<u64>,
+    /// Why the last attempt to reach the team server failed, if it did.
+    pub error: Option<String>,
 }
 
 impl BudgetReport {

@@ -22,7 +22,7 @@ pub mod status;
 pub mod team;
 pub mod usage;
 
-pub use budget::{Action, BudgetReport, BudgetScope, BudgetsReply};
+pub use budget::{Action, BudgetReport, BudgetScope, BudgetsReply, LeaseReport};
 pub use complete::{CompletionAnswer, CompletionRequest, Intent, Snippet};
 pub use log::{Call, CallsReply, Micros, Outcome, Row};
 pub use policy::{Identity, Ignored, PolicyStatus, Problem, SyncReply};

@@ -16,7 +16,7 @@ use super::prices::{Decimal, Micros, format_usd};
 use crate::team::lease::Leases;
 use crate::utc::{self, Period};
 
-pub use tollgate_protocol::{Action, BudgetReport, BudgetScope, BudgetsReply};
+pub use tollgate_protocol::{Action, BudgetReport, BudgetScope, BudgetsReply, LeaseReport};
 
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -433,6 +433,18 @@ impl Budgets {
                     remaining_tokens: def.limit_tokens.map(|l| l.saturating_sub(t + b.reserved_tokens)),
                     resets_at: utc::iso(def.period.next(now)),
                     action: def.action,
+                    lease: self.shared(def).map(|leases| {
+                        let held = leases.get(&def.name).filter(|h| h.period_start == def.period.start(now));
+                        let live = held.filter(|h| h.until_ms > now);
+                        LeaseReport {
+                            granted_usd: live.and_then(|h| h.granted_micros).map(format_usd),
+                            granted_tokens: live.and_then(|h| h.granted_tokens),
+                            until: live.map(|h| utc::iso(h.until_ms)),
+                            team_left_usd: held.and_then(|h| h.team_left_micros).map(format_usd),
+                            team_left_tokens: held.and_then(|h| h.team_left_tokens),
+                            error: leases.last_error(),
+                        }
+                    }),
                 });
             }
         }
@@ -561,6 +573,8 @@ mod tests {
             until_ms: 5_000,
             slice_micros: 100,
             slice_tokens: 0,
+            team_left_micros: Some(900),
+            team_left_tokens: None,
         };
         leases.set("b", held);
         assert!(!b.lacks_lease(now));
@@ -569,8 +583,14 @@ mod tests {
         assert_eq!(b.lease_wants(now, 60_000)[0].used_micros, 60);
         let e = b.reserve(&facts(60, 1), now).err().unwrap();
         assert!(e.limit.contains("lease"), "{e}");
+        let lease = b.report(now)[0].lease.clone().unwrap();
+        assert_eq!(
+            (lease.granted_usd.as_deref(), lease.team_left_usd.as_deref(), lease.until.is_some()),
+            (Some("0.000100"), Some("0.000900"), true)
+        );
         // After its end, none of it is spent.
         assert!(b.reserve(&facts(1, 1), 5_000).is_err());
+        assert_eq!(b.report(5_000)[0].lease.as_ref().unwrap().granted_usd, None, "no live lease");
         // Idle past the window: no longer wanted, so the lease lapses.
         assert!(b.lease_wants(now + 120_000, 60_000).is_empty());
         // A user budget is never shared.

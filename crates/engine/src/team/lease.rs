@@ -83,6 +83,9 @@ pub struct Held {
     /// What the last grant added, to tell when the lease runs low.
     pub slice_micros: i64,
     pub slice_tokens: u64,
+    /// What the team had left to lease after the last grant.
+    pub team_left_micros: Option<i64>,
+    pub team_left_tokens: Option<u64>,
 }
 
 /// The leases this daemon holds, by budget name; shared by every runtime a reload builds.

@@ -204,6 +204,8 @@ async fn renew(rt: &crate::runtime::Runtime, leases: &Leases, client: &TeamClien
                         until_ms: sent.saturating_add(ttl),
                         slice_micros: lease.granted_micros.map_or(0, |g| (g - want.used_micros).max(0)),
                         slice_tokens: lease.granted_tokens.map_or(0, |g| g.saturating_sub(want.used_tokens)),
+                        team_left_micros: lease.team_left_micros,
+                        team_left_tokens: lease.team_left_tokens,
                     },
                 );
             }
