@@ -224,7 +224,8 @@ async fn renew(rt: &crate::runtime::Runtime, leases: &Leases, client: &TeamClien
 }
 
 /// Sends the settled rows after the cursor, batch by batch, moving the cursor past each batch the
-/// server acknowledged.
+/// server acknowledged. Rows recorded under another identity (before the user joined with a GitLab
+/// token, say) stay local: the server would refuse them, and they are not this user's to report.
 async fn send_usage(
     store: &Store,
     client: &TeamClient,
@@ -235,9 +236,11 @@ async fn send_usage(
         let rows = rows_to_send(store).await;
         let Some(last) = rows.last().map(|(id, _)| *id) else { return Ok(()) };
         let full = rows.len() == BATCH;
-        let batch =
-            UsageBatch { daemon: daemon.to_string(), rows: rows.into_iter().map(|(_, r)| usage_row(&r, rt)).collect() };
-        client.usage(&batch).await.map_err(|e| e.to_string())?;
+        let mine: Vec<UsageRow> =
+            rows.iter().filter(|(_, r)| r.identity == rt.identity.username).map(|(_, r)| usage_row(r, rt)).collect();
+        if !mine.is_empty() {
+            client.usage(&UsageBatch { daemon: daemon.to_string(), rows: mine }).await.map_err(|e| e.to_string())?;
+        }
         advance_cursor(store, last).await;
         if !full {
             return Ok(());
