@@ -382,6 +382,8 @@ async fn housekeeping(store: Store, gateway: Arc<Gateway>) {
             let _ = ledger::prune_audit(c, now - retention);
             let _ = crate::stored::prune(c, now, keep_days);
         });
+        // After the prune (the database thread runs jobs in order): the index drops what went.
+        gateway.cache_index.resync(&store).await;
     }
 }
 

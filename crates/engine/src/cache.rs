@@ -111,6 +111,68 @@ pub async fn lookup(store: &Store, sealer: &Arc<Sealer>, key: [u8; 32], now: i64
         .flatten()
 }
 
+/// The keys the cache may hold, with their expiry, in memory: a miss is decided here, with no
+/// round trip to the database thread. Never wrong about a miss: a key goes in before its row is
+/// written, and comes out only when a snapshot taken after it went in no longer has it (or it
+/// expired). It may be wrong about a hit (a row evicted for size, or that no longer opens): then
+/// the lookup finds nothing, as before.
+#[derive(Default)]
+pub struct CacheIndex {
+    keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], Indexed>>,
+}
+
+#[derive(Clone, Copy)]
+struct Indexed {
+    expires_ms: i64,
+    added_ms: i64,
+}
+
+impl CacheIndex {
+    fn keys(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<[u8; 32], Indexed>> {
+        self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the cache may hold a fresh answer for `key` at `now`.
+    pub fn may_hold(&self, key: &[u8; 32], now: i64) -> bool {
+        self.keys().get(key).is_some_and(|k| k.expires_ms > now)
+    }
+
+    fn add(&self, key: [u8; 32], expires_ms: i64, now: i64) {
+        self.keys().insert(key, Indexed { expires_ms, added_ms: now });
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Brings the index in line with the database: keys it no longer holds (pruned, evicted for
+    /// size) go, unless they were added after the snapshot began (their rows may be queued).
+    pub async fn resync(&self, store: &Store) {
+        let began = crate::utc::now_ms();
+        let Ok(Ok(rows)) = store
+            .run(|c| {
+                c.prepare("SELECT key, expires_ms FROM cache")?
+                    .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await
+        else {
+            return;
+        };
+        let present: std::collections::HashMap<[u8; 32], i64> =
+            rows.into_iter().filter_map(|(k, e)| Some((<[u8; 32]>::try_from(k.as_slice()).ok()?, e))).collect();
+        let mut keys = self.keys();
+        keys.retain(|k, v| v.added_ms >= began || present.contains_key(k));
+        for (k, expires_ms) in present {
+            keys.entry(k).or_insert(Indexed { expires_ms, added_ms: 0 });
+        }
+    }
+}
+
 /// Where an answer is stored: its key, the scope it may be served in, and who answered.
 pub struct Entry {
     pub key: [u8; 32],
@@ -121,9 +183,19 @@ pub struct Entry {
 
 /// Stores a complete answer, sealed, then evicts the least recently used answers over the size
 /// cap. Sealing runs on the database thread, off the async workers.
-pub fn store(store: &Store, sealer: &Arc<Sealer>, entry: Entry, events: &[Event], now: i64, config: &CacheConfig) {
+pub fn store(
+    store: &Store,
+    index: &CacheIndex,
+    sealer: &Arc<Sealer>,
+    entry: Entry,
+    events: &[Event],
+    now: i64,
+    config: &CacheConfig,
+) {
     let Ok(json) = serde_json::to_vec(events) else { return };
     let (ttl_ms, max_bytes) = (config.ttl_s as i64 * 1000, config.max_bytes as i64);
+    // In the index before the row is written: a lookup meanwhile goes to the database and misses.
+    index.add(entry.key, now + ttl_ms, crate::utc::now_ms());
     let sealer = Arc::clone(sealer);
     store.write(move |c| {
         let Entry { key, scope, provider, model } = entry;
@@ -159,6 +231,40 @@ pub fn prune(c: &rusqlite::Connection, now: i64) -> rusqlite::Result<usize> {
 mod tests {
     use super::*;
     use crate::model::{Message, Role};
+
+    #[tokio::test]
+    async fn the_index_decides_misses_in_memory_and_never_misses_a_stored_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("t.db")).unwrap();
+        let sealer = Arc::new(Sealer::random());
+        let config = CacheConfig { enabled: true, ttl_s: 60, max_bytes: 1 << 20, tasks: Vec::new() };
+        let index = CacheIndex::default();
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        let entry = |key| Entry { key, scope: "alice".into(), provider: "oa".into(), model: "m".into() };
+        let events = vec![Event::TextDelta { text: "hi".into() }];
+        assert!(!index.may_hold(&k1, 0));
+        // In the index at once, before the row is even written.
+        store(&db, &index, &sealer, entry(k1), &events, 1_000, &config);
+        assert!(index.may_hold(&k1, 1_000));
+        assert!(lookup(&db, &sealer, k1, 1_000, Row::default()).await.is_some());
+        assert!(!index.may_hold(&k1, 61_000), "expired");
+        // A daemon starting on the database finds what it holds.
+        store(&db, &index, &sealer, entry(k2), &events, 1_000, &config);
+        db.flush().await.unwrap();
+        let fresh = CacheIndex::default();
+        fresh.resync(&db).await;
+        assert!(fresh.may_hold(&k1, 1_000) && fresh.may_hold(&k2, 1_000));
+        // A row that went (pruned, evicted) leaves the index at the next resync...
+        db.run(move |c| c.execute("DELETE FROM cache WHERE key = ?1", [&k2[..]])).await.unwrap().unwrap();
+        assert!(fresh.may_hold(&k2, 1_000), "a false hit until then: the lookup finds nothing");
+        assert!(lookup(&db, &sealer, k2, 1_000, Row::default()).await.is_none());
+        fresh.resync(&db).await;
+        assert!(!fresh.may_hold(&k2, 1_000) && fresh.may_hold(&k1, 1_000));
+        // ...but a key added while the snapshot was taken stays (its row may still be queued).
+        fresh.add([3u8; 32], i64::MAX, i64::MAX);
+        fresh.resync(&db).await;
+        assert!(fresh.may_hold(&[3u8; 32], 1_000));
+    }
 
     #[test]
     fn the_key_ignores_streaming_and_separates_scopes_and_routes() {

@@ -415,6 +415,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// OpenTelemetry export, when a collector is configured (read at start).
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// The cache's keys in memory: a miss costs no database round trip.
+    pub cache_index: Arc<cache::CacheIndex>,
     pub(crate) http: reqwest::Client,
     slots: Arc<Semaphore>,
 }
@@ -427,6 +429,7 @@ struct Settle {
     sealer: Arc<crate::seal::Sealer>,
     metrics: Arc<Metrics>,
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    cache_index: Arc<cache::CacheIndex>,
     /// The redacted messages, for a span, when contents are exported.
     content: Option<String>,
     row: Row,
@@ -526,7 +529,7 @@ impl Settle {
                 provider: row.provider.clone().unwrap_or_default(),
                 model: row.model.clone().unwrap_or_default(),
             };
-            cache::store(&self.store, &self.sealer, entry, events, row.ts_ms, &self.config.cache);
+            cache::store(&self.store, &self.cache_index, &self.sealer, entry, events, row.ts_ms, &self.config.cache);
         }
         if let Some(events) = events
             && (self.audit_request.is_some() || self.keep.is_some())
@@ -559,8 +562,11 @@ impl Gateway {
         let http = providers::http_client(&runtime.config.limits);
         let telemetry =
             crate::telemetry::Telemetry::start(&runtime.config.telemetry, http.clone(), &runtime.identity.username);
+        let cache_index = Arc::new(cache::CacheIndex::default());
+        cache_index.resync(&store).await;
         Self {
             telemetry,
+            cache_index,
             http,
             slots: Arc::new(Semaphore::new(runtime.config.limits.max_concurrent_requests.max(1))),
             metrics: Arc::default(),
@@ -698,6 +704,10 @@ impl Gateway {
         notes: &mut Vec<(&'static str, String)>,
     ) -> Option<Served> {
         let (key, _) = masked.cache_key.as_ref()?;
+        if !self.cache_index.may_hold(key, ctx.ts_ms) {
+            self.metrics.cache_miss();
+            return None;
+        }
         let Some(hit) = cache::lookup(&self.store, &self.sealer, *key, ctx.ts_ms, masked.row.clone()).await else {
             self.metrics.cache_miss();
             return None;
@@ -851,6 +861,7 @@ impl Gateway {
             sealer: Arc::clone(&self.sealer),
             metrics: Arc::clone(&self.metrics),
             telemetry: self.telemetry.clone(),
+            cache_index: Arc::clone(&self.cache_index),
             content: self
                 .telemetry
                 .as_ref()
