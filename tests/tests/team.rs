@@ -682,6 +682,26 @@ action = "block"
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("usage batch"));
+    // A row alice's daemon recorded under another identity (before she joined with her GitLab
+    // token) stays on her machine, and does not hold up the rows after it.
+    let alice = &t.daemons[0];
+    let db = rusqlite::Connection::open(alice.home.path().join("tollgate.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO ledger (request_id, ts_ms, identity, task, entry, latency_ms, added_ms, outcome, input_tokens, \
+         output_tokens, cost_micros) VALUES ('before-login', ?1, 'os-user', 'chat', 'openai', 1.0, 0.1, 'ok', 5, 5, 10)",
+        [now],
+    )
+    .unwrap();
+    assert_eq!(chat(alice).await, (200, "corp".into()), "{}", alice.log());
+    wait_until(
+        "alice's row",
+        Duration::from_secs(30),
+        || t.pg.psql("SELECT count(*) FROM usage WHERE username = 'alice'") == "1",
+        || alice.log(),
+    )
+    .await;
+    assert_eq!(t.pg.psql("SELECT count(*) FROM usage WHERE request_id = 'before-login'"), "0");
     // The tokens never reach the server's log.
     let log = t.server.log();
     assert!(TOKENS.iter().all(|(_, tok)| !log.contains(tok)), "a token in the server's log");
