@@ -119,6 +119,9 @@ pub async fn lookup(store: &Store, sealer: &Arc<Sealer>, key: [u8; 32], now: i64
 #[derive(Default)]
 pub struct CacheIndex {
     keys: std::sync::Mutex<std::collections::HashMap<[u8; 32], Indexed>>,
+    /// The stored answers' total size, kept as they are written and evicted (and recounted at
+    /// each resync), so that a write does not sum the whole table to know whether to evict.
+    bytes: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Clone, Copy)]
@@ -153,16 +156,21 @@ impl CacheIndex {
     /// size) go, unless they were added after the snapshot began (their rows may be queued).
     pub async fn resync(&self, store: &Store) {
         let began = crate::utc::now_ms();
-        let Ok(Ok(rows)) = store
+        let Ok(Ok((rows, bytes))) = store
             .run(|c| {
-                c.prepare("SELECT key, expires_ms FROM cache")?
+                let rows = c
+                    .prepare("SELECT key, expires_ms FROM cache")?
                     .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?
-                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                let bytes: i64 = c.query_row("SELECT COALESCE(SUM(size), 0) FROM cache", [], |r| r.get(0))?;
+                Ok::<_, rusqlite::Error>((rows, bytes))
             })
             .await
         else {
             return;
         };
+        // Read on the database thread in order with the writes, so the sum is that snapshot's.
+        self.bytes.store(bytes, std::sync::atomic::Ordering::Relaxed);
         let present: std::collections::HashMap<[u8; 32], i64> =
             rows.into_iter().filter_map(|(k, e)| Some((<[u8; 32]>::try_from(k.as_slice()).ok()?, e))).collect();
         let mut keys = self.keys();
@@ -185,7 +193,7 @@ pub struct Entry {
 /// cap. Sealing runs on the database thread, off the async workers.
 pub fn store(
     store: &Store,
-    index: &CacheIndex,
+    index: &Arc<CacheIndex>,
     sealer: &Arc<Sealer>,
     entry: Entry,
     events: &[Event],
@@ -197,10 +205,18 @@ pub fn store(
     // In the index before the row is written: a lookup meanwhile goes to the database and misses.
     index.add(entry.key, now + ttl_ms, crate::utc::now_ms());
     let sealer = Arc::clone(sealer);
+    let index = Arc::clone(index);
     store.write(move |c| {
+        use std::sync::atomic::Ordering::Relaxed;
         let Entry { key, scope, provider, model } = entry;
         let sealed = sealer.seal(Column::CacheEvents, &key, &json);
         let size = sealed.len() as i64;
+        let replaced: i64 = c
+            .query_row("SELECT size FROM cache WHERE key = ?1", [&key[..]], |r| r.get(0))
+            .optional()
+            .ok()
+            .flatten()
+            .unwrap_or(0);
         let r = c.execute(
             "INSERT OR REPLACE INTO cache (key, scope, provider, model, events, size, created_ms, last_used_ms, expires_ms) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
@@ -210,14 +226,27 @@ pub fn store(
             tracing::error!(error = %e, "cache write failed");
             return;
         }
-        let total: i64 = c.query_row("SELECT COALESCE(SUM(size), 0) FROM cache", [], |r| r.get(0)).unwrap_or(0);
-        if total > max_bytes {
-            // Oldest use first, until the rest fits.
-            let _ = c.execute(
-                "DELETE FROM cache WHERE key IN (SELECT key FROM (SELECT key, SUM(size) OVER (ORDER BY last_used_ms DESC) AS kept \
-                 FROM cache) WHERE kept > ?1)",
-                [max_bytes],
-            );
+        let mut total = index.bytes.fetch_add(size - replaced, Relaxed) + size - replaced;
+        // Least recently used first (the `cache_lru` index), until the rest fits.
+        while total > max_bytes {
+            let oldest: Vec<(Vec<u8>, i64)> = c
+                .prepare_cached("SELECT key, size FROM cache ORDER BY last_used_ms LIMIT 64")
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .unwrap_or_default();
+            if oldest.is_empty() {
+                break;
+            }
+            for (k, sz) in oldest {
+                if total <= max_bytes {
+                    break;
+                }
+                if c.execute("DELETE FROM cache WHERE key = ?1", [&k]).is_ok() {
+                    total -= sz;
+                    // The key stays in the index until the next resync: a write of the same key
+                    // may already be queued behind this one.
+                    index.bytes.fetch_sub(sz, Relaxed);
+                }
+            }
         }
     });
 }
@@ -238,7 +267,7 @@ mod tests {
         let db = Store::open(&dir.path().join("t.db")).unwrap();
         let sealer = Arc::new(Sealer::random());
         let config = CacheConfig { enabled: true, ttl_s: 60, max_bytes: 1 << 20, tasks: Vec::new() };
-        let index = CacheIndex::default();
+        let index = Arc::new(CacheIndex::default());
         let (k1, k2) = ([1u8; 32], [2u8; 32]);
         let entry = |key| Entry { key, scope: "alice".into(), provider: "oa".into(), model: "m".into() };
         let events = vec![Event::TextDelta { text: "hi".into() }];
@@ -264,6 +293,40 @@ mod tests {
         fresh.add([3u8; 32], i64::MAX, i64::MAX);
         fresh.resync(&db).await;
         assert!(fresh.may_hold(&[3u8; 32], 1_000));
+    }
+
+    #[tokio::test]
+    async fn the_size_cap_evicts_the_least_recently_used_from_a_running_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Store::open(&dir.path().join("t.db")).unwrap();
+        let sealer = Arc::new(Sealer::random());
+        let index = Arc::new(CacheIndex::default());
+        let events = vec![Event::TextDelta { text: "x".repeat(200) }];
+        let entry = |n: u8| Entry { key: [n; 32], scope: "s".into(), provider: "p".into(), model: "m".into() };
+        let roomy = CacheConfig { enabled: true, ttl_s: 60, max_bytes: 1 << 20, tasks: Vec::new() };
+        store(&db, &index, &sealer, entry(0), &events, 0, &roomy);
+        db.flush().await.unwrap();
+        let one = index.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(one > 200, "{one}");
+        // Room for three: writing six keeps the three most recently used.
+        let tight = CacheConfig { max_bytes: (one * 3 + one / 2) as u64, ..roomy };
+        for n in 1..=5u8 {
+            store(&db, &index, &sealer, entry(n), &events, i64::from(n), &tight);
+        }
+        // Writing a key again replaces its row: the total counts it once.
+        store(&db, &index, &sealer, entry(5), &events, 6, &tight);
+        db.flush().await.unwrap();
+        let (count, sum, oldest): (i64, i64, i64) = db
+            .run(|c| {
+                c.query_row("SELECT count(*), SUM(size), MIN(last_used_ms) FROM cache", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((count, oldest), (3, 3));
+        assert_eq!(index.bytes.load(std::sync::atomic::Ordering::Relaxed), sum, "the running total is the table's");
     }
 
     #[test]

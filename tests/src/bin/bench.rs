@@ -6,7 +6,8 @@
 //! - the gateway's own added time as it reports it (`x-tollgate-added-ms`);
 //! - the daemon's resident memory at idle, before and after the load.
 //!
-//! `--scenario cache` measures answers served from the response cache instead; `--scenario
+//! `--scenario cache` measures answers served from the response cache instead (`cache-miss`:
+//! cacheable requests that all miss, each one different); `--scenario
 //! db-size` writes 100,000 ledger rows through the ledger code and reports the database's size;
 //! `--scenario review` times `tollgate review` of a 2,000-line diff (20 files of 100 lines) with a
 //! provider that takes `--provider-delay-ms` (default 500) per call, at several concurrency limits;
@@ -47,7 +48,7 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, first-event, db-size, scan, redact, review, lsp, or team
+    /// overhead, cache, cache-miss, first-event, db-size, scan, redact, review, lsp, or team
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
@@ -97,6 +98,9 @@ async fn load_body(
     seconds: u64,
     body: serde_json::Value,
 ) -> Samples {
+    // A body containing `{n}` is sent with the request's number there: every request different
+    // (cacheable requests that all miss).
+    let unique = body.to_string().contains("{n}");
     let body = Arc::new(body.to_string());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -105,7 +109,8 @@ async fn load_body(
     for i in 0..total {
         let due = start + interval.mul_f64(i as f64);
         tokio::time::sleep_until(due.into()).await;
-        let (client, url, body, tx) = (client.clone(), url.to_string(), Arc::clone(&body), tx.clone());
+        let (client, url, tx) = (client.clone(), url.to_string(), tx.clone());
+        let body = if unique { Arc::new(body.replace("{n}", &i.to_string())) } else { Arc::clone(&body) };
         let auth = auth.map(str::to_string);
         tokio::spawn(async move {
             let t = Instant::now();
@@ -778,6 +783,26 @@ async fn main() {
     load(&client, &direct, Some("sk-bench-00000000000000000000"), 200, 1).await;
     load(&client, &gated, Some(&daemon.token), 200, 1).await;
 
+    if args.scenario == "cache-miss" {
+        let body =
+            json!({"model": "oa/gpt-4.1", "temperature": 0, "messages": [{"role": "user", "content": "miss {n}"}]});
+        println!();
+        println!("{:>6}  {:>26}  {:>24}", "rate/s", "cache miss p50 / p99 ms", "reported added p50 / p99");
+        for &rate in &args.rates {
+            let g = load_body(&client, &gated, Some(&daemon.token), rate, args.seconds, body.clone()).await;
+            println!(
+                "{:>6}  {:>12.3} / {:>9.3}  {:>11.3} / {:>10.3}   (n={}, errors {})",
+                rate,
+                pct(&g.e2e, 50.0),
+                pct(&g.e2e, 99.0),
+                pct(&g.added, 50.0),
+                pct(&g.added, 99.0),
+                g.e2e.len(),
+                g.errors
+            );
+        }
+        return;
+    }
     if args.scenario == "cache" {
         let body =
             json!({"model": "oa/gpt-4.1", "temperature": 0, "messages": [{"role": "user", "content": "cached ping"}]});
