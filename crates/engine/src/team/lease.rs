@@ -137,7 +137,14 @@ impl Leases {
 
     /// A request needs `budget` now.
     pub fn touch(&self, budget: &str, now: i64) {
-        self.demand.lock().expect("leases").insert(budget.to_string(), now);
+        // On every request under a shared budget: no allocation once the budget is known.
+        let mut demand = self.demand.lock().expect("leases");
+        match demand.get_mut(budget) {
+            Some(t) => *t = now,
+            None => {
+                demand.insert(budget.to_string(), now);
+            }
+        }
     }
 
     /// Whether a request needed `budget` since `since`.
