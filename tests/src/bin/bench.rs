@@ -748,6 +748,26 @@ async fn team(rates: &[u32], seconds: u64, price: u32) {
     let _ = server.wait();
 }
 
+/// Loads the daemon with `body` at each rate and prints its latency and reported added time.
+async fn gated_table(client: &reqwest::Client, daemon: &Daemon, args: &Args, body: serde_json::Value, label: &str) {
+    let url = daemon.url("/v1/chat/completions");
+    println!();
+    println!("{:>6}  {label:>26}  {:>24}", "rate/s", "reported added p50 / p99");
+    for &rate in &args.rates {
+        let g = load_body(client, &url, Some(&daemon.token), rate, args.seconds, body.clone()).await;
+        println!(
+            "{:>6}  {:>12.3} / {:>9.3}  {:>11.3} / {:>10.3}   (n={}, errors {})",
+            rate,
+            pct(&g.e2e, 50.0),
+            pct(&g.e2e, 99.0),
+            pct(&g.added, 50.0),
+            pct(&g.added, 99.0),
+            g.e2e.len(),
+            g.errors
+        );
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
@@ -786,21 +806,7 @@ async fn main() {
     if args.scenario == "cache-miss" {
         let body =
             json!({"model": "oa/gpt-4.1", "temperature": 0, "messages": [{"role": "user", "content": "miss {n}"}]});
-        println!();
-        println!("{:>6}  {:>26}  {:>24}", "rate/s", "cache miss p50 / p99 ms", "reported added p50 / p99");
-        for &rate in &args.rates {
-            let g = load_body(&client, &gated, Some(&daemon.token), rate, args.seconds, body.clone()).await;
-            println!(
-                "{:>6}  {:>12.3} / {:>9.3}  {:>11.3} / {:>10.3}   (n={}, errors {})",
-                rate,
-                pct(&g.e2e, 50.0),
-                pct(&g.e2e, 99.0),
-                pct(&g.added, 50.0),
-                pct(&g.added, 99.0),
-                g.e2e.len(),
-                g.errors
-            );
-        }
+        gated_table(&client, &daemon, &args, body, "cache miss p50 / p99 ms").await;
         return;
     }
     if args.scenario == "cache" {
@@ -808,21 +814,7 @@ async fn main() {
             json!({"model": "oa/gpt-4.1", "temperature": 0, "messages": [{"role": "user", "content": "cached ping"}]});
         load_body(&client, &gated, Some(&daemon.token), 10, 1, body.clone()).await;
         let calls = fake.request_count();
-        println!();
-        println!("{:>6}  {:>26}  {:>24}", "rate/s", "cache hit p50 / p99 ms", "reported added p50 / p99");
-        for &rate in &args.rates {
-            let g = load_body(&client, &gated, Some(&daemon.token), rate, args.seconds, body.clone()).await;
-            println!(
-                "{:>6}  {:>12.3} / {:>9.3}  {:>11.3} / {:>10.3}   (n={}, errors {})",
-                rate,
-                pct(&g.e2e, 50.0),
-                pct(&g.e2e, 99.0),
-                pct(&g.added, 50.0),
-                pct(&g.added, 99.0),
-                g.e2e.len(),
-                g.errors
-            );
-        }
+        gated_table(&client, &daemon, &args, body, "cache hit p50 / p99 ms").await;
         assert_eq!(fake.request_count(), calls, "every measured answer came from the cache");
         return;
     }
