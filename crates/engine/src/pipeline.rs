@@ -417,7 +417,7 @@ pub struct Gateway {
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
     /// The cache's keys in memory: a miss costs no database round trip.
     pub cache_index: Arc<cache::CacheIndex>,
-    pub(crate) http: reqwest::Client,
+    http: reqwest::Client,
     slots: Arc<Semaphore>,
 }
 

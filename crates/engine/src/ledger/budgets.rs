@@ -214,7 +214,7 @@ impl Budgets {
         for (def, _) in &self.defs {
             if let Some(leases) = self.shared(def) {
                 let start = def.period.start(now);
-                if leases.get(&def.name).is_none_or(|h| h.period_start != start || h.until_ms <= now) {
+                if !leases.get(&def.name).is_some_and(|h| h.live(start, now)) {
                     leases.touch(&def.name, now);
                     lacking = true;
                 }
@@ -238,10 +238,7 @@ impl Budgets {
                 let start = def.period.start(now);
                 let b = state.get(&(i, String::new())).copied().filter(|b| b.period_start == start).unwrap_or_default();
                 let low = leases.get(&def.name).is_some_and(|h| {
-                    let left_m = h.granted_micros.map(|g| g - b.spent_micros - b.reserved_micros);
-                    let left_t = h.granted_tokens.map(|g| g as i128 - (b.spent_tokens + b.reserved_tokens) as i128);
-                    left_m.is_some_and(|l| l * 2 < h.slice_micros)
-                        || left_t.is_some_and(|l| l * 2 < h.slice_tokens as i128)
+                    h.runs_low(b.spent_micros + b.reserved_micros, b.spent_tokens + b.reserved_tokens)
                 });
                 Some(LeaseWant {
                     budget: def.name.clone(),
@@ -320,17 +317,17 @@ impl Budgets {
             let after_m = b.spent_micros + b.reserved_micros + est_m;
             let after_t = b.spent_tokens + b.reserved_tokens + facts.tokens;
             // A shared budget is spent within this daemon's lease: none without a live one.
-            let (limit_m, limit_t, leased) = match self.shared(def) {
-                Some(leases) => {
-                    leases.touch(&def.name, now);
-                    let held = leases.get(&def.name).filter(|h| h.period_start == start && h.until_ms > now);
-                    let h = held.as_ref();
-                    (
-                        def.limit_usd.map(|_| h.and_then(|h| h.granted_micros).unwrap_or(0)),
-                        def.limit_tokens.map(|_| h.and_then(|h| h.granted_tokens).unwrap_or(0)),
-                        Some(held.is_some()),
-                    )
-                }
+            let shared = self.shared(def);
+            let lease = shared.as_ref().and_then(|leases| {
+                leases.touch(&def.name, now);
+                leases.get(&def.name).filter(|h| h.live(start, now))
+            });
+            let (limit_m, limit_t, leased) = match &shared {
+                Some(_) => (
+                    def.limit_usd.map(|_| lease.and_then(|h| h.granted_micros).unwrap_or(0)),
+                    def.limit_tokens.map(|_| lease.and_then(|h| h.granted_tokens).unwrap_or(0)),
+                    Some(lease.is_some()),
+                ),
                 None => (def.limit_usd.map(|l| l.0), def.limit_tokens, None),
             };
             let over_money = limit_m.is_some_and(|l| after_m > l);
@@ -352,7 +349,7 @@ impl Budgets {
                         format!("{} tokens{whose}", limit_t.unwrap_or(0)),
                     )
                 };
-                if let Some(leases) = self.shared(def) {
+                if let Some(leases) = &shared {
                     leases.wake();
                 }
                 let exceeded = Exceeded {
@@ -371,10 +368,8 @@ impl Budgets {
                 }
                 warnings.push(format!("{} exceeded", def.name));
             } else {
-                if let Some(leases) = self.shared(def)
-                    && let Some(h) = leases.get(&def.name)
-                    && (limit_m.is_some_and(|l| (l - after_m) * 2 < h.slice_micros)
-                        || limit_t.is_some_and(|l| ((l - after_t.min(l)) as i128) * 2 < h.slice_tokens as i128))
+                if let (Some(leases), Some(h)) = (&shared, lease)
+                    && h.runs_low(after_m, after_t)
                 {
                     leases.wake();
                 }
@@ -434,8 +429,9 @@ impl Budgets {
                     resets_at: utc::iso(def.period.next(now)),
                     action: def.action,
                     lease: self.shared(def).map(|leases| {
-                        let held = leases.get(&def.name).filter(|h| h.period_start == def.period.start(now));
-                        let live = held.filter(|h| h.until_ms > now);
+                        let start = def.period.start(now);
+                        let held = leases.get(&def.name).filter(|h| h.period_start == start);
+                        let live = held.filter(|h| h.live(start, now));
                         LeaseReport {
                             granted_usd: live.and_then(|h| h.granted_micros).map(format_usd),
                             granted_tokens: live.and_then(|h| h.granted_tokens),

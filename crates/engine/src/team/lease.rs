@@ -88,6 +88,23 @@ pub struct Held {
     pub team_left_tokens: Option<u64>,
 }
 
+impl Held {
+    /// Whether this lease may be spent at `now`, in the period starting at `period_start`.
+    pub fn live(&self, period_start: i64, now: i64) -> bool {
+        self.period_start == period_start && self.until_ms > now
+    }
+
+    /// Whether less than half of the last slice is left once `micros` and `tokens` (spent and
+    /// reserved) are counted: time to ask for more.
+    pub fn runs_low(&self, micros: i64, tokens: u64) -> bool {
+        let low_m = self.granted_micros.is_some_and(|g| (g - micros) * 2 < self.slice_micros);
+        let low_t = self
+            .granted_tokens
+            .is_some_and(|g| (i128::from(g) - i128::from(tokens)) * 2 < i128::from(self.slice_tokens));
+        low_m || low_t
+    }
+}
+
 /// The leases this daemon holds, by budget name; shared by every runtime a reload builds.
 ///
 /// Leases follow demand: a budget is leased only once a request needs it, renewed while requests

@@ -152,7 +152,7 @@ pub async fn run(gateway: Arc<crate::pipeline::Gateway>) {
             continue;
         };
         if client.as_ref().is_none_or(|(u, _)| *u != url) {
-            let c = TeamClient::from_credentials(gateway.http.clone(), &url, &gateway.credentials).await;
+            let c = TeamClient::from_credentials(gateway.http(), &url, &gateway.credentials).await;
             client = Some((url, c));
         }
         let Some((_, client)) = &client else { continue };
