@@ -92,7 +92,7 @@ pub async fn open_gateway(runtime: crate::runtime::Runtime, paths: &Paths) -> an
     let key = key.context("cannot load the key that seals cached answers and the audit log")?;
     let credentials = Arc::new(Credentials::new(keychain));
     let store = Store::open(&paths.database()).context("cannot open the database")?;
-    let interrupted = ledger::recover(&store).await;
+    let (ledger, interrupted) = ledger::Ledger::open(store).await?;
     if interrupted > 0 {
         tracing::warn!(rows = interrupted, "the last daemon stopped before settling some calls; marked interrupted");
     }
@@ -114,7 +114,7 @@ pub async fn open_gateway(runtime: crate::runtime::Runtime, paths: &Paths) -> an
         );
     }
     tracing::debug!(home = ?key.home, "storage key");
-    Ok(Gateway::new(runtime, credentials, store, sealer).await)
+    Ok(Gateway::new(runtime, credentials, ledger, sealer).await)
 }
 
 pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::Result<()> {

@@ -170,6 +170,12 @@ async fn the_ledger_records_every_request_with_tokens_cost_and_outcome() {
 async fn a_sigkill_under_load_loses_no_row_of_a_completed_request() {
     let (a, _b, mut d) = setup("").await;
     a.script((0..400).map(|_| Behaviour { delay_ms: 5, ..Default::default() }));
+    // Another connection holds the database's write lock for the whole run: nothing the daemon
+    // writes can be committed before it is killed, so every row of a completed request must be
+    // durable by some other way (the journal), every time, not only when the kill happens to
+    // land between an answer and its commit.
+    let lock = rusqlite::Connection::open(d.home.path().join("tollgate.db")).unwrap();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
     let client = d.client();
     let url = d.url("/v1/chat/completions");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -198,7 +204,11 @@ async fn a_sigkill_under_load_loses_no_row_of_a_completed_request() {
     // Kill once 40 requests have completed, with the rest still arriving and in flight.
     let mut completed = HashSet::new();
     while completed.len() < 40 {
-        completed.insert(rx.recv().await.expect("requests complete"));
+        let id = tokio::time::timeout(Duration::from_secs(4), rx.recv())
+            .await
+            .expect("requests are answered while the database is locked: none waits for a commit")
+            .expect("requests complete");
+        completed.insert(id);
     }
     let pid = d.pid();
     assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
@@ -206,6 +216,9 @@ async fn a_sigkill_under_load_loses_no_row_of_a_completed_request() {
         completed.insert(id);
     }
     assert!(completed.len() < 300, "the kill happened under load");
+    let committed: i64 = lock.query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0)).unwrap();
+    assert_eq!(committed, 0, "the lock held every row out of the database until the kill");
+    drop(lock);
     d.restart();
     let log = cli_json(&d, &["log", "--limit", "1000"]);
     let recorded: HashSet<String> =
@@ -217,10 +230,18 @@ async fn a_sigkill_under_load_loses_no_row_of_a_completed_request() {
         missing.len(),
         completed.len()
     );
+    let calls = log["calls"].as_array().unwrap();
     assert!(
-        log["calls"].as_array().unwrap().iter().all(|c| c["outcome"] != "pending"),
+        calls.iter().all(|c| c["outcome"] != "pending"),
         "rows left pending by the kill are marked interrupted at start"
     );
+    // A completed request's row was settled before its answer ended: its real figures, not the
+    // estimate, survive.
+    let unsettled: Vec<&Value> = calls
+        .iter()
+        .filter(|c| completed.contains(c["request_id"].as_str().unwrap()) && c["outcome"] != "ok")
+        .collect();
+    assert!(unsettled.is_empty(), "completed requests whose settled row was lost: {unsettled:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -101,6 +101,11 @@ async fn providers_see_placeholders_and_callers_get_their_values_back() {
             assert_clean(f, &bytes);
         }
     }
+    // The ledger's journal (rows on their way to the database).
+    for e in std::fs::read_dir(d.home.path().join("tollgate.db.rows")).unwrap() {
+        let path = e.unwrap().path();
+        assert_clean(&path.display().to_string(), &std::fs::read(&path).unwrap());
+    }
     // The audit log keeps the placeholders (sealed on disk, opened for `tollgate log`).
     assert!(call["request"].to_string().contains("TOLLGATE_GITLAB_PAT_"), "{call}");
 }

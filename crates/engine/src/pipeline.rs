@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio::task::JoinHandle;
 
 use arc_swap::ArcSwap;
 
@@ -410,6 +409,8 @@ pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     pub credentials: Arc<Credentials>,
     pub store: Store,
+    /// Where ledger rows go (the journal, then the store).
+    ledger: ledger::Ledger,
     /// Seals what the store keeps of prompts and answers.
     pub sealer: Arc<crate::seal::Sealer>,
     pub metrics: Arc<Metrics>,
@@ -426,6 +427,7 @@ pub struct Gateway {
 struct Settle {
     config: Arc<Config>,
     store: Store,
+    ledger: ledger::Ledger,
     sealer: Arc<crate::seal::Sealer>,
     metrics: Arc<Metrics>,
     telemetry: Option<Arc<crate::telemetry::Telemetry>>,
@@ -434,7 +436,7 @@ struct Settle {
     content: Option<String>,
     row: Row,
     reservation: Reservation,
-    pending: Option<JoinHandle<()>>,
+    pending: Option<ledger::Written>,
     price: Option<Price>,
     local: bool,
     cache_key: Option<([u8; 32], String)>,
@@ -470,9 +472,10 @@ impl Settle {
     /// Settles the call: `usage` as the provider reported it, `answer_chars` the characters of text
     /// and tool arguments the caller received.
     async fn finish(mut self, usage: Usage, answer_chars: usize, events: Option<Vec<Event>>, outcome: Outcome) {
-        // The pending row must be committed before the caller's answer is complete.
+        // The pending row must be durable before the caller's answer is complete (it is, unless
+        // the journal could not take it).
         if let Some(p) = self.pending.take() {
-            let _ = p.await;
+            p.durable().await;
         }
         // A provider's figures are not trusted: bounded before any sum, cost or budget sees them.
         let (mut usage, mut absurd) = usage.bounded();
@@ -545,7 +548,7 @@ impl Settle {
                 ledger::audit(&self.store, &self.sealer, row.request_id.clone(), request, response);
             }
         }
-        ledger::write(&self.store, row);
+        let _ = self.ledger.write(row);
     }
 }
 
@@ -554,9 +557,10 @@ impl Gateway {
     pub async fn new(
         runtime: Runtime,
         credentials: Arc<Credentials>,
-        store: Store,
+        ledger: ledger::Ledger,
         sealer: Arc<crate::seal::Sealer>,
     ) -> Self {
+        let store = ledger.store().clone();
         let now = utc::now_ms();
         runtime.budgets.load(ledger::budget_spend(&store, &runtime.budgets, now).await, now);
         let http = providers::http_client(&runtime.config.limits);
@@ -573,6 +577,7 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             credentials,
             store,
+            ledger,
             sealer,
         }
     }
@@ -627,7 +632,7 @@ impl Gateway {
         let result = self.serve(&rt, req, ctx, &mut pending).await;
         if let Err(e) = &result {
             if let Some(p) = pending {
-                let _ = p.await;
+                p.durable().await;
             }
             let row = Row {
                 outcome: e.outcome(),
@@ -637,9 +642,7 @@ impl Gateway {
             };
             self.metrics.record(&row);
             observe(self.telemetry.as_ref(), &rt.config, &row, None);
-            if let Err(e) = ledger::write_durable(&self.store, row).await {
-                tracing::error!(error = %e, "a refused request's ledger row was not kept");
-            }
+            self.ledger.write(row).durable().await;
         }
         result
     }
@@ -651,7 +654,7 @@ impl Gateway {
         rt: &Runtime,
         mut req: ChatRequest,
         ctx: &RequestContext,
-        pending: &mut Option<JoinHandle<()>>,
+        pending: &mut Option<ledger::Written>,
     ) -> Result<Served, GatewayError> {
         let admitted = self.admit(rt, ctx, &req).await?;
         let mut notes: Vec<(&'static str, String)> = Vec::new();
@@ -740,7 +743,7 @@ impl Gateway {
         rt: &Runtime,
         ctx: &RequestContext,
         attempt: Attempt,
-        pending: &mut Option<JoinHandle<()>>,
+        pending: &mut Option<ledger::Written>,
     ) -> Result<Served, GatewayError> {
         let Attempt { mut masked, mut targets, local_only, admitted, mut notes } = attempt;
         let Admitted { permit, waited, est_in, est_out } = admitted;
@@ -782,8 +785,8 @@ impl Gateway {
                     Err(ex) => return Err(GatewayError::Budget(ex)),
                 };
                 notes.extend(reservation.warnings.iter().map(|w| ("x-tollgate-budget-warning", w.clone())));
-                // The row goes in while the provider works: durable before the answer completes,
-                // at no cost to the request.
+                // The row goes in before the provider is asked: durable (in the journal) before a
+                // cent is spent, at no wait for the request.
                 let row = Row {
                     provider: Some(target.provider.clone()),
                     model: Some(target.model.clone()),
@@ -796,7 +799,7 @@ impl Gateway {
                         cost_micros: candidate.est_micros,
                         ..row.clone()
                     };
-                    *pending = Some(self.write_pending(estimate));
+                    *pending = Some(self.ledger.write(estimate));
                 }
                 let wire = Target {
                     provider: &target.provider,
@@ -831,17 +834,6 @@ impl Gateway {
         Err(failures.into_error(&masked.req.model))
     }
 
-    /// Writes a call's pending row (its estimate) while the provider works: durable before the
-    /// answer completes, at no cost to the request. `Settle` waits for it.
-    fn write_pending(&self, estimate: Row) -> JoinHandle<()> {
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            if let Err(e) = ledger::write_durable(&store, estimate).await {
-                tracing::error!(error = %e, "the call's ledger row was not kept");
-            }
-        })
-    }
-
     /// What settles a call (to the provider its `row` names) at the answer's end: its ledger row,
     /// the budget reservation, the cache entry, the audit entry and the kept response (the pending
     /// row's write and the time spent on providers are the caller's to fill in).
@@ -858,6 +850,7 @@ impl Gateway {
         Settle {
             config: Arc::clone(&rt.config),
             store: self.store.clone(),
+            ledger: self.ledger.clone(),
             sealer: Arc::clone(&self.sealer),
             metrics: Arc::clone(&self.metrics),
             telemetry: self.telemetry.clone(),
@@ -1287,12 +1280,12 @@ mod tests {
     #[tokio::test]
     async fn a_request_is_served_whole_under_the_runtime_it_arrived_with() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let (ledger, _) = ledger::Ledger::open(Store::open(&dir.path().join("t.db")).unwrap()).await.unwrap();
         let keychain = crate::keychain::Keychain::open(crate::keychain::KeychainBackend::Env);
         let gw = Gateway::new(
             runtime(true),
             Arc::new(Credentials::new(keychain)),
-            store,
+            ledger,
             Arc::new(crate::seal::Sealer::random()),
         )
         .await;
@@ -1338,10 +1331,11 @@ mod tests {
         let loaded = Loaded::load(Some(&file), true, &Overrides::default()).unwrap();
         let identity = crate::identity::Identity { username: "me".into(), groups: Vec::new(), source: "test".into() };
         let rt = Runtime::build(loaded, None, identity).unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let (ledger, _) = ledger::Ledger::open(Store::open(&dir.path().join("t.db")).unwrap()).await.unwrap();
         let keychain = crate::keychain::Keychain::open(crate::keychain::KeychainBackend::Env);
-        let gw = Gateway::new(rt, Arc::new(Credentials::new(keychain)), store, Arc::new(crate::seal::Sealer::random()))
-            .await;
+        let gw =
+            Gateway::new(rt, Arc::new(Credentials::new(keychain)), ledger, Arc::new(crate::seal::Sealer::random()))
+                .await;
         let mut ctx = RequestContext::new(EntryPoint::Native, gw.runtime());
         ctx.task = task.into();
         ctx.path = path.map(str::to_string);

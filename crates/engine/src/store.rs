@@ -28,13 +28,32 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 type Work = Box<dyn FnOnce(&Connection) + Send>;
 type DurableWork = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
 /// Whether a durable write was kept, or why not.
-type Kept = Result<(), String>;
+pub type Kept = Result<(), String>;
 
 enum Job {
     Run(Work),
     /// Acknowledged once the transaction that ran it committed, with the failure otherwise (its
     /// own, or the commit's): an acknowledged row is a row on disk.
-    Durable(DurableWork, oneshot::Sender<Kept>),
+    Durable(DurableWork, Ack),
+}
+
+/// Who learns whether a durable write was kept.
+enum Ack {
+    /// A future waiting for it.
+    Waiting(oneshot::Sender<Kept>),
+    /// A call made on the database thread after the commit (it must be quick and never block).
+    Then(Box<dyn FnOnce(Kept) + Send>),
+}
+
+impl Ack {
+    fn send(self, kept: Kept) {
+        match self {
+            Self::Waiting(tx) => {
+                let _ = tx.send(kept);
+            }
+            Self::Then(f) => f(kept),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -302,6 +321,22 @@ impl Store {
         self.queue_durable(f).await
     }
 
+    /// Queues a write now, in the order of the calls; `then` is called on the database thread once
+    /// it is committed, or with why it was not (not at all if the thread has stopped). For writers
+    /// that must learn the outcome without a task waiting for each write.
+    pub fn queue_then(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
+        then: impl FnOnce(Kept) + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.inner.tx.send(Job::Durable(Box::new(f), Ack::Then(Box::new(then)))).map_err(|_| StoreError::Stopped)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
     /// Queues a write now, in the order of the calls; the future resolves once it is committed.
     /// For callers that wait elsewhere (a task) but must not let a later write overtake this one
     /// or a flush miss it.
@@ -310,7 +345,7 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let sent = self.inner.tx.send(Job::Durable(Box::new(f), tx));
+        let sent = self.inner.tx.send(Job::Durable(Box::new(f), Ack::Waiting(tx)));
         async move {
             sent.map_err(|_| StoreError::Stopped)?;
             rx.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::NotKept)
@@ -328,6 +363,7 @@ fn checkpoints(conn: Connection, store: std::sync::Weak<Inner>) {
         let Some(store) = store.upgrade().map(|inner| Store { inner }) else { return };
         let probe: Job = if store.failure().is_some() {
             let (ack, _) = oneshot::channel();
+            let ack = Ack::Waiting(ack);
             Job::Durable(
                 Box::new(|c| {
                     c.execute("INSERT OR REPLACE INTO probe (id, ts_ms) VALUES (1, ?1)", [crate::utc::now_ms()])
@@ -357,7 +393,7 @@ pub fn checkpoint_truncate(path: &Path) -> rusqlite::Result<()> {
 }
 
 fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Option<String>>) {
-    let mut acks: Vec<(oneshot::Sender<Kept>, Kept)> = Vec::new();
+    let mut acks: Vec<(Ack, Kept)> = Vec::new();
     let set_failing = |why: Option<String>| *failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -406,10 +442,14 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Opt
             _ => {}
         }
         for (ack, done) in acks.drain(..) {
-            let _ = ack.send(match (&committed, done) {
+            let kept = match (&committed, done) {
                 (Err(e), _) => Err(e.clone()),
                 (Ok(()), done) => done,
-            });
+            };
+            // A callback that panics must not take the database thread down either.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ack.send(kept))).is_err() {
+                tracing::error!("database: a commit callback panicked");
+            }
         }
     }
 }

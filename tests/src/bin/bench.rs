@@ -160,7 +160,7 @@ fn rss_kib(pid: u32) -> Option<u64> {
 async fn db_size() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tollgate.db");
-    let store = tollgate::store::Store::open(&path).unwrap();
+    let (ledger, _) = tollgate::ledger::Ledger::open(tollgate::store::Store::open(&path).unwrap()).await.unwrap();
     let n = 100_000;
     let started = std::time::Instant::now();
     for i in 0..n {
@@ -183,10 +183,10 @@ async fn db_size() {
             ..Default::default()
         };
         let settled = tollgate::ledger::Row { outcome: tollgate::ledger::Outcome::Ok, ..row.clone() };
-        tollgate::ledger::write(&store, row);
-        tollgate::ledger::write(&store, settled);
+        let _ = ledger.write(row);
+        let _ = ledger.write(settled);
     }
-    store.write_durable(|_| Ok(())).await.unwrap();
+    ledger.store().flush().await.unwrap();
     tollgate::store::checkpoint_truncate(&path).unwrap();
     let size = std::fs::metadata(&path).unwrap().len();
     println!(

@@ -1,14 +1,18 @@
 //! The usage ledger: one row per request, what it cost and how it went; usage reports; the audit
 //! log. Prices and budgets live beside it.
 //!
-//! A row is written when the request is sent to a provider (`pending`, with the estimate), durably
-//! and while the provider works, so it costs the request nothing; the caller's answer is not
-//! finished until that write is committed. After the answer the row is settled with the real
-//! figures, off the request's path. A daemon killed in between leaves `pending` rows, which the
-//! next start marks `interrupted`: no request that got an answer is missing from the ledger.
+//! A row is written when the request is sent to a provider (`pending`, with the estimate), and
+//! settled with the real figures once the answer is complete. Both go through [`Ledger::write`]:
+//! appended to a journal inline (durable against the process being killed once it returns), then
+//! ingested by the database thread off the request's path (see `journal.rs`). A daemon killed in
+//! between leaves `pending` rows, which the next start marks `interrupted`: no request that got an
+//! answer is missing from the ledger.
 
 pub mod budgets;
+mod journal;
 pub mod prices;
+
+pub use journal::{Ledger, OpenError, Written};
 
 use std::collections::HashMap;
 
@@ -59,60 +63,10 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Writes a row (insert or settle) off the caller's path; never fails the request. A row the
-/// database could not keep because it cannot keep writes at all (a full disk) is written again
-/// once it can, so that a call answered just before is not lost to the failure.
-pub fn write(store: &Store, row: Row) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        store.write(move |c| {
-            if let Err(e) = insert(c, &row) {
-                tracing::error!(error = %e, "ledger write failed");
-            }
-        });
-        return;
-    };
-    let store = store.clone();
-    // Queued now, in order (a flush at shutdown waits for it); waited for in a task.
-    let attempt = row.clone();
-    let mut queued = Some(store.queue_durable(move |c| insert(c, &attempt)));
-    runtime.spawn(async move {
-        let deadline = std::time::Instant::now() + KEEP_TRYING;
-        loop {
-            let kept = match queued.take() {
-                Some(first) => first.await,
-                None => {
-                    let attempt = row.clone();
-                    store.write_durable(move |c| insert(c, &attempt)).await
-                }
-            };
-            match kept {
-                Ok(()) | Err(crate::store::StoreError::Stopped) => return,
-                // The database cannot keep writes for now (a full disk): the row waits for it.
-                Err(_) if store.failure().is_some() && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, request_id = %row.request_id, "ledger write failed");
-                    return;
-                }
-            }
-        }
-    });
-}
-
-/// How long a settled row waits for a database that cannot keep writes. New calls are refused
-/// meanwhile, so only the calls in flight when it failed wait.
-const KEEP_TRYING: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// Writes a row and waits for its commit; an error when it was not kept.
-pub async fn write_durable(store: &Store, row: Row) -> Result<(), crate::store::StoreError> {
-    store.write_durable(move |c| insert(c, &row)).await
-}
-
-/// At start: rows a killed daemon left pending.
-pub async fn recover(store: &Store) -> usize {
+/// At start: rows a killed daemon left pending (committed when this returns).
+async fn recover(store: &Store) -> usize {
     store
-        .run(|c| {
+        .call_durable(|c| {
             c.execute(
                 "UPDATE ledger SET outcome = ?1, note = 'the daemon stopped before the answer was settled; figures are the estimate' \
                  WHERE outcome = ?2",
