@@ -76,8 +76,20 @@ pub struct ConfigOrigin {
 /// The gateway on `runtime` over this user's keychain and database, with the calls a killed
 /// process left pending marked interrupted. The caller holds the instance lock.
 pub async fn open_gateway(runtime: crate::runtime::Runtime, paths: &Paths) -> anyhow::Result<Gateway> {
-    let backend = runtime.config.keychain.backend;
-    let keychain = tokio::task::spawn_blocking(move || Keychain::open(backend)).await?;
+    Ok(Storage::open(runtime.config.keychain.backend, paths).await?.gateway(runtime).await)
+}
+
+/// What a gateway keeps and reads from this user's machine: credentials, the sealing key, the
+/// ledger over the database. Opened apart from the runtime, so that a start does both at once.
+pub struct Storage {
+    credentials: Arc<Credentials>,
+    ledger: ledger::Ledger,
+    sealer: Arc<crate::seal::Sealer>,
+}
+
+impl Storage {
+    pub async fn open(backend: crate::keychain::KeychainBackend, paths: &Paths) -> anyhow::Result<Self> {
+        let keychain = tokio::task::spawn_blocking(move || Keychain::open(backend)).await?;
     if let Err(e) = &keychain {
         tracing::warn!(error = %e, "keychain unavailable; provider keys come from environment variables only");
     }
@@ -114,16 +126,32 @@ pub async fn open_gateway(runtime: crate::runtime::Runtime, paths: &Paths) -> an
         );
     }
     tracing::debug!(home = ?key.home, "storage key");
-    Ok(Gateway::new(runtime, credentials, ledger, sealer).await)
+    Ok(Self { credentials, ledger, sealer })
+    }
+
+    pub async fn gateway(self, runtime: crate::runtime::Runtime) -> Gateway {
+        Gateway::new(runtime, self.credentials, self.ledger, self.sealer).await
+    }
 }
 
 pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::Result<()> {
     let started = Instant::now();
+    // The system's root certificates are read on a thread of their own while the rest starts:
+    // the HTTP clients built below take them from there.
+    std::thread::spawn(crate::providers::tls_config);
     let _lock = lock(&paths)?;
     let token = paths::load_or_create_token(&paths).context("cannot create the API token file")?;
-    let Initial { runtime, seed } = Initial::load(loaded, &paths)?;
+    // The runtime (config, policy, compiled rules) is built on one core while the keychain and the
+    // database open on the other.
+    let backend = loaded.config.keychain.backend;
+    let initial = tokio::task::spawn_blocking({
+        let paths = paths.clone();
+        move || Initial::load(loaded, &paths)
+    });
+    let storage = Storage::open(backend, &paths).await;
+    let Initial { runtime, seed } = initial.await??;
     let config = Arc::clone(&runtime.config);
-    let gateway = Arc::new(open_gateway(runtime, &paths).await?);
+    let gateway = Arc::new(storage?.gateway(runtime).await);
     let store = gateway.store.clone();
     let reloader =
         Reloader::new(Arc::clone(&gateway), seed, paths.clone(), Some(origin.file), origin.required, origin.overrides)?;

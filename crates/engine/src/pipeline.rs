@@ -458,6 +458,14 @@ fn observe(telemetry: Option<&Arc<crate::telemetry::Telemetry>>, config: &Config
     }
 }
 
+/// Loads the tokenizer on a thread of its own when the runtime counts tokens (budgets or token
+/// limits), so that no request waits for it.
+fn warm_tokenizer(runtime: &Runtime) {
+    if runtime.estimates {
+        std::thread::spawn(tokens::warm);
+    }
+}
+
 /// Tokens of text, estimated from its length where no provider said (about four characters each).
 fn estimated_tokens(chars: usize) -> u64 {
     (chars as u64).div_ceil(4)
@@ -561,6 +569,7 @@ impl Gateway {
         sealer: Arc<crate::seal::Sealer>,
     ) -> Self {
         let store = ledger.store().clone();
+        warm_tokenizer(&runtime);
         let now = utc::now_ms();
         runtime.budgets.load(ledger::budget_spend(&store, &runtime.budgets, now).await, now);
         let http = providers::http_client(&runtime.config.limits);
@@ -595,6 +604,7 @@ impl Gateway {
     /// Puts a new runtime in force: its budgets seeded from the ledger, the targets' health and the
     /// rate-limit buckets carried over. Requests already running finish on the old one.
     pub async fn swap(&self, runtime: Runtime) {
+        warm_tokenizer(&runtime);
         let now = utc::now_ms();
         runtime.budgets.load(ledger::budget_spend(&self.store, &runtime.budgets, now).await, now);
         let old = self.runtime.load();

@@ -124,13 +124,41 @@ pub trait StreamDecoder: Send + 'static {
     fn finished(&self) -> bool;
 }
 
+/// The TLS settings every client of the process shares: the platform's verifier over its root
+/// certificates (`SSL_CERT_FILE`/`SSL_CERT_DIR` honoured), TLS 1.2 and 1.3, HTTP/2 and 1.1 offered,
+/// as reqwest would make them itself, except that the roots are read once per process: reading
+/// and parsing the system's certificate files is the largest part of a daemon's start, and it
+/// would be paid again by every client built. `None` when the platform's roots cannot be read: the
+/// client then makes its own settings (and reports the same failure).
+pub fn tls_config() -> Option<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = rustls_platform_verifier::Verifier::new(std::sync::Arc::clone(&provider)).ok()?;
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(rustls::ALL_VERSIONS)
+                .ok()?
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+            Some(config)
+        })
+        .clone()
+}
+
 /// The HTTP client shared by all provider and GitLab calls. It follows no redirect: a request
 /// carries a credential (`Authorization`, `x-api-key`, `x-goog-api-key`, `api-key`,
 /// `PRIVATE-TOKEN`, a key in the query), and an answer that points elsewhere must not receive it.
 /// A redirect is reported instead ([`redirect_refusal`]).
 pub fn http_client(limits: &Limits) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder();
+    if let Some(tls) = tls_config() {
+        builder = builder.tls_backend_preconfigured(tls);
+    }
+    builder
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_millis(limits.connect_timeout_ms))
         .pool_idle_timeout(Duration::from_secs(60))

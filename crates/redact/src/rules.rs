@@ -7,6 +7,8 @@ use serde::Deserialize;
 
 /// The built-in rule set.
 pub const BUILT_IN: &str = include_str!("rules.toml");
+/// The same rules as JSON, each with its pattern's capture count (made by `build.rs`).
+const BUILT_IN_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/rules.json"));
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,7 +137,12 @@ impl Pattern {
         };
         let hir = parse(false).or_else(|_| parse(true))?;
         let captures = hir.properties().explicit_captures_len() + 1;
-        Ok(Self { source: source.to_string(), captures, compiled: std::sync::OnceLock::new() })
+        Ok(Self::counted(source, captures))
+    }
+
+    /// A pattern already checked, with its capture groups counted (the built-in rules, at build).
+    fn counted(source: &str, captures: usize) -> Self {
+        Self { source: source.to_string(), captures, compiled: std::sync::OnceLock::new() }
     }
 
     /// The compiled regex, made on first use. One the engine refuses after all (beyond its size
@@ -238,8 +245,16 @@ impl RuleSpec {
     }
 
     pub fn compile(self, origin: &str) -> Result<Rule, RuleError> {
+        let regex = Pattern::new(&self.regex).map_err(|e| RuleError {
+            origin: origin.to_string(),
+            id: self.id.clone(),
+            message: format!("bad regex: {e}"),
+        })?;
+        self.with_pattern(regex, origin)
+    }
+
+    fn with_pattern(self, regex: Pattern, origin: &str) -> Result<Rule, RuleError> {
         let err = |message: String| RuleError { origin: origin.to_string(), id: self.id.clone(), message };
-        let regex = Pattern::new(&self.regex).map_err(|e| err(format!("bad regex: {e}")))?;
         if self.secret_group >= regex.captures_len() {
             return Err(err(format!(
                 "secret_group {} but the regex has {} groups",
@@ -292,7 +307,15 @@ pub fn parse_tollgate(text: &str, origin: &str) -> Result<Vec<Rule>, RuleError> 
 }
 
 pub fn built_in() -> Vec<Rule> {
-    parse_tollgate(BUILT_IN, "built-in rules").expect("the built-in rules compile")
+    let specs: Vec<(usize, RuleSpec)> = serde_json::from_str(BUILT_IN_JSON).expect("build.rs wrote the rules");
+    specs
+        .into_iter()
+        .map(|(captures, spec)| {
+            let pattern = Pattern::counted(&spec.regex, captures);
+            spec.with_pattern(pattern, "built-in rules")
+        })
+        .collect::<Result<_, _>>()
+        .expect("the built-in rules compile")
 }
 
 // ------------------------------------------------------------------------------------- gitleaks
@@ -407,6 +430,18 @@ mod tests {
         let n = ids.len();
         ids.dedup();
         assert_eq!(ids.len(), n, "rule ids are unique");
+    }
+
+    #[test]
+    fn the_built_in_rules_load_from_their_json_as_from_their_toml() {
+        let from_json = built_in();
+        let from_toml = parse_tollgate(BUILT_IN, "rules.toml").unwrap();
+        assert_eq!(from_json.len(), from_toml.len());
+        for (j, t) in from_json.iter().zip(&from_toml) {
+            assert_eq!(format!("{j:?}"), format!("{t:?}"), "rule {}", t.id);
+            // Every pattern the JSON's counts were made for compiles.
+            assert!(j.regex.regex().is_some(), "rule {}: the regex does not compile", j.id);
+        }
     }
 
     #[test]

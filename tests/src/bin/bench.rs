@@ -30,6 +30,15 @@
 //! the lease grants per 1,000 requests, and the server's throughput for usage rows (batches of
 //! 5,000 posted back to back).
 //!
+//! `--scenario upstream --port P` serves an OpenAI-shaped upstream until killed, for
+//! `tests/bench/compare-gateways.sh`: a fixed answer after `--provider-delay-ms`; a streamed
+//! answer sends its first chunk at once (after the delay) and the rest `--chunk-gap-ms` apart, so
+//! that what a gateway holds back shows in the time to the first byte.
+//!
+//! `--scenario start` starts `tollgate daemon` ten times in a fresh home (the fake as its
+//! provider, a daily budget) and prints the time to the first `/healthz` answer and to the first proxied answer,
+//! and the resident memory at idle before and after that first request.
+//!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
 use std::sync::Arc;
@@ -48,7 +57,7 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, cache-miss, first-event, db-size, scan, redact, review, lsp, or team
+    /// overhead, cache, cache-miss, first-event, db-size, scan, redact, review, lsp, team, or upstream
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
@@ -61,6 +70,144 @@ struct Args {
     /// Latency of the fake provider, in milliseconds (0: it answers at once)
     #[arg(long, default_value_t = 0)]
     provider_delay_ms: u64,
+    /// upstream: the port to listen on (loopback)
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// upstream: milliseconds between the chunks of a streamed answer after the first
+    #[arg(long, default_value_t = 10)]
+    chunk_gap_ms: u64,
+}
+
+/// Cold start: `tollgate daemon` to its first `/healthz` answer and its first proxied answer.
+async fn start() {
+    let fake = FakeProvider::start().await;
+    let client = reqwest::Client::builder().tcp_nodelay(true).build().unwrap();
+    let (mut health, mut first, mut idle, mut after) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let home = tempfile::tempdir().unwrap();
+        // A budget, as a team's policy would set: token estimates (the tokenizer) are on.
+        let config = format!(
+            "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n\
+             [[budgets]]\nname = \"daily\"\nscope = \"user\"\nperiod = \"day\"\nlimit_usd = \"50\"\naction = \"block\"\n",
+            fake.url()
+        );
+        std::fs::write(home.path().join("config.toml"), config).unwrap();
+        let port = tollgate_tests::free_port();
+        let started = Instant::now();
+        let mut child = std::process::Command::new(tollgate_tests::tollgate_bin())
+            .env("TOLLGATE_HOME", home.path())
+            .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000")
+            .env("TOLLGATE_LOG", "warn")
+            .args(["daemon", "--port", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        loop {
+            if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the daemon did not start");
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        health.push(started.elapsed().as_secs_f64() * 1000.0);
+        let token = std::fs::read_to_string(home.path().join("token")).unwrap();
+        let r = client
+            .post(format!("{base}/v1/chat/completions"))
+            .bearer_auth(token.trim())
+            .json(&json!({"model": "oa/gpt-4.1", "messages": [{"role": "user", "content": "first"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let _ = r.bytes().await;
+        first.push(started.elapsed().as_secs_f64() * 1000.0);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        after.push(rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    // Idle without any request: a daemon left alone for a second after it answers /healthz.
+    for _ in 0..3 {
+        let home = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new(tollgate_tests::tollgate_bin())
+            .env("TOLLGATE_HOME", home.path())
+            .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_LOG", "warn")
+            .args(["daemon", "--port", &tollgate_tests::free_port().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        idle.push(rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    for v in [&mut health, &mut first, &mut idle, &mut after] {
+        v.sort_by(f64::total_cmp);
+    }
+    println!("tollgate: {}", tollgate_tests::tollgate_bin().display());
+    println!(
+        "start to first /healthz answer: median {:.1} ms, slowest {:.1} ms (10 starts)",
+        pct(&health, 50.0),
+        pct(&health, 100.0)
+    );
+    println!(
+        "start to first proxied answer:  median {:.1} ms, slowest {:.1} ms",
+        pct(&first, 50.0),
+        pct(&first, 100.0)
+    );
+    println!("idle RSS, no request yet: median {:.1} MiB (3 starts)", pct(&idle, 50.0));
+    println!("idle RSS, after the first request (budget on: tokenizer loaded): median {:.1} MiB", pct(&after, 50.0));
+}
+
+/// The fixed answer of `--scenario upstream` (the same bytes nginx serves in the comparison).
+const UPSTREAM_ANSWER: &str = r#"{"id":"chatcmpl-bench","object":"chat.completion","created":1764460800,"model":"bench","choices":[{"index":0,"message":{"role":"assistant","content":"The function returns the sum of the two arguments."},"finish_reason":"stop"}],"usage":{"prompt_tokens":220,"completion_tokens":11,"total_tokens":231}}"#;
+
+/// An OpenAI-shaped upstream on `port` that answers every chat completion the same way.
+async fn upstream(port: u16, delay: Duration, gap: Duration) {
+    use axum::response::IntoResponse;
+    async fn chat(
+        axum::extract::State((delay, gap)): axum::extract::State<(Duration, Duration)>,
+        body: bytes::Bytes,
+    ) -> axum::response::Response {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let streamed = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["stream"] == true);
+        if !streamed {
+            return ([("content-type", "application/json")], UPSTREAM_ANSWER).into_response();
+        }
+        let chunk = |delta: serde_json::Value, finish: Option<&str>| {
+            let c = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764460800,
+                "model": "bench", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+            format!("data: {c}\n\n")
+        };
+        let mut parts = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+        parts.extend(["The function ", "returns the sum ", "of the two ", "arguments."].map(|t| chunk(json!({"content": t}), None)));
+        parts.push(chunk(json!({}), Some("stop")));
+        let usage = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764460800,
+            "model": "bench", "choices": [], "usage": {"prompt_tokens": 220, "completion_tokens": 11, "total_tokens": 231}});
+        parts.push(format!("data: {usage}\n\n"));
+        parts.push("data: [DONE]\n\n".into());
+        let events = futures_util::stream::unfold(parts.into_iter().enumerate(), move |mut it| async move {
+            let (i, part) = it.next()?;
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from(part)), it))
+        });
+        ([("content-type", "text/event-stream")], axum::body::Body::from_stream(events)).into_response()
+    }
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", axum::routing::post(chat))
+        .with_state((delay, gap));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the upstream's port");
+    println!("upstream on {}", listener.local_addr().unwrap());
+    axum::serve(listener, app).await.unwrap();
 }
 
 #[derive(Default)]
@@ -781,6 +928,11 @@ async fn main() {
         "lsp" => return lsp().await,
         "first-event" => return first_event(args.seconds).await,
         "team" => return team(&args.rates, args.seconds, args.price_per_million).await,
+        "start" => return start().await,
+        "upstream" => {
+            let delay = Duration::from_millis(args.provider_delay_ms);
+            return upstream(args.port, delay, Duration::from_millis(args.chunk_gap_ms)).await;
+        }
         _ => {}
     }
     let fake = FakeProvider::start().await;
