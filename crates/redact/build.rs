@@ -7,7 +7,12 @@ use std::path::PathBuf;
 
 fn captures(pattern: &str) -> Result<usize, String> {
     let parse = |unicode: bool| {
-        regex_syntax::ParserBuilder::new().unicode(unicode).utf8(false).build().parse(pattern).map_err(|e| e.to_string())
+        regex_syntax::ParserBuilder::new()
+            .unicode(unicode)
+            .utf8(false)
+            .build()
+            .parse(pattern)
+            .map_err(|e| e.to_string())
     };
     let hir = parse(false).or_else(|_| parse(true))?;
     Ok(hir.properties().explicit_captures_len() + 1)

@@ -90,43 +90,46 @@ pub struct Storage {
 impl Storage {
     pub async fn open(backend: crate::keychain::KeychainBackend, paths: &Paths) -> anyhow::Result<Self> {
         let keychain = tokio::task::spawn_blocking(move || Keychain::open(backend)).await?;
-    if let Err(e) = &keychain {
-        tracing::warn!(error = %e, "keychain unavailable; provider keys come from environment variables only");
-    }
-    let (keychain, key) = tokio::task::spawn_blocking({
-        let data_dir = paths.data_dir.clone();
-        move || {
-            let key = crate::seal::load_or_create(keychain.as_ref().ok(), &data_dir);
-            (keychain, key)
+        if let Err(e) = &keychain {
+            tracing::warn!(error = %e, "keychain unavailable; provider keys come from environment variables only");
         }
-    })
-    .await?;
-    let key = key.context("cannot load the key that seals cached answers and the audit log")?;
-    let credentials = Arc::new(Credentials::new(keychain));
-    let store = Store::open(&paths.database()).context("cannot open the database")?;
-    let (ledger, interrupted) = ledger::Ledger::open(store).await?;
-    if interrupted > 0 {
-        tracing::warn!(rows = interrupted, "the last daemon stopped before settling some calls; marked interrupted");
-    }
-    let sealer = Arc::new(key.sealer);
-    let (database, check, created) = (paths.database(), Arc::clone(&sealer), key.created);
-    let done = tokio::task::spawn_blocking(move || crate::seal::seal_database(&database, &check, created))
-        .await?
-        .context("cannot seal what an earlier version kept in plain text")?;
-    if done.sealed > 0 {
-        tracing::info!(
-            values = done.sealed,
-            "sealed cached answers, audit entries and stored responses kept in plain text"
-        );
-    }
-    if done.dropped > 0 {
-        tracing::warn!(
-            rows = done.dropped,
-            "a new storage key was made: cached answers, audit text and stored responses sealed with the old one were removed (the ledger is kept)"
-        );
-    }
-    tracing::debug!(home = ?key.home, "storage key");
-    Ok(Self { credentials, ledger, sealer })
+        let (keychain, key) = tokio::task::spawn_blocking({
+            let data_dir = paths.data_dir.clone();
+            move || {
+                let key = crate::seal::load_or_create(keychain.as_ref().ok(), &data_dir);
+                (keychain, key)
+            }
+        })
+        .await?;
+        let key = key.context("cannot load the key that seals cached answers and the audit log")?;
+        let credentials = Arc::new(Credentials::new(keychain));
+        let store = Store::open(&paths.database()).context("cannot open the database")?;
+        let (ledger, interrupted) = ledger::Ledger::open(store).await?;
+        if interrupted > 0 {
+            tracing::warn!(
+                rows = interrupted,
+                "the last daemon stopped before settling some calls; marked interrupted"
+            );
+        }
+        let sealer = Arc::new(key.sealer);
+        let (database, check, created) = (paths.database(), Arc::clone(&sealer), key.created);
+        let done = tokio::task::spawn_blocking(move || crate::seal::seal_database(&database, &check, created))
+            .await?
+            .context("cannot seal what an earlier version kept in plain text")?;
+        if done.sealed > 0 {
+            tracing::info!(
+                values = done.sealed,
+                "sealed cached answers, audit entries and stored responses kept in plain text"
+            );
+        }
+        if done.dropped > 0 {
+            tracing::warn!(
+                rows = done.dropped,
+                "a new storage key was made: cached answers, audit text and stored responses sealed with the old one were removed (the ledger is kept)"
+            );
+        }
+        tracing::debug!(home = ?key.home, "storage key");
+        Ok(Self { credentials, ledger, sealer })
     }
 
     pub async fn gateway(self, runtime: crate::runtime::Runtime) -> Gateway {

@@ -298,7 +298,7 @@ def ttfb(gw, n):
         elapsed = (time.perf_counter() - t) * 1000
         r.read()
         if r.status != 200 or not first:
-            raise SystemExit(f"{gw.name}: a streamed request failed ({r.status})")
+            raise RuntimeError(f"a streamed request failed with status {r.status}")
         if i >= 5:  # the first few warm connections and caches
             out.append(elapsed)
     conn.close()
@@ -381,7 +381,10 @@ def main():
             port = up.stream_port
             gw = start(name, port)
             gateways.append(gw)
-            ttfbs[name] = ttfb(gw, 200)
+            try:
+                ttfbs[name] = ttfb(gw, 200)
+            except (RuntimeError, OSError, http.client.HTTPException) as e:
+                ttfbs[name] = str(e)
             gw.stop()
             gateways.remove(gw)
     finally:
@@ -399,6 +402,7 @@ def main():
         print(f"{'gateway':>9} {'rate/s':>6} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} {'p99 range':>13} "
               f"{'ok %':>6} {'served/s':>8} {'memory MiB':>10}")
         for name in only:
+            measured = [r for r in rate_list if any(results.get((upstream, name, r), []))]
             for rate in rate_list:
                 runs = [r for r in results.get((upstream, name, rate), []) if r]
                 if not runs:
@@ -408,7 +412,7 @@ def main():
                 mem = memory.get((upstream, name))
                 print(f"{name:>9} {rate:>6} {fmt(med('p50'))} {fmt(med('p99'))} {fmt(med('p999'), 8)} "
                       f"{spread([r['p99'] for r in runs]):>13} {med('success') * 100:6.1f} {med('served_rps'):8.0f} "
-                      f"{(f'{mem:.1f}' if mem and rate == rate_list[-1] else ''):>10}")
+                      f"{(f'{mem:.1f}' if mem and rate == measured[-1] else ''):>10}")
         if "direct" in only and "tollgate" in only:
             print(f"\ntollgate over direct ({upstream}): added p50 / p99 ms (ratio of p50), "
                   "and its own time from the ledger p50 / p99 ms")
@@ -427,7 +431,10 @@ def main():
     print("\ntime to the first byte of a streamed answer (first chunk sent at once, the rest 10 ms apart), "
           "200 requests one at a time:")
     for name, v in ttfbs.items():
-        print(f"{name:>9}: p50 {pct(v, 50):.2f} ms, p99 {pct(v, 99):.2f} ms")
+        if isinstance(v, str):
+            print(f"{name:>9}: {v}")
+        else:
+            print(f"{name:>9}: p50 {pct(v, 50):.2f} ms, p99 {pct(v, 99):.2f} ms")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"results": {"|".join(map(str, k)): v for k, v in results.items()},

@@ -23,8 +23,25 @@ struct Counter {
     /// The ranks, found by their token's bytes.
     ranks: hashbrown::HashTable<Rank>,
     hasher: std::hash::RandomState,
-    pattern: fancy_regex::Regex,
+    /// o200k's pre-tokenizer without its one lookahead (`\s+(?!\S)`), which [`Counter::count`]
+    /// applies itself: the `regex` crate's automata instead of a backtracking engine.
+    pattern: regex::Regex,
 }
+
+/// o200k_base's pattern (tiktoken's `O200K_BASE_PAT_STR`) with `\s+(?!\S)|\s+` as `\s+`.
+const PATTERN: &str = concat!(
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    "|",
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+    "|",
+    r"\p{N}{1,3}",
+    "|",
+    r" ?[^\s\p{L}\p{N}]+[\r\n/]*",
+    "|",
+    r"\s*[\r\n]+",
+    "|",
+    r"\s+",
+);
 
 impl Counter {
     fn load() -> Self {
@@ -48,8 +65,7 @@ impl Counter {
         }
         drop(bpe);
         give_back_freed_memory();
-        let pattern =
-            fancy_regex::Regex::new(tiktoken_rs::O200K_BASE_PAT_STR).expect("tiktoken's own pattern compiles");
+        let pattern = regex::Regex::new(PATTERN).expect("the o200k pattern compiles");
         bytes.shrink_to_fit();
         Self { bytes, spans, ranks, hasher, pattern }
     }
@@ -67,14 +83,22 @@ impl Counter {
     fn count(&self, text: &str) -> u64 {
         let mut n = 0;
         let mut at = 0;
-        for m in self.pattern.find_iter(text) {
-            let Ok(m) = m else {
-                // The pattern gave up (its backtracking limit): the rest is estimated.
-                return n + (text.len() - at).div_ceil(3) as u64;
-            };
-            at = m.end();
-            let piece = m.as_str().as_bytes();
-            n += if piece.len() == 1 || self.rank(piece).is_some() { 1 } else { self.merged(piece) };
+        while let Some(m) = self.pattern.find_at(text, at) {
+            let mut piece = m.as_str();
+            // tiktoken's `\s+(?!\S)`: a run of spaces followed by text leaves its last space to
+            // the text's piece (" word"). Runs that end in a line break are another alternative's,
+            // matched before; a single space before text is `\s+`'s own.
+            if m.end() < text.len()
+                && !piece.ends_with(['\r', '\n'])
+                && piece.chars().all(char::is_whitespace)
+                && let Some((last, _)) = piece.char_indices().last()
+                && last > 0
+            {
+                piece = &piece[..last];
+            }
+            at = m.start() + piece.len();
+            let bytes = piece.as_bytes();
+            n += if bytes.len() == 1 || self.rank(bytes).is_some() { 1 } else { self.merged(bytes) };
         }
         n
     }
@@ -210,7 +234,8 @@ fn input_tokens(req: &ChatRequest, count: impl Fn(&str) -> u64) -> u64 {
         }
     }
     for tool in &req.tools {
-        input += count(&tool.name) + tool.description.as_deref().map_or(0, &count) + count(&tool.parameters.to_string());
+        input +=
+            count(&tool.name) + tool.description.as_deref().map_or(0, &count) + count(&tool.parameters.to_string());
     }
     input
 }
@@ -235,6 +260,12 @@ mod tests {
             "<|endoftext|> is text here, not a special token",
             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
             "supercalifragilisticexpialidocious antidisestablishmentarianism pneumonoultramicroscopic",
+            "a  b   c\t\td \u{a0}\u{a0}e \u{3000}f  \n  g\n\n   h   ",
+            "    indented(code)\n        deeper = 1\n\n\n    back\r\n\tend  ",
+            " ",
+            "   ",
+            "x ",
+            " \n",
         ];
         for t in texts {
             assert_eq!(count(t), bpe.encode_ordinary(t).len() as u64, "{t:?}");

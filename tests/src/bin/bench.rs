@@ -187,7 +187,10 @@ async fn upstream(port: u16, delay: Duration, gap: Duration) {
             format!("data: {c}\n\n")
         };
         let mut parts = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
-        parts.extend(["The function ", "returns the sum ", "of the two ", "arguments."].map(|t| chunk(json!({"content": t}), None)));
+        parts.extend(
+            ["The function ", "returns the sum ", "of the two ", "arguments."]
+                .map(|t| chunk(json!({"content": t}), None)),
+        );
         parts.push(chunk(json!({}), Some("stop")));
         let usage = json!({"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764460800,
             "model": "bench", "choices": [], "usage": {"prompt_tokens": 220, "completion_tokens": 11, "total_tokens": 231}});
@@ -202,9 +205,7 @@ async fn upstream(port: u16, delay: Duration, gap: Duration) {
         });
         ([("content-type", "text/event-stream")], axum::body::Body::from_stream(events)).into_response()
     }
-    let app = axum::Router::new()
-        .route("/v1/chat/completions", axum::routing::post(chat))
-        .with_state((delay, gap));
+    let app = axum::Router::new().route("/v1/chat/completions", axum::routing::post(chat)).with_state((delay, gap));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind the upstream's port");
     println!("upstream on {}", listener.local_addr().unwrap());
     axum::serve(listener, app).await.unwrap();
