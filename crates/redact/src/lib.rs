@@ -8,6 +8,7 @@
 //! chunk boundaries ([`stream::Restorer`]), but never inside a URL: a model must not be able to
 //! smuggle a secret out through a link.
 
+mod captures;
 pub mod formats;
 pub mod report;
 pub mod rules;

@@ -126,18 +126,7 @@ pub struct Pattern {
 impl Pattern {
     /// Checks `source` (syntax and groups) without compiling it.
     pub fn new(source: &str) -> Result<Self, String> {
-        // The error as text: the parser's own error type is large.
-        let parse = |unicode: bool| {
-            regex_syntax::ParserBuilder::new()
-                .unicode(unicode)
-                .utf8(false)
-                .build()
-                .parse(source)
-                .map_err(|e| e.to_string())
-        };
-        let hir = parse(false).or_else(|_| parse(true))?;
-        let captures = hir.properties().explicit_captures_len() + 1;
-        Ok(Self::counted(source, captures))
+        Ok(Self::counted(source, crate::captures::count(source)?))
     }
 
     /// A pattern already checked, with its capture groups counted (the built-in rules, at build).
