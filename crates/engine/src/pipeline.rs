@@ -458,11 +458,10 @@ fn observe(telemetry: Option<&Arc<crate::telemetry::Telemetry>>, config: &Config
     }
 }
 
-/// Loads the tokenizer on a thread of its own when the runtime counts tokens (budgets or token
-/// limits), so that no request waits for it.
+/// Starts loading the tokenizer when the runtime counts tokens (budgets or token limits).
 fn warm_tokenizer(runtime: &Runtime) {
     if runtime.estimates {
-        std::thread::spawn(tokens::warm);
+        tokens::load_in_background();
     }
 }
 

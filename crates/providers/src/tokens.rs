@@ -1,5 +1,5 @@
 //! Token counts for estimates (budget reservations, token rate limits), with OpenAI's o200k_base
-//! tokenizer, loaded the first time a count is needed (or ahead, see [`warm`]): a daemon without
+//! tokenizer, loaded the first time a count is needed (or ahead, see [`load_in_background`]): a daemon without
 //! budgets never pays for it. Other providers' tokenizers differ, so input estimates carry a margin.
 //!
 //! tiktoken-rs keeps the vocabulary three times over in 200,000 small allocations each (42 MB
@@ -158,10 +158,14 @@ fn counter() -> &'static Counter {
     COUNTER.get_or_init(Counter::load)
 }
 
-/// Loads the tokenizer now, when counts will be needed (budgets or token limits are set), so that
-/// no request waits for it (loading takes a quarter of a second). For a thread of its own.
-pub fn warm() {
-    counter();
+/// Starts loading the tokenizer on a thread of its own (once per process), when counts will be
+/// needed (budgets or token limits are set): loading takes a quarter of a second, and no request
+/// should wait for it.
+pub fn load_in_background() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(counter);
+    });
 }
 
 /// Tokens in `text`, exactly (waiting for the tokenizer to load if it has not).
@@ -179,10 +183,7 @@ pub fn count(text: &str) -> u64 {
 fn count_for_estimate(text: &str) -> u64 {
     let loaded = COUNTER.get();
     if loaded.is_none() {
-        static STARTED: std::sync::Once = std::sync::Once::new();
-        STARTED.call_once(|| {
-            std::thread::spawn(warm);
-        });
+        load_in_background();
     }
     estimated(loaded, text)
 }
