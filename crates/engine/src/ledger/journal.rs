@@ -117,7 +117,18 @@ impl Ledger {
         }
         let ingested = rows.len();
         if !rows.is_empty() {
-            store.write_durable(move |c| rows.iter().try_for_each(|r| insert(c, r))).await?;
+            // A row the database refuses is logged and left: it must not keep the daemon from
+            // starting. Only a database that cannot keep writes at all stops the start.
+            store
+                .write_durable(move |c| {
+                    for r in &rows {
+                        if let Err(e) = insert(c, r) {
+                            tracing::error!(error = %e, request_id = %r.request_id, "a journaled ledger row was refused");
+                        }
+                    }
+                    Ok(())
+                })
+                .await?;
         }
         for (_, path) in &left {
             std::fs::remove_file(path).map_err(io)?;
@@ -185,8 +196,15 @@ impl Ledger {
                     Some(rt) if store.failure().is_some() => {
                         rt.spawn(retry(Ledger { store, journal }, row, segment, kept));
                     }
-                    _ => {
-                        // The row stays in the journal: the next start ingests it.
+                    Some(_) => {
+                        // The database refused this row itself: another try would fail alike.
+                        tracing::error!(error = %e, request_id = %row.request_id, "ledger write failed");
+                        if let Some(s) = segment {
+                            journal.ingested(s);
+                        }
+                    }
+                    None => {
+                        // No runtime to retry on: the row stays in the journal for the next start.
                         tracing::error!(error = %e, request_id = %row.request_id, "ledger write failed");
                     }
                 },
