@@ -436,7 +436,7 @@ struct Settle {
     content: Option<String>,
     row: Row,
     reservation: Reservation,
-    pending: Option<ledger::Written>,
+    pending: Option<ledger::Pending>,
     price: Option<Price>,
     local: bool,
     cache_key: Option<([u8; 32], String)>,
@@ -481,7 +481,7 @@ impl Settle {
     async fn finish(mut self, usage: Usage, answer_chars: usize, events: Option<Vec<Event>>, outcome: Outcome) {
         // The pending row must be durable before the caller's answer is complete (it is, unless
         // the journal could not take it).
-        if let Some(p) = self.pending.take() {
+        if let Some(p) = self.pending.as_mut() {
             p.durable().await;
         }
         // A provider's figures are not trusted: bounded before any sum, cost or budget sees them.
@@ -555,7 +555,7 @@ impl Settle {
                 ledger::audit(&self.store, &self.sealer, row.request_id.clone(), request, response);
             }
         }
-        let _ = self.ledger.write(row);
+        let _ = self.ledger.settle(self.pending.take(), row);
     }
 }
 
@@ -640,7 +640,7 @@ impl Gateway {
         let rt = Arc::clone(&ctx.runtime);
         let result = self.serve(&rt, req, ctx, &mut pending).await;
         if let Err(e) = &result {
-            if let Some(p) = pending {
+            if let Some(p) = pending.as_mut() {
                 p.durable().await;
             }
             let row = Row {
@@ -651,7 +651,7 @@ impl Gateway {
             };
             self.metrics.record(&row);
             observe(self.telemetry.as_ref(), &rt.config, &row, None);
-            self.ledger.write(row).durable().await;
+            self.ledger.settle(pending, row).durable().await;
         }
         result
     }
@@ -663,7 +663,7 @@ impl Gateway {
         rt: &Runtime,
         mut req: ChatRequest,
         ctx: &RequestContext,
-        pending: &mut Option<ledger::Written>,
+        pending: &mut Option<ledger::Pending>,
     ) -> Result<Served, GatewayError> {
         let admitted = self.admit(rt, ctx, &req).await?;
         let mut notes: Vec<(&'static str, String)> = Vec::new();
@@ -752,7 +752,7 @@ impl Gateway {
         rt: &Runtime,
         ctx: &RequestContext,
         attempt: Attempt,
-        pending: &mut Option<ledger::Written>,
+        pending: &mut Option<ledger::Pending>,
     ) -> Result<Served, GatewayError> {
         let Attempt { mut masked, mut targets, local_only, admitted, mut notes } = attempt;
         let Admitted { permit, waited, est_in, est_out } = admitted;
@@ -808,7 +808,7 @@ impl Gateway {
                         cost_micros: candidate.est_micros,
                         ..row.clone()
                     };
-                    *pending = Some(self.ledger.write(estimate));
+                    *pending = Some(self.ledger.write_pending(estimate));
                 }
                 let wire = Target {
                     provider: &target.provider,

@@ -77,6 +77,24 @@ impl Written {
     }
 }
 
+/// A call's pending row (its estimate), written before the provider is asked. The row that settles
+/// it ([`Ledger::settle`]) makes the pending row's database insert needless when that has not run
+/// yet: under load, the database thread then writes one row per call instead of two (the pending
+/// row stays in the journal until the settled one is in).
+pub struct Pending {
+    written: Option<Written>,
+    superseded: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pending {
+    /// Resolves once the pending row is durable.
+    pub async fn durable(&mut self) {
+        if let Some(w) = self.written.take() {
+            w.durable().await;
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     #[error("cannot use the ledger journal {path}: {source}")]
@@ -155,34 +173,61 @@ impl Ledger {
     /// database. Never fails the request: a row the database cannot keep now (a full disk) is
     /// written again once it can, and stays in the journal meanwhile.
     pub fn write(&self, row: Row) -> Written {
+        self.write_unless(row, None)
+    }
+
+    /// Writes a call's pending row; see [`Pending`].
+    pub fn write_pending(&self, row: Row) -> Pending {
+        let superseded = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        Pending { written: Some(self.write_unless(row, Some(Arc::clone(&superseded)))), superseded }
+    }
+
+    /// Writes the row that settles a call (its figures, or why it failed), superseding its pending
+    /// row if it has one.
+    pub fn settle(&self, pending: Option<Pending>, row: Row) -> Written {
+        if let Some(p) = pending {
+            // The settled row is queued after the pending one: when the database thread reaches
+            // the pending row with this set, the settled row is on its way behind it.
+            p.superseded.store(true, std::sync::atomic::Ordering::Release);
+        }
+        self.write(row)
+    }
+
+    fn write_unless(&self, row: Row, superseded: Option<Arc<std::sync::atomic::AtomicBool>>) -> Written {
         match self.journal.append(&row) {
             Ok(segment) => {
-                self.ingest(row, Some(segment));
+                self.ingest_then(row, Some(segment), None, superseded);
                 Written::Journaled
             }
             Err(e) => {
                 tracing::warn!(error = %e, "the ledger journal cannot take a row; it is written to the database directly");
                 let (tx, rx) = tokio::sync::oneshot::channel();
-                self.ingest_then(row, None, Some(tx));
+                self.ingest_then(row, None, Some(tx), None);
                 Written::Committing(rx)
             }
         }
     }
 
-    fn ingest(&self, row: Row, segment: Option<u64>) {
-        self.ingest_then(row, segment, None);
-    }
-
-    /// Queues the row's insert; once it is committed, its journal line is marked ingested and
-    /// `kept` told. A database that cannot keep writes for now gets the row again every 500 ms.
-    fn ingest_then(&self, row: Row, segment: Option<u64>, kept: Option<tokio::sync::oneshot::Sender<()>>) {
+    /// Queues the row's insert (skipped if `superseded` is set by the time it runs); once it is
+    /// committed, its journal line is marked ingested and `kept` told. A database that cannot keep
+    /// writes for now gets the row again every 500 ms.
+    fn ingest_then(
+        &self,
+        row: Row,
+        segment: Option<u64>,
+        kept: Option<tokio::sync::oneshot::Sender<()>>,
+        superseded: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) {
         let journal = Arc::clone(&self.journal);
         let store = self.store.clone();
         let runtime = tokio::runtime::Handle::try_current().ok();
         let row = Arc::new(row);
         let attempt = Arc::clone(&row);
         let queued = self.store.queue_then(
-            move |c| insert(c, &attempt),
+            move |c| match superseded {
+                Some(s) if s.load(std::sync::atomic::Ordering::Acquire) => Ok(()),
+                _ => insert(c, &attempt),
+            },
             move |outcome: Kept| match outcome {
                 Ok(()) => {
                     if let Some(s) = segment {
@@ -414,6 +459,46 @@ mod tests {
             "rows ingested in the order they were made"
         );
         assert!(segments_in(&next_dir).unwrap().iter().all(|(n, p)| *n == 2 && std::fs::read(p).unwrap().is_empty()));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_settled_row_queued_behind_its_pending_row_spares_the_pending_insert() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let (ledger, _) = Ledger::open(Store::open(&path).unwrap()).await.unwrap();
+        // Counts the settling updates: a pending row inserted first would be updated by its
+        // settled row.
+        ledger
+            .store()
+            .write_durable(|c| {
+                c.execute_batch(
+                    "CREATE TABLE updates (id TEXT); \
+                     CREATE TRIGGER settled AFTER UPDATE ON ledger BEGIN INSERT INTO updates VALUES (new.request_id); END;",
+                )
+            })
+            .await
+            .unwrap();
+        // The database thread held up: both rows wait in its queue.
+        let lock = locked(&path);
+        let mut a = ledger.write_pending(row("a", Outcome::Pending, 5));
+        a.durable().await;
+        let _ = ledger.settle(Some(a), row("a", Outcome::Ok, 9));
+        // Settled after its pending row was committed: an update, as before.
+        drop(lock);
+        let b = ledger.write_pending(row("b", Outcome::Pending, 5));
+        ledger.store().flush().await.unwrap();
+        let _ = ledger.settle(Some(b), row("b", Outcome::Ok, 7));
+        ledger.store().flush().await.unwrap();
+        assert_eq!(outcomes(&path), vec![("a".into(), "ok".into(), 9), ("b".into(), "ok".into(), 7)]);
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let updated: Vec<String> = c
+            .prepare("SELECT id FROM updates")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(updated, vec!["b".to_string()], "a's pending row was never inserted");
     }
 
     #[tokio::test(flavor = "multi_thread")]

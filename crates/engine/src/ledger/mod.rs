@@ -12,7 +12,7 @@ pub mod budgets;
 mod journal;
 pub mod prices;
 
-pub use journal::{Ledger, OpenError, Written};
+pub use journal::{Ledger, OpenError, Pending, Written};
 
 use std::collections::HashMap;
 
