@@ -200,6 +200,25 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.token = std::fs::read_to_string(self.home.path().join("token")).expect("token file").trim().to_string();
+        // Estimates are a bound from the text's length until the tokenizer is loaded: tests that
+        // count on exact estimates start once it is.
+        while self.healthz().contains("\"tokenizer\":\"loading\"") {
+            assert!(Instant::now() < deadline + Duration::from_secs(40), "the tokenizer did not load:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The body of `GET /healthz` (empty when it does not answer).
+    pub fn healthz(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else { return String::new() };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", self.port);
+        let mut out = String::new();
+        if s.write_all(request.as_bytes()).is_ok() {
+            let _ = s.read_to_string(&mut out);
+        }
+        out
     }
 
     /// Stops the daemon hard (SIGKILL) and starts it again in the same home.

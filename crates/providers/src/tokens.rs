@@ -168,6 +168,11 @@ pub fn load_in_background() {
     });
 }
 
+/// Whether the tokenizer is loaded (estimates are exact).
+pub fn loaded() -> bool {
+    COUNTER.get().is_some()
+}
+
 /// Tokens in `text`, exactly (waiting for the tokenizer to load if it has not).
 pub fn count(text: &str) -> u64 {
     if text.is_empty() {

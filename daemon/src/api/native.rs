@@ -10,9 +10,14 @@ use serde_json::{Value, json};
 use super::{ApiError, Format};
 
 /// `ok`, or 503 with what is wrong when the daemon answers but cannot do its work (its database
-/// does not keep writes).
+/// does not keep writes). While the tokenizer loads (a quarter of a second after a start with budgets or token limits),
+/// `tokenizer` says `loading`: estimates are a bound from the text's length until it is `ready`.
 pub async fn healthz(State(state): State<super::State>) -> Response {
     match state.gateway.store.failure() {
+        None if state.gateway.runtime().estimates => {
+            let tokenizer = if crate::providers::tokens::loaded() { "ready" } else { "loading" };
+            axum::Json(json!({"status": "ok", "tokenizer": tokenizer})).into_response()
+        }
         None => axum::Json(json!({"status": "ok"})).into_response(),
         Some(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
