@@ -200,10 +200,16 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.token = std::fs::read_to_string(self.home.path().join("token")).expect("token file").trim().to_string();
-        // Estimates are a bound from the text's length until the tokenizer is loaded: tests that
-        // count on exact estimates start once it is.
+        self.wait_for_exact_estimates();
+    }
+
+    /// Waits while `/healthz` says the tokenizer is loading: estimates are a bound from the text's
+    /// length until it is loaded, and tests count on exact ones. Call it again after a policy
+    /// brings the first budget (the tokenizer starts loading then).
+    pub fn wait_for_exact_estimates(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
         while self.healthz().contains("\"tokenizer\":\"loading\"") {
-            assert!(Instant::now() < deadline + Duration::from_secs(40), "the tokenizer did not load:\n{}", self.log());
+            assert!(Instant::now() < deadline, "the tokenizer did not load:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
     }
