@@ -78,6 +78,20 @@ struct Args {
     chunk_gap_ms: u64,
 }
 
+/// `tollgate daemon` in `home` on `port`, its output dropped, the fake's key in its environment.
+fn spawn_daemon(home: &std::path::Path, port: u16) -> std::process::Child {
+    std::process::Command::new(tollgate_tests::tollgate_bin())
+        .env("TOLLGATE_HOME", home)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000")
+        .env("TOLLGATE_LOG", "warn")
+        .args(["daemon", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Cold start: `tollgate daemon` to its first `/healthz` answer and its first proxied answer.
 async fn start() {
     let fake = FakeProvider::start().await;
@@ -94,16 +108,7 @@ async fn start() {
         std::fs::write(home.path().join("config.toml"), config).unwrap();
         let port = tollgate_tests::free_port();
         let started = Instant::now();
-        let mut child = std::process::Command::new(tollgate_tests::tollgate_bin())
-            .env("TOLLGATE_HOME", home.path())
-            .env_remove("TOLLGATE_CONFIG")
-            .env("TOLLGATE_OA_API_KEY", "sk-bench-00000000000000000000")
-            .env("TOLLGATE_LOG", "warn")
-            .args(["daemon", "--port", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_daemon(home.path(), port);
         let base = format!("http://127.0.0.1:{port}");
         loop {
             if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
@@ -132,15 +137,7 @@ async fn start() {
     // Idle without any request: a daemon left alone for a second after it answers /healthz.
     for _ in 0..3 {
         let home = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new(tollgate_tests::tollgate_bin())
-            .env("TOLLGATE_HOME", home.path())
-            .env_remove("TOLLGATE_CONFIG")
-            .env("TOLLGATE_LOG", "warn")
-            .args(["daemon", "--port", &tollgate_tests::free_port().to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_daemon(home.path(), tollgate_tests::free_port());
         tokio::time::sleep(Duration::from_secs(2)).await;
         idle.push(rss_kib(child.id()).unwrap_or(0) as f64 / 1024.0);
         let _ = child.kill();

@@ -218,7 +218,7 @@ impl Ledger {
         kept: Option<tokio::sync::oneshot::Sender<()>>,
         superseded: Option<Arc<std::sync::atomic::AtomicBool>>,
     ) {
-        let journal = Arc::clone(&self.journal);
+        let receipt = Receipt { journal: Arc::clone(&self.journal), segment, kept };
         let store = self.store.clone();
         let runtime = tokio::runtime::Handle::try_current().ok();
         let row = Arc::new(row);
@@ -229,24 +229,15 @@ impl Ledger {
                 _ => insert(c, &attempt),
             },
             move |outcome: Kept| match outcome {
-                Ok(()) => {
-                    if let Some(s) = segment {
-                        journal.ingested(s);
-                    }
-                    if let Some(tx) = kept {
-                        let _ = tx.send(());
-                    }
-                }
+                Ok(()) => receipt.kept(),
                 Err(e) => match runtime {
                     Some(rt) if store.failure().is_some() => {
-                        rt.spawn(retry(Ledger { store, journal }, row, segment, kept));
+                        rt.spawn(retry(store, row, receipt));
                     }
                     Some(_) => {
                         // The database refused this row itself: another try would fail alike.
                         tracing::error!(error = %e, request_id = %row.request_id, "ledger write failed");
-                        if let Some(s) = segment {
-                            journal.ingested(s);
-                        }
+                        receipt.refused();
                     }
                     None => {
                         // No runtime to retry on: the row stays in the journal for the next start.
@@ -261,24 +252,42 @@ impl Ledger {
     }
 }
 
+/// What becomes of a row once the database has it: its journal line ingested, and whoever waits
+/// for it (a row the journal could not take) told.
+struct Receipt {
+    journal: Arc<Journal>,
+    segment: Option<u64>,
+    kept: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Receipt {
+    fn kept(self) {
+        if let Some(s) = self.segment {
+            self.journal.ingested(s);
+        }
+        if let Some(tx) = self.kept {
+            let _ = tx.send(());
+        }
+    }
+
+    /// The database will never take the row: its line is let go (the waiter learns by the drop).
+    fn refused(self) {
+        if let Some(s) = self.segment {
+            self.journal.ingested(s);
+        }
+    }
+}
+
 /// Writes a row again every 500 ms while the database cannot keep writes, for [`KEEP_TRYING`].
-async fn retry(ledger: Ledger, row: Arc<Row>, segment: Option<u64>, kept: Option<tokio::sync::oneshot::Sender<()>>) {
+async fn retry(store: Store, row: Arc<Row>, receipt: Receipt) {
     let deadline = std::time::Instant::now() + KEEP_TRYING;
     loop {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         let attempt = Arc::clone(&row);
-        match ledger.store.write_durable(move |c| insert(c, &attempt)).await {
-            Ok(()) => {
-                if let Some(s) = segment {
-                    ledger.journal.ingested(s);
-                }
-                if let Some(tx) = kept {
-                    let _ = tx.send(());
-                }
-                return;
-            }
+        match store.write_durable(move |c| insert(c, &attempt)).await {
+            Ok(()) => return receipt.kept(),
             Err(StoreError::Stopped) => return,
-            Err(_) if ledger.store.failure().is_some() && std::time::Instant::now() < deadline => {}
+            Err(_) if store.failure().is_some() && std::time::Instant::now() < deadline => {}
             Err(e) => {
                 tracing::error!(error = %e, request_id = %row.request_id, "ledger write failed");
                 return;
