@@ -2,9 +2,17 @@
 //!
 //! Every read and write is a job sent to that thread, so no SQLite call ever runs on an async
 //! worker. The thread takes every job waiting in its queue, runs them in one transaction and
-//! commits once (group commit): under load, many ledger rows share a commit. A durable write's
-//! future resolves only after its commit; with WAL and `synchronous = NORMAL` a committed row
-//! survives the process being killed (it is in the WAL file; only power loss could undo it).
+//! commits once (group commit). A durable write's future resolves only after its commit; with WAL
+//! and `synchronous = NORMAL` a committed row survives the process being killed (it is in the WAL
+//! file; only power loss could undo it).
+//!
+//! A write nobody waits for (a ledger row already in its journal, a cache entry, an audit entry)
+//! lingers in the queue for up to [`LINGER`]: it does not wake a writer that is already due to
+//! wake, and the writes of that window share one commit. Any job someone waits for (a read, a
+//! durable write, a flush) ends the wait at once and runs after everything queued before it, so a
+//! reader through the writer never misses a write queued earlier. Under load that is one commit
+//! per window instead of one per row (each small commit appends its pages to the WAL); at low
+//! rates the commit runs after the request it belongs to has been answered, not beside it.
 //!
 //! SQLite's automatic checkpoint would run on the writer and stall every commit behind it for
 //! tens of milliseconds; it is off, and a second thread checkpoints from its own connection, which
@@ -14,8 +22,11 @@
 //! checkpointer (which holds no handle) ends after it; [`Store::flush`] waits for everything queued
 //! so far, for a shutdown that loses nothing.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -23,7 +34,9 @@ use tokio::sync::oneshot;
 /// Jobs taken into one transaction at most.
 const MAX_BATCH: usize = 512;
 /// How often the checkpointer copies the WAL into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// How long a write nobody waits for may wait for others to share its commit.
+const LINGER: Duration = Duration::from_millis(20);
 
 type Work = Box<dyn FnOnce(&Connection) + Send>;
 type DurableWork = Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>;
@@ -56,19 +69,132 @@ impl Ack {
     }
 }
 
+/// The writer's queue: a channel that lets a write nobody waits for linger (see the module's
+/// documentation). One consumer, the writer thread.
+struct Queue {
+    state: Mutex<Queued>,
+    ready: Condvar,
+    /// Transactions the writer has committed (the checkpointer skips a WAL with nothing new).
+    commits: AtomicU64,
+}
+
+#[derive(Default)]
+struct Queued {
+    /// Each job, and whether someone waits for it.
+    jobs: VecDeque<(Job, bool)>,
+    /// How many of `jobs` someone waits for.
+    waited: usize,
+    /// When the oldest write nobody waits for must be taken.
+    due: Option<Instant>,
+    /// The writer waits with nothing due: the next job must wake it.
+    idle: bool,
+    /// Every handle is gone: the writer takes what is left and ends.
+    closed: bool,
+    /// The writer has ended: nothing queued now would run.
+    ended: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Job, waited: bool) -> Result<(), StoreError> {
+        let mut q = self.lock();
+        if q.ended {
+            return Err(StoreError::Stopped);
+        }
+        q.jobs.push_back((job, waited));
+        let wake = if waited {
+            q.waited += 1;
+            true
+        } else {
+            q.due.get_or_insert_with(|| Instant::now() + LINGER);
+            q.idle || q.jobs.len() >= MAX_BATCH
+        };
+        if wake {
+            q.idle = false;
+            drop(q);
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits for the next batch (up to [`MAX_BATCH`] jobs, in order): at once when someone waits
+    /// for one of them, else once the oldest is due. `false` once the queue is closed and empty.
+    fn next_batch(&self, batch: &mut Vec<Job>) -> bool {
+        let mut q = self.lock();
+        loop {
+            let now = Instant::now();
+            if !q.jobs.is_empty()
+                && (q.waited > 0 || q.closed || q.jobs.len() >= MAX_BATCH || q.due.is_some_and(|d| d <= now))
+            {
+                break;
+            }
+            if q.jobs.is_empty() {
+                if q.closed {
+                    return false;
+                }
+                q.idle = true;
+                q = self.ready.wait(q).unwrap_or_else(PoisonError::into_inner);
+                q.idle = false;
+            } else {
+                let due = *q.due.get_or_insert(now + LINGER);
+                q = self.ready.wait_timeout(q, due - now).unwrap_or_else(PoisonError::into_inner).0;
+            }
+        }
+        let n = q.jobs.len().min(MAX_BATCH);
+        let mut waited = 0;
+        batch.extend(q.jobs.drain(..n).map(|(job, w)| {
+            waited += usize::from(w);
+            job
+        }));
+        q.waited -= waited;
+        if q.jobs.is_empty() {
+            q.due = None;
+        }
+        true
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+}
+
+/// Marks the queue ended when the writer ends, however it ends.
+struct Ended(Arc<Queue>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        let mut q = self.0.lock();
+        q.ended = true;
+        // Whoever waits for a job that will never run learns it now (its sender is dropped).
+        let left = std::mem::take(&mut q.jobs);
+        drop(q);
+        drop(left);
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
-    inner: std::sync::Arc<Inner>,
+    inner: Arc<Inner>,
 }
 
 struct Inner {
-    tx: mpsc::Sender<Job>,
+    queue: Arc<Queue>,
     /// Why the database cannot keep what it is given (a full disk, damaged pages, a read-only
     /// file), while that lasts; cleared by the next durable write that commits.
-    failing: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    failing: Arc<Mutex<Option<String>>>,
     path: PathBuf,
     /// A read-only connection of its own for background readers (see [`Store::read`]).
-    reader: std::sync::Mutex<Option<Connection>>,
+    reader: Mutex<Option<Connection>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,23 +343,17 @@ impl Store {
         migrate(&conn).map_err(err)?;
         let checkpointer = Connection::open(path).map_err(err)?;
         checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
-        let (tx, rx) = mpsc::channel();
-        let failing = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let state = std::sync::Arc::clone(&failing);
+        let queue = Arc::new(Queue { state: Mutex::default(), ready: Condvar::new(), commits: AtomicU64::new(0) });
+        let failing = Arc::new(Mutex::new(None));
+        let (state, writer) = (Arc::clone(&failing), Arc::clone(&queue));
         std::thread::Builder::new()
             .name("tollgate-db".into())
-            .spawn(move || run(conn, rx, &state))
+            .spawn(move || run(conn, &writer, &state))
             .expect("spawn the database thread");
-        let store = Self {
-            inner: std::sync::Arc::new(Inner {
-                tx,
-                failing,
-                path: path.to_path_buf(),
-                reader: std::sync::Mutex::new(None),
-            }),
-        };
+        let store =
+            Self { inner: Arc::new(Inner { queue, failing, path: path.to_path_buf(), reader: Mutex::new(None) }) };
         // A weak handle: the checkpointer does not keep the writer alive.
-        let probe = std::sync::Arc::downgrade(&store.inner);
+        let probe = Arc::downgrade(&store.inner);
         std::thread::Builder::new()
             .name("tollgate-db-checkpoint".into())
             .spawn(move || checkpoints(checkpointer, probe))
@@ -244,7 +364,7 @@ impl Store {
     /// Why the database cannot keep writes now, if it cannot: requests that would go unrecorded
     /// are refused meanwhile, and `/healthz` says so.
     pub fn failure(&self) -> Option<String> {
-        self.inner.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.inner.failing.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Runs `f` on the database thread and returns its result (reads, and writes nobody waits to
@@ -254,12 +374,12 @@ impl Store {
         f: impl FnOnce(&Connection) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .tx
-            .send(Job::Run(Box::new(move |c| {
+        self.inner.queue.push(
+            Job::Run(Box::new(move |c| {
                 let _ = tx.send(f(c));
-            })))
-            .map_err(|_| StoreError::Stopped)?;
+            })),
+            true,
+        )?;
         rx.await.map_err(|_| StoreError::Stopped)
     }
 
@@ -270,9 +390,9 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let inner = std::sync::Arc::clone(&self.inner);
+        let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || {
-            let mut reader = inner.reader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut reader = inner.reader.lock().unwrap_or_else(PoisonError::into_inner);
             if reader.is_none() {
                 let c = Connection::open_with_flags(&inner.path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
                     .and_then(|c| c.execute_batch("PRAGMA busy_timeout = 5000;").map(|()| c))
@@ -286,9 +406,10 @@ impl Store {
         .map_err(|_| StoreError::Stopped)?
     }
 
-    /// Queues a write; returns at once.
+    /// Queues a write; returns at once. It may linger before it runs (see the module's
+    /// documentation).
     pub fn write(&self, f: impl FnOnce(&Connection) + Send + 'static) {
-        let _ = self.inner.tx.send(Job::Run(Box::new(f)));
+        let _ = self.inner.queue.push(Job::Run(Box::new(f)), false);
     }
 
     /// Resolves once everything queued before it is committed (or has failed).
@@ -301,8 +422,8 @@ impl Store {
         &self,
         f: impl FnOnce(&Connection) -> T + Send + 'static,
     ) -> Result<T, StoreError> {
-        let slot = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let out = std::sync::Arc::clone(&slot);
+        let slot = Arc::new(Mutex::new(None));
+        let out = Arc::clone(&slot);
         self.write_durable(move |c| {
             *out.lock().expect("result slot") = Some(f(c));
             Ok(())
@@ -323,13 +444,14 @@ impl Store {
 
     /// Queues a write now, in the order of the calls; `then` is called on the database thread once
     /// it is committed, or with why it was not (not at all if the thread has stopped). For writers
-    /// that must learn the outcome without a task waiting for each write.
+    /// that must learn the outcome without a task waiting for each write; it may linger before it
+    /// runs (see the module's documentation).
     pub fn queue_then(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
         then: impl FnOnce(Kept) + Send + 'static,
     ) -> Result<(), StoreError> {
-        self.inner.tx.send(Job::Durable(Box::new(f), Ack::Then(Box::new(then)))).map_err(|_| StoreError::Stopped)
+        self.inner.queue.push(Job::Durable(Box::new(f), Ack::Then(Box::new(then))), false)
     }
 
     /// The database file.
@@ -345,42 +467,45 @@ impl Store {
         f: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static,
     ) -> impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let sent = self.inner.tx.send(Job::Durable(Box::new(f), Ack::Waiting(tx)));
+        let sent = self.inner.queue.push(Job::Durable(Box::new(f), Ack::Waiting(tx)), true);
         async move {
-            sent.map_err(|_| StoreError::Stopped)?;
+            sent?;
             rx.await.map_err(|_| StoreError::Stopped)?.map_err(StoreError::NotKept)
         }
     }
 }
 
-/// Copies the WAL into the database now and then, beside the writer; ends with the writer. While
-/// the database cannot keep writes it also tries one, so that the failure clears once space is back
-/// (requests are refused meanwhile, so none of theirs would).
+/// Copies the WAL into the database now and then (when the writer has committed since the last
+/// time), beside the writer; ends with the writer. While the database cannot keep writes it also
+/// tries one, so that the failure clears once space is back (requests are refused meanwhile, so
+/// none of theirs would).
 fn checkpoints(conn: Connection, store: std::sync::Weak<Inner>) {
+    let mut copied = 0;
     loop {
         std::thread::sleep(CHECKPOINT_EVERY);
         // Every handle is gone: the writer is ending, and so does this.
         let Some(store) = store.upgrade().map(|inner| Store { inner }) else { return };
-        let probe: Job = if store.failure().is_some() {
+        if store.failure().is_some() {
             let (ack, _) = oneshot::channel();
-            let ack = Ack::Waiting(ack);
-            Job::Durable(
+            let probe = Job::Durable(
                 Box::new(|c| {
                     c.execute("INSERT OR REPLACE INTO probe (id, ts_ms) VALUES (1, ?1)", [crate::utc::now_ms()])
                         .map(|_| ())
                 }),
-                ack,
-            )
-        } else {
-            // An empty job tells whether the writer still runs.
-            Job::Run(Box::new(|_| {}))
-        };
-        if store.inner.tx.send(probe).is_err() {
-            return;
+                Ack::Waiting(ack),
+            );
+            if store.inner.queue.push(probe, true).is_err() {
+                return;
+            }
         }
+        let commits = store.inner.queue.commits.load(Ordering::Relaxed);
         drop(store);
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "database checkpoint failed");
+        if commits == copied {
+            continue;
+        }
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) => copied = commits,
+            Err(e) => tracing::warn!(error = %e, "database checkpoint failed"),
         }
     }
 }
@@ -392,24 +517,19 @@ pub fn checkpoint_truncate(path: &Path) -> rusqlite::Result<()> {
     c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }
 
-fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Option<String>>) {
+fn run(conn: Connection, queue: &Arc<Queue>, failing: &Mutex<Option<String>>) {
+    let _ended = Ended(Arc::clone(queue));
     let mut acks: Vec<(Ack, Kept)> = Vec::new();
-    let set_failing = |why: Option<String>| *failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = why;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    let mut batch = Vec::new();
+    let set_failing = |why: Option<String>| *failing.lock().unwrap_or_else(PoisonError::into_inner) = why;
+    while queue.next_batch(&mut batch) {
         let begun = conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| e.to_string());
         if let Err(e) = &begun {
             tracing::error!(error = %e, "database: cannot begin a transaction");
         }
         // The first error that says the database cannot keep writes at all.
         let mut disabled: Option<String> = None;
-        for job in batch {
+        for job in batch.drain(..) {
             // A job that panics must not take the database thread down with it.
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
                 Job::Run(work) => work(&conn),
@@ -433,6 +553,8 @@ fn run(conn: Connection, rx: mpsc::Receiver<Job>, failing: &std::sync::Mutex<Opt
             tracing::error!(error = %e, "database: commit failed");
             let _ = conn.execute_batch("ROLLBACK");
             disabled.get_or_insert_with(|| e.clone());
+        } else {
+            queue.commits.fetch_add(1, Ordering::Relaxed);
         }
         let wrote = acks.iter().any(|(_, done)| done.is_ok());
         match (&disabled, &committed) {
@@ -526,5 +648,77 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "the database threads outlived every handle");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Writes nobody waits for share a commit instead of taking one each; a read through the
+    /// writer sees every write queued before it though their commit has not come yet; and they
+    /// are committed by themselves (no other job needed), and when the last handle goes.
+    #[tokio::test]
+    async fn writes_nobody_waits_for_share_a_commit_and_readers_through_the_writer_see_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        let commits = |s: &Store| s.inner.queue.commits.load(Ordering::Relaxed);
+        store.flush().await.unwrap();
+        let before = commits(&store);
+        let (told, kept) = std::sync::mpsc::channel();
+        for i in 0..200 {
+            let told = told.clone();
+            store
+                .queue_then(
+                    move |c| c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).map(|_| ()),
+                    move |k| told.send(k).unwrap(),
+                )
+                .unwrap();
+        }
+        // Each of these used to wake the writer and could take a commit of its own.
+        for _ in 0..200 {
+            let kept = kept.recv_timeout(Duration::from_secs(10)).expect("a queued write was never committed");
+            assert_eq!(kept, Ok(()));
+        }
+        let shared = commits(&store) - before;
+        assert!(shared <= 5, "200 writes took {shared} commits");
+        // Writes a millisecond apart (a writer woken by each would commit each) share too.
+        let before = commits(&store);
+        for i in 1000..1010 {
+            let told = told.clone();
+            store
+                .queue_then(
+                    move |c| c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).map(|_| ()),
+                    move |k| told.send(k).unwrap(),
+                )
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..10 {
+            assert_eq!(kept.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+        }
+        let shared = commits(&store) - before;
+        assert!(shared <= 4, "10 writes a millisecond apart took {shared} commits");
+        store.run(|c| c.execute("DELETE FROM probe WHERE id >= 1000", [])).await.unwrap().unwrap();
+        // A reader through the writer sees writes queued before it, though they were still lingering.
+        for i in 200..300 {
+            store.write(move |c| {
+                c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).unwrap();
+            });
+        }
+        let seen = store.run(|c| c.query_row("SELECT count(*) FROM probe", [], |r| r.get::<_, i64>(0))).await;
+        assert_eq!(seen.unwrap().unwrap(), 300);
+        // Lingering writes are committed when the last handle goes.
+        for i in 300..400 {
+            store.write(move |c| {
+                c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).unwrap();
+            });
+        }
+        drop(store);
+        let wal = dir.path().join("t.db-wal");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while wal.exists() {
+            assert!(Instant::now() < deadline, "the database threads outlived every handle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let n: i64 =
+            Connection::open(&path).unwrap().query_row("SELECT count(*) FROM probe", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 400);
     }
 }

@@ -26,7 +26,17 @@ struct Counter {
     /// o200k's pre-tokenizer without its one lookahead (`\s+(?!\S)`), which [`Counter::count`]
     /// applies itself: the `regex` crate's automata instead of a backtracking engine.
     pattern: regex::Regex,
+    /// Counts of texts counted before, by their hash and length: a coding agent sends the same
+    /// system prompt, tools and conversation so far with every turn, and only the new turn needs
+    /// counting. A collision of both (a 64-bit keyed hash) would cost an estimate's accuracy, not
+    /// a bill: spending settles on the provider's usage.
+    memo: std::sync::Mutex<std::collections::HashMap<(u64, usize), u64>>,
 }
+
+/// Texts shorter than this are counted each time (about as fast as looking them up).
+const MEMO_MIN_BYTES: usize = 64;
+/// Counts remembered at most (a few hundred kilobytes); the memo starts over when it is full.
+const MEMO_ENTRIES: usize = 8192;
 
 /// o200k_base's pattern (tiktoken's `O200K_BASE_PAT_STR`) with `\s+(?!\S)|\s+` as `\s+`.
 const PATTERN: &str = concat!(
@@ -67,7 +77,7 @@ impl Counter {
         give_back_freed_memory();
         let pattern = regex::Regex::new(PATTERN).expect("the o200k pattern compiles");
         bytes.shrink_to_fit();
-        Self { bytes, spans, ranks, hasher, pattern }
+        Self { bytes, spans, ranks, hasher, pattern, memo: std::sync::Mutex::default() }
     }
 
     fn rank(&self, piece: &[u8]) -> Option<Rank> {
@@ -81,6 +91,24 @@ impl Counter {
 
     /// Tokens in `text`, as `CoreBPE::encode_ordinary(text).len()` counts them.
     fn count(&self, text: &str) -> u64 {
+        if text.len() < MEMO_MIN_BYTES {
+            return self.count_pieces(text);
+        }
+        let key = (self.hasher.hash_one(text), text.len());
+        let memo = || self.memo.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(&n) = memo().get(&key) {
+            return n;
+        }
+        let n = self.count_pieces(text);
+        let mut memo = memo();
+        if memo.len() >= MEMO_ENTRIES {
+            memo.clear();
+        }
+        memo.insert(key, n);
+        n
+    }
+
+    fn count_pieces(&self, text: &str) -> u64 {
         let mut n = 0;
         let mut at = 0;
         while let Some(m) = self.pattern.find_at(text, at) {
@@ -276,9 +304,17 @@ mod tests {
         for t in texts {
             assert_eq!(count(t), bpe.encode_ordinary(t).len() as u64, "{t:?}");
         }
-        // And over a whole source file.
+        // And over a whole source file, counted and then remembered.
         let source = include_str!("lib.rs");
-        assert_eq!(count(source), bpe.encode_ordinary(source).len() as u64);
+        let exact = bpe.encode_ordinary(source).len() as u64;
+        assert_eq!(count(source), exact);
+        let c = counter();
+        let key = (c.hasher.hash_one(source), source.len());
+        assert_eq!(c.memo.lock().unwrap().get(&key), Some(&exact), "a long text's count is remembered");
+        assert_eq!(count(source), exact);
+        // A text that differs by one byte is counted for itself.
+        let edited = source.replacen("fn ", "fn  ", 1);
+        assert_eq!(count(&edited), bpe.encode_ordinary(&edited).len() as u64);
     }
 
     #[test]

@@ -29,6 +29,9 @@ const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provid
                        cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note, \
                        cache_write_tokens, caller";
 
+/// Writes a row, or the settled figures of a row written before. A pending row (an estimate)
+/// never replaces a settled one: a pending row retried after a failed commit may land after the
+/// row that settled it.
 pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
         "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
@@ -36,7 +39,8 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
          input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens, \
          cache_write_tokens = excluded.cache_write_tokens, \
          cost_micros = excluded.cost_micros, latency_ms = excluded.latency_ms, added_ms = excluded.added_ms, \
-         cache_hit = excluded.cache_hit, redactions = excluded.redactions, outcome = excluded.outcome, note = excluded.note"
+         cache_hit = excluded.cache_hit, redactions = excluded.redactions, outcome = excluded.outcome, note = excluded.note \
+         WHERE excluded.outcome != 'pending' OR ledger.outcome = 'pending'"
     ))?
     .execute(params![
         r.request_id,
@@ -289,6 +293,26 @@ mod tests {
         assert_eq!(call(&c, &s, "req_24").unwrap().unwrap().row.request_id, "req_24fb7e");
         assert!(call(&c, &s, "req%").unwrap().is_none(), "% is not a wildcard");
         assert!(call(&c, &s, "req_x").unwrap().is_none());
+    }
+
+    /// A pending row retried after a failed commit can land after the row that settled its call:
+    /// it must not turn the call back into an estimate.
+    #[test]
+    fn a_pending_row_never_replaces_a_settled_one() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(crate::store::SCHEMA).unwrap();
+        let row =
+            |outcome, tokens| Row { request_id: "r1".into(), outcome, input_tokens: tokens, ..Default::default() };
+        insert(&c, &row(Outcome::Pending, 10)).unwrap();
+        insert(&c, &row(Outcome::Ok, 7)).unwrap();
+        insert(&c, &row(Outcome::Pending, 10)).unwrap();
+        let (outcome, tokens): (String, i64) =
+            c.query_row("SELECT outcome, input_tokens FROM ledger", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((outcome.as_str(), tokens), ("ok", 7));
+        // A row settled again (the journal ingested twice at start) still takes the new figures.
+        insert(&c, &row(Outcome::Cut, 3)).unwrap();
+        let outcome: String = c.query_row("SELECT outcome FROM ledger", [], |r| r.get(0)).unwrap();
+        assert_eq!(outcome, "cut");
     }
 
     #[test]
