@@ -1,6 +1,6 @@
 //! Keeping the daemon's configuration current: the policy synced from its source (at start, every
 //! `policy.sync_interval_s`, on `tollgate policy sync`, and on a change to a local-directory
-//! source), the local config file watched, and the GitLab identity refreshed with the policy.
+//! source), the local config file looked at every second, and the GitLab identity refreshed with the policy.
 //! Whatever changes, the runtime is rebuilt whole and swapped in; anything invalid keeps the
 //! previous runtime and is reported (log, `tollgate policy status`, `tollgate status`). The last
 //! good policy is kept on disk and used while the source cannot be reached.
@@ -25,6 +25,8 @@ use crate::utc;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// File changes closer together than this are one change (editors write in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// How often the config file is looked at for a change.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
 
 pub use tollgate_protocol::PolicyStatus;
 
@@ -176,14 +178,13 @@ impl Reloader {
         if self.source.is_some() {
             tokio::spawn(Arc::clone(self).sync_loop());
         }
-        let mut watched: Vec<PathBuf> = self.config_file.iter().cloned().collect();
-        if let Some(PolicySource::Dir(dir)) = &self.source {
-            watched.push(dir.clone());
+        if let Some(file) = &self.config_file {
+            tokio::spawn(Arc::clone(self).poll_config(file.clone()));
         }
-        if !watched.is_empty()
-            && let Err(e) = Arc::clone(self).watch(watched)
+        if let Some(PolicySource::Dir(dir)) = &self.source
+            && let Err(e) = Arc::clone(self).watch_policy(dir)
         {
-            tracing::warn!(error = %e, "cannot watch the config for changes; restart the daemon to apply edits");
+            tracing::warn!(error = %e, path = %dir.display(), "cannot watch the policy directory; restart the daemon to apply its changes");
         }
     }
 
@@ -376,69 +377,82 @@ impl Reloader {
         }
     }
 
-    /// Watches the config file and a directory source; a change reloads, or syncs, after
-    /// [`DEBOUNCE`].
-    fn watch(self: Arc<Self>, paths: Vec<PathBuf>) -> notify::Result<()> {
-        use notify::{RecursiveMode, Watcher};
-        #[derive(Clone, Copy, PartialEq)]
-        enum Changed {
-            Config,
-            Policy,
+    /// Reloads when the config file changes: its size, times or inode, looked at every
+    /// [`CONFIG_POLL`]. Not a watch on its directory: that directory may also hold the database
+    /// (`TOLLGATE_HOME`, and the platform's layout on macOS), and every write of it would wake the
+    /// daemon. A look also follows a symlinked config to its target, and sees a file replaced by
+    /// a rename as editors save.
+    async fn poll_config(self: Arc<Self>, file: PathBuf) {
+        let mut seen = Stamp::of(&file).await;
+        let mut tick = tokio::time::interval(CONFIG_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Stamp::of(&file).await;
+            if now == seen {
+                continue;
+            }
+            // Editors write in several steps: read it once they are done.
+            tokio::time::sleep(DEBOUNCE).await;
+            seen = Stamp::of(&file).await;
+            let _ = self.reload("the config file changed").await;
         }
-        let config_file = self.config_file.clone();
-        let config_name = config_file.as_ref().and_then(|f| f.file_name().map(|n| n.to_os_string()));
-        let policy_dirs: Vec<PathBuf> = match &self.source {
-            Some(PolicySource::Dir(d)) => vec![d.clone(), d.canonicalize().unwrap_or_else(|_| d.clone())],
-            _ => Vec::new(),
-        };
-        // Classified here, on the watcher's thread: the config file's directory may also hold
-        // the database (TOLLGATE_HOME), whose writes must cost the daemon nothing.
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Changed>();
+    }
+
+    /// Watches a directory policy source; a change syncs after [`DEBOUNCE`].
+    fn watch_policy(self: Arc<Self>, dir: &Path) -> notify::Result<()> {
+        use notify::{RecursiveMode, Watcher};
+        let dirs = [dir.to_path_buf(), dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())];
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let Ok(event) = event else { return };
             if matches!(event.kind, notify::EventKind::Access(_)) {
                 return;
             }
-            for p in &event.paths {
-                if policy_dirs.iter().any(|d| p.starts_with(d)) {
-                    let _ = tx.send(Changed::Policy);
-                } else if config_name.is_some() && p.file_name() == config_name.as_deref() {
-                    let _ = tx.send(Changed::Config);
-                }
+            if event.paths.iter().any(|p| dirs.iter().any(|d| p.starts_with(d))) {
+                let _ = tx.send(());
             }
         })?;
-        for p in &paths {
-            // A file is watched through its directory: editors replace files by renaming.
-            let (target, mode) = if Some(p) == config_file.as_ref() {
-                (p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")), RecursiveMode::NonRecursive)
-            } else {
-                (p.clone(), RecursiveMode::Recursive)
-            };
-            if let Err(e) = watcher.watch(&target, mode) {
-                tracing::warn!(path = %target.display(), error = %e, "cannot watch for changes");
-            }
-        }
+        watcher.watch(dir, RecursiveMode::Recursive)?;
         tokio::spawn(async move {
             let _watcher = watcher; // lives as long as this task
-            while let Some(first) = rx.recv().await {
-                let mut changed = vec![first];
+            while rx.recv().await.is_some() {
                 let deadline = tokio::time::sleep(DEBOUNCE);
                 tokio::pin!(deadline);
                 loop {
                     tokio::select! {
                         () = &mut deadline => break,
-                        c = rx.recv() => match c { Some(c) => changed.push(c), None => return },
+                        c = rx.recv() => if c.is_none() { return },
                     }
                 }
-                if changed.contains(&Changed::Config) {
-                    let _ = self.reload("the config file changed").await;
-                }
-                if changed.contains(&Changed::Policy) {
-                    self.wake.notify_one();
-                }
+                self.wake.notify_one();
             }
         });
         Ok(())
+    }
+}
+
+/// What tells that a file changed without reading it.
+#[derive(PartialEq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    #[cfg(unix)]
+    changed: (u64, i64, i64),
+}
+
+impl Stamp {
+    /// `None` while the file is missing (its appearing is a change too).
+    async fn of(file: &Path) -> Option<Self> {
+        let m = tokio::fs::metadata(file).await.ok()?;
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Some(Self {
+            len: m.len(),
+            modified: m.modified().ok(),
+            #[cfg(unix)]
+            changed: (m.ino(), m.ctime(), m.ctime_nsec()),
+        })
     }
 }
 

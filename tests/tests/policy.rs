@@ -366,7 +366,10 @@ async fn local_config_and_a_directory_policy_reload_without_restart_and_the_poli
 
     // Attempts to loosen the policy are ignored and reported; tightening applies.
     let loosen = "[redaction]\nmode = \"off\"\n[review]\non_error = \"open\"\nblock_severity = \"info\"\n";
-    std::fs::write(&config, local_config(&source, loosen)).unwrap();
+    // (Saved as editors do: a new file renamed over the old one.)
+    let saved = d.home.path().join(".config.toml.swp");
+    std::fs::write(&saved, local_config(&source, loosen)).unwrap();
+    std::fs::rename(&saved, &config).unwrap();
     let s = wait_for(&d, "the ignored settings", |s| {
         s["config_error"].is_null() && s["ignored"].as_array().is_some_and(|i| !i.is_empty())
     })
