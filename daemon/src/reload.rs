@@ -179,7 +179,7 @@ impl Reloader {
             tokio::spawn(Arc::clone(self).sync_loop());
         }
         if let Some(file) = &self.config_file {
-            tokio::spawn(Arc::clone(self).poll_config(file.clone()));
+            Arc::clone(self).poll_config(file.clone());
         }
         if let Some(PolicySource::Dir(dir)) = &self.source
             && let Err(e) = Arc::clone(self).watch_policy(dir)
@@ -378,25 +378,40 @@ impl Reloader {
     }
 
     /// Reloads when the config file changes: its size, times or inode, looked at every
-    /// [`CONFIG_POLL`]. Not a watch on its directory: that directory may also hold the database
-    /// (`TOLLGATE_HOME`, and the platform's layout on macOS), and every write of it would wake the
-    /// daemon. A look also follows a symlinked config to its target, and sees a file replaced by
-    /// a rename as editors save.
-    async fn poll_config(self: Arc<Self>, file: PathBuf) {
-        let mut seen = Stamp::of(&file).await;
-        let mut tick = tokio::time::interval(CONFIG_POLL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let now = Stamp::of(&file).await;
-            if now == seen {
-                continue;
+    /// [`CONFIG_POLL`] by a thread of its own (a stat of a file on a hung network home blocks that
+    /// thread only, and an unchanged file wakes nothing else). Not a watch on its directory: that
+    /// directory may also hold the database (`TOLLGATE_HOME`, and the platform's layout on macOS),
+    /// and every write of it would wake the daemon. A look also follows a symlinked config to its
+    /// target, and sees a file replaced by a rename as editors save.
+    fn poll_config(self: Arc<Self>, file: PathBuf) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let looked = std::thread::Builder::new().name("tollgate-config".into()).spawn(move || {
+            let mut seen = Stamp::of(&file);
+            loop {
+                std::thread::sleep(CONFIG_POLL);
+                let now = Stamp::of(&file);
+                if now == seen {
+                    continue;
+                }
+                // Editors write in several steps: read it once they are done.
+                std::thread::sleep(DEBOUNCE);
+                seen = Stamp::of(&file);
+                match tx.try_send(()) {
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => return,
+                    // A reload is already due: it reads the file as it is then.
+                    Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {}
+                }
             }
-            // Editors write in several steps: read it once they are done.
-            tokio::time::sleep(DEBOUNCE).await;
-            seen = Stamp::of(&file).await;
-            let _ = self.reload("the config file changed").await;
+        });
+        if let Err(e) = looked {
+            tracing::warn!(error = %e, "cannot look at the config file for changes; restart the daemon to apply edits");
+            return;
         }
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let _ = self.reload("the config file changed").await;
+            }
+        });
     }
 
     /// Watches a directory policy source; a change syncs after [`DEBOUNCE`].
@@ -443,8 +458,8 @@ struct Stamp {
 
 impl Stamp {
     /// `None` while the file is missing (its appearing is a change too).
-    async fn of(file: &Path) -> Option<Self> {
-        let m = tokio::fs::metadata(file).await.ok()?;
+    fn of(file: &Path) -> Option<Self> {
+        let m = std::fs::metadata(file).ok()?;
         #[cfg(unix)]
         use std::os::unix::fs::MetadataExt;
         Some(Self {

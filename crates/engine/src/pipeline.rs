@@ -420,6 +420,8 @@ pub struct Gateway {
     pub cache_index: Arc<cache::CacheIndex>,
     http: reqwest::Client,
     slots: Arc<Semaphore>,
+    /// Counts the runtimes put in force (see [`Gateway::runtime_changes`]).
+    swaps: tokio::sync::watch::Sender<u64>,
 }
 
 /// What must happen once an answer is complete: the ledger row settled, the budget reservation
@@ -587,6 +589,7 @@ impl Gateway {
             store,
             ledger,
             sealer,
+            swaps: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -611,6 +614,13 @@ impl Gateway {
         runtime.budgets.adopt_leases(&old.budgets);
         runtime.limits.adopt(&old.limits);
         self.runtime.store(Arc::new(runtime));
+        self.swaps.send_modify(|n| *n += 1);
+    }
+
+    /// Tells when a new runtime is put in force: for tasks that idle until the configuration asks
+    /// something of them, instead of looking now and then.
+    pub fn runtime_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.swaps.subscribe()
     }
 
     /// The ledger row of a request, before anything is known of its answer.

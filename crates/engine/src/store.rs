@@ -24,7 +24,6 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -74,8 +73,8 @@ impl Ack {
 struct Queue {
     state: Mutex<Queued>,
     ready: Condvar,
-    /// Transactions the writer has committed (the checkpointer skips a WAL with nothing new).
-    commits: AtomicU64,
+    /// Told after each batch the writer has run (the checkpointer waits on it).
+    ran: Condvar,
 }
 
 #[derive(Default)]
@@ -92,6 +91,9 @@ struct Queued {
     closed: bool,
     /// The writer has ended: nothing queued now would run.
     ended: bool,
+    /// Batches the writer has run, and how many of them committed.
+    batches: u64,
+    commits: u64,
 }
 
 impl Queue {
@@ -159,6 +161,16 @@ impl Queue {
     fn close(&self) {
         self.lock().closed = true;
         self.ready.notify_one();
+        self.ran.notify_one();
+    }
+
+    /// The writer has run a batch.
+    fn ran(&self, committed: bool) {
+        let mut q = self.lock();
+        q.batches += 1;
+        q.commits += u64::from(committed);
+        drop(q);
+        self.ran.notify_one();
     }
 }
 
@@ -343,9 +355,10 @@ impl Store {
         migrate(&conn).map_err(err)?;
         let checkpointer = Connection::open(path).map_err(err)?;
         checkpointer.execute_batch("PRAGMA busy_timeout = 5000;").map_err(err)?;
-        let queue = Arc::new(Queue { state: Mutex::default(), ready: Condvar::new(), commits: AtomicU64::new(0) });
+        let queue = Arc::new(Queue { state: Mutex::default(), ready: Condvar::new(), ran: Condvar::new() });
         let failing = Arc::new(Mutex::new(None));
         let (state, writer) = (Arc::clone(&failing), Arc::clone(&queue));
+        let watched = (Arc::clone(&queue), Arc::clone(&failing));
         std::thread::Builder::new()
             .name("tollgate-db".into())
             .spawn(move || run(conn, &writer, &state))
@@ -356,7 +369,7 @@ impl Store {
         let probe = Arc::downgrade(&store.inner);
         std::thread::Builder::new()
             .name("tollgate-db-checkpoint".into())
-            .spawn(move || checkpoints(checkpointer, probe))
+            .spawn(move || checkpoints(checkpointer, probe, &watched.0, &watched.1))
             .expect("spawn the checkpoint thread");
         Ok(store)
     }
@@ -475,13 +488,23 @@ impl Store {
     }
 }
 
-/// Copies the WAL into the database now and then (when the writer has committed since the last
-/// time), beside the writer; ends with the writer. While the database cannot keep writes it also
-/// tries one, so that the failure clears once space is back (requests are refused meanwhile, so
-/// none of theirs would).
-fn checkpoints(conn: Connection, store: std::sync::Weak<Inner>) {
-    let mut copied = 0;
+/// Copies the WAL into the database now and then (at most every [`CHECKPOINT_EVERY`], and only
+/// after a commit: an idle daemon's checkpointer sleeps until there is one), beside the writer;
+/// ends with the writer. While the database cannot keep writes it also tries one every
+/// [`CHECKPOINT_EVERY`], so that the failure clears once space is back (requests are refused
+/// meanwhile, so none of theirs would).
+fn checkpoints(conn: Connection, store: std::sync::Weak<Inner>, queue: &Queue, failing: &Mutex<Option<String>>) {
+    let failing = || failing.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+    let (mut seen, mut copied) = (0, 0);
     loop {
+        {
+            // The writer sets a failure before it counts the batch that failed: no wake-up is lost.
+            let mut q = queue.lock();
+            while q.batches == seen && !q.closed && !failing() {
+                q = queue.ran.wait(q).unwrap_or_else(PoisonError::into_inner);
+            }
+            seen = q.batches;
+        }
         std::thread::sleep(CHECKPOINT_EVERY);
         // Every handle is gone: the writer is ending, and so does this.
         let Some(store) = store.upgrade().map(|inner| Store { inner }) else { return };
@@ -498,8 +521,8 @@ fn checkpoints(conn: Connection, store: std::sync::Weak<Inner>) {
                 return;
             }
         }
-        let commits = store.inner.queue.commits.load(Ordering::Relaxed);
         drop(store);
+        let commits = queue.lock().commits;
         if commits == copied {
             continue;
         }
@@ -553,8 +576,6 @@ fn run(conn: Connection, queue: &Arc<Queue>, failing: &Mutex<Option<String>>) {
             tracing::error!(error = %e, "database: commit failed");
             let _ = conn.execute_batch("ROLLBACK");
             disabled.get_or_insert_with(|| e.clone());
-        } else {
-            queue.commits.fetch_add(1, Ordering::Relaxed);
         }
         let wrote = acks.iter().any(|(_, done)| done.is_ok());
         match (&disabled, &committed) {
@@ -563,6 +584,7 @@ fn run(conn: Connection, queue: &Arc<Queue>, failing: &Mutex<Option<String>>) {
             (None, Ok(())) if wrote => set_failing(None),
             _ => {}
         }
+        queue.ran(committed.is_ok());
         for (ack, done) in acks.drain(..) {
             let kept = match (&committed, done) {
                 (Err(e), _) => Err(e.clone()),
@@ -658,7 +680,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let store = Store::open(&path).unwrap();
-        let commits = |s: &Store| s.inner.queue.commits.load(Ordering::Relaxed);
+        let commits = |s: &Store| s.inner.queue.lock().commits;
         store.flush().await.unwrap();
         let before = commits(&store);
         let (told, kept) = std::sync::mpsc::channel();
@@ -720,5 +742,26 @@ mod tests {
         let n: i64 =
             Connection::open(&path).unwrap().query_row("SELECT count(*) FROM probe", [], |r| r.get(0)).unwrap();
         assert_eq!(n, 400);
+    }
+
+    /// The checkpointer sleeps until there is a commit, and then copies it into the database file.
+    #[tokio::test]
+    async fn a_commit_wakes_the_checkpointer_which_copies_it_into_the_database_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let store = Store::open(&path).unwrap();
+        // Idle first: nothing to copy, for longer than a checkpoint period.
+        tokio::time::sleep(CHECKPOINT_EVERY * 2).await;
+        const MARK: &str = "copied-by-the-checkpointer-5521";
+        store
+            .write_durable(|c| c.execute("INSERT INTO team_state (key, value) VALUES ('k', ?1)", [MARK]).map(|_| ()))
+            .await
+            .unwrap();
+        let in_file = || std::fs::read(&path).unwrap().windows(MARK.len()).any(|w| w == MARK.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !in_file() {
+            assert!(Instant::now() < deadline, "the commit never reached the database file");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }

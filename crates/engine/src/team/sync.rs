@@ -145,10 +145,14 @@ pub async fn run(gateway: Arc<crate::pipeline::Gateway>) {
     let daemon = daemon_id(&store).await;
     let mut client: Option<(String, TeamClient)> = None;
     let mut usage_sent = std::time::Instant::now() - USAGE_EVERY;
+    let mut changes = gateway.runtime_changes();
     loop {
         let rt = gateway.runtime();
         let (Some(url), Some(leases)) = (rt.config.team.server.clone(), rt.budgets.leases()) else {
-            tokio::time::sleep(TICK).await;
+            // Nothing to do until a reload names a team server (an idle daemon is not woken).
+            if changes.changed().await.is_err() {
+                return;
+            }
             continue;
         };
         if client.as_ref().is_none_or(|(u, _)| *u != url) {
