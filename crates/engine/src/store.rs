@@ -680,42 +680,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let store = Store::open(&path).unwrap();
-        let commits = |s: &Store| s.inner.queue.lock().commits;
         store.flush().await.unwrap();
-        let before = commits(&store);
-        let (told, kept) = std::sync::mpsc::channel();
-        for i in 0..200 {
-            let told = told.clone();
-            store
-                .queue_then(
-                    move |c| c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).map(|_| ()),
-                    move |k| told.send(k).unwrap(),
-                )
-                .unwrap();
-        }
+        // Queues rows as the ledger does (told once committed), `gap` apart, waits for every
+        // commit and returns how many commits they took.
+        let commit_rows = |ids: std::ops::Range<i32>, gap: Duration| {
+            let before = store.inner.queue.lock().commits;
+            let (told, kept) = std::sync::mpsc::channel();
+            let n = ids.len();
+            for i in ids {
+                let told = told.clone();
+                store
+                    .queue_then(
+                        move |c| c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).map(|_| ()),
+                        move |k| told.send(k).unwrap(),
+                    )
+                    .unwrap();
+                std::thread::sleep(gap);
+            }
+            for _ in 0..n {
+                let k = kept.recv_timeout(Duration::from_secs(10)).expect("a queued write was never committed");
+                assert_eq!(k, Ok(()));
+            }
+            store.inner.queue.lock().commits - before
+        };
         // Each of these used to wake the writer and could take a commit of its own.
-        for _ in 0..200 {
-            let kept = kept.recv_timeout(Duration::from_secs(10)).expect("a queued write was never committed");
-            assert_eq!(kept, Ok(()));
-        }
-        let shared = commits(&store) - before;
+        let shared = commit_rows(0..200, Duration::ZERO);
         assert!(shared <= 5, "200 writes took {shared} commits");
         // Writes a millisecond apart (a writer woken by each would commit each) share too.
-        let before = commits(&store);
-        for i in 1000..1010 {
-            let told = told.clone();
-            store
-                .queue_then(
-                    move |c| c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).map(|_| ()),
-                    move |k| told.send(k).unwrap(),
-                )
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        for _ in 0..10 {
-            assert_eq!(kept.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
-        }
-        let shared = commits(&store) - before;
+        let shared = commit_rows(1000..1010, Duration::from_millis(1));
         assert!(shared <= 4, "10 writes a millisecond apart took {shared} commits");
         store.run(|c| c.execute("DELETE FROM probe WHERE id >= 1000", [])).await.unwrap().unwrap();
         // A reader through the writer sees writes queued before it, though they were still lingering.
