@@ -15,8 +15,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # --- Debian packages -------------------------------------------------------------------------
 # systemd: systemd-analyze checks the service unit. postgresql: the team server's database, started
 # by the team tests in a temporary directory (as the postgres user when the tests run as root);
-# openssl: a test CA for the team server's TLS.
-APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd postgresql openssl)
+# openssl: a test CA for the team server's TLS. prometheus: scrapes a daemon to check every query
+# of the Grafana dashboard in packaging/grafana/.
+APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd postgresql openssl prometheus)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

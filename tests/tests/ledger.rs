@@ -1,5 +1,6 @@
 //! End to end: the response cache, the usage ledger (and its survival of SIGKILL), prices,
-//! budgets with reservations, rate limits, the audit log, the usage CLI and /metrics.
+//! budgets with reservations, rate limits, the audit log, the usage CLI, /metrics and the Grafana
+//! dashboard over it.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -446,4 +447,109 @@ async fn metrics_are_served_in_prometheus_text_format() {
     assert!(text.contains("tollgate_budget_remaining_usd{budget=\"m\",key=\"\"}"));
     // Without the token: refused like every other endpoint.
     assert_eq!(reqwest::get(d.url("/metrics")).await.unwrap().status(), 401);
+}
+
+/// The Grafana dashboard shipped in packaging/ reads only what the daemon exports: a real
+/// Prometheus scrapes a daemon with its token while requests arrive, and every panel's query
+/// (Grafana's variables filled in) returns series with numbers, not an empty answer or an error.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_query_of_the_grafana_dashboard_answers_from_a_scraped_daemon() {
+    let (_a, _b, d) = setup(
+        "[[budgets]]\nname = \"money\"\nscope = \"user\"\nperiod = \"month\"\nlimit_usd = \"50\"\naction = \"warn\"\n\
+         [[budgets]]\nname = \"tokens\"\nscope = \"user\"\nperiod = \"day\"\nlimit_tokens = 1000000\naction = \"warn\"\n",
+    )
+    .await;
+    let work = tempfile::tempdir().unwrap();
+    let port = tollgate_tests::free_port();
+    let config = work.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: tollgate\n    authorization:\n      \
+             credentials_file: {}\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            d.home.path().join("token").display(),
+            d.port
+        ),
+    )
+    .unwrap();
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.path().join("prometheus.log")).unwrap())
+        .spawn()
+        .expect("prometheus runs (tests/setup.sh installs Debian's prometheus)");
+    let log = || std::fs::read_to_string(work.path().join("prometheus.log")).unwrap_or_default();
+    let query = |q: String| {
+        let url = format!("http://127.0.0.1:{port}/api/v1/query");
+        async move {
+            let url = reqwest::Url::parse_with_params(&url, &[("query", q.as_str())]).ok()?;
+            let r = reqwest::Client::new().get(url).send().await.ok()?;
+            r.json::<Value>().await.ok()
+        }
+    };
+    // Scraped, with the token, before the requests come.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while query("up{job=\"tollgate\"} == 1".into()).await.and_then(|v| v["data"]["result"].as_array().map(Vec::len))
+        != Some(1)
+    {
+        assert!(std::time::Instant::now() < deadline, "prometheus never scraped the daemon:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Requests over a few scrapes: cacheable ones (a miss, then hits) and others.
+    for i in 0..12 {
+        let temperature = if i % 2 == 0 { 0.0 } else { 0.5 };
+        assert_eq!(send(&d, &chat("oa/gpt-4.1", "grafana", temperature, i % 3 == 0), &[]).await.status(), 200);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let scraped = || query("sum(tollgate_requests_total)".into());
+    while scraped().await.and_then(|v| v["data"]["result"][0]["value"][1].as_str().map(str::to_string))
+        != Some("12".into())
+    {
+        assert!(std::time::Instant::now() < deadline, "the requests never reached prometheus:\n{}", log());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/grafana/tollgate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        assert_eq!(panel["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", panel["title"]);
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            // What Grafana fills in: a range of a few minutes, a rate window of several scrapes.
+            let q = expr.replace("$__range", "5m").replace("$__rate_interval", "10s").replace("$instance", ".+");
+            let answer = query(q.clone()).await.unwrap_or_default();
+            assert_eq!(answer["status"], "success", "{}: {q}: {answer}", panel["title"]);
+            let series = answer["data"]["result"].as_array().cloned().unwrap_or_default();
+            assert!(!series.is_empty(), "{}: no series for {q}", panel["title"]);
+            assert!(
+                series
+                    .iter()
+                    .any(|s| s["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).is_some_and(f64::is_finite)),
+                "{}: no number in {q}: {answer}",
+                panel["title"]
+            );
+            // The labels a `by` keeps are on every series (a `by` over a label the metric lacks
+            // still answers, with one unlabelled series).
+            let kept = expr.split("by (").skip(1).filter_map(|l| l.split_once(')')).flat_map(|(l, _)| l.split(','));
+            for label in kept.map(str::trim).filter(|l| *l != "le") {
+                assert!(
+                    series.iter().all(|s| s["metric"][label].is_string()),
+                    "{}: no label {label} on the series of {q}: {answer}",
+                    panel["title"]
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert_eq!(queries, 14, "every panel's queries were checked");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
 }
