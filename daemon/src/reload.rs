@@ -1,9 +1,9 @@
 //! Keeping the daemon's configuration current: the policy synced from its source (at start, every
 //! `policy.sync_interval_s`, on `tollgate policy sync`, and on a change to a local-directory
-//! source), the local config file looked at every second, and the GitLab identity refreshed with the policy.
-//! Whatever changes, the runtime is rebuilt whole and swapped in; anything invalid keeps the
-//! previous runtime and is reported (log, `tollgate policy status`, `tollgate status`). The last
-//! good policy is kept on disk and used while the source cannot be reached.
+//! source), the local config file looked at every second, and the GitLab identity refreshed with
+//! the policy. Whatever changes, the runtime is rebuilt whole and swapped in; anything invalid
+//! keeps the previous runtime and is reported (log, `tollgate policy status`, `tollgate status`).
+//! The last good policy is kept on disk and used while the source cannot be reached.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

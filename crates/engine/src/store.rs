@@ -710,7 +710,7 @@ mod tests {
         let shared = commit_rows(1000..1010, Duration::from_millis(1));
         assert!(shared <= 4, "10 writes a millisecond apart took {shared} commits");
         store.run(|c| c.execute("DELETE FROM probe WHERE id >= 1000", [])).await.unwrap().unwrap();
-        // A reader through the writer sees writes queued before it, though they were still lingering.
+        // A reader through the writer sees writes queued before it, still lingering.
         for i in 200..300 {
             store.write(move |c| {
                 c.execute("INSERT INTO probe (id, ts_ms) VALUES (?1, 0)", [i]).unwrap();

@@ -57,8 +57,8 @@ struct Args {
     /// Seconds of load per rate and target
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// overhead, cache, cache-miss, first-event, db-size, scan, gen-corpus, redact, review, lsp, team, start,
-    /// or upstream
+    /// overhead, cache, cache-miss, first-event, db-size, scan, gen-corpus, redact, review, lsp,
+    /// team, start, or upstream
     #[arg(long, default_value = "overhead")]
     scenario: String,
     /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
