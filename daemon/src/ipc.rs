@@ -48,11 +48,12 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// Async workers for `cores` cores: half of them, at least one and at most four
-/// (`TOKIO_WORKER_THREADS` overrides). tollgate shares the machine with the editor, the agents, compilers and perhaps a
-/// local model, and its requests are mostly waiting: a worker per core only adds wake-ups, each
-/// request bouncing between threads that must be woken (on two cores, one worker answered sooner
-/// than two at every rate from 50 to 5,000 requests/s). Heavy steps leave the workers anyway:
-/// redaction of large prompts and runtime builds run on the blocking pool, SQLite on its thread.
+/// (`TOKIO_WORKER_THREADS` overrides). tollgate shares the machine with the editor, the agents,
+/// compilers and perhaps a local model, and its requests are mostly waiting: a worker per core only
+/// adds wake-ups, each request bouncing between threads that must be woken (on two cores, one
+/// worker answered sooner than two at every rate from 50 to 5,000 requests/s). Heavy steps leave
+/// the workers anyway: redaction of large prompts and runtime builds run on the blocking pool,
+/// SQLite on its thread.
 fn workers(cores: usize) -> usize {
     (cores / 2).clamp(1, 4)
 }
