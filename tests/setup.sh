@@ -27,8 +27,8 @@ if ((${#missing[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # The packages' own services (postgresql, prometheus) are not what the tests use: each test starts
-  # its own on free ports. Where systemd runs and started them, they are stopped.
+  # The prometheus package starts a server of its own where systemd runs; the test starts its own
+  # on a free port, so that one is stopped.
   if [ -d /run/systemd/system ]; then
     $SUDO systemctl disable --now prometheus.service >/dev/null 2>&1 || true
   fi
