@@ -497,10 +497,13 @@ async fn every_query_of_the_grafana_dashboard_answers_from_a_scraped_daemon() {
         assert!(std::time::Instant::now() < deadline, "prometheus never scraped the daemon:\n{}", log());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    // Requests over a few scrapes: cacheable ones (a miss, then hits) and others.
+    // Requests over a few scrapes, read to their end (none fails: a share of failures must then
+    // read zero, not nothing): cacheable ones (a miss, then hits) and others.
     for i in 0..12 {
         let temperature = if i % 2 == 0 { 0.0 } else { 0.5 };
-        assert_eq!(send(&d, &chat("oa/gpt-4.1", "grafana", temperature, i % 3 == 0), &[]).await.status(), 200);
+        let r = send(&d, &chat("oa/gpt-4.1", "grafana", temperature, i % 3 == 0), &[]).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
