@@ -1,6 +1,7 @@
 //! Token counts for estimates (budget reservations, token rate limits), with OpenAI's o200k_base
-//! tokenizer, loaded the first time a count is needed (or ahead, see [`load_in_background`]): a daemon without
-//! budgets never pays for it. Other providers' tokenizers differ, so input estimates carry a margin.
+//! tokenizer, loaded the first time a count is needed (or ahead, see [`load_in_background`]): a
+//! daemon without budgets never pays for it. Other providers' tokenizers differ, so input estimates
+//! carry a margin.
 //!
 //! tiktoken-rs keeps the vocabulary three times over in 200,000 small allocations each (42 MB
 //! resident, for the life of the daemon). Counting needs only the merge ranks: [`Counter`] keeps

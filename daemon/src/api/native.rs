@@ -10,8 +10,9 @@ use serde_json::{Value, json};
 use super::{ApiError, Format};
 
 /// `ok`, or 503 with what is wrong when the daemon answers but cannot do its work (its database
-/// does not keep writes). While the tokenizer loads (a quarter of a second after a start with budgets or token limits),
-/// `tokenizer` says `loading`: estimates are a bound from the text's length until it is `ready`.
+/// does not keep writes). While the tokenizer loads (a quarter of a second after a start with
+/// budgets or token limits), `tokenizer` says `loading`: estimates are a bound from the text's
+/// length until it is `ready`.
 pub async fn healthz(State(state): State<super::State>) -> Response {
     match state.gateway.store.failure() {
         None if state.gateway.runtime().estimates => {

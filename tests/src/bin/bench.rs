@@ -36,8 +36,8 @@
 //! that what a gateway holds back shows in the time to the first byte.
 //!
 //! `--scenario start` starts `tollgate daemon` ten times in a fresh home (the fake as its
-//! provider, a daily budget) and prints the time to the first `/healthz` answer and to the first proxied answer,
-//! and the resident memory at idle before and after that first request.
+//! provider, a daily budget) and prints the time to the first `/healthz` answer and to the first
+//! proxied answer, and the resident memory at idle before and after that first request.
 //!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
