@@ -97,7 +97,7 @@ pub enum Command {
         /// today, week, month, a date (2026-11-01), a timestamp, or an age (7d, 12h)
         #[arg(long)]
         since: Option<String>,
-        /// Group by model, project, task, provider or caller; with --team by user, group, project,
+        /// Group by model, project, task, provider, caller or arm (an experiment's); with --team by user, group, project,
         /// model, task or tool [default: model, user with --team]
         #[arg(long, value_enum)]
         by: Option<GroupArg>,
@@ -312,6 +312,8 @@ pub enum GroupArg {
     Task,
     Provider,
     Caller,
+    /// The experiment and its arm, to compare arms
+    Arm,
     /// With --team
     User,
     /// With --team
@@ -328,6 +330,7 @@ impl GroupArg {
             GroupArg::Task => "task",
             GroupArg::Provider => "provider",
             GroupArg::Caller => "caller",
+            GroupArg::Arm => "arm",
             GroupArg::User => "user",
             GroupArg::Group => "group",
             GroupArg::Tool => "tool",
@@ -343,7 +346,9 @@ impl GroupArg {
             GroupArg::Model => T::Model,
             GroupArg::Task => T::Task,
             GroupArg::Tool | GroupArg::Caller => T::Tool,
-            GroupArg::Provider => anyhow::bail!("--team --by: user, group, project, model, task or tool"),
+            GroupArg::Provider | GroupArg::Arm => {
+                anyhow::bail!("--team --by: user, group, project, model, task or tool")
+            }
         })
     }
 }

@@ -38,7 +38,7 @@ fn used_providers(loaded: &Loaded) -> Vec<String> {
         .config
         .routes
         .values()
-        .flat_map(|r| r.targets.iter())
+        .flat_map(crate::config::RouteConfig::targets)
         .chain(std::iter::once(&loaded.config.completion.model))
         .filter_map(|t| t.split_once('/').map(|(p, _)| p.to_string()))
         .collect();

@@ -38,7 +38,7 @@ fn query<T: Send + 'static>(
 
 fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<UsageReport> {
     let by: GroupBy = serde_json::from_value(Value::String(by.into()))
-        .map_err(|_| anyhow::anyhow!("cannot group by {by:?}: use model, project, task, provider or caller"))?;
+        .map_err(|_| anyhow::anyhow!("cannot group by {by:?}: use model, project, task, provider, caller or arm"))?;
     if let Some(report) = from_daemon(paths, |d| async move { d.usage(since, by).await })? {
         return Ok(report);
     }
@@ -91,10 +91,26 @@ fn unknown_note(line: &UsageLine) -> String {
 fn print_usage(report: &UsageReport) {
     let by = serde_json::to_value(report.group_by).ok();
     println!("since {}, by {}", report.since, by.as_ref().and_then(Value::as_str).unwrap_or("?"));
-    println!("{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}", "", "requests", "input", "output", "cached", "cost (USD)");
+    // Arms are compared on how they did, too.
+    let arms = report.group_by == GroupBy::Arm;
+    let head = if arms {
+        format!(" {:>7} {:>11} {:>10} {:>10}", "errors", "cache hits", "p50 ms", "p95 ms")
+    } else {
+        String::new()
+    };
+    println!(
+        "{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}{head}",
+        "", "requests", "input", "output", "cached", "cost (USD)"
+    );
     for l in report.lines.iter().chain(std::iter::once(&report.total)) {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
+        let tail = if arms {
+            format!(" {:>7} {:>11} {:>10} {:>10}", l.errors, l.cache_hits, ms(l.latency_ms_p50), ms(l.latency_ms_p95))
+        } else {
+            String::new()
+        };
         println!(
-            "{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}{}",
+            "{:<40} {:>8} {:>10} {:>10} {:>8} {:>14}{tail}{}",
             l.key,
             l.requests,
             l.input_tokens,

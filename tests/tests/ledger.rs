@@ -556,3 +556,80 @@ async fn every_query_of_the_grafana_dashboard_answers_from_a_scraped_daemon() {
     let _ = prometheus.kill();
     let _ = prometheus.wait();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_route_gives_each_user_one_arm_by_weight_and_usage_compares_the_arms() {
+    use futures_util::StreamExt;
+    let (a, b, d) = setup(
+        "[routes.review-ab]\nsplit = { \"oa/gpt-4.1\" = 50, \"ob/gpt-4.1-mini\" = 50 }\nexperiment = \"review-models\"\n",
+    )
+    .await;
+    // 1,000 requests from 50 users, 20 each, 16 at a time.
+    let calls: Vec<(String, usize)> = (0..1000).map(|i| (format!("dev{:02}@example.test", i % 50), i)).collect();
+    let answers: Vec<(String, String, String)> = futures_util::stream::iter(calls)
+        .map(|(user, i)| {
+            let d = &d;
+            async move {
+                let body = chat("review-ab", &format!("review chunk {i}"), 0.7, i % 2 == 0);
+                let r = send(d, &body, &[("x-tollgate-user", &user)]).await;
+                assert_eq!(r.status(), 200, "request {i}");
+                let served = format!("{}/{}", h(&r, "x-tollgate-provider"), h(&r, "x-tollgate-model"));
+                let experiment = h(&r, "x-tollgate-experiment");
+                let _ = r.text().await.unwrap();
+                (user, served, experiment)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+
+    let mut arm_of: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    let mut per_arm: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (user, served, experiment) in &answers {
+        assert_eq!(experiment, &format!("review-models={served}"), "the arm is named to the caller");
+        let first = *arm_of.entry(user).or_insert(served);
+        assert_eq!(first, served, "{user} saw two arms");
+        *per_arm.entry(served).or_default() += 1;
+    }
+    assert_eq!(arm_of.len(), 50);
+    assert_eq!(per_arm.len(), 2, "{per_arm:?}");
+    for (arm, n) in &per_arm {
+        assert!((425..=575).contains(n), "{arm} got {n} of 1000 requests: {per_arm:?}");
+    }
+    assert_eq!(a.request_count() as u64 + b.request_count() as u64, 1000);
+
+    // The per-arm report is the ledger's figures, arm by arm.
+    let report = cli_json(&d, &["usage", "--since", "1h", "--by", "arm"]);
+    let db = rusqlite::Connection::open(d.home.path().join("tollgate.db")).unwrap();
+    let mut stmt = db
+        .prepare(
+            "SELECT experiment || ': ' || arm, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cost_micros), \
+             SUM(outcome != 'ok'), SUM(cache_hit) FROM ledger GROUP BY 1 ORDER BY 1",
+        )
+        .unwrap();
+    let ledger: Vec<(String, i64, i64, i64, i64, i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(ledger.len(), 2, "{ledger:?}");
+    let lines = report["lines"].as_array().unwrap();
+    assert_eq!(lines.len(), 2, "{report:#}");
+    for (key, requests, input, output, micros, errors, hits) in &ledger {
+        let line = lines.iter().find(|l| l["key"] == key.as_str()).unwrap_or_else(|| panic!("{key} in {report:#}"));
+        let served = key.strip_prefix("review-models: ").unwrap();
+        assert_eq!(*requests as u64, per_arm[served], "{key}");
+        assert_eq!(line["requests"], *requests, "{key}");
+        assert_eq!(line["input_tokens"], *input, "{key}");
+        assert_eq!(line["output_tokens"], *output, "{key}");
+        assert!(*micros > 0, "both arms are priced");
+        assert_eq!(line["cost_usd"].as_str().unwrap(), format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000));
+        assert_eq!((line["errors"].as_i64().unwrap(), line["cache_hits"].as_i64().unwrap()), (*errors, *hits));
+        let (p50, p95) = (line["latency_ms_p50"].as_f64().unwrap(), line["latency_ms_p95"].as_f64().unwrap());
+        assert!(p50 > 0.0 && p95 >= p50, "{line}");
+    }
+    // The text report compares the arms too.
+    let out = d.command().args(["usage", "--since", "1h", "--by", "arm"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("p95 ms") && text.contains("review-models: ob/gpt-4.1-mini"), "{text}");
+}

@@ -101,11 +101,15 @@ impl Sections<'_> {
                     "an alias cannot contain '/'; it would read as provider/model".into(),
                 ));
             }
-            if route.targets.is_empty() {
+            if route.targets.is_empty() && route.split.is_empty() {
                 out.push((format!("routes.{alias}.targets"), "a route needs at least one target".into()));
             }
-            for (i, target) in route.targets.iter().enumerate() {
-                let at = format!("routes.{alias}.targets[{i}]");
+            if !route.split.is_empty() && route.split.values().all(|w| *w == 0) {
+                out.push((format!("routes.{alias}.split"), "a split needs an arm of weight above 0".into()));
+            }
+            let targets = route.targets.iter().enumerate().map(|(i, t)| (format!("routes.{alias}.targets[{i}]"), t));
+            let arms = route.split.keys().map(|t| (format!("routes.{alias}.split.{t:?}"), t));
+            for (at, target) in targets.chain(arms) {
                 match target.split_once('/') {
                     Some((provider, model)) if !model.is_empty() && self.provider(provider).is_some() => {
                         if !allowed.is_empty() && !allowed.iter().any(|m| m.is_match(target)) {
@@ -124,8 +128,7 @@ impl Sections<'_> {
             }
             if route.redaction == Some(crate::redact::Mode::Off) {
                 let cloud: Vec<&String> = route
-                    .targets
-                    .iter()
+                    .targets()
                     .filter(|t| {
                         t.split_once('/').is_none_or(|(p, _)| !self.provider(p).is_some_and(ProviderConfig::is_local))
                     })
@@ -295,14 +298,31 @@ pub struct ServerConfig {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
-    /// Ordered `provider/model` targets; the first healthy one with credentials serves.
+    /// Ordered `provider/model` targets; the first healthy one with credentials serves. With a
+    /// `split`, they serve only when the user's arm cannot (and may be empty).
+    #[serde(default)]
     pub targets: Vec<String>,
+    /// An experiment: `provider/model` = weight. Each user is given one arm, drawn by weight
+    /// from a hash of the experiment and the user, and keeps it; the ledger records both.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub split: BTreeMap<String, u32>,
+    /// The experiment's name in the ledger (default: the route's alias). A new name draws the
+    /// arms anew.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
     /// Overrides `redaction.mode` for this route; `off` only where every target is local.
     #[serde(default)]
     pub redaction: Option<crate::redact::Mode>,
+}
+
+impl RouteConfig {
+    /// Every target the route may send to: its fallback list, then its split's arms.
+    pub fn targets(&self) -> impl Iterator<Item = &String> {
+        self.targets.iter().chain(self.split.keys())
+    }
 }
 
 /// Where one effective value came from.
@@ -460,7 +480,7 @@ impl Config {
     /// What the router is built from.
     pub fn router_parts(&self) -> crate::route::Parts<'_> {
         crate::route::Parts {
-            routes: self.routes.iter().map(|(alias, r)| (alias.as_str(), r.targets.as_slice())).collect(),
+            routes: self.routes.iter().map(|(alias, r)| (alias.as_str(), r)).collect(),
             model_names: &self.model_names,
             providers: self.providers.iter().map(|(n, p)| (n.as_str(), p.enabled, p.is_local())).collect(),
             rules: self.routing.iter().cloned().chain(self.privacy.as_rules()).collect(),

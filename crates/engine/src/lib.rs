@@ -35,6 +35,7 @@ pub mod callers;
 pub mod complete;
 pub mod config;
 pub mod diff;
+pub mod experiments;
 pub mod git;
 pub mod identity;
 pub mod keychain;

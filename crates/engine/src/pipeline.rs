@@ -30,7 +30,7 @@ use crate::model::UpstreamError;
 use crate::model::{ChatRequest, ChatResponse, Collector, Event, EventStream, Usage};
 use crate::providers::{self, Target};
 use crate::ratelimit::{self, Limited};
-use crate::route::{RequestFacts, RouteError, Router, TargetRef};
+use crate::route::{Assignment, RequestFacts, RouteError, Router, TargetRef};
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::{cache, tokens, utc};
@@ -72,6 +72,11 @@ pub struct RequestContext {
     pub caller: String,
     /// A sensitivity label for routing rules (`x-tollgate-sensitivity`).
     pub sensitivity: Option<String>,
+    /// Whom the request is for, for experiments' arms (`x-tollgate-user`); the daemon's user
+    /// when the caller does not say.
+    pub user: Option<String>,
+    /// The arm of a prompt's experiment the request was built from ([`crate::tasks`]).
+    pub prompt_arm: Option<Assignment>,
     /// `Cache-Control: no-cache`: do not answer from the cache.
     pub no_cache: bool,
     /// `Cache-Control: no-store`: do not keep this answer.
@@ -100,6 +105,8 @@ impl RequestContext {
             task: "api".into(),
             caller: crate::callers::LOCAL.into(),
             sensitivity: None,
+            user: None,
+            prompt_arm: None,
             no_cache: false,
             no_store: false,
             answer_id: None,
@@ -248,6 +255,7 @@ impl Masked {
             notes.push(("x-tollgate-redactions", vault.summary()));
         }
         self.row.redactions = vault.total();
+        self.row.redacted = (!vault.is_empty()).then(|| vault.summary());
         self.row.note = (!vault.is_empty()).then(|| format!("redacted: {}", vault.summary()));
         self.vault = vault;
     }
@@ -422,6 +430,8 @@ pub struct Gateway {
     slots: Arc<Semaphore>,
     /// Counts the runtimes put in force (see [`Gateway::runtime_changes`]).
     swaps: tokio::sync::watch::Sender<u64>,
+    /// The arm each user was given in each experiment.
+    experiments: crate::experiments::Experiments,
 }
 
 /// What must happen once an answer is complete: the ledger row settled, the budget reservation
@@ -578,7 +588,9 @@ impl Gateway {
             crate::telemetry::Telemetry::start(&runtime.config.telemetry, http.clone(), &runtime.identity.username);
         let cache_index = Arc::new(cache::CacheIndex::default());
         cache_index.resync(&store).await;
+        let experiments = crate::experiments::Experiments::load(&store).await;
         Self {
+            experiments,
             telemetry,
             cache_index,
             http,
@@ -623,9 +635,16 @@ impl Gateway {
         self.swaps.subscribe()
     }
 
-    /// The ledger row of a request, before anything is known of its answer.
-    fn row(&self, rt: &Runtime, ctx: &RequestContext) -> Row {
+    /// The ledger row of a request, before anything is known of its answer (but the arm its
+    /// route gave it, if any).
+    fn row(&self, rt: &Runtime, ctx: &RequestContext, route_arm: Option<&Assignment>) -> Row {
+        let arms: Vec<&Assignment> = ctx.prompt_arm.iter().chain(route_arm).collect();
+        let joined = |f: fn(&Assignment) -> &str| {
+            (!arms.is_empty()).then(|| arms.iter().map(|a| f(a)).collect::<Vec<_>>().join(" + "))
+        };
         Row {
+            experiment: joined(|a| &a.experiment),
+            arm: joined(|a| &a.arm),
             request_id: ctx.request_id.clone(),
             ts_ms: ctx.ts_ms,
             identity: rt.identity.username.clone(),
@@ -646,9 +665,9 @@ impl Gateway {
 
     /// Serves one request: the whole pipeline. Every request leaves a ledger row.
     pub async fn handle(&self, req: ChatRequest, ctx: &RequestContext) -> Result<Served, GatewayError> {
-        let mut pending = None;
+        let (mut pending, mut arm) = (None, None);
         let rt = Arc::clone(&ctx.runtime);
-        let result = self.serve(&rt, req, ctx, &mut pending).await;
+        let result = self.serve(&rt, req, ctx, &mut pending, &mut arm).await;
         if let Err(e) = &result {
             if let Some(p) = pending.as_mut() {
                 p.durable().await;
@@ -657,7 +676,7 @@ impl Gateway {
                 outcome: e.outcome(),
                 note: Some(e.to_string().chars().take(500).collect()),
                 latency_ms: ctx.received.elapsed().as_secs_f64() * 1000.0,
-                ..self.row(&rt, ctx)
+                ..self.row(&rt, ctx, arm.as_ref())
             };
             self.metrics.record(&row);
             observe(self.telemetry.as_ref(), &rt.config, &row, None);
@@ -667,18 +686,21 @@ impl Gateway {
     }
 
     /// The pipeline, step by step: admit the request (task, database, a slot, rate limits), route
-    /// it, mask it, answer from the cache, or else try the route's targets in order.
+    /// it, mask it, answer from the cache, or else try the route's targets in order. The pending
+    /// row and the experiment's arm are left in `pending` and `arm` for the failure's row.
     async fn serve(
         &self,
         rt: &Runtime,
         mut req: ChatRequest,
         ctx: &RequestContext,
         pending: &mut Option<ledger::Pending>,
+        arm: &mut Option<Assignment>,
     ) -> Result<Served, GatewayError> {
         let admitted = self.admit(rt, ctx, &req).await?;
         let mut notes: Vec<(&'static str, String)> = Vec::new();
-        let (targets, local_only) = Self::route(rt, ctx, &mut req, &mut notes)?;
-        let masked = Masked::new(rt, ctx, req, self.row(rt, ctx), &targets, &mut notes).await?;
+        let (targets, local_only, assigned) = self.route(rt, ctx, &mut req, &mut notes)?;
+        *arm = assigned;
+        let masked = Masked::new(rt, ctx, req, self.row(rt, ctx, arm.as_ref()), &targets, &mut notes).await?;
         if !ctx.no_cache
             && let Some(served) = self.cached_answer(ctx, &masked, admitted.waited, &mut notes).await
         {
@@ -797,7 +819,8 @@ impl Gateway {
                         let to = ex.downgrade_to.clone().unwrap_or_default();
                         notes.push(("x-tollgate-downgraded", format!("{} -> {to}", ex.budget)));
                         downgraded = true;
-                        targets = rt.router.resolve(&to)?;
+                        // The user keeps their arm on a split route; the row keeps the first.
+                        targets = rt.router.resolve_for(&to, Some(&self.chooser(rt, ctx)))?.0;
                         masked = masked.retarget(rt, ctx, &to, &targets, &mut notes).await?;
                         continue 'route;
                     }
@@ -1012,7 +1035,7 @@ impl Gateway {
     pub async fn count_tokens(&self, mut req: ChatRequest, ctx: &RequestContext) -> Result<TokenCount, GatewayError> {
         let rt = &ctx.runtime;
         Self::admit_task(rt, ctx)?;
-        let (targets, local_only) = Self::route(rt, ctx, &mut req, &mut Vec::new())?;
+        let (targets, local_only, _) = self.route(rt, ctx, &mut req, &mut Vec::new())?;
         let estimate = || TokenCount { input_tokens: tokens::count_input(&req), estimated: true };
         for target in &targets {
             let config = &rt.config.providers[&target.provider];
@@ -1074,11 +1097,12 @@ impl Gateway {
     /// The routing rules' say (another route, local only; a reroute noted for the caller) and the
     /// targets of the model the request ends up naming.
     fn route(
+        &self,
         rt: &Runtime,
         ctx: &RequestContext,
         req: &mut ChatRequest,
         notes: &mut Vec<(&'static str, String)>,
-    ) -> Result<(Vec<TargetRef>, bool), GatewayError> {
+    ) -> Result<(Vec<TargetRef>, bool, Option<Assignment>), GatewayError> {
         // A name goes into errors, logs and the ledger: one holding a credential goes no further.
         if let Some(kind) = rt.redactor.first_kind(&req.model) {
             return Err(GatewayError::SecretInModelName { kind });
@@ -1093,7 +1117,22 @@ impl Gateway {
             notes.push(("x-tollgate-routed", format!("{} -> {route} (routing rule)", req.model)));
             req.model = route;
         }
-        Ok((rt.router.resolve(&req.model)?, ctx.local_only || decision.local_only))
+        let (targets, arm) = rt.router.resolve_for(&req.model, Some(&self.chooser(rt, ctx)))?;
+        if let Some(a) = &arm {
+            notes.push(("x-tollgate-experiment", format!("{}={}", a.experiment, a.arm)));
+        }
+        Ok((targets, ctx.local_only || decision.local_only, arm))
+    }
+
+    /// Picks the arm of an experiment for the request's user: whom the caller names, or the
+    /// daemon's user.
+    pub fn chooser<'a>(
+        &'a self,
+        rt: &'a Runtime,
+        ctx: &'a RequestContext,
+    ) -> impl Fn(&str, &[(String, u64)]) -> usize + Sync + 'a {
+        let user = ctx.user.as_deref().unwrap_or(&rt.identity.username);
+        move |experiment: &str, arms: &[(String, u64)]| self.experiments.pick(experiment, user, arms)
     }
 
     /// The redaction mode for a request that may reach `targets`: its route's own setting, or the
@@ -1290,7 +1329,10 @@ mod tests {
         if with_team {
             let p = toml::from_str("kind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"").unwrap();
             loaded.config.providers.insert("p".into(), p);
-            loaded.config.routes.insert("team".into(), RouteConfig { targets: vec!["p/m".into()], redaction: None });
+            loaded.config.routes.insert(
+                "team".into(),
+                RouteConfig { targets: vec!["p/m".into()], redaction: None, ..Default::default() },
+            );
         }
         let identity = crate::identity::Identity { username: "me".into(), groups: Vec::new(), source: "test".into() };
         Runtime::build(loaded, None, identity).unwrap()

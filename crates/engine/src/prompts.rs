@@ -2,6 +2,11 @@
 //! or extended by the policy's `prompts/`. A template is Markdown with TOML front matter between
 //! `+++` lines; its body is the user message, `{{name}}` marks a variable, and every variable used
 //! must be declared in `variables`.
+//!
+//! Versions: `NAME@N.md` keeps version `N` of prompt `NAME` beside the one in force (`NAME.md`),
+//! and the one in force may run an experiment between versions (`split = { "3" = 50, "4" = 50 }`
+//! in its front matter): each user is given one version, always the same, and the ledger records
+//! which.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +38,12 @@ struct FrontMatter {
     variables: Vec<String>,
     #[serde(default)]
     system: Option<String>,
+    /// An experiment between versions of this prompt: version = weight.
+    #[serde(default)]
+    split: BTreeMap<String, u32>,
+    /// The experiment's name in the ledger (default: `prompt NAME`).
+    #[serde(default)]
+    experiment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +56,11 @@ pub struct Prompt {
     pub max_tokens: Option<u32>,
     pub variables: Vec<String>,
     pub system: Option<String>,
+    /// The experiment between versions the prompt runs: version = weight.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub split: BTreeMap<u32, u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
     #[serde(skip)]
     pub body: String,
     /// `built-in`, or where the policy's version came from.
@@ -59,9 +75,17 @@ pub struct PromptError {
 }
 
 impl Prompt {
-    /// Parses a template file. `name` is the file name without `.md`.
+    /// Parses a template file. `name` is the file name without `.md` (`NAME@N` for a version
+    /// kept beside the one in force).
     pub fn parse(name: &str, text: &str, origin: &str) -> Result<Self, PromptError> {
         let err = |line: usize, message: String| PromptError { line, message };
+        let (name, kept) = match name.split_once('@') {
+            Some((base, v)) => {
+                let v = v.parse::<u32>().map_err(|_| err(1, format!("{name:?}: a kept version is NAME@NUMBER")))?;
+                (base, Some(v))
+            }
+            None => (name, None),
+        };
         let rest = text
             .strip_prefix("+++\n")
             .or_else(|| text.strip_prefix("+++\r\n"))
@@ -90,6 +114,20 @@ impl Prompt {
         if front.model.is_empty() {
             return Err(err(2, "`model` names a route alias or provider/model".into()));
         }
+        if let Some(v) = kept.filter(|v| *v != front.version) {
+            return Err(err(
+                2,
+                format!("the file keeps version {v} ({name}@{v}.md) but says `version = {}`", front.version),
+            ));
+        }
+        let mut split = BTreeMap::new();
+        for (v, w) in &front.split {
+            let v = v.parse::<u32>().map_err(|_| err(2, format!("`split` keys are version numbers, not {v:?}")))?;
+            split.insert(v, *w);
+        }
+        if !split.is_empty() && (kept.is_some() || split.values().all(|w| *w == 0)) {
+            return Err(err(2, "`split` belongs in the version in force (NAME.md), with a weight above 0".into()));
+        }
         Ok(Self {
             name: name.into(),
             description: front.description,
@@ -99,6 +137,8 @@ impl Prompt {
             max_tokens: front.max_tokens,
             variables: front.variables,
             system: front.system.map(|s| s.trim().to_string()),
+            split,
+            experiment: front.experiment,
             body: body.trim().to_string(),
             origin: origin.into(),
         })
@@ -154,31 +194,69 @@ fn variables(text: &str) -> Result<Vec<String>, (usize, String)> {
     Ok(out)
 }
 
-/// Every prompt by name.
+/// Every prompt by name, and the versions kept of each.
 #[derive(Debug, Clone)]
-pub struct Prompts(BTreeMap<String, Prompt>);
+pub struct Prompts {
+    current: BTreeMap<String, Prompt>,
+    /// Every version, the ones in force included.
+    versions: BTreeMap<(String, u32), Prompt>,
+}
 
 impl Prompts {
     /// The built-in prompts, then `overrides` (name, file text, origin) replacing or adding.
     pub fn new(overrides: &[(String, String, String)]) -> Result<Self, (String, PromptError)> {
-        let mut map = BTreeMap::new();
+        let mut current = BTreeMap::new();
         for (name, text) in BUILT_IN {
             let p = Prompt::parse(name, text, "built-in").expect("built-in prompts parse");
-            map.insert(name.to_string(), p);
+            current.insert(name.to_string(), p);
         }
-        for (name, text, origin) in overrides {
-            let p = Prompt::parse(name, text, origin).map_err(|e| (name.clone(), e))?;
-            map.insert(name.clone(), p);
+        let mut versions = BTreeMap::new();
+        for (file, text, origin) in overrides {
+            let p = Prompt::parse(file, text, origin).map_err(|e| (file.clone(), e))?;
+            if file.contains('@') {
+                versions.insert((p.name.clone(), p.version), p);
+            } else {
+                current.insert(file.clone(), p);
+            }
         }
-        Ok(Self(map))
+        for p in current.values() {
+            versions.insert((p.name.clone(), p.version), p.clone());
+        }
+        for p in current.values() {
+            if let Some(v) = p.split.keys().find(|v| !versions.contains_key(&(p.name.clone(), **v))) {
+                let message = format!("`split` names version {v}, which no prompts/{}@{v}.md keeps", p.name);
+                return Err((p.name.clone(), PromptError { line: 2, message }));
+            }
+        }
+        Ok(Self { current, versions })
     }
 
     pub fn get(&self, name: &str) -> Option<&Prompt> {
-        self.0.get(name)
+        self.current.get(name)
+    }
+
+    /// The version of prompt `name` a user is given: the one in force, or the user's arm of the
+    /// prompt's experiment (`choose` picks it; [`crate::route::Chooser`]) and that arm.
+    pub fn pick(
+        &self,
+        name: &str,
+        choose: crate::route::Chooser<'_>,
+    ) -> Option<(&Prompt, Option<crate::route::Assignment>)> {
+        let p = self.current.get(name)?;
+        let arms: Vec<(String, u64)> =
+            p.split.iter().filter(|(_, w)| **w > 0).map(|(v, w)| (format!("v{v}"), u64::from(*w))).collect();
+        if arms.is_empty() {
+            return Some((p, None));
+        }
+        let experiment = p.experiment.clone().unwrap_or_else(|| format!("prompt {name}"));
+        let (arm, _) = &arms[choose(&experiment, &arms).min(arms.len() - 1)];
+        let version = arm[1..].parse().ok()?;
+        let chosen = self.versions.get(&(name.to_string(), version))?;
+        Some((chosen, Some(crate::route::Assignment { experiment, arm: arm.clone() })))
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Prompt> {
-        self.0.values()
+        self.current.values()
     }
 }
 
@@ -202,6 +280,45 @@ mod tests {
         let err = explain.render(&BTreeMap::new()).unwrap_err();
         assert!(err.contains("needs the variable"), "{err}");
         assert_eq!(prompts.all().count(), BUILT_IN.len());
+    }
+
+    #[test]
+    fn kept_versions_and_an_experiment_between_them() {
+        let file = |version: u32, extra: &str, body: &str| {
+            format!("+++\ndescription = \"d\"\nversion = {version}\nmodel = \"code\"\n{extra}+++\n{body}\n")
+        };
+        let policy = |files: &[(&str, String)]| {
+            Prompts::new(
+                &files.iter().map(|(n, t)| (n.to_string(), t.clone(), "policy".to_string())).collect::<Vec<_>>(),
+            )
+        };
+        let prompts = policy(&[
+            ("review", file(4, "split = { \"3\" = 1, \"4\" = 1 }\n", "new words")),
+            ("review@3", file(3, "", "old words")),
+        ])
+        .unwrap();
+        assert_eq!(prompts.get("review").unwrap().body, "new words", "the one in force");
+        assert_eq!(prompts.all().filter(|p| p.name == "review").count(), 1, "kept versions are not listed apart");
+        let (p, arm) = prompts
+            .pick("review", &|experiment, arms| {
+                assert_eq!(experiment, "prompt review");
+                assert_eq!(arms, [("v3".to_string(), 1), ("v4".to_string(), 1)]);
+                0
+            })
+            .unwrap();
+        assert_eq!((p.body.as_str(), p.version), ("old words", 3));
+        assert_eq!(arm.unwrap().arm, "v3");
+        let (p, _) = prompts.pick("review", &|_, _| 1).unwrap();
+        assert_eq!(p.body, "new words");
+        // A prompt with no split is the one in force, in no experiment.
+        assert!(prompts.pick("explain", &|_, _| panic!("no experiment")).unwrap().1.is_none());
+
+        // A split naming a version no file keeps; a file whose name and version disagree.
+        let (name, e) = policy(&[("review", file(4, "split = { \"2\" = 1, \"4\" = 1 }\n", "x"))]).unwrap_err();
+        assert_eq!(name, "review");
+        assert!(e.message.contains("no prompts/review@2.md keeps"), "{}", e.message);
+        let (_, e) = policy(&[("review@3", file(5, "", "x"))]).unwrap_err();
+        assert!(e.message.contains("keeps version 3") && e.message.contains("version = 5"), "{}", e.message);
     }
 
     #[test]

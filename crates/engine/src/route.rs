@@ -236,8 +236,8 @@ impl PrivacyConfig {
 
 /// What a router is made of (`Config::router_parts` gathers it from the config).
 pub struct Parts<'a> {
-    /// Each alias and its `provider/model` targets, in order.
-    pub routes: Vec<(&'a str, &'a [String])>,
+    /// Each alias and its route (targets in order, a split).
+    pub routes: Vec<(&'a str, &'a crate::config::RouteConfig)>,
     pub model_names: &'a [ModelName],
     /// Each provider: its name, whether it is enabled, whether it is local.
     pub providers: Vec<(&'a str, bool, bool)>,
@@ -249,8 +249,49 @@ pub struct Parts<'a> {
     pub retry: &'a RetryConfig,
 }
 
+/// A route's experiment: its name and arms (none of weight 0), as targets and as names.
+struct Split {
+    experiment: String,
+    arms: Vec<TargetRef>,
+    named: Vec<(String, u64)>,
+}
+
+/// Which arm of an experiment (its name, its arms' names and weights) a request's user is given,
+/// as an index into the arms ([`crate::experiments::Experiments::pick`]).
+pub type Chooser<'a> = &'a (dyn Fn(&str, &[(String, u64)]) -> usize + Sync);
+
+/// The arm of an experiment a request was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub experiment: String,
+    pub arm: String,
+}
+
+/// The arm of `experiment` that `user` is given, from arms and their weights (none 0): the same
+/// arm for the same two names, spread over users by weight (the first eight bytes of a SHA-256 of
+/// both pick a point on the weights' line).
+pub fn pick_arm<'a, T>(experiment: &str, user: &str, arms: &'a [(T, u64)]) -> Option<&'a T> {
+    use sha2::Digest;
+    let total: u64 = arms.iter().map(|(_, w)| w).sum();
+    if total == 0 {
+        return None;
+    }
+    let digest = sha2::Sha256::new().chain_update(experiment).chain_update([0u8]).chain_update(user).finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    let mut point = u64::from_be_bytes(first) % total;
+    arms.iter().find_map(|(arm, w)| {
+        if point < *w {
+            return Some(arm);
+        }
+        point -= w;
+        None
+    })
+}
+
 pub struct Router {
     routes: HashMap<String, Vec<TargetRef>>,
+    splits: HashMap<String, Split>,
     /// Model names as tools send them: a glob, and the provider or route that serves them.
     names: Vec<(globset::GlobMatcher, ModelName)>,
     providers: HashMap<String, (bool /* enabled */, bool /* local */)>,
@@ -279,12 +320,25 @@ impl Router {
             let (p, m) = t.split_once('/').expect("validated as provider/model");
             TargetRef { provider: p.to_string(), model: m.to_string() }
         };
+        let splits = parts
+            .routes
+            .iter()
+            .filter(|(_, r)| r.split.values().any(|w| *w > 0))
+            .map(|(alias, r)| {
+                let named: Vec<(String, u64)> =
+                    r.split.iter().filter(|(_, w)| **w > 0).map(|(t, w)| (t.clone(), u64::from(*w))).collect();
+                let arms = named.iter().map(|(t, _)| parse(t)).collect();
+                let experiment = r.experiment.clone().unwrap_or_else(|| alias.to_string());
+                (alias.to_string(), Split { experiment, arms, named })
+            })
+            .collect();
         Self {
             routes: parts
                 .routes
                 .into_iter()
-                .map(|(alias, targets)| (alias.to_string(), targets.iter().map(parse).collect()))
+                .map(|(alias, r)| (alias.to_string(), r.targets.iter().map(parse).collect()))
                 .collect(),
+            splits,
             names: parts
                 .model_names
                 .iter()
@@ -316,24 +370,47 @@ impl Router {
         }
     }
 
-    /// The ordered targets for what the caller named.
+    /// The ordered targets for what the caller named (every arm of a split, then its targets).
     pub fn resolve(&self, model: &str) -> Result<Vec<TargetRef>, RouteError> {
+        self.resolve_for(model, None).map(|(targets, _)| targets)
+    }
+
+    /// The ordered targets for what a user named: a split route's arm for the user (`choose`
+    /// picks it) first, then the route's targets; and the arm given.
+    pub fn resolve_for(
+        &self,
+        model: &str,
+        choose: Option<Chooser<'_>>,
+    ) -> Result<(Vec<TargetRef>, Option<Assignment>), RouteError> {
         if let Some(targets) = self.routes.get(model) {
+            let (ordered, assignment) = match (self.splits.get(model), choose) {
+                (Some(split), Some(choose)) => {
+                    let arm = &split.arms[choose(&split.experiment, &split.named).min(split.arms.len() - 1)];
+                    let rest = targets.iter().filter(|t| *t != arm);
+                    let assignment = Assignment { experiment: split.experiment.clone(), arm: arm.to_string() };
+                    (std::iter::once(arm).chain(rest).collect(), Some(assignment))
+                }
+                (Some(split), None) => {
+                    let rest = targets.iter().filter(|t| !split.arms.contains(t));
+                    (split.arms.iter().chain(rest).collect(), None)
+                }
+                (None, _) => (targets.iter().collect::<Vec<_>>(), None),
+            };
             let enabled: Vec<&TargetRef> =
-                targets.iter().filter(|t| self.providers.get(&t.provider).is_some_and(|p| p.0)).collect();
+                ordered.into_iter().filter(|t| self.providers.get(&t.provider).is_some_and(|p| p.0)).collect();
             let allowed: Vec<TargetRef> =
                 enabled.iter().filter(|t| self.allowed(&t.to_string()).is_ok()).map(|t| (*t).clone()).collect();
             if let (true, Some(first)) = (allowed.is_empty(), enabled.first()) {
                 // Every target is outside an allowed list: say which list.
                 self.allowed(&first.to_string())?;
             }
-            return Ok(allowed);
+            return Ok((allowed, assignment));
         }
         if let Some((provider, m)) = model.split_once('/') {
             match self.providers.get(provider) {
                 Some((true, _)) if !m.is_empty() => {
                     self.allowed(model)?;
-                    return Ok(vec![TargetRef { provider: provider.into(), model: m.into() }]);
+                    return Ok((vec![TargetRef { provider: provider.into(), model: m.into() }], None));
                 }
                 Some((false, _)) => return Err(RouteError::Disabled(provider.into())),
                 _ => {}
@@ -345,11 +422,11 @@ impl Router {
                     Some((true, _)) => {
                         let target = TargetRef { provider: provider.clone(), model: model.into() };
                         self.allowed(&target.to_string())?;
-                        return Ok(vec![target]);
+                        return Ok((vec![target], None));
                     }
                     _ => return Err(RouteError::Disabled(provider.clone())),
                 },
-                (None, Some(route)) if route != model => return self.resolve(route),
+                (None, Some(route)) if route != model => return self.resolve_for(route, choose),
                 _ => {}
             }
         }
@@ -544,6 +621,53 @@ mod tests {
         assert!(local_only(Some("app\\secrets\\db.env"), None));
         assert!(local_only(Some("secrets/db.env"), None));
         assert!(local_only(None, Some("ACME/Confidential-Payroll")));
+    }
+
+    #[test]
+    fn a_users_arm_is_drawn_by_weight_and_the_same_every_time() {
+        let arms = [("a", 70u64), ("b", 30)];
+        let mut a = 0;
+        for u in 0..10_000 {
+            let user = format!("user{u}");
+            let first = pick_arm("exp", &user, &arms).unwrap();
+            assert_eq!(pick_arm("exp", &user, &arms).unwrap(), first);
+            a += u32::from(*first == "a");
+        }
+        // 7,000 expected, standard deviation 46.
+        assert!((6_800..=7_200).contains(&a), "{a}");
+        // Another experiment draws anew: about half the users change arms on a 50/50 split.
+        let even = [("a", 1u64), ("b", 1)];
+        let moved =
+            (0..1000).filter(|u| pick_arm("e1", &u.to_string(), &even) != pick_arm("e2", &u.to_string(), &even));
+        assert!((400..=600).contains(&moved.count()));
+        assert_eq!(pick_arm("exp", "u", &[("a", 0u64)]), None);
+    }
+
+    #[test]
+    fn a_split_route_serves_the_users_arm_then_its_fallback_targets() {
+        let mut config = Loaded::load(None, false, &Overrides::default()).unwrap().config;
+        let route: crate::config::RouteConfig = toml::from_str(
+            "targets = [\"openai/gpt-5\"]\nsplit = { \"anthropic/claude-sonnet-4-5\" = 1, \"openai/gpt-5\" = 1 }",
+        )
+        .unwrap();
+        config.routes.insert("ab".into(), route);
+        let r = Router::new(config.router_parts());
+        let pick = |i: usize| {
+            move |experiment: &str, arms: &[(String, u64)]| {
+                assert_eq!(experiment, "ab", "the experiment is named after the route");
+                assert_eq!(arms, [("anthropic/claude-sonnet-4-5".to_string(), 1), ("openai/gpt-5".to_string(), 1)]);
+                i
+            }
+        };
+        let names = |t: Vec<TargetRef>| t.iter().map(ToString::to_string).collect::<Vec<_>>();
+        let (targets, arm) = r.resolve_for("ab", Some(&pick(0))).unwrap();
+        assert_eq!(names(targets), ["anthropic/claude-sonnet-4-5", "openai/gpt-5"]);
+        assert_eq!(arm, Some(Assignment { experiment: "ab".into(), arm: "anthropic/claude-sonnet-4-5".into() }));
+        // The arm is not tried twice.
+        let (targets, _) = r.resolve_for("ab", Some(&pick(1))).unwrap();
+        assert_eq!(names(targets), ["openai/gpt-5"]);
+        // Without a user (is the route servable at all?), every arm, then the targets.
+        assert_eq!(names(r.resolve("ab").unwrap()), ["anthropic/claude-sonnet-4-5", "openai/gpt-5"]);
     }
 
     #[test]

@@ -274,9 +274,21 @@ CREATE TABLE IF NOT EXISTS ledger (
     outcome       TEXT NOT NULL,
     note          TEXT,
     cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    caller        TEXT                -- the named token (or default, local) that made the call
+    caller        TEXT,               -- the named token (or default, local) that made the call
+    experiment    TEXT,               -- the experiments the request took part in, ' + '-joined
+    arm           TEXT,               -- the arm of each, in the same order
+    redacted      TEXT                -- what was masked, by kind: 'kind=count,...'
 );
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
+
+-- The arm each user was given in each experiment (the user by a SHA-256, never the name).
+CREATE TABLE IF NOT EXISTS experiment_arms (
+    experiment TEXT NOT NULL,
+    user_hash  BLOB NOT NULL,
+    arm        TEXT NOT NULL,
+    ts_ms      INTEGER NOT NULL,
+    PRIMARY KEY (experiment, user_hash)
+);
 
 -- The team server's side: this daemon's id and the usage cursor (the last ledger id sent).
 CREATE TABLE IF NOT EXISTS team_state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -332,6 +344,11 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if !has("ledger", "caller")? {
         conn.execute_batch("ALTER TABLE ledger ADD COLUMN caller TEXT")?;
+    }
+    for column in ["experiment", "arm", "redacted"] {
+        if !has("ledger", column)? {
+            conn.execute_batch(&format!("ALTER TABLE ledger ADD COLUMN {column} TEXT"))?;
+        }
     }
     Ok(())
 }

@@ -45,10 +45,11 @@ impl PromptRunner for Gateway {
 /// Runs prompt `name` through the pipeline. `ctx.task` should be the prompt's name.
 pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContext) -> Result<PromptAnswer, TaskError> {
     let rt = &ctx.runtime;
-    let prompt = rt.prompts.get(name).ok_or_else(|| TaskError::Unknown {
+    let (prompt, arm) = rt.prompts.pick(name, &gw.chooser(rt, ctx)).ok_or_else(|| TaskError::Unknown {
         name: name.into(),
         known: rt.prompts.all().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "),
     })?;
+    let ctx = &RequestContext { prompt_arm: arm, ..ctx.clone() };
     let (system, user) = prompt.render(&call.variables).map_err(TaskError::Variables)?;
     let mut messages = Vec::new();
     if let Some(system) = system {

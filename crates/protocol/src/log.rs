@@ -31,6 +31,16 @@ pub struct Row {
     pub redactions: u32,
     pub outcome: Outcome,
     pub note: Option<String>,
+    /// The experiments the request took part in (a route's split, a prompt's versions), joined
+    /// with ` + ` when more than one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<String>,
+    /// The arm of each experiment the request was given, in the same order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
+    /// What was masked, by kind (`kind=count,...`): counts only, never a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redacted: Option<String>,
 }
 
 /// How a call ended, as the ledger, `/metrics` and reports name it.

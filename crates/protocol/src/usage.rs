@@ -10,6 +10,8 @@ pub enum GroupBy {
     Task,
     Provider,
     Caller,
+    /// The experiment and the arm (`experiment: arm`); requests in no experiment are `-`.
+    Arm,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -24,6 +26,12 @@ pub struct UsageLine {
     pub unknown_cost_requests: u64,
     pub cache_hits: u64,
     pub errors: u64,
+    /// Latency of the answered requests (`ok`), from arrival to the answer's end; given when
+    /// grouping by arm, where it is compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms_p50: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms_p95: Option<f64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -433,6 +433,8 @@ pub fn context(
     ctx.path = text("x-tollgate-path");
     ctx.project = text("x-tollgate-project");
     ctx.sensitivity = text("x-tollgate-sensitivity").map(|s| s.to_ascii_lowercase());
+    // Only hashed, to draw an experiment's arm; a name longer than any login is cut.
+    ctx.user = text("x-tollgate-user").map(|u| u.chars().take(256).collect());
     if let Some(task) = text("x-tollgate-task") {
         ctx.task = task.to_ascii_lowercase();
     }

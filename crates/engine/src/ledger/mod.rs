@@ -27,19 +27,20 @@ pub use tollgate_protocol::{Call, GroupBy, Outcome, Row, UsageLine, UsageReport}
 
 const COLUMNS: &str = "request_id, ts_ms, identity, project, task, entry, provider, model, input_tokens, output_tokens, \
                        cached_tokens, cost_micros, latency_ms, added_ms, cache_hit, redactions, outcome, note, \
-                       cache_write_tokens, caller";
+                       cache_write_tokens, caller, experiment, arm, redacted";
 
 /// Writes a row, or the settled figures of a row written before. A pending row (an estimate)
 /// never replaces a settled one: a pending row retried after a failed commit may land after the
 /// row that settled it.
 pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
-        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
+        "INSERT INTO ledger ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23) \
          ON CONFLICT (request_id) DO UPDATE SET provider = excluded.provider, model = excluded.model, \
          input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, cached_tokens = excluded.cached_tokens, \
          cache_write_tokens = excluded.cache_write_tokens, \
          cost_micros = excluded.cost_micros, latency_ms = excluded.latency_ms, added_ms = excluded.added_ms, \
-         cache_hit = excluded.cache_hit, redactions = excluded.redactions, outcome = excluded.outcome, note = excluded.note \
+         cache_hit = excluded.cache_hit, redactions = excluded.redactions, outcome = excluded.outcome, note = excluded.note, \
+         experiment = excluded.experiment, arm = excluded.arm, redacted = excluded.redacted \
          WHERE excluded.outcome != 'pending' OR ledger.outcome = 'pending'"
     ))?
     .execute(params![
@@ -63,6 +64,9 @@ pub fn insert(c: &Connection, r: &Row) -> rusqlite::Result<()> {
         r.note,
         r.cache_write_tokens as i64,
         r.caller,
+        r.experiment,
+        r.arm,
+        r.redacted,
     ])?;
     Ok(())
 }
@@ -120,6 +124,7 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
         GroupBy::Task => "task",
         GroupBy::Provider => "COALESCE(provider, '-')",
         GroupBy::Caller => "COALESCE(NULLIF(caller, ''), '-')",
+        GroupBy::Arm => ARM_KEY,
     };
     let sql = format!(
         "SELECT {key}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), COALESCE(SUM(cost_micros), 0), \
@@ -142,11 +147,22 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
                 unknown_cost_requests: r.get::<_, i64>(6)? as u64,
                 cache_hits: r.get::<_, i64>(7)? as u64,
                 errors: r.get::<_, i64>(8)? as u64,
+                latency_ms_p50: None,
+                latency_ms_p95: None,
             },
             cost,
         ))
     };
-    let rows: Vec<(UsageLine, Micros)> = stmt.query_map([since], line)?.collect::<Result<_, _>>()?;
+    let mut rows: Vec<(UsageLine, Micros)> = stmt.query_map([since], line)?.collect::<Result<_, _>>()?;
+    if by == GroupBy::Arm {
+        let mut latencies = latencies_by(c, since, ARM_KEY)?;
+        for (line, _) in &mut rows {
+            if let Some(l) = latencies.remove(&line.key) {
+                line.latency_ms_p50 = Some(percentile(&l, 0.50));
+                line.latency_ms_p95 = Some(percentile(&l, 0.95));
+            }
+        }
+    }
     let mut total = UsageLine {
         key: "total".into(),
         requests: 0,
@@ -157,6 +173,8 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
         unknown_cost_requests: 0,
         cache_hits: 0,
         errors: 0,
+        latency_ms_p50: None,
+        latency_ms_p95: None,
     };
     let mut cost = 0;
     for (l, c) in &rows {
@@ -171,6 +189,32 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
     }
     total.cost_usd = prices::format_usd(cost);
     Ok(UsageReport { since: utc::iso(since), group_by: by, lines: rows.into_iter().map(|(l, _)| l).collect(), total })
+}
+
+/// A request's experiments and arms, as `--by arm` names them.
+const ARM_KEY: &str = "COALESCE(experiment || ': ' || arm, '-')";
+
+/// The latencies of answered requests since `since`, sorted, by `key`.
+fn latencies_by(c: &Connection, since: i64, key: &str) -> rusqlite::Result<HashMap<String, Vec<f64>>> {
+    let mut stmt = c.prepare(&format!(
+        "SELECT {key}, latency_ms FROM ledger WHERE ts_ms >= ?1 AND outcome = '{ok}' ORDER BY 1, 2",
+        ok = Outcome::Ok.as_str()
+    ))?;
+    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
+    for r in stmt.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))? {
+        let (k, l) = r?;
+        out.entry(k).or_default().push(l);
+    }
+    Ok(out)
+}
+
+/// The `q` quantile of sorted values (nearest rank); 0 for none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -195,6 +239,9 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         note: r.get(17)?,
         cache_write_tokens: r.get::<_, i64>(18)? as u64,
         caller: r.get::<_, Option<String>>(19)?.unwrap_or_default(),
+        experiment: r.get(20)?,
+        arm: r.get(21)?,
+        redacted: r.get(22)?,
     })
 }
 
@@ -203,7 +250,7 @@ fn row_from(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 pub fn rows_between(c: &Connection, after: i64, before: i64, limit: usize) -> rusqlite::Result<Vec<(i64, Row)>> {
     let mut stmt =
         c.prepare_cached(&format!("SELECT {COLUMNS}, id FROM ledger WHERE id > ?1 AND id < ?2 ORDER BY id LIMIT ?3"))?;
-    stmt.query_map(params![after, before, limit as i64], |r| Ok((r.get(20)?, row_from(r)?)))?.collect()
+    stmt.query_map(params![after, before, limit as i64], |r| Ok((r.get(23)?, row_from(r)?)))?.collect()
 }
 
 /// The most recent calls, newest first.

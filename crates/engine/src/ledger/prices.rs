@@ -251,7 +251,7 @@ mod tests {
         let config = crate::config::Loaded::load(None, false, &Default::default()).unwrap().config;
         let p = Prices::new(&BTreeMap::new());
         for (name, route) in &config.routes {
-            for target in &route.targets {
+            for target in route.targets() {
                 let (provider, model) = target.split_once('/').unwrap();
                 if !config.providers[provider].is_local() {
                     assert!(p.lookup(provider, model).is_some(), "route {name}: {target} has no price");

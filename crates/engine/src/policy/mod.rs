@@ -206,6 +206,7 @@ impl Policy {
                 Some((name.to_string(), t.clone(), origin.clone()))
             })
             .collect();
+        let before = problems.len();
         for (name, text, _) in &prompts {
             if let Err(e) = crate::prompts::Prompt::parse(name, text, &origin) {
                 problems.push(Problem {
@@ -215,6 +216,12 @@ impl Policy {
                     message: e.message,
                 });
             }
+        }
+        // What no file shows alone (a split naming a version no file keeps).
+        if problems.len() == before
+            && let Err((name, e)) = crate::prompts::Prompts::new(&prompts)
+        {
+            problems.push(Problem { file: format!("prompts/{name}.md"), line: e.line, column: 1, message: e.message });
         }
         if let Some(file) = &file {
             for (path, message) in check(file) {
