@@ -16,8 +16,9 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 # systemd: systemd-analyze checks the service unit. postgresql: the team server's database, started
 # by the team tests in a temporary directory (as the postgres user when the tests run as root);
 # openssl: a test CA for the team server's TLS. prometheus: scrapes a daemon to check every query
-# of the Grafana dashboard in packaging/grafana/.
-APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd postgresql openssl prometheus)
+# of the Grafana dashboard in packaging/grafana/. chromium: the browser the dashboard's tests drive
+# (headless, through Playwright, which downloads no browser of its own).
+APT_PKGS=(gnome-keyring dbus-x11 libsecret-tools keyutils systemd postgresql openssl prometheus chromium)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -36,7 +37,7 @@ fi
 
 # --- Python venv with the real SDK clients ---------------------------------------------------
 # opentelemetry-proto: the official OTLP messages, to decode what the daemon exports.
-PY_PKGS=("openai==3.51.0" "anthropic==2.10.0" "pytest==9.2.0" "httpx" "opentelemetry-proto==1.45.2")
+PY_PKGS=("openai==3.51.0" "anthropic==2.10.0" "pytest==9.2.0" "httpx" "opentelemetry-proto==1.45.2" "playwright==1.65.2")
 if [ ! -x "$VENV/bin/python" ]; then
   log "creating venv at $VENV"
   python3 -m venv "$VENV"

@@ -107,6 +107,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Open the dashboard in the browser: spend, tokens, cache, redactions, latency, budgets,
+    /// policy, experiments and recent calls, through a one-time login link.
+    Dashboard {
+        /// Print the link instead of opening a browser (scripts, SSH sessions)
+        #[arg(long)]
+        print_url: bool,
+        /// Seconds the link may wait to be opened (at most 600)
+        #[arg(long, default_value_t = 60)]
+        valid_for: u64,
+    },
     /// Each budget: spent, limit, what is left and when it resets.
     Budget {
         #[arg(long)]
@@ -461,6 +471,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = loaded()?;
             crate::reports::usage(&paths, &loaded, since.as_deref(), by.name(), json)
         }
+        Command::Dashboard { print_url, valid_for } => crate::reports::dashboard(&paths, print_url, valid_for),
         Command::Budget { json } => {
             let loaded = loaded()?;
             crate::reports::budget(&paths, &loaded, json)

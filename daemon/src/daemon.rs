@@ -164,8 +164,6 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
     tokio::spawn(crate::team::run(Arc::clone(&gateway)));
     let callers = Arc::new(crate::callers::Callers::default());
     callers.refresh(&store).await;
-    let state = Arc::new(AppState { gateway, reloader, token, callers, started, projects: Default::default() });
-    let app = api::router(state);
 
     let addr = std::net::SocketAddr::new(config.server.host, config.server.port);
     let tcp = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -175,6 +173,10 @@ pub async fn run(loaded: Loaded, paths: Paths, origin: ConfigOrigin) -> anyhow::
         )
     })?;
     let local_addr = tcp.local_addr()?;
+    let dashboard = api::dashboard::Sessions::new(local_addr);
+    let projects = Default::default();
+    let state = Arc::new(AppState { gateway, reloader, token, callers, started, projects, dashboard });
+    let app = api::router(state);
     let local = crate::ipc::bind(&paths.socket)
         .with_context(|| format!("cannot create the socket {}", paths.socket.display()))?;
     paths::write_private_file(&paths.port_file(), local_addr.port().to_string().as_bytes())?;

@@ -293,3 +293,36 @@ fn print_calls(calls: &[ledger::Row]) {
         );
     }
 }
+
+/// `tollgate dashboard`: a one-time login link from the daemon, opened in the browser or printed.
+pub fn dashboard(paths: &Paths, print_url: bool, valid_for: u64) -> anyhow::Result<ExitCode> {
+    let Some(link) = from_daemon(paths, |d| async move { d.dashboard_link(valid_for).await })? else {
+        anyhow::bail!("the dashboard is served by the daemon: start it (`tollgate daemon`), then run this again");
+    };
+    if !print_url {
+        match open_browser(&link.url) {
+            Ok(()) => {
+                eprintln!("opened the dashboard in the browser (the link works once, until {})", link.expires_at);
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e) => eprintln!("could not open a browser ({e}); open this link (once, until {}):", link.expires_at),
+        }
+    }
+    println!("{}", link.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `url` with the desktop's handler: no shell in between, the URL one argument.
+fn open_browser(url: &str) -> std::io::Result<()> {
+    let mut cmd = if cfg!(target_os = "macos") {
+        std::process::Command::new("open")
+    } else if cfg!(windows) {
+        let mut c = std::process::Command::new("rundll32");
+        c.arg("url.dll,FileProtocolHandler");
+        c
+    } else {
+        std::process::Command::new("xdg-open")
+    };
+    let status = cmd.arg(url).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).status()?;
+    if status.success() { Ok(()) } else { Err(std::io::Error::other(format!("the opener exited with {status}"))) }
+}

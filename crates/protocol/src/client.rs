@@ -149,6 +149,11 @@ impl DaemonClient {
         self.get("/v1/budget").await
     }
 
+    /// A one-time login link to the dashboard, good for `valid_for_s` seconds.
+    pub async fn dashboard_link(&self, valid_for_s: u64) -> Result<crate::DashboardLink, ClientError> {
+        self.post(&format!("/v1/dashboard/link?valid_for_s={valid_for_s}"), &serde_json::json!({})).await
+    }
+
     /// Usage since `since` (`today`, `week`, `month`, a date, or an age such as `7d`).
     pub async fn usage(&self, since: &str, by: GroupBy) -> Result<UsageReport, ClientError> {
         let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();

@@ -101,3 +101,10 @@ pub struct DaemonStatus {
     pub providers: Vec<ProviderStatus>,
     pub health: Vec<TargetHealth>,
 }
+
+/// `POST /v1/dashboard/link`: a one-time login link to the dashboard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DashboardLink {
+    pub url: String,
+    pub expires_at: String,
+}

@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod auth;
 pub mod completions;
+pub mod dashboard;
 pub mod embeddings;
 pub mod native;
 pub mod openai;
@@ -45,12 +46,16 @@ pub struct AppState {
     pub started: std::time::Instant,
     /// Projects of the repositories callers name (`x-tollgate-repo`).
     pub projects: crate::identity::Projects,
+    /// The dashboard's login links and sessions.
+    pub dashboard: dashboard::Sessions,
 }
 
 pub type State = Arc<AppState>;
 
 pub fn router(state: State) -> Router {
-    Router::new()
+    let dashboard =
+        dashboard::router().layer(axum::middleware::from_fn_with_state(Arc::clone(&state), dashboard::guard));
+    let api = Router::new()
         .route("/healthz", get(native::healthz))
         .route("/v1/status", get(native::status))
         .route("/v1/models", get(native::models))
@@ -78,9 +83,10 @@ pub fn router(state: State) -> Router {
         .route("/v1/admin/credentials/reload", post(native::reload_credentials))
         .route("/v1/admin/tokens", get(native::list_tokens).post(native::create_token))
         .route("/v1/admin/tokens/{name}", axum::routing::delete(native::revoke_token))
+        .route("/v1/dashboard/link", post(dashboard::link))
         .fallback(native::not_found)
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::guard))
-        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), auth::guard));
+    dashboard.merge(api).with_state(state)
 }
 
 /// The error shapes callers understand.

@@ -11,6 +11,7 @@
 pub mod budgets;
 mod journal;
 pub mod prices;
+pub mod views;
 
 pub use journal::{Ledger, OpenError, Pending, Written};
 
@@ -118,14 +119,7 @@ pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -
 
 /// Usage since `since`, grouped.
 pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageReport> {
-    let key = match by {
-        GroupBy::Model => "COALESCE(provider || '/' || model, '-')",
-        GroupBy::Project => "COALESCE(project, '-')",
-        GroupBy::Task => "task",
-        GroupBy::Provider => "COALESCE(provider, '-')",
-        GroupBy::Caller => "COALESCE(NULLIF(caller, ''), '-')",
-        GroupBy::Arm => ARM_KEY,
-    };
+    let key = views::key_sql(by);
     let sql = format!(
         "SELECT {key}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), COALESCE(SUM(cost_micros), 0), \
          SUM(cost_micros IS NULL AND cache_hit = 0 AND outcome = '{ok}'), SUM(cache_hit), \
@@ -155,7 +149,7 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
     };
     let mut rows: Vec<(UsageLine, Micros)> = stmt.query_map([since], line)?.collect::<Result<_, _>>()?;
     if by == GroupBy::Arm {
-        let mut latencies = latencies_by(c, since, ARM_KEY)?;
+        let mut latencies = latencies_by(c, since, views::key_sql(GroupBy::Arm))?;
         for (line, _) in &mut rows {
             if let Some(l) = latencies.remove(&line.key) {
                 line.latency_ms_p50 = Some(percentile(&l, 0.50));
@@ -190,9 +184,6 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
     total.cost_usd = prices::format_usd(cost);
     Ok(UsageReport { since: utc::iso(since), group_by: by, lines: rows.into_iter().map(|(l, _)| l).collect(), total })
 }
-
-/// A request's experiments and arms, as `--by arm` names them.
-const ARM_KEY: &str = "COALESCE(experiment || ': ' || arm, '-')";
 
 /// The latencies of answered requests since `since`, sorted, by `key`.
 fn latencies_by(c: &Connection, since: i64, key: &str) -> rusqlite::Result<HashMap<String, Vec<f64>>> {
