@@ -43,7 +43,7 @@ fn usage_report(paths: &Paths, since: &str, by: &str) -> anyhow::Result<UsageRep
         return Ok(report);
     }
     let from = utc::since(Some(since), utc::now_ms()).map_err(anyhow::Error::msg)?;
-    query(paths, move |c| ledger::usage(c, from, by))
+    query(paths, move |c| ledger::usage(c, from, i64::MAX, by))
 }
 
 pub fn usage(paths: &Paths, _loaded: &Loaded, since: Option<&str>, by: &str, json: bool) -> anyhow::Result<ExitCode> {

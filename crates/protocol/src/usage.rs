@@ -26,7 +26,7 @@ pub struct UsageLine {
     pub unknown_cost_requests: u64,
     pub cache_hits: u64,
     pub errors: u64,
-    /// Latency of the answered requests (`ok`), from arrival to the answer's end; given when
+    /// Latency of the calls providers answered (cache hits apart), arrival to the answer's end; given when
     /// grouping by arm, where it is compared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms_p50: Option<f64>,

@@ -322,12 +322,12 @@ async fn collect(state: &super::State, q: &DataQuery) -> Result<Dashboard, Strin
         .gateway
         .store
         .run(move |c| -> rusqlite::Result<_> {
-            let usage = crate::ledger::usage(c, since, by)?;
+            let usage = crate::ledger::usage(c, since, until, by)?;
             let (spend, tokens) = views::spend_series(c, since, until, bucket, by)?;
             let redactions = views::redaction_series(c, since, until, bucket)?;
             let latency = views::target_latency(c, since, until)?;
             let cache = views::cache_summary(c, &priced.prices, since, until)?;
-            let arms = crate::ledger::usage(c, since, GroupBy::Arm)?;
+            let arms = crate::ledger::usage(c, since, until, GroupBy::Arm)?;
             let calls = crate::ledger::recent(c, RECENT_CALLS)?;
             Ok((usage, spend, tokens, redactions, latency, cache, arms, calls))
         })

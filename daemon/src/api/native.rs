@@ -255,7 +255,7 @@ pub async fn usage(State(state): State<super::State>, Query(q): Query<UsageQuery
         Err(e) => return ApiError::new(StatusCode::BAD_REQUEST, Format::Openai, e).into_response(),
     };
     let by = q.by.unwrap_or(crate::ledger::GroupBy::Model);
-    match state.gateway.store.run(move |c| crate::ledger::usage(c, since, by)).await {
+    match state.gateway.store.run(move |c| crate::ledger::usage(c, since, i64::MAX, by)).await {
         Ok(Ok(report)) => axum::Json(report).into_response(),
         Ok(Err(e)) => internal(e),
         Err(e) => internal(e),

@@ -39,6 +39,11 @@
 //! provider, a daily budget) and prints the time to the first `/healthz` answer and to the first
 //! proxied answer, and the resident memory at idle before and after that first request.
 //!
+//! `--scenario dashboard` writes a ledger of one million rows (a year of a busy user: six models,
+//! five tasks, four tools, masked values, an experiment, failures and cache hits), starts the daemon
+//! on it, logs in as `tollgate dashboard` does, and times `/dashboard/api/data` (every query a page
+//! draws from) for each period and grouping; it prints p50 / p99 and the database's size.
+//!
 //! Run: `cargo build --release -p tollgate -p tollgate-tests && target/release/tollgate-bench`
 
 use std::sync::Arc;
@@ -61,7 +66,8 @@ struct Args {
     /// team, start, or upstream
     #[arg(long, default_value = "overhead")]
     scenario: String,
-    /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src]
+    /// scan: the directory to scan [default: the crate sources under ~/.cargo/registry/src];
+    /// dashboard: the home to write the database in and keep
     #[arg(long)]
     path: Option<std::path::PathBuf>,
     /// team: the model's price, USD per million input and output tokens (the fake's answers are
@@ -91,6 +97,135 @@ fn spawn_daemon(home: &std::path::Path, port: u16) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap()
+}
+
+/// The dashboard's queries on a ledger of one million rows.
+async fn dashboard(keep: Option<std::path::PathBuf>) {
+    const ROWS: i64 = 1_000_000;
+    const YEAR_MS: i64 = 365 * 86_400_000;
+    let tmp = tempfile::tempdir().unwrap();
+    let home = keep.unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&home).unwrap();
+    let path = home.join("tollgate.db");
+    let _ = std::fs::remove_file(&path);
+    drop(tollgate::store::Store::open(&path).unwrap());
+    // The year ends where this month does: each period's query reads a whole period's rows (the
+    // month's ~82,000), as on the last day of a month; rows ahead of now are counted like the rest.
+    let end = tollgate::utc::Period::Month.next(tollgate::utc::now_ms());
+    let started = Instant::now();
+    {
+        let mut c = rusqlite::Connection::open(&path).unwrap();
+        let tx = c.transaction().unwrap();
+        let models = [
+            ("anthropic", "claude-sonnet-4-5"),
+            ("anthropic", "claude-haiku-4-5"),
+            ("openai", "gpt-5"),
+            ("openai", "gpt-4.1-mini"),
+            ("gemini", "gemini-2.5-flash"),
+            ("ollama", "qwen2.5-coder"),
+        ];
+        for i in 0..ROWS {
+            let (provider, model) = models[(i % 6) as usize];
+            let hit = i % 20 == 0;
+            let failed = i % 50 == 7;
+            let row = tollgate::ledger::Row {
+                request_id: format!("req_{i:024x}"),
+                ts_ms: end - 1 - i * (YEAR_MS / ROWS),
+                identity: "developer".into(),
+                project: Some(format!("acme/service-{}", i % 12)),
+                task: ["completion", "chat", "review", "explain", "api"][(i % 5) as usize].into(),
+                entry: "openai".into(),
+                caller: ["claude-code", "codex", "aider", "default"][(i % 4) as usize].into(),
+                provider: Some(provider.into()),
+                model: Some(model.into()),
+                input_tokens: 1200 + (i as u64 % 3000),
+                output_tokens: 40 + (i as u64 % 500),
+                cached_tokens: i as u64 % 800,
+                cost_micros: Some(if hit { 0 } else { 5_000 + i % 20_000 }),
+                latency_ms: 350.0 + (i % 900) as f64,
+                added_ms: 0.08,
+                cache_hit: hit,
+                redactions: u32::from(i % 40 == 0) * 3,
+                redacted: (i % 40 == 0).then(|| "aws-access-key=1,email=2".to_string()),
+                experiment: (i % 10 == 0).then(|| "review-models".to_string()),
+                arm: (i % 10 == 0)
+                    .then(|| ["anthropic/claude-sonnet-4-5", "openai/gpt-5"][(i / 10 % 2) as usize].into()),
+                outcome: if failed { tollgate::ledger::Outcome::Failed } else { tollgate::ledger::Outcome::Ok },
+                ..Default::default()
+            };
+            tollgate::ledger::insert(&tx, &row).unwrap();
+        }
+        tx.commit().unwrap();
+        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;").unwrap();
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    println!(
+        "ledger: {ROWS} rows over 365 days written in {:.1} s; database {:.1} MiB ({} bytes per row)",
+        started.elapsed().as_secs_f64(),
+        size as f64 / 1048576.0,
+        size / ROWS as u64
+    );
+
+    let fake = FakeProvider::start().await;
+    let config = format!(
+        "[keychain]\nbackend = \"env\"\n[providers.oa]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nlocal = false\n\
+         [[budgets]]\nname = \"weekly\"\nscope = \"user\"\nperiod = \"week\"\nlimit_usd = \"500\"\naction = \"warn\"\n",
+        fake.url()
+    );
+    std::fs::write(home.join("config.toml"), config).unwrap();
+    let port = tollgate_tests::free_port();
+    let mut child = spawn_daemon(&home, port);
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status().is_success()) {
+        assert!(Instant::now() < deadline, "the daemon did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let token = std::fs::read_to_string(home.join("token")).unwrap();
+    let link: serde_json::Value = client
+        .post(format!("{base}/v1/dashboard/link"))
+        .bearer_auth(token.trim())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let login = client.get(link["url"].as_str().unwrap()).send().await.unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+
+    println!("GET /dashboard/api/data, 20 times per period and grouping (after one unmeasured):");
+    println!("{:<7} {:>10} {:>10} {:>12} {:>10}", "period", "p50 ms", "p99 ms", "rows read", "body kB");
+    let mut all = Vec::new();
+    for period in ["day", "week", "month"] {
+        let mut times = Vec::new();
+        let mut body_len = 0;
+        let mut rows = 0;
+        for by in ["model", "provider", "project", "task", "caller"] {
+            let url = format!("{base}/dashboard/api/data?period={period}&by={by}");
+            for i in 0..21 {
+                let t = Instant::now();
+                let r = client.get(&url).header("cookie", &cookie).send().await.unwrap();
+                assert!(r.status().is_success(), "{url}: {}", r.status());
+                let body = r.bytes().await.unwrap();
+                if i > 0 {
+                    times.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                body_len = body.len();
+                let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                rows = v["usage"]["total"]["requests"].as_u64().unwrap();
+            }
+        }
+        all.extend_from_slice(&times);
+        times.sort_by(f64::total_cmp);
+        let (p50, p99) = (pct(&times, 50.0), pct(&times, 99.0));
+        println!("{period:<7} {p50:>10.1} {p99:>10.1} {rows:>12} {:>10.1}", body_len as f64 / 1024.0);
+    }
+    all.sort_by(f64::total_cmp);
+    println!("all     {:>10.1} {:>10.1}", pct(&all, 50.0), pct(&all, 99.0));
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Cold start: `tollgate daemon` to its first `/healthz` answer and its first proxied answer.
@@ -928,6 +1063,7 @@ async fn main() {
         "first-event" => return first_event(args.seconds).await,
         "team" => return team(&args.rates, args.seconds, args.price_per_million).await,
         "start" => return start().await,
+        "dashboard" => return dashboard(args.path).await,
         "upstream" => {
             let delay = Duration::from_millis(args.provider_delay_ms);
             return upstream(args.port, delay, Duration::from_millis(args.chunk_gap_ms)).await;

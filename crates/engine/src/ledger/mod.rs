@@ -117,15 +117,14 @@ pub async fn budget_spend(store: &Store, budgets: &budgets::Budgets, now: i64) -
         .unwrap_or_default()
 }
 
-/// Usage since `since`, grouped.
-pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageReport> {
-    let key = views::key_sql(by);
+/// Usage in `[since, until)`, grouped (`i64::MAX`: to now).
+pub fn usage(c: &Connection, since: i64, until: i64, by: GroupBy) -> rusqlite::Result<UsageReport> {
     let sql = format!(
-        "SELECT {key}, COUNT(*), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), COALESCE(SUM(cost_micros), 0), \
-         SUM(cost_micros IS NULL AND cache_hit = 0 AND outcome = '{ok}'), SUM(cache_hit), \
-         SUM(outcome NOT IN ('{ok}', '{pending}')) FROM ledger WHERE ts_ms >= ?1 GROUP BY 1 ORDER BY 6 DESC, 2 DESC",
-        ok = Outcome::Ok.as_str(),
-        pending = Outcome::Pending.as_str(),
+        "SELECT {key}, SUM(requests), SUM(input_tokens), SUM(output_tokens), SUM(cached_tokens), SUM(cost), \
+         SUM(unknown), SUM(cache_hit * requests), SUM(errors) FROM ({source}) \
+         GROUP BY 1 HAVING SUM(requests) > 0 ORDER BY 6 DESC, 2 DESC",
+        key = views::key_sql(by),
+        source = views::source(since, until, true),
     );
     let mut stmt = c.prepare(&sql)?;
     let line = |r: &rusqlite::Row<'_>| -> rusqlite::Result<(UsageLine, Micros)> {
@@ -147,9 +146,9 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
             cost,
         ))
     };
-    let mut rows: Vec<(UsageLine, Micros)> = stmt.query_map([since], line)?.collect::<Result<_, _>>()?;
+    let mut rows: Vec<(UsageLine, Micros)> = stmt.query_map([], line)?.collect::<Result<_, _>>()?;
     if by == GroupBy::Arm {
-        let mut latencies = latencies_by(c, since, views::key_sql(GroupBy::Arm))?;
+        let mut latencies = views::latencies_by(c, since, until, "experiment || ': ' || arm")?;
         for (line, _) in &mut rows {
             if let Some(l) = latencies.remove(&line.key) {
                 line.latency_ms_p50 = Some(percentile(&l, 0.50));
@@ -183,20 +182,6 @@ pub fn usage(c: &Connection, since: i64, by: GroupBy) -> rusqlite::Result<UsageR
     }
     total.cost_usd = prices::format_usd(cost);
     Ok(UsageReport { since: utc::iso(since), group_by: by, lines: rows.into_iter().map(|(l, _)| l).collect(), total })
-}
-
-/// The latencies of answered requests since `since`, sorted, by `key`.
-fn latencies_by(c: &Connection, since: i64, key: &str) -> rusqlite::Result<HashMap<String, Vec<f64>>> {
-    let mut stmt = c.prepare(&format!(
-        "SELECT {key}, latency_ms FROM ledger WHERE ts_ms >= ?1 AND outcome = '{ok}' ORDER BY 1, 2",
-        ok = Outcome::Ok.as_str()
-    ))?;
-    let mut out: HashMap<String, Vec<f64>> = HashMap::new();
-    for r in stmt.query_map([since], |r| Ok((r.get::<_, String>(0)?, r.get::<_, f64>(1)?)))? {
-        let (k, l) = r?;
-        out.entry(k).or_default().push(l);
-    }
-    Ok(out)
 }
 
 /// The `q` quantile of sorted values (nearest rank); 0 for none.
