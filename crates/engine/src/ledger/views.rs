@@ -305,8 +305,11 @@ mod tests {
     use super::*;
     use crate::ledger::{Row, insert};
 
+    /// A group's key and sums.
+    type Sums = (String, i64, i64, i64, i64, i64, i64, i64);
+
     /// Every grouping's sums over `[since, until)`, through the roll-up or from the rows alone.
-    fn sums(c: &Connection, since: i64, until: i64, rollup: bool) -> Vec<(String, i64, i64, i64, i64, i64, i64, i64)> {
+    fn sums(c: &Connection, since: i64, until: i64, rollup: bool) -> Vec<Sums> {
         let mut out = Vec::new();
         for by in [GroupBy::Model, GroupBy::Project, GroupBy::Task, GroupBy::Provider, GroupBy::Caller, GroupBy::Arm] {
             let sql = format!(
