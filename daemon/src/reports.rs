@@ -94,7 +94,10 @@ fn print_usage(report: &UsageReport) {
     // Arms are compared on how they did, too.
     let arms = report.group_by == GroupBy::Arm;
     let head = if arms {
-        format!(" {:>7} {:>11} {:>10} {:>10}", "errors", "cache hits", "p50 ms", "p95 ms")
+        format!(
+            " {:>7} {:>11} {:>10} {:>10} {:>15} {:>10}",
+            "errors", "cache hits", "p50 ms", "p95 ms", "findings/chunk", "dismissed"
+        )
     } else {
         String::new()
     };
@@ -105,7 +108,21 @@ fn print_usage(report: &UsageReport) {
     for l in report.lines.iter().chain(std::iter::once(&report.total)) {
         let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
         let tail = if arms {
-            format!(" {:>7} {:>11} {:>10} {:>10}", l.errors, l.cache_hits, ms(l.latency_ms_p50), ms(l.latency_ms_p95))
+            // Reviews: findings per chunk reviewed, and findings dismissed.
+            let (per_chunk, dismissed) = match &l.review {
+                Some(r) if r.chunks > 0 => {
+                    (format!("{:.2}", r.findings as f64 / r.chunks as f64), r.dismissed.to_string())
+                }
+                Some(r) => ("-".into(), r.dismissed.to_string()),
+                None => ("-".into(), "-".into()),
+            };
+            format!(
+                " {:>7} {:>11} {:>10} {:>10} {per_chunk:>15} {dismissed:>10}",
+                l.errors,
+                l.cache_hits,
+                ms(l.latency_ms_p50),
+                ms(l.latency_ms_p95)
+            )
         } else {
             String::new()
         };

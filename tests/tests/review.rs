@@ -162,7 +162,9 @@ async fn a_merge_request_review_writes_code_quality_and_keeps_one_discussion_per
 
     // A CI job: no daemon; the gateway runs in the review process on the CI variables.
     let home = tempfile::tempdir().unwrap();
-    std::fs::write(home.path().join("config.toml"), review_config(&fake, "")).unwrap();
+    // The review route is an experiment of one arm: its reviews are compared by `usage --by arm`.
+    let split = "split = { \"oa/gpt-a\" = 1 }\nexperiment = \"review-models\"\n";
+    std::fs::write(home.path().join("config.toml"), review_config(&fake, split)).unwrap();
     let api = format!("{}/api/v4", gitlab.url());
     let ci_env = |head: &str| -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = ENV_KEYS.iter().map(|(k, val)| (k.to_string(), val.to_string())).collect();
@@ -252,6 +254,35 @@ async fn a_merge_request_review_writes_code_quality_and_keeps_one_discussion_per
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0 created, 1 updated"), "{stderr}");
     assert_eq!(gitlab.state.discussions.lock().unwrap().len(), 2);
+
+    // Someone resolves the remaining discussion by hand, the code unchanged: the finding is
+    // dismissed. The next run leaves it resolved and counts it once; the run after does not again.
+    gitlab.state.discussions.lock().unwrap()[1].notes[0].resolved = true;
+    let same = findings(json!([
+        {"line": 4, "severity": "high", "category": "bug", "message": "items[i] is out of bounds on the last pass", "suggestion": "        sum += items[i];"},
+    ]));
+    for dismissed in ["1 dismissed", "0 dismissed"] {
+        fake.script([same.clone()]);
+        let out = run(&head3);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("0 reopened") && stderr.contains(dismissed), "{stderr}");
+        let discussions = gitlab.state.discussions.lock().unwrap().clone();
+        assert!(discussions[1].notes[0].resolved, "a dismissed finding stays resolved");
+    }
+
+    // The arm's reviews, compared by `usage --by arm`: five runs of one chunk, six findings kept,
+    // one dismissed.
+    let out = Command::new(tollgate_tests::tollgate_bin())
+        .env_remove("TOLLGATE_CONFIG")
+        .envs(ci_env(&head3))
+        .args(["usage", "--since", "1h", "--by", "arm", "--json"])
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let line = report["lines"].as_array().unwrap().iter().find(|l| l["key"] == "review-models: oa/gpt-a");
+    let review = &line.unwrap_or_else(|| panic!("{report:#}"))["review"];
+    assert_eq!((review["chunks"].as_u64(), review["findings"].as_u64()), (Some(5), Some(6)), "{report:#}");
+    assert_eq!(review["dismissed"], 1, "{report:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

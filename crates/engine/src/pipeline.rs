@@ -395,6 +395,8 @@ pub struct Served {
     pub redactions: u32,
     /// Extra response headers: budget warnings, a downgrade.
     pub notes: Vec<(&'static str, String)>,
+    /// The experiments' arms the request was given (`experiment: arm`, as the ledger groups them).
+    pub arm: Option<String>,
 }
 
 impl Served {
@@ -772,6 +774,7 @@ impl Gateway {
             cache_hit: true,
             redactions: masked.row.redactions,
             notes: std::mem::take(notes),
+            arm: masked.row.arm_key(),
         })
     }
 
@@ -862,7 +865,9 @@ impl Gateway {
                     ..self.settle(rt, ctx, &masked, row, reservation, &candidate)
                 };
                 let answer = Self::hand_over(answer, &target, rt, permit, settle).await;
+                let arm = masked.row.arm_key();
                 return Ok(Served {
+                    arm,
                     target,
                     answer: restore(answer, masked.vault),
                     provider_time,

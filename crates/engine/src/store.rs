@@ -281,6 +281,18 @@ CREATE TABLE IF NOT EXISTS ledger (
 );
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts_ms);
 
+-- How reviews went per experiment arm: chunks reviewed, findings kept, findings dismissed (a merge
+-- request discussion resolved by hand, the code unchanged).
+CREATE TABLE IF NOT EXISTS review_outcomes (
+    id        INTEGER PRIMARY KEY,
+    ts_ms     INTEGER NOT NULL,
+    arm       TEXT NOT NULL,
+    chunks    INTEGER NOT NULL,
+    findings  INTEGER NOT NULL,
+    dismissed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS review_outcomes_ts ON review_outcomes (ts_ms);
+
 -- The arm each user was given in each experiment (the user by a SHA-256, never the name).
 CREATE TABLE IF NOT EXISTS experiment_arms (
     experiment TEXT NOT NULL,

@@ -6,7 +6,7 @@
 use crate::model::{ChatRequest, Message, ResponseFormat, Role};
 use crate::pipeline::{Gateway, GatewayError, RequestContext};
 
-pub use tollgate_protocol::{PromptAnswer, PromptCall, Repair};
+pub use tollgate_protocol::{PromptAnswer, PromptCall, Repair, ReviewOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskError {
@@ -30,9 +30,19 @@ fn repair_message(error: &str) -> String {
 /// gateway in this process (the daemon, CI jobs) or over the daemon's socket (the CLI).
 pub trait PromptRunner: Sync {
     fn prompt(&self, name: &str, call: PromptCall) -> impl Future<Output = Result<PromptAnswer, String>> + Send;
+    /// Keeps how reviews went per experiment arm (chunks, findings, dismissed), for `usage --by arm`.
+    fn reviewed(&self, outcomes: Vec<ReviewOutcome>) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 impl PromptRunner for Gateway {
+    async fn reviewed(&self, outcomes: Vec<ReviewOutcome>) -> Result<(), String> {
+        let now = crate::utc::now_ms();
+        self.store
+            .write_durable(move |c| crate::ledger::record_reviews(c, now, &outcomes))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     async fn prompt(&self, name: &str, call: PromptCall) -> Result<PromptAnswer, String> {
         let mut ctx = RequestContext::new(crate::pipeline::EntryPoint::Native, self.runtime());
         ctx.task = name.to_string();
@@ -81,5 +91,6 @@ pub async fn run(gw: &Gateway, name: &str, call: PromptCall, ctx: &RequestContex
         cache_hit: served.cache_hit,
         usage: response.usage,
         request_id: ctx.request_id.clone(),
+        arm: served.arm.clone(),
     })
 }

@@ -191,6 +191,11 @@ impl DaemonClient {
         self.post("/v1/review", lines).await
     }
 
+    /// Keeps how reviews went per experiment arm.
+    pub async fn review_outcomes(&self, outcomes: &[crate::ReviewOutcome]) -> Result<serde_json::Value, ClientError> {
+        self.post("/v1/review/outcomes", &outcomes).await
+    }
+
     /// Makes the daemon forget the credentials it read, so a `tollgate login` takes effect at once.
     pub async fn reload_credentials(&self) -> Result<(), ClientError> {
         self.request(http::Method::POST, "/v1/admin/credentials/reload", None).await?.decode::<serde_json::Value>()?;

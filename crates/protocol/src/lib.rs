@@ -27,6 +27,6 @@ pub use complete::{CompletionAnswer, CompletionRequest, Intent, Snippet};
 pub use log::{Call, CallsReply, Micros, Outcome, Row};
 pub use policy::{Identity, Ignored, PolicyStatus, Problem, SyncReply};
 pub use prompt::{PromptAnswer, PromptCall, Repair};
-pub use review::{FindingsReply, ReviewFinding, ReviewLines, Severity};
+pub use review::{FindingsReply, ReviewFinding, ReviewLines, ReviewOutcome, Severity};
 pub use status::{Credentials, DaemonStatus, DashboardLink, TargetHealth};
 pub use usage::{GroupBy, UsageLine, UsageReport};

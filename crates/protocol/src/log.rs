@@ -43,6 +43,13 @@ pub struct Row {
     pub redacted: Option<String>,
 }
 
+impl Row {
+    /// The experiments and arms, as `usage --by arm` names them (`experiment: arm`).
+    pub fn arm_key(&self) -> Option<String> {
+        Some(format!("{}: {}", self.experiment.as_deref()?, self.arm.as_deref()?))
+    }
+}
+
 /// How a call ended, as the ledger, `/metrics` and reports name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

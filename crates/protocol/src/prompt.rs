@@ -45,4 +45,7 @@ pub struct PromptAnswer {
     pub cache_hit: bool,
     pub usage: Usage,
     pub request_id: String,
+    /// The experiments' arms the call was given (`experiment: arm`, as `usage --by arm` names them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
 }

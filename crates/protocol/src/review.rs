@@ -64,4 +64,18 @@ pub struct ReviewFinding {
     /// The line's code, as the change leaves it.
     #[serde(default)]
     pub code: String,
+    /// The experiments' arms of the review call that found it (`experiment: arm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
+}
+
+/// `POST /v1/review/outcomes`: how one arm's reviews went, for `usage --by arm`: chunks reviewed,
+/// findings kept, and findings whose merge request discussion was resolved by hand while the code
+/// stayed the same (dismissed).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewOutcome {
+    pub arm: String,
+    pub chunks: u64,
+    pub findings: u64,
+    pub dismissed: u64,
 }

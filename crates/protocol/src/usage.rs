@@ -14,7 +14,7 @@ pub enum GroupBy {
     Arm,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct UsageLine {
     pub key: String,
     pub requests: u64,
@@ -32,6 +32,10 @@ pub struct UsageLine {
     pub latency_ms_p50: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms_p95: Option<f64>,
+    /// Reviews, when grouping by arm: chunks reviewed, findings kept, and findings dismissed (the
+    /// merge request discussion resolved by hand with the code unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::ReviewOutcome>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

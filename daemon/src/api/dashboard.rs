@@ -418,6 +418,9 @@ fn usage_csv(report: &crate::ledger::UsageReport, first: &str) -> String {
             "errors",
             "latency_ms_p50",
             "latency_ms_p95",
+            "reviewed_chunks",
+            "findings",
+            "dismissed",
         ],
         report.lines.iter().map(|l| {
             vec![
@@ -432,6 +435,9 @@ fn usage_csv(report: &crate::ledger::UsageReport, first: &str) -> String {
                 l.errors.to_string(),
                 opt(l.latency_ms_p50),
                 opt(l.latency_ms_p95),
+                l.review.as_ref().map(|r| r.chunks.to_string()).unwrap_or_default(),
+                l.review.as_ref().map(|r| r.findings.to_string()).unwrap_or_default(),
+                l.review.as_ref().map(|r| r.dismissed.to_string()).unwrap_or_default(),
             ]
         }),
     )

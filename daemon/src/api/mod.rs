@@ -78,6 +78,7 @@ pub fn router(state: State) -> Router {
         .route("/v1/prompts/{name}", post(native::run_prompt))
         .route("/v1/complete", post(native::complete))
         .route("/v1/review", post(native::review))
+        .route("/v1/review/outcomes", post(native::review_outcomes))
         .route("/v1/admin/policy/sync", post(native::policy_sync))
         .route("/v1/admin/config", get(native::config))
         .route("/v1/admin/credentials/reload", post(native::reload_credentials))

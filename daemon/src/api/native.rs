@@ -235,6 +235,27 @@ pub async fn review(
     }
 }
 
+/// `POST /v1/review/outcomes`: how a review's calls went per experiment arm (`tollgate review`
+/// sends it once the findings are in, and the merge request's discussions synced).
+pub async fn review_outcomes(
+    State(state): State<super::State>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    use crate::tasks::PromptRunner;
+    let limit = state.gateway.runtime().config.limits.max_body_bytes;
+    let outcomes: Vec<crate::tasks::ReviewOutcome> = match super::read_json(body, &headers, limit, Format::Openai).await
+    {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let kept = outcomes.len();
+    match state.gateway.reviewed(outcomes).await {
+        Ok(()) => axum::Json(json!({"kept": kept})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
 /// Forgets cached credentials, so that a `tollgate login` takes effect at once.
 pub async fn reload_credentials(State(state): State<super::State>) -> Response {
     state.gateway.credentials.forget();

@@ -32,6 +32,13 @@ impl PromptRunner for Runner {
             Runner::InProcess(gw) => gw.prompt(name, call).await,
         }
     }
+
+    async fn reviewed(&self, outcomes: Vec<crate::tasks::ReviewOutcome>) -> Result<(), String> {
+        match self {
+            Runner::Daemon(daemon) => daemon.review_outcomes(&outcomes).await.map(drop).map_err(|e| e.to_string()),
+            Runner::InProcess(gw) => gw.reviewed(outcomes).await,
+        }
+    }
 }
 
 /// How a review report is written.
@@ -133,6 +140,7 @@ pub async fn review(paths: &Paths, loaded: Loaded, args: ReviewArgs) -> anyhow::
         None => write_report(&report, args.format, &mut std::io::stdout().lock())?,
     }
     eprintln!("{}", summary(&report, block));
+    let mut arms = report.arms.clone();
     if args.post_discussions {
         let mr = crate::review::mr::MergeRequest::from_env().map_err(anyhow::Error::msg)?;
         let keychain = tokio::task::spawn_blocking(move || crate::keychain::Keychain::open(backend)).await?;
@@ -146,9 +154,19 @@ pub async fn review(paths: &Paths, loaded: Loaded, args: ReviewArgs) -> anyhow::
         let http = crate::providers::http_client(&limits);
         let posted = crate::review::mr::sync(&http, &mr, &auth, &report).await.map_err(anyhow::Error::msg)?;
         eprintln!(
-            "merge request discussions: {} created, {} updated, {} unchanged, {} resolved, {} reopened",
-            posted.created, posted.updated, posted.unchanged, posted.resolved, posted.reopened
+            "merge request discussions: {} created, {} updated, {} unchanged, {} resolved, {} reopened, {} dismissed",
+            posted.created, posted.updated, posted.unchanged, posted.resolved, posted.reopened, posted.dismissed
         );
+        for (arm, n) in posted.dismissed_by_arm {
+            arms.entry(arm.clone())
+                .or_insert_with(|| crate::tasks::ReviewOutcome { arm, ..Default::default() })
+                .dismissed += n;
+        }
+    }
+    if !arms.is_empty()
+        && let Err(e) = runner.reviewed(arms.into_values().collect()).await
+    {
+        eprintln!("warning: how the review went per experiment arm was not kept: {e}");
     }
     if !report.errors.is_empty() && report.errors.len() == report.chunks {
         return Ok(ExitCode::from(2));

@@ -140,8 +140,7 @@ pub fn usage(c: &Connection, since: i64, until: i64, by: GroupBy) -> rusqlite::R
                 unknown_cost_requests: r.get::<_, i64>(6)? as u64,
                 cache_hits: r.get::<_, i64>(7)? as u64,
                 errors: r.get::<_, i64>(8)? as u64,
-                latency_ms_p50: None,
-                latency_ms_p95: None,
+                ..Default::default()
             },
             cost,
         ))
@@ -155,6 +154,15 @@ pub fn usage(c: &Connection, since: i64, until: i64, by: GroupBy) -> rusqlite::R
                 line.latency_ms_p95 = Some(percentile(&l, 0.95));
             }
         }
+        for review in reviews_by_arm(c, since, until)? {
+            match rows.iter_mut().find(|(l, _)| l.key == review.arm) {
+                Some((line, _)) => line.review = Some(review),
+                // Only dismissals in the range: the arm's calls were before it.
+                None => {
+                    rows.push((UsageLine { key: review.arm.clone(), review: Some(review), ..UsageLine::default() }, 0))
+                }
+            }
+        }
     }
     let mut total = UsageLine {
         key: "total".into(),
@@ -164,10 +172,7 @@ pub fn usage(c: &Connection, since: i64, until: i64, by: GroupBy) -> rusqlite::R
         cached_tokens: 0,
         cost_usd: String::new(),
         unknown_cost_requests: 0,
-        cache_hits: 0,
-        errors: 0,
-        latency_ms_p50: None,
-        latency_ms_p95: None,
+        ..Default::default()
     };
     let mut cost = 0;
     for (l, c) in &rows {
@@ -182,6 +187,38 @@ pub fn usage(c: &Connection, since: i64, until: i64, by: GroupBy) -> rusqlite::R
     }
     total.cost_usd = prices::format_usd(cost);
     Ok(UsageReport { since: utc::iso(since), group_by: by, lines: rows.into_iter().map(|(l, _)| l).collect(), total })
+}
+
+/// Keeps how reviews went per arm ([`crate::tasks::PromptRunner::reviewed`]).
+pub fn record_reviews(
+    c: &Connection,
+    ts_ms: i64,
+    outcomes: &[tollgate_protocol::ReviewOutcome],
+) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO review_outcomes (ts_ms, arm, chunks, findings, dismissed) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for o in outcomes.iter().filter(|o| o.chunks + o.findings + o.dismissed > 0) {
+        stmt.execute(params![ts_ms, o.arm, o.chunks as i64, o.findings as i64, o.dismissed as i64])?;
+    }
+    Ok(())
+}
+
+/// How reviews went per arm in `[since, until)`.
+fn reviews_by_arm(c: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<tollgate_protocol::ReviewOutcome>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT arm, SUM(chunks), SUM(findings), SUM(dismissed) FROM review_outcomes \
+         WHERE ts_ms >= ?1 AND ts_ms < ?2 GROUP BY 1 ORDER BY 1",
+    )?;
+    stmt.query_map([since, until], |r| {
+        Ok(tollgate_protocol::ReviewOutcome {
+            arm: r.get(0)?,
+            chunks: r.get::<_, i64>(1)?.max(0) as u64,
+            findings: r.get::<_, i64>(2)?.max(0) as u64,
+            dismissed: r.get::<_, i64>(3)?.max(0) as u64,
+        })
+    })?
+    .collect()
 }
 
 /// The `q` quantile of sorted values (nearest rank); 0 for none.

@@ -70,6 +70,8 @@ pub struct Report {
     /// Chunks whose review failed, and why.
     pub errors: Vec<String>,
     pub prompt_version: Option<u32>,
+    /// Per experiment arm of the review calls: chunks reviewed and findings kept.
+    pub arms: std::collections::BTreeMap<String, crate::protocol::ReviewOutcome>,
 }
 
 impl Report {
@@ -282,7 +284,15 @@ pub async fn review(
     let mut report = Report { chunks: total, ..Default::default() };
     for r in results {
         match r {
-            ChunkResult::Done { findings, dropped, cached, version } => {
+            ChunkResult::Done { findings, dropped, cached, version, arm } => {
+                if let Some(arm) = arm {
+                    let tally = report
+                        .arms
+                        .entry(arm.clone())
+                        .or_insert_with(|| crate::protocol::ReviewOutcome { arm, ..Default::default() });
+                    tally.chunks += 1;
+                    tally.findings += findings.len() as u64;
+                }
                 report.findings.extend(findings);
                 report.dropped += dropped;
                 report.cached += usize::from(cached);
@@ -337,7 +347,7 @@ pub async fn review_lines(
 }
 
 enum ChunkResult {
-    Done { findings: Vec<ReviewFinding>, dropped: usize, cached: bool, version: u32 },
+    Done { findings: Vec<ReviewFinding>, dropped: usize, cached: bool, version: u32, arm: Option<String> },
     Failed(String),
 }
 
@@ -382,9 +392,10 @@ async fn review_chunk(runner: &impl PromptRunner, chunk: &Chunk, project: Option
             continue;
         }
         let code = chunk.lines.get(&line).cloned().unwrap_or_default();
-        findings.push(ReviewFinding { path: chunk.path.clone(), line, severity, category, message, suggestion, code });
+        let (path, arm) = (chunk.path.clone(), answer.arm.clone());
+        findings.push(ReviewFinding { path, line, severity, category, message, suggestion, code, arm });
     }
-    ChunkResult::Done { findings, dropped, cached: answer.cache_hit, version: answer.version }
+    ChunkResult::Done { findings, dropped, cached: answer.cache_hit, version: answer.version, arm: answer.arm }
 }
 
 /// Compiler-style text: `path:line: severity: message [category]`, the code, the suggestion.
@@ -497,6 +508,7 @@ mod tests {
                 message: "the index can overflow".into(),
                 suggestion: Some("let i = i.checked_add(1)?;".into()),
                 code: "    let i = i + 1;".into(),
+                arm: None,
             }],
             ..Default::default()
         };

@@ -1,6 +1,12 @@
 //! Merge request discussions: one diff discussion per finding, found again on the next run by a
 //! marker holding the finding's fingerprint, so that a re-run updates its discussions instead of
 //! adding new ones, reopens one whose finding came back, and resolves those whose finding is gone.
+//!
+//! A discussion someone resolved by hand while its finding stays (the fingerprint holds the line's
+//! code, so the code is unchanged) is a dismissed finding: it stays resolved, and is counted once
+//! for the experiment arm that found it (marked in its body) so that `usage --by arm` can compare
+//! how often each arm's findings are dismissed. A discussion tollgate resolves is marked so, to
+//! tell the two apart.
 
 use std::collections::HashMap;
 
@@ -11,6 +17,12 @@ use super::{Report, ReviewFinding, fingerprint};
 use crate::policy::source::{GitlabAuth, enc};
 
 const MARKER: &str = "<!-- tollgate-review:";
+/// The arm of the review call that found it.
+const ARM: &str = "<!-- tollgate-arm:";
+/// Resolved by tollgate (the finding went away), not by a person.
+const GONE: &str = "<!-- tollgate-resolved -->";
+/// Resolved by a person with the finding still there; counted once.
+const DISMISSED: &str = "<!-- tollgate-dismissed -->";
 
 /// Where the merge request is, from GitLab CI's predefined variables.
 #[derive(Debug, Clone)]
@@ -53,6 +65,10 @@ pub struct Posted {
     pub unchanged: usize,
     pub resolved: usize,
     pub reopened: usize,
+    /// Discussions resolved by hand since the last run while their finding stays.
+    pub dismissed: usize,
+    /// The same, by the arm that found each (`experiment: arm`).
+    pub dismissed_by_arm: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Deserialize)]
@@ -82,7 +98,16 @@ fn body(f: &ReviewFinding) -> String {
         b.push_str(&format!("\n```suggestion:-0+0\n{s}\n```\n"));
     }
     b.push_str(&format!("\n{MARKER}{} -->", fingerprint(f)));
+    if let Some(arm) = &f.arm {
+        // An HTML comment cannot hold `--`.
+        b.push_str(&format!("\n{ARM}{} -->", arm.replace("--", "-")));
+    }
     b
+}
+
+fn arm_of(body: &str) -> Option<&str> {
+    let start = body.find(ARM)? + ARM.len();
+    body[start..].split(" -->").next().map(str::trim)
 }
 
 fn fingerprint_of(body: &str) -> Option<&str> {
@@ -158,6 +183,23 @@ pub async fn sync(
         let text = body(f);
         match ours.get(&fp) {
             Some((discussion, note, old, resolved)) => {
+                if *resolved && !old.contains(GONE) {
+                    // Resolved by hand, the code unchanged: dismissed. Counted the first time seen.
+                    if !old.contains(DISMISSED) {
+                        let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
+                        let marked = format!("{old}\n{DISMISSED}");
+                        check(
+                            auth_req(http.put(url)).json(&json!({"body": marked})).send().await,
+                            "marking a dismissal",
+                        )
+                        .await?;
+                        posted.dismissed += 1;
+                        if let Some(arm) = arm_of(old).map(str::to_string).or_else(|| f.arm.clone()) {
+                            *posted.dismissed_by_arm.entry(arm).or_default() += 1;
+                        }
+                    }
+                    continue;
+                }
                 if *old != text {
                     let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
                     check(auth_req(http.put(url)).json(&json!({"body": text})).send().await, "updating a discussion")
@@ -190,8 +232,11 @@ pub async fn sync(
             }
         }
     }
-    for (fp, (discussion, _, _, resolved)) in &ours {
+    for (fp, (discussion, note, old, resolved)) in &ours {
         if !seen.contains(fp) && !resolved {
+            let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
+            let marked = format!("{old}\n{GONE}");
+            check(auth_req(http.put(url)).json(&json!({"body": marked})).send().await, "marking a resolution").await?;
             let url = mr.url(&format!("/discussions/{discussion}?resolved=true"));
             check(auth_req(http.put(url)).send().await, "resolving a discussion").await?;
             posted.resolved += 1;

@@ -198,9 +198,10 @@ const render = {
     const lines = d.arms.lines;
     const perRequest = (l) => (l.requests ? parseUsd(l.cost_usd) / l.requests : 0);
     return [section("Arms compared", "arms",
-      tableOf(["experiment: arm", "requests", "cost (USD)", "per request", "tokens", "errors", "error rate", "cache hits", "p50 ms", "p95 ms"],
-        lines.map((l) => ({ attrs: { "data-arm": l.key }, cells: [l.key, num(l.requests), l.cost_usd, usd(perRequest(l)), num(l.input_tokens + l.output_tokens), num(l.errors), (l.requests ? (100 * l.errors / l.requests).toFixed(1) : "0.0") + "%", num(l.cache_hits), ms(l.latency_ms_p50), ms(l.latency_ms_p95)] })),
-        { numeric: [1, 2, 3, 4, 5, 6, 7, 8, 9] }),
+      tableOf(["experiment: arm", "requests", "cost (USD)", "per request", "tokens", "errors", "error rate", "cache hits", "p50 ms", "p95 ms", "findings/chunk", "dismissed"],
+        lines.map((l) => ({ attrs: { "data-arm": l.key }, cells: [l.key, num(l.requests), l.cost_usd, usd(perRequest(l)), num(l.input_tokens + l.output_tokens), num(l.errors), (l.requests ? (100 * l.errors / l.requests).toFixed(1) : "0.0") + "%", num(l.cache_hits), ms(l.latency_ms_p50), ms(l.latency_ms_p95),
+          l.review && l.review.chunks ? (l.review.findings / l.review.chunks).toFixed(2) : "–", l.review ? num(l.review.dismissed) : "–"] })),
+        { numeric: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11] }),
       hbars("cost per request", lines.map((l) => [l.key, perRequest(l)]), usd),
       hbars("error rate", lines.map((l) => [l.key, l.requests ? l.errors / l.requests : 0]), (v) => (100 * v).toFixed(1) + "%"),
       hbars("p95 latency", lines.map((l) => [l.key, l.latency_ms_p95 || 0]), (v) => ms(v) + " ms"))];
