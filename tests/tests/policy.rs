@@ -436,3 +436,66 @@ fn policy_check_validates_a_checkout_with_file_and_line() {
     assert_eq!(body["ok"], false);
     assert_eq!(body["problems"].as_array().unwrap().len(), 2, "{body:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_policy_declares_experiments_for_the_team_on_a_route_and_between_prompt_versions() {
+    init();
+    let fake = FakeProvider::start().await;
+    let dir = tempfile::Builder::new().prefix("tg-policy-exp-").tempdir().unwrap();
+    let extra = "[routes.ab]\nsplit = { \"corp/model-a\" = 1, \"corp/model-b\" = 1 }\nexperiment = \"team-ab\"\n";
+    std::fs::write(dir.path().join("policy.toml"), policy_toml(&fake, "model-a", extra)).unwrap();
+    std::fs::create_dir(dir.path().join("prompts")).unwrap();
+    let prompt = |version: u32, split: &str, words: &str| {
+        format!(
+            "+++\ndescription = \"explain\"\nversion = {version}\nmodel = \"team\"\nvariables = [\"code\"]\n{split}+++\n{words}: {{{{code}}}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("prompts/explain.md"), prompt(2, "split = { \"1\" = 1, \"2\" = 1 }\n", "New words"))
+        .unwrap();
+    std::fs::write(dir.path().join("prompts/explain@1.md"), prompt(1, "", "Old words")).unwrap();
+    let source = dir.path().display().to_string();
+    let d = Daemon::start_with_env(&local_config(&source, ""), &[CORP_KEY]);
+    wait_for(&d, "the directory policy", |s| s["commit"].is_string()).await;
+
+    // The route's arms: each user keeps one; the team sees both.
+    let mut arms = std::collections::HashMap::new();
+    for round in 0..2 {
+        for u in 0..16 {
+            let user = format!("dev{u}");
+            let resp = chat(&d, "ab", &[("x-tollgate-user", &user)]).await;
+            assert_eq!(resp.status(), 200, "{}", d.log());
+            let served = resp.headers()["x-tollgate-model"].to_str().unwrap().to_string();
+            let named = resp.headers()["x-tollgate-experiment"].to_str().unwrap().to_string();
+            assert_eq!(named, format!("team-ab=corp/{served}"));
+            let first = arms.entry(user.clone()).or_insert_with(|| served.clone());
+            assert_eq!(*first, served, "{user} changed arms in round {round}");
+        }
+    }
+    let on_a = arms.values().filter(|m| *m == "model-a").count();
+    assert_eq!(on_a, 8, "a shared daemon keeps a 1:1 split to the user: {arms:?}");
+
+    // The prompt's versions: each user gets one version's words, and the answer names the arm.
+    let mut versions = std::collections::HashMap::new();
+    for u in 0..8 {
+        let user = format!("dev{u}");
+        for _ in 0..2 {
+            let answer: Value = d
+                .client()
+                .post(d.url("/v1/prompts/explain"))
+                .header("x-tollgate-user", &user)
+                .json(&json!({"variables": {"code": "let x = 1;"}}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let version = answer["version"].as_u64().unwrap_or_else(|| panic!("{answer:#}"));
+            let words = if version == 1 { "Old words: let x = 1;" } else { "New words: let x = 1;" };
+            assert!(answer["text"].as_str().unwrap().contains(words), "{answer:#}");
+            assert_eq!(answer["arm"], format!("prompt explain: v{version}"), "{answer:#}");
+            assert_eq!(*versions.entry(user.clone()).or_insert(version), version, "{user} changed versions");
+        }
+    }
+    assert_eq!(versions.values().filter(|v| **v == 1).count(), 4, "{versions:?}");
+}
