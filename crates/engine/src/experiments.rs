@@ -19,6 +19,11 @@ use crate::store::Store;
 
 type UserKey = [u8; 32];
 
+/// Users' arms held at most (memory and rows): beyond it, a new user is drawn by hash alone and
+/// not kept (still the same arm each time while the weights stay), so names a caller makes up
+/// cannot grow the daemon.
+const MAX_KEPT: usize = 100_000;
+
 #[derive(Default)]
 struct Given {
     /// (experiment, user) -> arm.
@@ -28,8 +33,13 @@ struct Given {
 }
 
 impl Given {
+    /// Gives `user` `arm`, in place of an arm given before (one taken out of the split).
     fn add(&mut self, experiment: &str, user: UserKey, arm: &str) {
-        self.arms.insert((experiment.to_string(), user), arm.to_string());
+        if let Some(old) = self.arms.insert((experiment.to_string(), user), arm.to_string())
+            && let Some(n) = self.users.get_mut(&(experiment.to_string(), old))
+        {
+            *n = n.saturating_sub(1);
+        }
         *self.users.entry((experiment.to_string(), arm.to_string())).or_default() += 1;
     }
 }
@@ -37,6 +47,7 @@ impl Given {
 pub struct Experiments {
     store: Store,
     given: Mutex<Given>,
+    cap: usize,
 }
 
 impl Experiments {
@@ -59,7 +70,7 @@ impl Experiments {
             }
             Err(e) => tracing::warn!("experiments' arms could not be read; users are drawn anew: {e}"),
         }
-        Self { store: store.clone(), given: Mutex::new(given) }
+        Self { store: store.clone(), given: Mutex::new(given), cap: MAX_KEPT }
     }
 
     /// The index in `arms` (names and weights, none 0, at least one) of the arm `user` is given in
@@ -72,18 +83,18 @@ impl Experiments {
         {
             return i;
         }
+        let weighted: Vec<(usize, u64)> = arms.iter().enumerate().map(|(i, (_, w))| (i, *w)).collect();
+        if given.arms.len() >= self.cap {
+            return crate::route::pick_arm(experiment, user, &weighted).copied().unwrap_or(0);
+        }
         let users =
-            |name: &str| given.users.get(&(experiment.to_string(), name.to_string())).copied().unwrap_or_default();
-        let total_users: u64 = arms.iter().map(|(name, _)| users(name)).sum();
+            |i: usize| given.users.get(&(experiment.to_string(), arms[i].0.clone())).copied().unwrap_or_default();
+        let total_users: u64 = (0..arms.len()).map(users).sum();
         let total_weight: u64 = arms.iter().map(|(_, w)| w).sum();
         // An arm may take the user while it holds fewer than its share of one more user, rounded
         // up: there is always one, and with none given yet, every arm is open.
-        let open: Vec<(usize, u64)> = arms
-            .iter()
-            .enumerate()
-            .filter(|(_, (name, w))| users(name) < (w * (total_users + 1)).div_ceil(total_weight))
-            .map(|(i, (_, w))| (i, *w))
-            .collect();
+        let open: Vec<(usize, u64)> =
+            weighted.into_iter().filter(|(i, w)| users(*i) < (w * (total_users + 1)).div_ceil(total_weight)).collect();
         let i = crate::route::pick_arm(experiment, user, &open).copied().unwrap_or(0);
         let arm = arms[i].0.clone();
         given.add(experiment, key, &arm);
@@ -92,7 +103,7 @@ impl Experiments {
         let now = crate::utc::now_ms();
         self.store.write(move |c| {
             if let Err(e) = c.execute(
-                "INSERT OR IGNORE INTO experiment_arms (experiment, user_hash, arm, ts_ms) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT OR REPLACE INTO experiment_arms (experiment, user_hash, arm, ts_ms) VALUES (?1, ?2, ?3, ?4)",
                 params![experiment, key.as_slice(), arm, now],
             ) {
                 tracing::warn!("an experiment's arm was not kept: {e}");
@@ -145,6 +156,20 @@ mod tests {
             .await
             .unwrap();
         assert!(names.iter().all(|n| n.len() == 32 && !n.windows(3).any(|w| w == b"dev")));
+    }
+
+    #[tokio::test]
+    async fn beyond_its_cap_a_user_is_drawn_by_hash_and_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let e = Experiments { cap: 3, ..Experiments::load(&store).await };
+        let split = arms(&[("a", 1), ("b", 1)]);
+        for u in 0..10 {
+            let user = format!("dev{u}");
+            let i = e.pick("x", &user, &split);
+            assert_eq!(e.pick("x", &user, &split), i, "still the same arm");
+        }
+        assert_eq!(e.given.lock().unwrap().arms.len(), 3);
     }
 
     #[tokio::test]
