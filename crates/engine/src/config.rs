@@ -480,7 +480,18 @@ impl Config {
     /// What the router is built from.
     pub fn router_parts(&self) -> crate::route::Parts<'_> {
         crate::route::Parts {
-            routes: self.routes.iter().map(|(alias, r)| (alias.as_str(), r)).collect(),
+            routes: self
+                .routes
+                .iter()
+                .map(|(alias, r)| {
+                    let spec = crate::route::RouteSpec {
+                        targets: &r.targets,
+                        split: &r.split,
+                        experiment: r.experiment.as_deref(),
+                    };
+                    (alias.as_str(), spec)
+                })
+                .collect(),
             model_names: &self.model_names,
             providers: self.providers.iter().map(|(n, p)| (n.as_str(), p.enabled, p.is_local())).collect(),
             rules: self.routing.iter().cloned().chain(self.privacy.as_rules()).collect(),

@@ -234,10 +234,18 @@ impl PrivacyConfig {
     }
 }
 
+/// A route as the router takes it: `provider/model` targets in order, and a split (target and
+/// weight) with the experiment's name.
+pub struct RouteSpec<'a> {
+    pub targets: &'a [String],
+    pub split: &'a std::collections::BTreeMap<String, u32>,
+    pub experiment: Option<&'a str>,
+}
+
 /// What a router is made of (`Config::router_parts` gathers it from the config).
 pub struct Parts<'a> {
-    /// Each alias and its route (targets in order, a split).
-    pub routes: Vec<(&'a str, &'a crate::config::RouteConfig)>,
+    /// Each alias and its route.
+    pub routes: Vec<(&'a str, RouteSpec<'a>)>,
     pub model_names: &'a [ModelName],
     /// Each provider: its name, whether it is enabled, whether it is local.
     pub providers: Vec<(&'a str, bool, bool)>,
@@ -328,7 +336,7 @@ impl Router {
                 let named: Vec<(String, u64)> =
                     r.split.iter().filter(|(_, w)| **w > 0).map(|(t, w)| (t.clone(), u64::from(*w))).collect();
                 let arms = named.iter().map(|(t, _)| parse(t)).collect();
-                let experiment = r.experiment.clone().unwrap_or_else(|| alias.to_string());
+                let experiment = r.experiment.unwrap_or(alias).to_string();
                 (alias.to_string(), Split { experiment, arms, named })
             })
             .collect();
