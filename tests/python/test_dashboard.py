@@ -34,6 +34,10 @@ AWS = "AKIA4QV7HNFCAA6UYSMZ"
 MAIL = "raj.patel54@acme.io"
 
 EXTRA = """
+[audit]
+enabled = true
+retention_days = 1
+
 [[budgets]]
 name = "weekly-spend"
 scope = "user"
@@ -196,6 +200,12 @@ def test_each_page_draws_what_the_ledger_holds(dash, browser):
     page.click(f"tr[data-request='{newest[0]}']")
     page.wait_for_selector("#call pre")
     assert newest[0] in page.text_content("#call pre") and newest[1] in page.text_content("#call pre")
+    # With the audit log on, a call shows its prompt as it was sent: masked.
+    masked_call = ledger(dash, "SELECT request_id FROM ledger WHERE redacted IS NOT NULL")[0][0]
+    page.click(f"tr[data-request='{masked_call}']")
+    page.wait_for_selector("#call h3:has-text('Prompt as sent')")
+    sent = page.text_content("#call")
+    assert "why does" in sent and AWS not in sent and MAIL not in sent, sent
     page.screenshot(path=str(ARTIFACTS / "calls.png"), full_page=True)
 
     # Another period and grouping draw from their own query.
