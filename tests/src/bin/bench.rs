@@ -196,7 +196,7 @@ async fn dashboard(keep: Option<std::path::PathBuf>) {
     let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
 
     println!("GET /dashboard/api/data, 20 times per period and grouping (after one unmeasured):");
-    println!("{:<7} {:>10} {:>10} {:>12} {:>10}", "period", "p50 ms", "p99 ms", "rows read", "body kB");
+    println!("{:<7} {:>10} {:>10} {:>14} {:>10}", "period", "p50 ms", "p99 ms", "rows in period", "body kB");
     let mut all = Vec::new();
     for period in ["day", "week", "month"] {
         let mut times = Vec::new();
@@ -220,7 +220,7 @@ async fn dashboard(keep: Option<std::path::PathBuf>) {
         all.extend_from_slice(&times);
         times.sort_by(f64::total_cmp);
         let (p50, p99) = (pct(&times, 50.0), pct(&times, 99.0));
-        println!("{period:<7} {p50:>10.1} {p99:>10.1} {rows:>12} {:>10.1}", body_len as f64 / 1024.0);
+        println!("{period:<7} {p50:>10.1} {p99:>10.1} {rows:>14} {:>10.1}", body_len as f64 / 1024.0);
     }
     all.sort_by(f64::total_cmp);
     println!("all     {:>10.1} {:>10.1}", pct(&all, 50.0), pct(&all, 99.0));
