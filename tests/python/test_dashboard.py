@@ -322,6 +322,8 @@ def test_a_used_or_expired_link_and_no_session_are_refused(dash, browser):
     assert r.status == 403
     r = again.goto(dash.base + "/dashboard/")
     assert r.status == 401 and "tollgate dashboard" in again.text_content("body")
+    # Refusals carry the same headers as the pages: no framing, no caching.
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"] and r.headers["cache-control"] == "no-store"
     r = again.goto(dash.base + "/dashboard/api/data")
     assert r.status == 401
     # A guessed code opens nothing.

@@ -131,7 +131,7 @@ pub fn router() -> axum::Router<super::State> {
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
     let body = format!(
         "<!doctype html><meta charset=utf-8><title>tollgate: {title}</title>\
-         <body style=\"font:16px system-ui;margin:3em\"><h1>{title}</h1><p>{text}</p>"
+         <body><h1>{title}</h1><p>{text}</p>"
     );
     (status, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response()
 }
@@ -140,8 +140,29 @@ fn redirect(to: &'static str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
 }
 
-/// The dashboard's own guard (see the module's comment), and the headers every answer carries.
+/// The dashboard's own guard (see the module's comment), and the headers every answer carries
+/// (refusals too).
 pub async fn guard(State(state): State<super::State>, request: Request, next: Next) -> Response {
+    let mut response = admit(&state, request, next).await;
+    let h = response.headers_mut();
+    for (name, value) in [
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
+             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+        ),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// The request's answer if the guard lets it through, else the refusal.
+async fn admit(state: &super::State, request: Request, next: Next) -> Response {
     let listener = request.extensions().get::<Listener>().copied().unwrap_or(Listener::Tcp);
     let deny = |status: StatusCode, message: &str| ApiError::new(status, Format::Openai, message).into_response();
     if listener != Listener::Tcp {
@@ -169,22 +190,7 @@ pub async fn guard(State(state): State<super::State>, request: Request, next: Ne
             "This page opens through a one-time link: run <code>tollgate dashboard</code>.",
         );
     }
-    let mut response = next.run(request).await;
-    let h = response.headers_mut();
-    for (name, value) in [
-        (header::CACHE_CONTROL, "no-store"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; \
-             frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-        ),
-    ] {
-        h.insert(name, HeaderValue::from_static(value));
-    }
-    response
+    next.run(request).await
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -255,6 +255,11 @@ async function load() {
   draw();
 }
 
+// The figures move while the page is open: read them again every 30 s while it is in view, unless
+// a call is open (a redraw would close it).
+setInterval(() => {
+  if (!document.hidden && !document.querySelector("#call section")) load();
+}, 30000);
 document.getElementById("period").addEventListener("change", load);
 document.getElementById("by").addEventListener("change", load);
 window.addEventListener("hashchange", () => state.data && draw());
