@@ -97,8 +97,8 @@ pub enum Command {
         /// today, week, month, a date (2026-11-01), a timestamp, or an age (7d, 12h)
         #[arg(long)]
         since: Option<String>,
-        /// Group by model, project, task, provider, caller or arm (an experiment's); with --team by user, group, project,
-        /// model, task or tool [default: model, user with --team]
+        /// Group by model, project, task, provider, caller or arm (an experiment's); with --team by
+        /// user, group, project, model, task, tool or arm [default: model, user with --team]
         #[arg(long, value_enum)]
         by: Option<GroupArg>,
         /// The whole team's usage from the team server (for the policy's team admins)
@@ -356,9 +356,8 @@ impl GroupArg {
             GroupArg::Model => T::Model,
             GroupArg::Task => T::Task,
             GroupArg::Tool | GroupArg::Caller => T::Tool,
-            GroupArg::Provider | GroupArg::Arm => {
-                anyhow::bail!("--team --by: user, group, project, model, task or tool")
-            }
+            GroupArg::Arm => T::Arm,
+            GroupArg::Provider => anyhow::bail!("--team --by: user, group, project, model, task, tool or arm"),
         })
     }
 }

@@ -59,6 +59,10 @@ pub struct UsageRow {
     /// The shared budgets the request was counted against; the daemon must hold a lease on each.
     #[serde(default)]
     pub budgets: Vec<String>,
+    /// The experiments' arms the request was given (`experiment: arm`). Sent only when there is
+    /// one: a server older than the field refuses it, and the daemon then sends the batch without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
 }
 
 /// `POST /v1/team/usage`.
@@ -97,6 +101,8 @@ pub enum TeamGroupBy {
     Task,
     /// The calling tool (Claude Code, Codex, an editor, a hook).
     Tool,
+    /// The experiment and arm (`experiment: arm`), to compare arms across the team.
+    Arm,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

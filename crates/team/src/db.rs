@@ -12,7 +12,8 @@ use crate::grant::{self, Held, Terms};
 use tollgate_protocol::team::{TeamGroupBy, TeamUsageLine, UsageRow};
 
 /// Schema changes, applied in order once each; a server refuses a database newer than it knows.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE daemons (
     daemon_id     TEXT PRIMARY KEY,
     username      TEXT NOT NULL,
@@ -57,7 +58,11 @@ CREATE TABLE usage (
     PRIMARY KEY (daemon_id, request_id)
 );
 CREATE INDEX usage_ts ON usage (ts_ms);
-"#];
+"#,
+    r#"
+ALTER TABLE usage ADD COLUMN arm TEXT;
+"#,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -263,6 +268,7 @@ impl Db {
         );
         let budgets = col(&|r| r.budgets.join(&SEP.to_string()));
         let (projects, callers) = (opt(&|r| r.project.clone()), opt(&|r| r.caller.clone()));
+        let arms = opt(&|r| r.arm.clone());
         let ts: Vec<i64> = rows.iter().map(|r| r.ts_ms).collect();
         let input: Vec<i64> = rows.iter().map(|r| tokens(r.input_tokens)).collect();
         let output: Vec<i64> = rows.iter().map(|r| tokens(r.output_tokens)).collect();
@@ -271,18 +277,18 @@ impl Db {
         let stored = client
             .execute(
                 "INSERT INTO usage (daemon_id, request_id, ts_ms, username, groups, project, task, model, caller, \
-                 input_tokens, output_tokens, cost_micros, outcome, budgets, received_ms) \
+                 input_tokens, output_tokens, cost_micros, outcome, budgets, received_ms, arm) \
                  SELECT $1, r.request_id, r.ts_ms, r.username, $2, r.project, r.task, r.model, r.caller, \
                  r.input_tokens, r.output_tokens, r.cost_micros, r.outcome, \
-                 CASE WHEN r.budgets = '' THEN ARRAY[]::text[] ELSE string_to_array(r.budgets, chr(31)) END, $3 \
+                 CASE WHEN r.budgets = '' THEN ARRAY[]::text[] ELSE string_to_array(r.budgets, chr(31)) END, $3, r.arm \
                  FROM unnest($4::text[], $5::bigint[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], \
-                 $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[]) \
+                 $11::bigint[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[]) \
                  AS r(request_id, ts_ms, username, project, task, model, caller, input_tokens, output_tokens, \
-                 cost_micros, outcome, budgets) \
+                 cost_micros, outcome, budgets, arm) \
                  ON CONFLICT DO NOTHING",
                 &[
                     &daemon, &groups, &now, &ids, &ts, &users, &projects, &tasks, &models, &callers, &input, &output,
-                    &cost, &outcomes, &budgets,
+                    &cost, &outcomes, &budgets, &arms,
                 ],
             )
             .await? as usize;
@@ -298,6 +304,7 @@ impl Db {
             TeamGroupBy::Model => "model",
             TeamGroupBy::Task => "task",
             TeamGroupBy::Tool => "COALESCE(caller, '(unknown)')",
+            TeamGroupBy::Arm => "COALESCE(arm, '(none)')",
         };
         let client = self.pool.get().await?;
         let rows = client

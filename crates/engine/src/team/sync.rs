@@ -243,7 +243,18 @@ async fn send_usage(
         let mine: Vec<UsageRow> =
             rows.iter().filter(|(_, r)| r.identity == rt.identity.username).map(|(_, r)| usage_row(r, rt)).collect();
         if !mine.is_empty() {
-            client.usage(&UsageBatch { daemon: daemon.to_string(), rows: mine }).await.map_err(|e| e.to_string())?;
+            let mut batch = UsageBatch { daemon: daemon.to_string(), rows: mine };
+            match client.usage(&batch).await {
+                // A server older than experiments: the same rows without their arms.
+                Err(CallError::Refused(400, m)) if m.contains("unknown field `arm`") => {
+                    tracing::info!("the team server does not take experiment arms yet: usage is sent without them");
+                    batch.rows.iter_mut().for_each(|r| r.arm = None);
+                    client.usage(&batch).await.map_err(|e| e.to_string())?;
+                }
+                r => {
+                    r.map_err(|e| e.to_string())?;
+                }
+            }
         }
         advance_cursor(store, last).await;
         if !full {
@@ -273,5 +284,6 @@ fn usage_row(r: &tollgate_protocol::Row, rt: &crate::runtime::Runtime) -> UsageR
         cost_micros: r.cost_micros,
         outcome: r.outcome.as_str().to_string(),
         budgets: if counted { rt.budgets.shared_names(r.ts_ms) } else { Vec::new() },
+        arm: r.arm_key(),
     }
 }
