@@ -272,15 +272,21 @@ fn config(source: &str) -> String {
     format!("[keychain]\nbackend = \"env\"\n[policy]\nsource = \"{source}\"\nsync_interval_s = 3600\n")
 }
 
-/// One chat request: (status, provider that answered).
-async fn chat(d: &Daemon) -> (u16, String) {
-    let resp = d
-        .client()
+/// A short chat request to `model`.
+async fn send_chat(d: &Daemon, model: &str) -> reqwest::Response {
+    d.client()
         .post(d.url("/v1/chat/completions"))
-        .json(&json!({"model": "team", "max_tokens": 8, "messages": [{"role": "user", "content": "say something short"}]}))
+        .json(
+            &json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "say something short"}]}),
+        )
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// One chat request to the `team` route: (status, provider that answered).
+async fn chat(d: &Daemon) -> (u16, String) {
+    let resp = send_chat(d, "team").await;
     let provider = resp.headers().get("x-tollgate-provider").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     (resp.status().as_u16(), provider)
 }
@@ -499,13 +505,7 @@ downgrade_to = "local"
     let mut given = std::collections::BTreeMap::new();
     for d in &t.daemons {
         for _ in 0..2 {
-            let resp = d
-                .client()
-                .post(d.url("/v1/chat/completions"))
-                .json(&json!({"model": "ab", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap();
+            let resp = send_chat(d, "ab").await;
             assert_eq!(resp.status(), 200);
             let arm = resp.headers()["x-tollgate-experiment"].to_str().unwrap().replacen('=', ": ", 1);
             *given.entry(arm).or_insert(0u64) += 1;
@@ -592,13 +592,7 @@ async fn usage_reaches_a_team_server_older_than_experiments_without_its_arms() {
     let d = Daemon::start_with_env(&tollgate_tests::standard_config(&fake, &fake, &extra), tollgate_tests::ENV_KEYS);
     let mut ids = Vec::new();
     for model in ["ab", "ab", "oa/gpt-a"] {
-        let resp = d
-            .client()
-            .post(d.url("/v1/chat/completions"))
-            .json(&json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap();
+        let resp = send_chat(&d, model).await;
         assert_eq!(resp.status(), 200);
         ids.push(resp.headers()["x-tollgate-request-id"].to_str().unwrap().to_string());
     }
