@@ -64,9 +64,7 @@ pub fn create(c: &Connection, name: &str, now_ms: i64) -> Result<String, CallerE
     if exists.is_some() {
         return Err(CallerError::Exists(name.into()));
     }
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    let token: String = std::iter::once("tg-".to_string()).chain(bytes.iter().map(|b| format!("{b:02x}"))).collect();
+    let token = format!("tg-{}", crate::model::random_hex(16));
     c.execute(
         "INSERT INTO tokens (name, hash, created_ms) VALUES (?1, ?2, ?3)",
         params![name, hash(&token).as_slice(), now_ms],

@@ -535,16 +535,16 @@ pub fn data_url(url: &str) -> Option<(&str, &str)> {
     Some((media_type, data))
 }
 
+/// `n` bytes from the OS random source, as lowercase hex (ids, tokens, session secrets).
+pub fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).expect("the OS random source is available");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A short random id for answers that the gateway names itself.
 pub fn new_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    let mut s = String::with_capacity(prefix.len() + 24);
-    s.push_str(prefix);
-    for b in bytes {
-        s.push_str(&format!("{b:02x}"));
-    }
-    s
+    format!("{prefix}{}", random_hex(12))
 }
 
 #[cfg(test)]

@@ -48,12 +48,6 @@ pub struct Sessions {
     sessions: Mutex<HashMap<String, Instant>>,
 }
 
-fn secret() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Keeps `key` until `until`, dropping what expired and, beyond [`MAX_HELD`], the soonest to expire.
 fn hold(map: &Mutex<HashMap<String, Instant>>, key: String, until: Instant) {
     let mut m = map.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,7 +73,7 @@ impl Sessions {
 
     /// A new login link's code, good once within `ttl`.
     pub fn link(&self, ttl: Duration) -> String {
-        let code = secret();
+        let code = crate::model::random_hex(32);
         hold(&self.links, code.clone(), Instant::now() + ttl);
         code
     }
@@ -90,7 +84,7 @@ impl Sessions {
         if until <= Instant::now() {
             return None;
         }
-        let id = secret();
+        let id = crate::model::random_hex(32);
         hold(&self.sessions, id.clone(), Instant::now() + SESSION_TTL);
         Some(id)
     }
