@@ -89,8 +89,7 @@ fn unknown_note(line: &UsageLine) -> String {
 }
 
 fn print_usage(report: &UsageReport) {
-    let by = serde_json::to_value(report.group_by).ok();
-    println!("since {}, by {}", report.since, by.as_ref().and_then(Value::as_str).unwrap_or("?"));
+    println!("since {}, by {}", report.since, crate::protocol::word(report.group_by));
     // Arms are compared on how they did, too.
     let arms = report.group_by == GroupBy::Arm;
     let head = if arms {
@@ -155,8 +154,7 @@ pub fn team_usage(
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let by = serde_json::to_value(report.by).ok();
-    println!("the team since {}, by {}", utc::iso(report.since_ms), by.as_ref().and_then(Value::as_str).unwrap_or("?"));
+    println!("the team since {}, by {}", utc::iso(report.since_ms), crate::protocol::word(report.by));
     println!("{:<40} {:>8} {:>10} {:>10} {:>14}", "", "requests", "input", "output", "cost (USD)");
     for l in &report.lines {
         println!(
@@ -193,8 +191,6 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
     if report.budgets.is_empty() {
         println!("No budgets are configured ([[budgets]] in the config, or the team policy).");
     }
-    // An enum's word as the JSON says it (`day`, `block`).
-    let word = |v: Value| v.as_str().unwrap_or_default().to_string();
     for b in report.budgets {
         let key = Some(&b.key).filter(|k| !k.is_empty()).map(|k| format!(" [{k}]")).unwrap_or_default();
         let mut limits = Vec::new();
@@ -207,8 +203,8 @@ pub fn budget(paths: &Paths, loaded: &Loaded, json: bool) -> anyhow::Result<Exit
         println!(
             "{}{key} ({}, {}): {}; resets {}",
             b.name,
-            word(serde_json::to_value(b.period)?),
-            word(serde_json::to_value(b.action)?),
+            crate::protocol::word(b.period),
+            b.action.as_str(),
             limits.join(", "),
             b.resets_at
         );

@@ -156,7 +156,7 @@ impl DaemonClient {
 
     /// Usage since `since` (`today`, `week`, `month`, a date, or an age such as `7d`).
     pub async fn usage(&self, since: &str, by: GroupBy) -> Result<UsageReport, ClientError> {
-        let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let by = crate::word(by);
         self.get(&format!("/v1/usage?since={}&by={by}", query_escape(since))).await
     }
 
@@ -166,7 +166,7 @@ impl DaemonClient {
         since: &str,
         by: crate::team::TeamGroupBy,
     ) -> Result<crate::team::TeamUsage, ClientError> {
-        let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let by = crate::word(by);
         self.get(&format!("/v1/team/usage?since={}&by={by}", query_escape(since))).await
     }
 

@@ -22,6 +22,15 @@ pub mod status;
 pub mod team;
 pub mod usage;
 
+/// An enum's word as the API writes it (`day`, `block`, `model`): for query strings and text
+/// output. Empty for a value that does not serialize to one string.
+pub fn word(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
 pub use budget::{Action, BudgetReport, BudgetScope, BudgetsReply, LeaseReport};
 pub use complete::{CompletionAnswer, CompletionRequest, Intent, Snippet};
 pub use log::{Call, CallsReply, Micros, Outcome, Row};

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, Format, Listener};
 use crate::ledger::GroupBy;
 use crate::ledger::views::{self, CacheSummary, Grid, TargetLatency};
+use crate::route::CircuitState;
 use crate::utc::{self, Period};
 
 /// How long a login link may wait to be opened, unless the CLI asks for another span.
@@ -119,7 +120,7 @@ pub fn router() -> axum::Router<super::State> {
         .route("/dashboard/app.css", get(|h: HeaderMap| async move { asset(&h, &STYLE, "text/css") }))
         .route("/dashboard/api/data", get(data))
         .route("/dashboard/api/csv/{table}", get(csv))
-        .route("/dashboard/api/call/{id}", get(call))
+        .route("/dashboard/api/call/{id}", get(super::native::log_entry))
 }
 
 fn page(status: StatusCode, title: &str, text: &str) -> Response {
@@ -341,9 +342,7 @@ async fn collect(state: &super::State, q: &DataQuery) -> Result<Dashboard, Strin
         .map(|latency| {
             let h = health.iter().find(|h| h.target == latency.target);
             TargetRow {
-                circuit: h.map_or("closed".into(), |h| {
-                    serde_json::to_value(h.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-                }),
+                circuit: h.map_or(CircuitState::Closed, |h| h.state).as_str().to_string(),
                 last_error: h.and_then(|h| h.last_error.clone()),
                 latency,
             }
@@ -377,12 +376,6 @@ async fn data(State(state): State<super::State>, headers: HeaderMap, Query(q): Q
         },
         Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, e).into_response(),
     }
-}
-
-/// `GET /dashboard/api/call/{id}`: one call, with its redacted prompt and answer when the audit
-/// log kept them.
-async fn call(State(state): State<super::State>, Path(id): Path<String>) -> Response {
-    super::native::log_entry(State(state), Path(id)).await
 }
 
 /// One CSV field: quoted when it must be, and never read as a formula by a spreadsheet.
@@ -455,7 +448,7 @@ async fn csv(
         Ok(d) => d,
         Err(e) => return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Format::Openai, e).into_response(),
     };
-    let by = serde_json::to_value(d.by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let by = crate::protocol::word(d.by);
     let text = match table.as_str() {
         "usage" => usage_csv(&d.usage, &by),
         "arms" => usage_csv(&d.arms, "arm"),
@@ -475,9 +468,9 @@ async fn csv(
             d.budgets.iter().map(|b| {
                 vec![
                     b.name.clone(),
-                    format!("{:?}", b.scope).to_lowercase(),
+                    crate::protocol::word(b.scope),
                     b.key.clone(),
-                    format!("{:?}", b.period).to_lowercase(),
+                    crate::protocol::word(b.period),
                     b.spent_usd.clone(),
                     b.limit_usd.clone().unwrap_or_default(),
                     b.spent_tokens.to_string(),

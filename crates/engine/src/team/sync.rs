@@ -69,7 +69,7 @@ impl TeamClient {
     }
 
     pub async fn team_usage(&self, by: TeamGroupBy, since_ms: i64) -> Result<TeamUsage, CallError> {
-        let by = serde_json::to_value(by).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+        let by = tollgate_protocol::word(by);
         self.call(self.http.get(format!("{}/v1/team/usage?by={by}&since_ms={since_ms}", self.base))).await
     }
 }

@@ -185,7 +185,7 @@ const render = {
   latency(d) {
     return [section("Latency per target (answered calls) and circuits", "targets",
       tableOf(["target", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "circuit", "last error"],
-        d.targets.map((t) => ({ attrs: { "data-target": t.target }, cells: [t.target, num(t.requests), num(t.errors), ms(t.latency_ms_p50), ms(t.latency_ms_p95), ms(t.latency_ms_p99), el("span", { class: "badge " + t.circuit }, t.circuit.replace("_", " ")), t.last_error || ""] })),
+        d.targets.map((t) => ({ attrs: { "data-target": t.target }, cells: [t.target, num(t.requests), num(t.errors), ms(t.latency_ms_p50), ms(t.latency_ms_p95), ms(t.latency_ms_p99), el("span", { class: "badge " + t.circuit }, t.circuit.replace("-", " ")), t.last_error || ""] })),
         { numeric: [1, 2, 3, 4, 5] }))];
   },
   budgets(d) {
