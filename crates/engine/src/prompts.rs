@@ -243,16 +243,15 @@ impl Prompts {
         choose: crate::route::Chooser<'_>,
     ) -> Option<(&Prompt, Option<crate::route::Assignment>)> {
         let p = self.current.get(name)?;
-        let arms: Vec<(String, u64)> =
-            p.split.iter().filter(|(_, w)| **w > 0).map(|(v, w)| (format!("v{v}"), u64::from(*w))).collect();
+        let (versions, arms): (Vec<u32>, Vec<(String, u64)>) =
+            p.split.iter().filter(|(_, w)| **w > 0).map(|(v, w)| (*v, (format!("v{v}"), u64::from(*w)))).unzip();
         if arms.is_empty() {
             return Some((p, None));
         }
         let experiment = p.experiment.clone().unwrap_or_else(|| format!("prompt {name}"));
-        let (arm, _) = &arms[choose(&experiment, &arms).min(arms.len() - 1)];
-        let version = arm[1..].parse().ok()?;
-        let chosen = self.versions.get(&(name.to_string(), version))?;
-        Some((chosen, Some(crate::route::Assignment { experiment, arm: arm.clone() })))
+        let i = choose(&experiment, &arms).min(arms.len() - 1);
+        let chosen = self.versions.get(&(name.to_string(), versions[i]))?;
+        Some((chosen, Some(crate::route::Assignment { experiment, arm: arms[i].0.clone() })))
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Prompt> {
