@@ -133,6 +133,19 @@ async fn check(resp: Result<reqwest::Response, reqwest::Error>, what: &str) -> R
     Err(format!("{what}: GitLab answered {status} {}{hint}", text.chars().take(200).collect::<String>()))
 }
 
+/// Puts `body` in place of the text of a discussion's first note (`(discussion, note)`).
+async fn rewrite(
+    http: &reqwest::Client,
+    mr: &MergeRequest,
+    auth: &GitlabAuth,
+    (discussion, note): (&str, u64),
+    body: &str,
+    what: &str,
+) -> Result<(), String> {
+    let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
+    check(auth.apply(http.put(url)).json(&json!({"body": body})).send().await, what).await.map(drop)
+}
+
 /// Brings the merge request's tollgate discussions in line with `report`.
 pub async fn sync(
     http: &reqwest::Client,
@@ -186,13 +199,8 @@ pub async fn sync(
                 if *resolved && !old.contains(GONE) {
                     // Resolved by hand, the code unchanged: dismissed. Counted the first time seen.
                     if !old.contains(DISMISSED) {
-                        let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
                         let marked = format!("{old}\n{DISMISSED}");
-                        check(
-                            auth_req(http.put(url)).json(&json!({"body": marked})).send().await,
-                            "marking a dismissal",
-                        )
-                        .await?;
+                        rewrite(http, mr, auth, (discussion, *note), &marked, "marking a dismissal").await?;
                         posted.dismissed += 1;
                         if let Some(arm) = arm_of(old).map(str::to_string).or_else(|| f.arm.clone()) {
                             *posted.dismissed_by_arm.entry(arm).or_default() += 1;
@@ -201,9 +209,7 @@ pub async fn sync(
                     continue;
                 }
                 if *old != text {
-                    let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
-                    check(auth_req(http.put(url)).json(&json!({"body": text})).send().await, "updating a discussion")
-                        .await?;
+                    rewrite(http, mr, auth, (discussion, *note), &text, "updating a discussion").await?;
                     posted.updated += 1;
                 } else {
                     posted.unchanged += 1;
@@ -234,9 +240,8 @@ pub async fn sync(
     }
     for (fp, (discussion, note, old, resolved)) in &ours {
         if !seen.contains(fp) && !resolved {
-            let url = mr.url(&format!("/discussions/{discussion}/notes/{note}"));
             let marked = format!("{old}\n{GONE}");
-            check(auth_req(http.put(url)).json(&json!({"body": marked})).send().await, "marking a resolution").await?;
+            rewrite(http, mr, auth, (discussion, *note), &marked, "marking a resolution").await?;
             let url = mr.url(&format!("/discussions/{discussion}?resolved=true"));
             check(auth_req(http.put(url)).send().await, "resolving a discussion").await?;
             posted.resolved += 1;
