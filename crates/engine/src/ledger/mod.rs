@@ -164,16 +164,7 @@ pub fn usage(c: &Connection, since: i64, until: i64, by: GroupBy) -> rusqlite::R
             }
         }
     }
-    let mut total = UsageLine {
-        key: "total".into(),
-        requests: 0,
-        input_tokens: 0,
-        output_tokens: 0,
-        cached_tokens: 0,
-        cost_usd: String::new(),
-        unknown_cost_requests: 0,
-        ..Default::default()
-    };
+    let mut total = UsageLine { key: "total".into(), ..Default::default() };
     let mut cost = 0;
     for (l, c) in &rows {
         total.requests += l.requests;
