@@ -156,15 +156,9 @@ async fn dashboard(keep: Option<std::path::PathBuf>) {
             tollgate::ledger::insert(&tx, &row).unwrap();
         }
         tx.commit().unwrap();
-        c.execute_batch("PRAGMA wal_checkpoint(TRUNCATE); VACUUM;").unwrap();
+        c.execute_batch("VACUUM").unwrap();
     }
-    let size = std::fs::metadata(&path).unwrap().len();
-    println!(
-        "ledger: {ROWS} rows over 365 days written in {:.1} s; database {:.1} MiB ({} bytes per row)",
-        started.elapsed().as_secs_f64(),
-        size as f64 / 1048576.0,
-        size / ROWS as u64
-    );
+    print_db_size(&path, &format!("{ROWS} rows over 365 days written"), ROWS as u64, "row", started);
 
     let fake = FakeProvider::start().await;
     let config = format!(
@@ -468,13 +462,19 @@ async fn db_size() {
         let _ = ledger.write(settled);
     }
     ledger.store().flush().await.unwrap();
-    tollgate::store::checkpoint_truncate(&path).unwrap();
-    let size = std::fs::metadata(&path).unwrap().len();
+    print_db_size(&path, &format!("{n} requests (pending + settled writes)"), n as u64, "request", started);
+}
+
+/// The database's size once its write-ahead log is folded in: `what` took this long, and each of
+/// the `n` `unit`s comes to so many bytes.
+fn print_db_size(path: &std::path::Path, what: &str, n: u64, unit: &str, started: Instant) {
+    tollgate::store::checkpoint_truncate(path).unwrap();
+    let size = std::fs::metadata(path).unwrap().len();
     println!(
-        "ledger: {n} requests (pending + settled writes) in {:.1}s; database {:.1} MiB ({} bytes per request)",
+        "ledger: {what} in {:.1} s; database {:.1} MiB ({} bytes per {unit})",
         started.elapsed().as_secs_f64(),
         size as f64 / 1048576.0,
-        size / n as u64
+        size / n.max(1)
     );
 }
 
